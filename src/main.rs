@@ -1,1 +1,221 @@
-fn main() {}
+//! The `mcp-auth-gateway` command: serve, check, keygen, hash-key.
+
+#![forbid(unsafe_code)]
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use mcp_auth_gateway::auth::api_key;
+use mcp_auth_gateway::config::{self, Config};
+use mcp_auth_gateway::{observability, Gateway};
+
+#[derive(Parser)]
+#[command(
+    name = "mcp-auth-gateway",
+    version,
+    about = "Auth gateway for MCP servers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        #[arg(
+            long,
+            short,
+            default_value = "gateway.toml",
+            env = "MCP_GATEWAY_CONFIG"
+        )]
+        config: PathBuf,
+    },
+    /// Validate a configuration and print the routes and verifiers it compiles to.
+    Check {
+        #[arg(
+            long,
+            short,
+            default_value = "gateway.toml",
+            env = "MCP_GATEWAY_CONFIG"
+        )]
+        config: PathBuf,
+    },
+    /// Generate a new API key and print it with the hash to put in the configuration.
+    Keygen,
+    /// Read an API key from stdin and print its `sha256:` hash.
+    HashKey,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => serve(config),
+        Command::Check { config } => check(config),
+        Command::Keygen => keygen(),
+        Command::HashKey => hash_key(),
+    }
+}
+
+fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
+    config::load(path).map_err(|error| {
+        eprint!("{}: {error}", path.display());
+        ExitCode::FAILURE
+    })
+}
+
+fn serve(path: PathBuf) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let config = match load(&path) {
+            Ok(config) => config,
+            Err(code) => return code,
+        };
+        observability::init(&config.log);
+        let routes = config.routes.len();
+        let gateway = match Gateway::start(config).await {
+            Ok(gateway) => gateway,
+            Err(error) => {
+                tracing::error!(%error, "cannot start");
+                return ExitCode::FAILURE;
+            }
+        };
+        tracing::info!(routes, config = %path.display(), "mcp-auth-gateway started");
+        wait_for_signal().await;
+        tracing::info!("shutting down: draining in-flight requests");
+        gateway.shutdown().await;
+        tracing::info!("stopped");
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn check(path: PathBuf) -> ExitCode {
+    let config = match load(&path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    println!("{}: ok", path.display());
+    println!(
+        "public_url: {}{}",
+        config.server.public_url.origin, config.server.public_url.base_path
+    );
+    for addr in &config.server.listen {
+        println!(
+            "listen: {addr}{}",
+            if config.server.tls.is_some() {
+                " (tls)"
+            } else {
+                ""
+            }
+        );
+    }
+    if let Some(path) = &config.forward_auth.path {
+        println!("forward_auth: {path}");
+    }
+    println!("verifiers:");
+    println!("  api_keys: {} key(s)", config.verifiers.api_keys.len());
+    for issuer in &config.verifiers.issuers {
+        println!(
+            "  jwt:{} issuer={} algorithms={:?}",
+            issuer.id, issuer.issuer, issuer.algorithms
+        );
+    }
+    for x in &config.verifiers.introspectors {
+        println!("  introspection:{} endpoint={}", x.id, x.endpoint);
+    }
+    println!("routes:");
+    for route in config.routes.iter() {
+        println!(
+            "  {} {}{} -> {}://{}{} verifiers=[{}] scopes=[{}] resource={}{}",
+            route.id,
+            route.host.as_deref().unwrap_or(""),
+            route.path,
+            route.upstream.scheme,
+            route.upstream.authority,
+            route.upstream.base_path,
+            if route.unauthenticated {
+                "NONE (dangerous)".to_string()
+            } else {
+                route.verifiers.describe().join(", ")
+            },
+            route.required_scopes.join(" "),
+            route.resource,
+            if route.public_paths.is_empty() {
+                String::new()
+            } else {
+                format!(" public={:?}", route.public_paths)
+            },
+        );
+    }
+    for switch in &config.dangerous {
+        println!("WARNING dangerous: {switch}");
+    }
+    ExitCode::SUCCESS
+}
+
+fn keygen() -> ExitCode {
+    match api_key::generate_key() {
+        Ok(key) => {
+            println!("key:  {key}");
+            println!(
+                "hash: {}",
+                api_key::format_hash(&api_key::sha256(key.as_bytes()))
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("{error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn hash_key() -> ExitCode {
+    let mut input = String::new();
+    if let Err(error) = std::io::stdin().read_to_string(&mut input) {
+        eprintln!("cannot read the key from stdin: {error}");
+        return ExitCode::FAILURE;
+    }
+    let key = input.trim_end_matches(['\r', '\n']);
+    if key.is_empty() {
+        eprintln!("no key on stdin: pipe the key in, e.g. `printf %s \"$KEY\" | mcp-auth-gateway hash-key`");
+        return ExitCode::FAILURE;
+    }
+    println!("{}", api_key::format_hash(&api_key::sha256(key.as_bytes())));
+    ExitCode::SUCCESS
+}

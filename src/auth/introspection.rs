@@ -1,0 +1,193 @@
+//! Opaque tokens, verified by OAuth 2.0 Token Introspection (RFC 7662).
+//!
+//! The gateway authenticates to the endpoint with its own client credentials
+//! (`client_secret_basic`, RFC 6749 §2.3.1). An answer counts only if `active` is true, the
+//! `iss` matches when one is configured and, unless disabled, the token carries an audience
+//! (checked per route like a JWT's). Positive answers are cached by token hash until the
+//! smaller of `exp` and `cache_ttl` — a revoked token keeps working for up to that TTL.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use http::{header, HeaderValue, Request, Uri};
+use serde_json::{Map, Value};
+
+use super::audience;
+use super::claims::ClaimMapping;
+use super::{AuthMethod, Principal, VerifierId, VerifyError};
+use crate::body;
+use crate::config::secret::Secret;
+use crate::outbound::{self, HttpClient};
+
+const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+pub struct Introspector {
+    pub index: usize,
+    pub id: String,
+    pub endpoint: Uri,
+    authorization: HeaderValue,
+    pub issuer: Option<String>,
+    pub audiences: Vec<String>,
+    pub require_audience: bool,
+    pub cache_ttl: Duration,
+    pub timeout: Duration,
+    pub claims: ClaimMapping,
+    client: HttpClient,
+}
+
+impl std::fmt::Debug for Introspector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Introspector")
+            .field("id", &self.id)
+            .field("endpoint", &self.endpoint)
+            .finish()
+    }
+}
+
+impl Introspector {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        index: usize,
+        id: String,
+        endpoint: Uri,
+        client_id: &str,
+        client_secret: &Secret,
+        issuer: Option<String>,
+        audiences: Vec<String>,
+        require_audience: bool,
+        cache_ttl: Duration,
+        timeout: Duration,
+        claims: ClaimMapping,
+        client: HttpClient,
+    ) -> Result<Self, String> {
+        // RFC 6749 §2.3.1: form-encode each part before joining and base64-encoding.
+        let credentials = format!(
+            "{}:{}",
+            form_encode(client_id),
+            form_encode(client_secret.expose())
+        );
+        let mut authorization =
+            HeaderValue::from_str(&format!("Basic {}", STANDARD.encode(credentials)))
+                .map_err(|_| "client credentials do not form a valid header".to_string())?;
+        authorization.set_sensitive(true);
+        Ok(Self {
+            index,
+            id,
+            endpoint,
+            authorization,
+            issuer,
+            audiences,
+            require_audience,
+            cache_ttl,
+            timeout,
+            claims,
+            client,
+        })
+    }
+
+    pub async fn introspect(&self, token: &str) -> Result<Principal, VerifyError> {
+        let form = format!("token={}&token_type_hint=access_token", form_encode(token));
+        let request = Request::post(self.endpoint.clone())
+            .header(header::AUTHORIZATION, self.authorization.clone())
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::ACCEPT, "application/json")
+            .body(body::full(form))
+            .map_err(|_| VerifyError::Unavailable("introspection request could not be built"))?;
+        let fetched = outbound::fetch(&self.client, request, MAX_RESPONSE_BYTES, self.timeout)
+            .await
+            .map_err(|e| {
+                tracing::warn!(introspection = %self.id, error = %e, "introspection failed");
+                VerifyError::Unavailable("introspection endpoint unavailable")
+            })?;
+        if !fetched.status.is_success() {
+            tracing::warn!(introspection = %self.id, status = %fetched.status,
+                "introspection endpoint refused the request");
+            return Err(VerifyError::Unavailable(
+                "introspection endpoint unavailable",
+            ));
+        }
+        let answer: Map<String, Value> = serde_json::from_slice(&fetched.body)
+            .map_err(|_| VerifyError::Unavailable("introspection answer is not JSON"))?;
+        self.principal(&answer)
+    }
+
+    fn principal(&self, answer: &Map<String, Value>) -> Result<Principal, VerifyError> {
+        if answer.get("active") != Some(&Value::Bool(true)) {
+            return Err(VerifyError::Invalid("token is not active"));
+        }
+        let extracted = self.claims.extract(answer);
+        if let Some(expected) = &self.issuer {
+            if extracted.issuer.as_deref() != Some(expected.as_str()) {
+                return Err(VerifyError::Invalid("untrusted issuer"));
+            }
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        if extracted.expires_at.is_some_and(|exp| exp <= now) {
+            return Err(VerifyError::Invalid("token expired"));
+        }
+        if self.require_audience && extracted.audiences.is_empty() {
+            return Err(VerifyError::Invalid("token has no audience"));
+        }
+        let subject = extracted
+            .subject
+            .or_else(|| {
+                answer
+                    .get("username")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
+            .ok_or(VerifyError::Invalid("token has no subject"))?;
+        let audiences: Vec<String> = extracted
+            .audiences
+            .iter()
+            .map(|a| audience::canonical(a))
+            .collect();
+        let ttl_end = now + self.cache_ttl.as_secs();
+        Ok(Principal {
+            subject,
+            name: extracted.name,
+            email: extracted.email,
+            groups: extracted.groups,
+            scopes: extracted.scopes,
+            client_id: extracted.client_id,
+            token_id: extracted.token_id,
+            issuer: extracted.issuer,
+            method: AuthMethod::Introspection,
+            verifier: VerifierId::Introspection(self.index),
+            issuer_audience_matched: audience::any_covers(&audiences, &self.audiences),
+            audiences: (self.require_audience || !audiences.is_empty()).then_some(audiences),
+            // Cache horizon: the token's own expiry or the configured TTL, whichever is first.
+            expires_at: Some(extracted.expires_at.map_or(ttl_end, |exp| exp.min(ttl_end))),
+        })
+    }
+}
+
+/// `application/x-www-form-urlencoded` for one value: unreserved characters stay, the rest
+/// is percent-encoded.
+pub fn form_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(byte as char)
+            }
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::form_encode;
+
+    #[test]
+    fn form_encoding() {
+        assert_eq!(form_encode("a b+c/d=é"), "a%20b%2Bc%2Fd%3D%C3%A9");
+        assert_eq!(form_encode("abc-._~"), "abc-._~");
+    }
+}

@@ -1,0 +1,149 @@
+//! "Who is this?" — turns a bearer token into a [`Principal`].
+//!
+//! Knows API keys, JWT issuers (JWKS) and RFC 7662 introspection; knows nothing of routes,
+//! paths or bodies. A route hands over the [`VerifierSet`] it accepts; verified principals are
+//! cached by token hash until their expiry so the hot path does one SHA-256 and a map lookup.
+
+pub mod api_key;
+pub mod audience;
+pub mod claims;
+pub mod introspection;
+pub mod jwks;
+pub mod jwt;
+pub mod principal;
+mod token_cache;
+
+use std::sync::Arc;
+
+pub use principal::{AuthMethod, Principal, VerifierId};
+
+use api_key::ApiKeyStore;
+use introspection::Introspector;
+use jwt::Issuer;
+use token_cache::TokenCache;
+
+/// Why a token was not accepted. The reasons are fixed strings: they go into
+/// `error_description` (so they hold no `=` and no quotes) and into the audit log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    /// The token is not valid for us (bad signature, expired, unknown, revoked, …).
+    #[error("{0}")]
+    Invalid(&'static str),
+    /// We could not decide right now (introspection endpoint down, no keys ever loaded).
+    #[error("{0}")]
+    Unavailable(&'static str),
+}
+
+/// The verifiers a route accepts, resolved from its `verifiers = [...]` list.
+#[derive(Debug, Clone, Default)]
+pub struct VerifierSet {
+    pub api_keys: bool,
+    pub issuers: Vec<Arc<Issuer>>,
+    pub introspectors: Vec<Arc<Introspector>>,
+}
+
+impl VerifierSet {
+    fn accepts(&self, id: VerifierId) -> bool {
+        match id {
+            VerifierId::ApiKeys => self.api_keys,
+            VerifierId::Issuer(i) => self.issuers.iter().any(|issuer| issuer.index == i),
+            VerifierId::Introspection(i) => self.introspectors.iter().any(|x| x.index == i),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        !self.api_keys && self.issuers.is_empty() && self.introspectors.is_empty()
+    }
+
+    /// Names for `check` output and logs.
+    pub fn describe(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        if self.api_keys {
+            names.push("api_keys".to_string());
+        }
+        names.extend(self.issuers.iter().map(|i| format!("jwt:{}", i.id)));
+        names.extend(
+            self.introspectors
+                .iter()
+                .map(|i| format!("introspection:{}", i.id)),
+        );
+        names
+    }
+}
+
+/// All verifiers of a configuration plus the shared verified-token cache.
+pub struct Verifiers {
+    pub api_keys: ApiKeyStore,
+    pub issuers: Vec<Arc<Issuer>>,
+    pub introspectors: Vec<Arc<Introspector>>,
+    cache: TokenCache,
+}
+
+impl Verifiers {
+    pub fn new(
+        api_keys: ApiKeyStore,
+        issuers: Vec<Arc<Issuer>>,
+        introspectors: Vec<Arc<Introspector>>,
+        cache_entries: u64,
+    ) -> Self {
+        Self {
+            api_keys,
+            issuers,
+            introspectors,
+            cache: TokenCache::new(cache_entries),
+        }
+    }
+
+    /// Verifies `token` with the verifiers in `set`, trying the one the token's shape points
+    /// to: API keys are opaque, JWTs name their issuer, and whatever is left goes to
+    /// introspection.
+    pub async fn verify(
+        &self,
+        set: &VerifierSet,
+        token: &str,
+    ) -> Result<Arc<Principal>, VerifyError> {
+        let digest = api_key::sha256(token.as_bytes());
+        if let Some(principal) = self.cache.get(&digest).await {
+            if set.accepts(principal.verifier) {
+                return Ok(principal);
+            }
+        }
+
+        if set.api_keys {
+            if let Some(principal) = self.api_keys.verify(&digest) {
+                return Ok(principal);
+            }
+        }
+
+        let mut last_error = VerifyError::Invalid("unknown token");
+        if jwt::looks_like_jwt(token) && !set.issuers.is_empty() {
+            match jwt::select_issuer(token, &set.issuers) {
+                Ok(issuer) => {
+                    let principal = Arc::new(issuer.verify(token).await?);
+                    self.cache.insert(digest, principal.clone()).await;
+                    return Ok(principal);
+                }
+                Err(error) => last_error = error,
+            }
+        }
+
+        for introspector in &set.introspectors {
+            match introspector.introspect(token).await {
+                Ok(principal) => {
+                    let principal = Arc::new(principal);
+                    self.cache.insert(digest, principal.clone()).await;
+                    return Ok(principal);
+                }
+                Err(error) => last_error = error,
+            }
+        }
+        Err(last_error)
+    }
+
+    /// Starts the background JWKS refreshers; called once the runtime exists.
+    pub fn start_background_tasks(&self) {
+        for issuer in &self.issuers {
+            issuer.keys.start_refresher();
+        }
+    }
+}

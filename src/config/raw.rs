@@ -1,0 +1,268 @@
+//! The configuration file's shapes, exactly as written. Every table refuses unknown keys so a
+//! typo is an error instead of a silently ignored setting. Defaults live here; meaning and
+//! validation live in `compile`.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::duration::ConfigDuration;
+use super::secret::SecretSource;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub server: RawServer,
+    #[serde(default)]
+    pub forward_auth: RawForwardAuth,
+    #[serde(default)]
+    pub log: RawLog,
+    #[serde(default)]
+    pub identity_headers: RawIdentityHeaders,
+    #[serde(default)]
+    pub api_keys: Vec<RawApiKey>,
+    #[serde(default)]
+    pub issuers: Vec<RawIssuer>,
+    #[serde(default)]
+    pub introspection: Vec<RawIntrospection>,
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+    #[serde(default)]
+    pub dangerous: RawDangerous,
+}
+
+impl RawConfig {
+    pub(super) fn deserialize_value(value: toml::Value) -> Result<Self, toml::de::Error> {
+        value.try_into()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub listen: Vec<String>,
+    pub public_url: String,
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    #[serde(default)]
+    pub trust_forwarded_headers: bool,
+    pub tls: Option<RawTls>,
+    #[serde(default)]
+    pub limits: RawLimits,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert_file: String,
+    pub key_file: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLimits {
+    pub max_header_bytes: usize,
+    pub max_body_bytes: u64,
+    pub max_token_bytes: usize,
+    pub header_read_timeout: ConfigDuration,
+    pub connect_timeout: ConfigDuration,
+    pub response_timeout: ConfigDuration,
+    pub shutdown_grace: ConfigDuration,
+    pub max_connections: usize,
+    pub token_cache_entries: u64,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        use std::time::Duration;
+        Self {
+            max_header_bytes: 16 * 1024,
+            max_body_bytes: 4 * 1024 * 1024,
+            max_token_bytes: 8 * 1024,
+            header_read_timeout: ConfigDuration(Duration::from_secs(10)),
+            connect_timeout: ConfigDuration(Duration::from_secs(5)),
+            response_timeout: ConfigDuration(Duration::from_secs(60)),
+            shutdown_grace: ConfigDuration(Duration::from_secs(30)),
+            max_connections: 10_000,
+            token_cache_entries: 100_000,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawForwardAuth {
+    pub enabled: bool,
+    pub path: String,
+}
+
+impl Default for RawForwardAuth {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            path: "/verify".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLog {
+    pub format: String,
+    pub level: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self {
+            format: "pretty".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawIdentityHeaders {
+    pub user_id: String,
+    pub user_name: String,
+    pub user_email: String,
+    pub groups: String,
+    pub scopes: String,
+    pub client_id: String,
+    pub method: String,
+    pub token_id: String,
+}
+
+impl Default for RawIdentityHeaders {
+    fn default() -> Self {
+        Self {
+            user_id: "X-User-Id".into(),
+            user_name: "X-User-Name".into(),
+            user_email: "X-User-Email".into(),
+            groups: "X-User-Groups".into(),
+            scopes: "X-Auth-Scopes".into(),
+            client_id: "X-Auth-Client-Id".into(),
+            method: "X-Auth-Method".into(),
+            token_id: "X-Auth-Token-Id".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApiKey {
+    pub id: String,
+    pub hash: Option<String>,
+    pub key_env: Option<String>,
+    pub key_file: Option<String>,
+    pub subject: String,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIssuer {
+    pub id: String,
+    pub issuer: String,
+    pub jwks_uri: Option<String>,
+    pub jwks_file: Option<String>,
+    pub public_key_file: Option<String>,
+    pub algorithms: Vec<String>,
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    pub leeway: Option<ConfigDuration>,
+    pub allowed_types: Option<Vec<String>>,
+    pub jwks_refresh_interval: Option<ConfigDuration>,
+    pub jwks_refetch_min_interval: Option<ConfigDuration>,
+    #[serde(default)]
+    pub claims: RawClaims,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawClaims {
+    pub subject: String,
+    pub name: String,
+    pub email: String,
+    pub groups: String,
+    pub scope: String,
+    pub client_id: String,
+}
+
+impl Default for RawClaims {
+    fn default() -> Self {
+        Self {
+            subject: "sub".into(),
+            name: "name".into(),
+            email: "email".into(),
+            groups: "groups".into(),
+            scope: "scope".into(),
+            client_id: "client_id".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIntrospection {
+    pub id: String,
+    pub endpoint: String,
+    pub client_id: String,
+    pub client_secret_env: Option<String>,
+    pub client_secret_file: Option<String>,
+    pub issuer: Option<String>,
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    pub cache_ttl: Option<ConfigDuration>,
+    pub timeout: Option<ConfigDuration>,
+    #[serde(default = "yes")]
+    pub require_audience: bool,
+    #[serde(default)]
+    pub claims: RawClaims,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub id: String,
+    pub host: Option<String>,
+    pub path: String,
+    pub upstream: String,
+    #[serde(default)]
+    pub verifiers: Vec<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    pub audiences: Option<Vec<String>>,
+    pub scopes_supported: Option<Vec<String>>,
+    pub authorization_servers: Option<Vec<String>>,
+    pub resource_name: Option<String>,
+    #[serde(default)]
+    pub public_paths: Vec<String>,
+    pub methods: Option<Vec<String>>,
+    pub allowed_hosts: Option<Vec<String>>,
+    pub allowed_origins: Option<Vec<String>>,
+    #[serde(default)]
+    pub upstream_headers: BTreeMap<String, SecretSource>,
+}
+
+/// Switches that weaken security. Off by default; each one is logged at WARN when set.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDangerous {
+    /// Route ids proxied without any credential check (benchmarks, trusted networks).
+    pub unauthenticated_routes: Vec<String>,
+    /// Allow `http://` JWKS and introspection endpoints on non-loopback hosts.
+    pub allow_plain_http_identity_endpoints: bool,
+}

@@ -1,0 +1,92 @@
+//! Secrets: where they come from (environment or file, never the TOML text itself) and the
+//! newtype that holds them (redacted `Debug`, no `Display`, no `Serialize`).
+
+use std::fmt;
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// A secret value in memory. Printing it shows `Secret(***)`; there is no way to log it by
+/// accident. Dropped values are not zeroized: the process memory is the trust boundary.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+
+    /// The secret itself, for the one place that must send or hash it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// `{ env = "VAR" }` or `{ file = "/run/secrets/x" }` in the configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSource {
+    pub env: Option<String>,
+    pub file: Option<String>,
+}
+
+/// Reads a secret from an environment variable or a file (trailing newline trimmed).
+pub fn resolve(
+    env: Option<&str>,
+    file: Option<&str>,
+    base_dir: &Path,
+    key_path: &str,
+) -> Result<Secret, String> {
+    match (env, file) {
+        (Some(var), None) => match std::env::var(var) {
+            Ok(value) if !value.is_empty() => Ok(Secret::new(value)),
+            Ok(_) => Err(format!(
+                "{key_path}: environment variable {var} is empty: set it to the secret"
+            )),
+            Err(_) => Err(format!(
+                "{key_path}: environment variable {var} is not set: export it before starting"
+            )),
+        },
+        (None, Some(file)) => {
+            let path = base_dir.join(file);
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                format!(
+                    "{key_path}: cannot read secret file {}: {e}",
+                    path.display()
+                )
+            })?;
+            let value = text.trim_end_matches(['\r', '\n']).to_string();
+            if value.is_empty() {
+                return Err(format!(
+                    "{key_path}: secret file {} is empty",
+                    path.display()
+                ));
+            }
+            Ok(Secret::new(value))
+        }
+        (Some(_), Some(_)) => Err(format!(
+            "{key_path}: give either an env variable or a file for this secret, not both"
+        )),
+        (None, None) => Err(format!(
+            "{key_path}: missing secret: set `env = \"VAR\"` or `file = \"/path\"`"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Secret;
+
+    #[test]
+    fn debug_is_redacted() {
+        let secret = Secret::new("hunter2".into());
+        assert_eq!(format!("{secret:?}"), "Secret(***)");
+        assert!(!format!("{:?}", Some(&secret)).contains("hunter2"));
+    }
+}

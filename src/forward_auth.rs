@@ -1,0 +1,136 @@
+//! `/verify`: ForwardAuth for Traefik (`forwardAuth`), nginx (`auth_request`) and Caddy
+//! (`forward_auth`). The front proxy describes the original request in headers; we rebuild
+//! the request view from them and run the very same `pipeline::admit` as inline mode.
+//!
+//! Answers are only 200 (with the identity headers, for `authResponseHeaders` /
+//! `auth_request_set` / `copy_headers`), 401 or 403 (with the challenge): nginx turns any
+//! other status from an auth subrequest into a 500.
+//!
+//! Original request, by proxy:
+//! - Traefik, Caddy: `X-Forwarded-Method`, `X-Forwarded-Proto`, `X-Forwarded-Host`,
+//!   `X-Forwarded-Uri` (path and query);
+//! - nginx: `X-Original-Method`, `X-Original-URI` (`$request_uri`), plus the
+//!   `X-Forwarded-Host` the deploy/ config sets (else the subrequest's `Host`).
+//!
+//! The original `Authorization` and `Origin` arrive as ordinary headers. Each forwarded header
+//! must appear at most once.
+
+use http::header::{self, HeaderName};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
+use hyper::body::Incoming;
+
+use crate::body::{self, Body};
+use crate::config::Config;
+use crate::observability::Outcome;
+use crate::pipeline::policy::Admission;
+use crate::pipeline::rejection::Rejection;
+use crate::pipeline::request::RequestView;
+use crate::pipeline::{admit, transport};
+use crate::server::router::{is_metadata_path, HEALTH_PATH};
+
+const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
+const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
+const X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
+
+/// The original request as the front proxy described it.
+struct Original {
+    method: Method,
+    uri: Uri,
+    host: Option<String>,
+}
+
+pub async fn verify(config: &Config, request: &Request<Incoming>) -> (Response<Body>, Outcome) {
+    let headers = request.headers();
+    let original = match original_request(headers) {
+        Ok(original) => original,
+        Err(rejection) => return answer(Err(rejection)),
+    };
+    let path = original.uri.path();
+    // Discovery documents and health are public wherever they are routed.
+    if is_metadata_path(path) || path == HEALTH_PATH {
+        return (allow(), Outcome::builtin("verify-public"));
+    }
+    let view = RequestView {
+        method: &original.method,
+        path,
+        query: original.uri.query(),
+        host: original.host.as_deref(),
+        headers,
+    };
+    match admit(config, &view).await {
+        Ok(admission) => {
+            let outcome = Outcome::admitted(&admission);
+            let mut response = allow();
+            if let Admission::Granted(grant) = &admission {
+                config.identity_headers.set(grant, response.headers_mut());
+            }
+            (response, outcome)
+        }
+        Err(rejection) => answer(Err(rejection)),
+    }
+}
+
+fn allow() -> Response<Body> {
+    let mut response = Response::new(body::empty());
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    response
+}
+
+/// 401 when a (new) credential could fix it, 403 otherwise. A verifier outage maps to 401:
+/// it is the only non-final status nginx passes through, and the client may retry.
+fn answer(result: Result<(), Rejection>) -> (Response<Body>, Outcome) {
+    let Err(rejection) = result else {
+        return (allow(), Outcome::builtin("verify"));
+    };
+    let status = match rejection.status() {
+        StatusCode::UNAUTHORIZED | StatusCode::SERVICE_UNAVAILABLE => StatusCode::UNAUTHORIZED,
+        _ => StatusCode::FORBIDDEN,
+    };
+    let outcome = Outcome::rejected(&rejection);
+    (rejection.respond_with(status), outcome)
+}
+
+fn single_str(headers: &HeaderMap, name: HeaderName) -> Result<Option<&str>, Rejection> {
+    match transport::single(headers, name)? {
+        Some(value) => value
+            .to_str()
+            .map(Some)
+            .map_err(|_| Rejection::MalformedHeader("forwarded request")),
+        None => Ok(None),
+    }
+}
+
+fn original_request(headers: &HeaderMap) -> Result<Original, Rejection> {
+    let method = match single_str(headers, X_FORWARDED_METHOD)? {
+        Some(method) => Some(method),
+        None => single_str(headers, X_ORIGINAL_METHOD)?,
+    };
+    let method = match method {
+        Some(m) => Method::from_bytes(m.as_bytes())
+            .map_err(|_| Rejection::MalformedHeader("x-forwarded-method"))?,
+        None => Method::GET,
+    };
+    let uri = match single_str(headers, X_FORWARDED_URI)? {
+        Some(uri) => uri,
+        None => single_str(headers, X_ORIGINAL_URI)?
+            .ok_or(Rejection::MalformedHeader("x-forwarded-uri"))?,
+    };
+    let uri: Uri = uri
+        .parse()
+        .map_err(|_| Rejection::AmbiguousPath("unparsable forwarded URI"))?;
+    if uri.authority().is_some() || !uri.path().starts_with('/') {
+        return Err(Rejection::AmbiguousPath(
+            "forwarded URI must be origin-form",
+        ));
+    }
+    let host = match single_str(headers, X_FORWARDED_HOST)? {
+        Some(host) => Some(host.to_string()),
+        None => single_str(headers, header::HOST)?.map(str::to_string),
+    };
+    Ok(Original { method, uri, host })
+}

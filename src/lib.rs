@@ -1,0 +1,36 @@
+//! # mcp-auth-gateway
+//!
+//! An auth gateway for MCP servers: a streaming reverse proxy and a ForwardAuth `/verify`
+//! endpoint that decide every request with one pipeline.
+//!
+//! ```text
+//!             inline                                      ForwardAuth
+//!  client ──► server::router ──► proxy ─┐     Traefik/nginx/Caddy ──► forward_auth ─┐
+//!                 │                     ▼                                           ▼
+//!                 │            pipeline::admit  (1 route · 2 transport guard · 4 credential
+//!                 │                     │        · 5 verify [auth] · 6 policy → Grant)
+//!                 │                     ▼                                           ▼
+//!                 │     9 rewrite · 10 forward (streaming)          200 + identity headers
+//!                 ▼                                                  or 401/403 + challenge
+//!   built-ins: /healthz, /.well-known/oauth-protected-resource[/…] (metadata), /verify
+//! ```
+//!
+//! `auth` answers "who is this?" and knows nothing of routes; `pipeline` decides and knows
+//! nothing of listeners; `config` compiles the TOML into the types both run on.
+
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod auth;
+pub mod body;
+pub mod config;
+pub mod forward_auth;
+pub mod metadata;
+pub mod observability;
+pub mod outbound;
+pub mod pipeline;
+pub mod proxy;
+pub mod server;
+
+pub use app::{Gateway, StartError};
+pub use config::Config;

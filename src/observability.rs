@@ -1,0 +1,111 @@
+//! Logging and the per-request audit event.
+//!
+//! One event per request (target `audit`): method, path (never the query: it is where a
+//! misplaced token would be), route, subject, auth method, verdict, reason, status, latency
+//! to the response head. Tokens, keys and secrets are never fields of any event.
+
+use std::time::Duration;
+
+use http::{Method, StatusCode};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{LogFormat, LogSettings};
+use crate::pipeline::policy::Admission;
+use crate::pipeline::rejection::Rejection;
+
+/// Installs the global subscriber. `RUST_LOG` overrides the configured level. Calling it
+/// twice (tests) keeps the first.
+pub fn init(settings: &LogSettings) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&settings.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = match settings.format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Pretty => builder.try_init(),
+    };
+}
+
+/// What the gateway decided about one request, for the audit event.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    pub verdict: &'static str,
+    pub route: Option<String>,
+    pub subject: Option<String>,
+    pub auth_method: Option<&'static str>,
+    pub reason: Option<String>,
+}
+
+impl Outcome {
+    pub fn builtin(name: &'static str) -> Self {
+        Self {
+            verdict: name,
+            ..Self::default()
+        }
+    }
+
+    pub fn with_route(mut self, route: &str) -> Self {
+        self.route = Some(route.to_string());
+        self
+    }
+
+    pub fn admitted(admission: &Admission) -> Self {
+        let principal = admission.principal();
+        Self {
+            verdict: match admission {
+                Admission::Granted(_) => "allow",
+                Admission::Public(_) => "public",
+                Admission::Preflight(_) => "preflight",
+            },
+            route: Some(admission.route().id.clone()),
+            subject: principal.map(|p| p.subject.clone()),
+            auth_method: principal.map(|p| p.method.as_str()),
+            reason: None,
+        }
+    }
+
+    pub fn rejected(rejection: &Rejection) -> Self {
+        Self {
+            verdict: "deny",
+            reason: Some(rejection.reason()),
+            ..Self::default()
+        }
+    }
+
+    /// Admitted, but the upstream exchange failed.
+    pub fn failed(mut self, reason: &str) -> Self {
+        self.verdict = "upstream_error";
+        self.reason = Some(reason.to_string());
+        self
+    }
+}
+
+pub fn audit(
+    method: &Method,
+    path: &str,
+    status: StatusCode,
+    latency: Duration,
+    outcome: &Outcome,
+) {
+    let span = tracing::Span::current();
+    if let Some(route) = &outcome.route {
+        span.record("route", route.as_str());
+    }
+    if let Some(subject) = &outcome.subject {
+        span.record("subject", subject.as_str());
+    }
+    span.record("status", status.as_u16());
+    tracing::info!(
+        target: "audit",
+        %method,
+        path,
+        status = status.as_u16(),
+        verdict = outcome.verdict,
+        route = outcome.route.as_deref(),
+        subject = outcome.subject.as_deref(),
+        auth = outcome.auth_method,
+        reason = outcome.reason.as_deref(),
+        latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
+        "request"
+    );
+}

@@ -1,0 +1,152 @@
+//! Phase 4 — Credential: exactly one `Authorization: Bearer <token>` (RFC 6750 §2.1).
+//!
+//! - no `Authorization`, or another scheme → "no credentials" (401 without `error`);
+//! - two `Authorization` headers, `Bearer` without a token, a token in the query string
+//!   (forbidden by the MCP authorization spec) → 400 `invalid_request`;
+//! - a token that is not `b64token` syntax or longer than the limit → 401 `invalid_token`.
+
+use http::header;
+
+use super::rejection::Rejection;
+use super::request::RequestView;
+use super::route::Route;
+
+/// Query parameters that would carry a token (RFC 6750 §2.3, and a common variant).
+const QUERY_TOKEN_PARAMS: [&str; 2] = ["access_token", "token"];
+
+/// What the credential phase found.
+pub enum Credential<'a> {
+    Bearer(&'a str),
+    Missing,
+}
+
+pub fn extract<'a>(
+    request: &RequestView<'a>,
+    route: &Route,
+    max_token_bytes: usize,
+) -> Result<Credential<'a>, Rejection> {
+    if let Some(query) = request.query {
+        if query_has_token(query) {
+            return Err(Rejection::MalformedCredential(
+                route.challenge.clone(),
+                "access tokens are not accepted in the query string",
+            ));
+        }
+    }
+    let mut values = request.headers.get_all(header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Ok(Credential::Missing);
+    };
+    if values.next().is_some() {
+        return Err(Rejection::MalformedCredential(
+            route.challenge.clone(),
+            "more than one Authorization header",
+        ));
+    }
+    let Ok(value) = value.to_str() else {
+        return Err(Rejection::InvalidToken(
+            route.challenge.clone(),
+            "malformed token",
+        ));
+    };
+    match parse_bearer(value, max_token_bytes) {
+        Parsed::Token(token) => Ok(Credential::Bearer(token)),
+        Parsed::OtherScheme => Ok(Credential::Missing),
+        Parsed::Empty => Err(Rejection::MalformedCredential(
+            route.challenge.clone(),
+            "Bearer without a token",
+        )),
+        Parsed::Invalid(reason) => Err(Rejection::InvalidToken(route.challenge.clone(), reason)),
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Parsed<'a> {
+    Token(&'a str),
+    OtherScheme,
+    Empty,
+    Invalid(&'static str),
+}
+
+/// Parses one `Authorization` value. The scheme is case-insensitive; exactly one space
+/// separates it from the token (tolerating more would accept what RFC 6750 does not).
+fn parse_bearer(value: &str, max_token_bytes: usize) -> Parsed<'_> {
+    let (scheme, rest) = match value.split_once(' ') {
+        Some(parts) => parts,
+        None => (value, ""),
+    };
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Parsed::OtherScheme;
+    }
+    let token = rest;
+    if token.trim().is_empty() {
+        return Parsed::Empty;
+    }
+    if token.len() > max_token_bytes {
+        return Parsed::Invalid("token too large");
+    }
+    if !is_b64token(token) {
+        return Parsed::Invalid("malformed token");
+    }
+    Parsed::Token(token)
+}
+
+/// RFC 6750 §2.1: `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
+fn is_b64token(token: &str) -> bool {
+    let body = token.trim_end_matches('=');
+    !body.is_empty()
+        && body.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        })
+}
+
+fn query_has_token(query: &str) -> bool {
+    query.split('&').any(|pair| {
+        let name = pair.split('=').next().unwrap_or("");
+        QUERY_TOKEN_PARAMS
+            .iter()
+            .any(|param| name.eq_ignore_ascii_case(param))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_table() {
+        let cases = [
+            (
+                "Bearer abc.def-ghi_~+/==",
+                Parsed::Token("abc.def-ghi_~+/=="),
+            ),
+            ("bearer abc", Parsed::Token("abc")),
+            ("BEARER abc", Parsed::Token("abc")),
+            ("Basic dXNlcjpwYXNz", Parsed::OtherScheme),
+            ("DPoP abc", Parsed::OtherScheme),
+            ("Bearerabc", Parsed::OtherScheme),
+            ("Bearer", Parsed::Empty),
+            ("Bearer ", Parsed::Empty),
+            ("Bearer  abc", Parsed::Invalid("malformed token")),
+            ("Bearer abc def", Parsed::Invalid("malformed token")),
+            ("Bearer abc,def", Parsed::Invalid("malformed token")),
+            ("Bearer ===", Parsed::Invalid("malformed token")),
+            ("Bearer a=b", Parsed::Invalid("malformed token")),
+            ("Bearer \"abc\"", Parsed::Invalid("malformed token")),
+        ];
+        for (input, want) in cases {
+            assert_eq!(parse_bearer(input, 64), want, "{input:?}");
+        }
+        let long = format!("Bearer {}", "a".repeat(65));
+        assert_eq!(parse_bearer(&long, 64), Parsed::Invalid("token too large"));
+    }
+
+    #[test]
+    fn query_token_table() {
+        assert!(query_has_token("access_token=abc"));
+        assert!(query_has_token("a=1&ACCESS_TOKEN=abc"));
+        assert!(query_has_token("token"));
+        assert!(!query_has_token("tokens=1&x=access_token"));
+        assert!(!query_has_token(""));
+    }
+}

@@ -1,0 +1,67 @@
+//! Phase 6 — Route policy: what a verified caller may do on this route. The only place a
+//! [`Grant`] is made, so code that needs one (header injection, `/verify`'s 200) can only run
+//! for a request that passed every phase before it.
+
+use std::sync::Arc;
+
+use super::rejection::Rejection;
+use super::route::Route;
+use crate::auth::Principal;
+
+/// Evidence that `principal` may use `route`. Fields are private: only `grant` builds one.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    route: Arc<Route>,
+    principal: Arc<Principal>,
+}
+
+impl Grant {
+    pub fn route(&self) -> &Arc<Route> {
+        &self.route
+    }
+
+    pub fn principal(&self) -> &Principal {
+        &self.principal
+    }
+}
+
+/// How a request was let through.
+#[derive(Debug, Clone)]
+pub enum Admission {
+    /// A verified caller with the route's required scopes.
+    Granted(Grant),
+    /// A public sub-path, or a route configured under `[dangerous] unauthenticated_routes`.
+    Public(Arc<Route>),
+    /// A CORS preflight from an allowed origin; answered by the gateway, never proxied.
+    Preflight(Arc<Route>),
+}
+
+impl Admission {
+    pub fn route(&self) -> &Arc<Route> {
+        match self {
+            Admission::Granted(grant) => grant.route(),
+            Admission::Public(route) | Admission::Preflight(route) => route,
+        }
+    }
+
+    pub fn principal(&self) -> Option<&Principal> {
+        match self {
+            Admission::Granted(grant) => Some(grant.principal()),
+            Admission::Public(_) | Admission::Preflight(_) => None,
+        }
+    }
+}
+
+/// Required scopes: all of them, or 403 `insufficient_scope` naming what the route needs
+/// (MCP authorization "Scope Challenge Handling": the challenge lists the scopes required
+/// for the request, so clients that replace their scope set keep what they need).
+pub fn grant(route: Arc<Route>, principal: Arc<Principal>) -> Result<Grant, Rejection> {
+    let missing = route
+        .required_scopes
+        .iter()
+        .any(|scope| !principal.has_scope(scope));
+    if missing {
+        return Err(Rejection::InsufficientScope(route.challenge.clone()));
+    }
+    Ok(Grant { route, principal })
+}

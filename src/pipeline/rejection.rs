@@ -1,0 +1,177 @@
+//! The one mapping from "why not" to the HTTP answer. Every phase fails with a
+//! [`Rejection`]; [`Rejection::into_response`] is the single exhaustive `match` that picks
+//! status, `WWW-Authenticate` and body (RFC 6750 / RFC 6749 §5.2 shapes for auth failures,
+//! JSON-RPC errors where an MCP client reads the body). Converting never logs: the request's
+//! audit event records the reason once.
+
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Response, StatusCode};
+use serde_json::json;
+
+use crate::body::{self, Body};
+use crate::metadata::{BearerError, Challenge};
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Rejection {
+    #[error("ambiguous path: {0}")]
+    AmbiguousPath(&'static str),
+    #[error("no route")]
+    NoRoute,
+    #[error("duplicate {0} header")]
+    DuplicateHeader(HeaderName),
+    #[error("malformed {0} header")]
+    MalformedHeader(&'static str),
+    #[error("host not allowed")]
+    HostNotAllowed,
+    #[error("origin not allowed")]
+    OriginNotAllowed,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("request headers too large")]
+    HeadersTooLarge,
+    #[error("request body too large")]
+    BodyTooLarge,
+    #[error("no credentials")]
+    MissingCredential(Challenge),
+    #[error("{1}")]
+    MalformedCredential(Challenge, &'static str),
+    #[error("{1}")]
+    InvalidToken(Challenge, &'static str),
+    #[error("insufficient scope")]
+    InsufficientScope(Challenge),
+    #[error("{1}")]
+    VerifierUnavailable(Challenge, &'static str),
+    #[error("upstream unavailable")]
+    UpstreamUnavailable,
+    #[error("upstream timed out")]
+    UpstreamTimeout,
+}
+
+impl Rejection {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Rejection::AmbiguousPath(_)
+            | Rejection::DuplicateHeader(_)
+            | Rejection::MalformedHeader(_)
+            | Rejection::MalformedCredential(..) => StatusCode::BAD_REQUEST,
+            Rejection::NoRoute => StatusCode::NOT_FOUND,
+            Rejection::HostNotAllowed
+            | Rejection::OriginNotAllowed
+            | Rejection::InsufficientScope(_) => StatusCode::FORBIDDEN,
+            Rejection::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Rejection::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Rejection::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Rejection::MissingCredential(_) | Rejection::InvalidToken(..) => {
+                StatusCode::UNAUTHORIZED
+            }
+            Rejection::VerifierUnavailable(..) => StatusCode::SERVICE_UNAVAILABLE,
+            Rejection::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
+            Rejection::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The challenge to send, if this rejection is about the credential.
+    pub fn challenge(&self) -> Option<HeaderValue> {
+        match self {
+            Rejection::MissingCredential(challenge) => Some(challenge.header(None)),
+            Rejection::MalformedCredential(challenge, reason) => {
+                Some(challenge.header(Some((BearerError::InvalidRequest, reason))))
+            }
+            Rejection::InvalidToken(challenge, reason) => {
+                Some(challenge.header(Some((BearerError::InvalidToken, reason))))
+            }
+            Rejection::InsufficientScope(challenge) => Some(challenge.header(Some((
+                BearerError::InsufficientScope,
+                "the token lacks a required scope",
+            )))),
+            Rejection::VerifierUnavailable(..)
+            | Rejection::AmbiguousPath(_)
+            | Rejection::NoRoute
+            | Rejection::DuplicateHeader(_)
+            | Rejection::MalformedHeader(_)
+            | Rejection::HostNotAllowed
+            | Rejection::OriginNotAllowed
+            | Rejection::MethodNotAllowed
+            | Rejection::HeadersTooLarge
+            | Rejection::BodyTooLarge
+            | Rejection::UpstreamUnavailable
+            | Rejection::UpstreamTimeout => None,
+        }
+    }
+
+    /// The JSON body. OAuth-shaped (`error`, `error_description`) for credential problems,
+    /// JSON-RPC-shaped (`id: null`) where an MCP client expects a JSON-RPC message.
+    fn body(&self) -> serde_json::Value {
+        let description = self.to_string();
+        match self {
+            Rejection::MissingCredential(_) => {
+                json!({"error": "unauthorized", "error_description": "a bearer token is required"})
+            }
+            Rejection::MalformedCredential(..) => {
+                json!({"error": "invalid_request", "error_description": description})
+            }
+            Rejection::InvalidToken(..) => {
+                json!({"error": "invalid_token", "error_description": description})
+            }
+            Rejection::InsufficientScope(challenge) => json!({
+                "error": "insufficient_scope",
+                "error_description": "the token lacks a required scope",
+                "scope": challenge.scope.as_deref(),
+            }),
+            Rejection::VerifierUnavailable(..) => {
+                json!({"error": "temporarily_unavailable", "error_description": description})
+            }
+            Rejection::AmbiguousPath(_)
+            | Rejection::DuplicateHeader(_)
+            | Rejection::MalformedHeader(_) => {
+                json!({"error": "invalid_request", "error_description": description})
+            }
+            Rejection::NoRoute => json!({"error": "not_found", "error_description": description}),
+            Rejection::MethodNotAllowed => {
+                json!({"error": "method_not_allowed", "error_description": description})
+            }
+            Rejection::HeadersTooLarge | Rejection::BodyTooLarge => {
+                json!({"error": "too_large", "error_description": description})
+            }
+            Rejection::HostNotAllowed
+            | Rejection::OriginNotAllowed
+            | Rejection::UpstreamUnavailable
+            | Rejection::UpstreamTimeout => json!({
+                "jsonrpc": "2.0",
+                "id": null,
+                "error": {"code": -32000, "message": description},
+            }),
+        }
+    }
+
+    /// A short stable reason for the audit log.
+    pub fn reason(&self) -> String {
+        self.to_string()
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        self.respond_with(self.status())
+    }
+
+    /// The same answer with another status (`/verify` may only say 401 or 403).
+    pub fn respond_with(&self, status: StatusCode) -> Response<Body> {
+        let mut response = Response::new(body::full(self.body().to_string()));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(challenge) = self.challenge() {
+            headers.insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        if matches!(self, Rejection::MethodNotAllowed) {
+            headers.insert(
+                header::ALLOW,
+                HeaderValue::from_static("GET, POST, DELETE, OPTIONS"),
+            );
+        }
+        response
+    }
+}

@@ -1,0 +1,232 @@
+//! Phase 2 — Transport guard: what the request may be before anyone reads its credential.
+//! Host and Origin allowlists (DNS-rebinding protection, MCP transport spec "Security
+//! Warning"), method allowlist, header and body size limits, and CORS for browser clients.
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::Method;
+
+use super::rejection::Rejection;
+use super::request::RequestView;
+use super::route::Route;
+use crate::config::Limits;
+
+/// Hosts a route answers to. Entries without a port match any port.
+#[derive(Debug, Clone)]
+pub enum HostAllowlist {
+    Any,
+    Only(Vec<String>),
+}
+
+/// Browser origins allowed to call a route (`scheme://host[:port]`, canonical).
+#[derive(Debug, Clone)]
+pub enum OriginAllowlist {
+    Any,
+    Only(Vec<String>),
+}
+
+impl HostAllowlist {
+    pub fn allows(&self, host: &str) -> bool {
+        match self {
+            HostAllowlist::Any => true,
+            HostAllowlist::Only(entries) => {
+                let host = host.to_ascii_lowercase();
+                let bare = strip_port(&host);
+                entries
+                    .iter()
+                    .any(|entry| *entry == host || (!has_port(entry) && entry == bare))
+            }
+        }
+    }
+}
+
+impl OriginAllowlist {
+    pub fn allows(&self, origin: &str) -> bool {
+        match self {
+            OriginAllowlist::Any => true,
+            OriginAllowlist::Only(entries) => match canonical_origin(origin) {
+                Some(origin) => entries.contains(&origin),
+                None => false,
+            },
+        }
+    }
+}
+
+fn has_port(host: &str) -> bool {
+    strip_port(host).len() != host.len()
+}
+
+fn strip_port(host: &str) -> &str {
+    if let Some(end) = host.find(']') {
+        return &host[..=end];
+    }
+    match host.rsplit_once(':') {
+        Some((bare, port)) if port.bytes().all(|b| b.is_ascii_digit()) => bare,
+        _ => host,
+    }
+}
+
+/// `Scheme://Host:443` → `scheme://host`; `None` for anything that is not an http(s) origin
+/// (including the opaque origin `null`).
+pub fn canonical_origin(origin: &str) -> Option<String> {
+    let (scheme, rest) = origin.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    if (scheme != "http" && scheme != "https")
+        || rest.is_empty()
+        || rest.contains(['/', '?', '#', '@'])
+    {
+        return None;
+    }
+    let mut authority = rest.to_ascii_lowercase();
+    let default_port = if scheme == "https" { ":443" } else { ":80" };
+    if authority.ends_with(default_port) {
+        authority.truncate(authority.len() - default_port.len());
+    }
+    Some(format!("{scheme}://{authority}"))
+}
+
+/// Phase 2. Order inside: size first (cheap, bounds everything after), then Host and
+/// Origin (the rebinding defence must not depend on what the request carries), then method.
+pub fn guard(route: &Route, request: &RequestView<'_>, limits: &Limits) -> Result<(), Rejection> {
+    let header_bytes: usize = request
+        .headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if header_bytes > limits.max_header_bytes {
+        return Err(Rejection::HeadersTooLarge);
+    }
+
+    match request.host {
+        Some(host) if route.allowed_hosts.allows(host) => {}
+        Some(_) => return Err(Rejection::HostNotAllowed),
+        None if matches!(route.allowed_hosts, HostAllowlist::Any) => {}
+        None => return Err(Rejection::HostNotAllowed),
+    }
+
+    if let Some(origin) = single(request.headers, header::ORIGIN)? {
+        let allowed = origin
+            .to_str()
+            .is_ok_and(|origin| route.allowed_origins.allows(origin));
+        if !allowed {
+            return Err(Rejection::OriginNotAllowed);
+        }
+    }
+
+    if !route.methods.contains(request.method) && *request.method != Method::OPTIONS {
+        return Err(Rejection::MethodNotAllowed);
+    }
+
+    if let Some(length) = single(request.headers, header::CONTENT_LENGTH)? {
+        let length: u64 = length
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or(Rejection::MalformedHeader("content-length"))?;
+        if length > limits.max_body_bytes {
+            return Err(Rejection::BodyTooLarge);
+        }
+    }
+    Ok(())
+}
+
+/// A header that must appear at most once; a duplicate is refused, never "first wins".
+pub fn single(
+    headers: &HeaderMap,
+    name: header::HeaderName,
+) -> Result<Option<&HeaderValue>, Rejection> {
+    let mut values = headers.get_all(&name).iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(Rejection::DuplicateHeader(name));
+    }
+    Ok(first)
+}
+
+/// A CORS preflight: `OPTIONS` with `Origin` and `Access-Control-Request-Method`. It carries
+/// no credential by design (Fetch spec), so it is answered without authentication.
+pub fn is_preflight(request: &RequestView<'_>) -> bool {
+    *request.method == Method::OPTIONS
+        && request.headers.contains_key(header::ORIGIN)
+        && request
+            .headers
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+}
+
+const EXPOSED_HEADERS: &str = "WWW-Authenticate, Mcp-Session-Id, MCP-Protocol-Version";
+const ALLOWED_REQUEST_HEADERS: &str =
+    "Authorization, Content-Type, Accept, Mcp-Session-Id, MCP-Protocol-Version, Last-Event-ID, Mcp-Method, Mcp-Name";
+
+/// CORS headers for an allowed `Origin` (the guard has already refused the others).
+pub fn add_cors(request_headers: &HeaderMap, response_headers: &mut HeaderMap, preflight: bool) {
+    let Some(origin) = request_headers.get(header::ORIGIN) else {
+        return;
+    };
+    response_headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+    response_headers.append(header::VARY, HeaderValue::from_static("Origin"));
+    if preflight {
+        response_headers.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, POST, DELETE, OPTIONS"),
+        );
+        response_headers.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static(ALLOWED_REQUEST_HEADERS),
+        );
+        response_headers.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("600"),
+        );
+    } else {
+        response_headers.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static(EXPOSED_HEADERS),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origin_table() {
+        let cases = [
+            ("https://App.example.com", Some("https://app.example.com")),
+            (
+                "https://app.example.com:443",
+                Some("https://app.example.com"),
+            ),
+            ("http://localhost:3000", Some("http://localhost:3000")),
+            ("null", None),
+            ("file://", None),
+            ("https://a.com/path", None),
+            ("https://user@a.com", None),
+            ("https://", None),
+            ("chrome-extension://abc", None),
+        ];
+        for (input, want) in cases {
+            assert_eq!(canonical_origin(input).as_deref(), want, "{input}");
+        }
+        let list = OriginAllowlist::Only(vec!["https://app.example.com".into()]);
+        assert!(list.allows("https://APP.example.com:443"));
+        assert!(!list.allows("https://app.example.com.evil.com"));
+        assert!(!list.allows("http://app.example.com"));
+    }
+
+    #[test]
+    fn host_table() {
+        let list = HostAllowlist::Only(vec!["gw.example.com".into(), "localhost:8080".into()]);
+        let cases = [
+            ("gw.example.com", true),
+            ("GW.example.com:443", true),
+            ("localhost:8080", true),
+            ("localhost:9090", false),
+            ("localhost", false),
+            ("evil.example.com", false),
+            ("gw.example.com.evil.com", false),
+        ];
+        for (host, want) in cases {
+            assert_eq!(list.allows(host), want, "{host}");
+        }
+    }
+}

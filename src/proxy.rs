@@ -1,0 +1,113 @@
+//! Inline mode: the pipeline's decision (phases 1–8), then rewrite (9) and forward (10),
+//! streaming both ways. The request body is never buffered; its size is bounded while it
+//! streams (and up front when `Content-Length` says it is too big).
+
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use crate::body::{self, Body};
+use crate::config::Config;
+use crate::observability::Outcome;
+use crate::pipeline::policy::Admission;
+use crate::pipeline::rejection::Rejection;
+use crate::pipeline::request::{request_host, RequestView};
+use crate::pipeline::rewrite::{self, ClientSide};
+use crate::pipeline::{admit, forward, transport};
+use crate::server::Connection;
+
+pub async fn handle(
+    config: &Config,
+    request: Request<Incoming>,
+    connection: Connection,
+) -> (Response<Body>, Outcome) {
+    let (parts, incoming) = request.into_parts();
+    let host = match request_host(&parts.uri, &parts.headers) {
+        Ok(host) => host.map(str::to_string),
+        Err(rejection) => return rejected(rejection, &parts.headers),
+    };
+    let view = RequestView {
+        method: &parts.method,
+        path: parts.uri.path(),
+        query: parts.uri.query(),
+        host: host.as_deref(),
+        headers: &parts.headers,
+    };
+    let admission = match admit(config, &view).await {
+        Ok(admission) => admission,
+        Err(rejection) => return rejected(rejection, &parts.headers),
+    };
+    let mut outcome = Outcome::admitted(&admission);
+
+    if let Admission::Preflight(_) = admission {
+        let mut response = Response::new(body::empty());
+        *response.status_mut() = StatusCode::NO_CONTENT;
+        transport::add_cors(&parts.headers, response.headers_mut(), true);
+        return (response, outcome);
+    }
+
+    let origin = parts.headers.get(http::header::ORIGIN).cloned();
+    let limited = Limited::new(incoming, clamp(config.server.limits.max_body_bytes))
+        .map_err(Into::into)
+        .boxed_unsync();
+    let client = ClientSide {
+        peer: connection.peer.ip(),
+        scheme: if connection.tls { "https" } else { "http" },
+        host: host.as_deref(),
+        identity: &config.identity_headers,
+        trust_forwarded: config.server.trust_forwarded_headers,
+    };
+    let upstream_request = match rewrite::upstream_request(parts, limited, &admission, &client) {
+        Ok(request) => request,
+        Err(error) => {
+            tracing::error!(%error, "could not build the upstream request");
+            outcome = outcome.failed("invalid upstream request");
+            return (Rejection::UpstreamUnavailable.into_response(), outcome);
+        }
+    };
+    match forward::forward(
+        &config.client,
+        upstream_request,
+        config.server.limits.response_timeout,
+    )
+    .await
+    {
+        Ok(mut response) => {
+            if let Some(origin) = origin {
+                let mut request_headers = HeaderMap::new();
+                request_headers.insert(http::header::ORIGIN, origin);
+                transport::add_cors(&request_headers, response.headers_mut(), false);
+            }
+            (response, outcome)
+        }
+        Err(rejection) => {
+            outcome = outcome.failed(&rejection.reason());
+            (rejection.into_response(), outcome)
+        }
+    }
+}
+
+fn clamp(limit: u64) -> usize {
+    usize::try_from(limit).unwrap_or(usize::MAX)
+}
+
+/// A rejection as the client sees it. Challenges are exposed to allowed browser origins
+/// (the guard already refused the others), so web clients can read `WWW-Authenticate`.
+fn rejected(rejection: Rejection, request_headers: &HeaderMap) -> (Response<Body>, Outcome) {
+    let outcome = Outcome::rejected(&rejection);
+    let passed_origin_check = !matches!(
+        rejection,
+        Rejection::OriginNotAllowed
+            | Rejection::HostNotAllowed
+            | Rejection::NoRoute
+            | Rejection::AmbiguousPath(_)
+            | Rejection::HeadersTooLarge
+            | Rejection::DuplicateHeader(_)
+            | Rejection::MalformedHeader(_)
+    );
+    let mut response = rejection.into_response();
+    if passed_origin_check {
+        transport::add_cors(request_headers, response.headers_mut(), false);
+    }
+    (response, outcome)
+}

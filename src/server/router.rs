@@ -1,0 +1,156 @@
+//! Mounts the built-in endpoints (health, protected-resource metadata, `/verify`) ahead of
+//! the MCP routes, and writes the one audit event per request. Built-ins are answered here,
+//! never proxied, and need no credential.
+
+use std::time::Instant;
+
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use tracing::Instrument;
+
+use super::Connection;
+use crate::app::App;
+use crate::body::{self, Body};
+use crate::config::Config;
+use crate::metadata::METADATA_PREFIX;
+use crate::observability::{self, Outcome};
+use crate::pipeline::request::request_host;
+use crate::{forward_auth, proxy};
+
+pub const HEALTH_PATH: &str = "/healthz";
+
+pub async fn handle(
+    app: &App,
+    request: Request<Incoming>,
+    connection: Connection,
+) -> Response<Body> {
+    let started = Instant::now();
+    let config = app.config();
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let span = tracing::info_span!("request", %method, %path, route = tracing::field::Empty,
+        subject = tracing::field::Empty, status = tracing::field::Empty);
+    async move {
+        let (response, outcome) = dispatch(&config, request, connection).await;
+        observability::audit(
+            &method,
+            &path,
+            response.status(),
+            started.elapsed(),
+            &outcome,
+        );
+        response
+    }
+    .instrument(span)
+    .await
+}
+
+async fn dispatch(
+    config: &Config,
+    request: Request<Incoming>,
+    connection: Connection,
+) -> (Response<Body>, Outcome) {
+    let path = request.uri().path();
+    if path == HEALTH_PATH {
+        return (
+            json(StatusCode::OK, r#"{"status":"ok"}"#.into()),
+            Outcome::builtin("health"),
+        );
+    }
+    if is_metadata_path(path) {
+        let host = request_host(request.uri(), request.headers())
+            .ok()
+            .flatten();
+        return metadata_response(config, request.method(), host, path);
+    }
+    if config.forward_auth.path.as_deref() == Some(path) {
+        return forward_auth::verify(config, &request).await;
+    }
+    proxy::handle(config, request, connection).await
+}
+
+pub fn is_metadata_path(path: &str) -> bool {
+    path == METADATA_PREFIX
+        || path
+            .strip_prefix(METADATA_PREFIX)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// RFC 9728 §3.2: 200 `application/json`, public, cacheable, CORS-open (the MCP SDKs fetch it
+/// from browsers and send `MCP-Protocol-Version` with it).
+fn metadata_response(
+    config: &Config,
+    method: &Method,
+    host: Option<&str>,
+    path: &str,
+) -> (Response<Body>, Outcome) {
+    let suffix = path.strip_prefix(METADATA_PREFIX).unwrap_or("");
+    let suffix = if suffix == "/" { "" } else { suffix };
+    if *method == Method::OPTIONS {
+        let mut response = Response::new(body::empty());
+        *response.status_mut() = StatusCode::NO_CONTENT;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, OPTIONS"),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("MCP-Protocol-Version, Content-Type"),
+        );
+        return (response, Outcome::builtin("metadata"));
+    }
+    if *method != Method::GET && *method != Method::HEAD {
+        let mut response = json(
+            StatusCode::METHOD_NOT_ALLOWED,
+            r#"{"error":"method_not_allowed"}"#.into(),
+        );
+        response.headers_mut().insert(
+            header::ALLOW,
+            HeaderValue::from_static("GET, HEAD, OPTIONS"),
+        );
+        return (response, Outcome::builtin("metadata"));
+    }
+    match config.routes.find_metadata(host, suffix) {
+        Some(route) => {
+            let mut response = json(StatusCode::OK, route.metadata_document.clone());
+            let headers = response.headers_mut();
+            headers.insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=300"),
+            );
+            headers.insert(
+                header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                HeaderValue::from_static("*"),
+            );
+            (response, Outcome::builtin("metadata").with_route(&route.id))
+        }
+        None => {
+            let mut response = json(
+                StatusCode::NOT_FOUND,
+                r#"{"error":"not_found","error_description":"no protected resource at this path"}"#
+                    .into(),
+            );
+            response.headers_mut().insert(
+                header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                HeaderValue::from_static("*"),
+            );
+            (response, Outcome::builtin("metadata"))
+        }
+    }
+}
+
+fn json(status: StatusCode, body: bytes::Bytes) -> Response<Body> {
+    let mut response = Response::new(body::full(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
