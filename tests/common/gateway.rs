@@ -1,0 +1,92 @@
+//! The gateway under test, started in-process with `Gateway::start` on a free port.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use mcp_auth_gateway::auth::api_key;
+use mcp_auth_gateway::{config, Gateway};
+
+pub struct TestGateway {
+    pub addr: SocketAddr,
+    gateway: Option<Gateway>,
+}
+
+impl TestGateway {
+    /// Compiles `toml` (relative paths resolve against `base_dir`) and starts it. The
+    /// configuration's `listen` decides the port; use `listen = ["127.0.0.1:0"]` unless the
+    /// test needs to know the port in advance (see [`free_port`]).
+    pub async fn start_in(toml: &str, base_dir: &Path) -> TestGateway {
+        let config = match config::from_toml_str(toml, base_dir) {
+            Ok(config) => config,
+            Err(error) => panic!("test configuration does not compile:\n{error}\n{toml}"),
+        };
+        let gateway = Gateway::start(config).await.expect("gateway starts");
+        TestGateway {
+            addr: gateway.local_addrs()[0],
+            gateway: Some(gateway),
+        }
+    }
+
+    pub async fn start(toml: &str) -> TestGateway {
+        Self::start_in(toml, Path::new(".")).await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(gateway) = self.gateway.take() {
+            gateway.shutdown().await;
+        }
+    }
+}
+
+/// A port that was free a moment ago (for programs that must be told their port).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// `[[api_keys]]` for [`super::API_KEY`] with the given subject and scopes.
+pub fn api_key_toml(subject: &str, scopes: &[&str]) -> String {
+    let hash = api_key::format_hash(&api_key::sha256(super::API_KEY.as_bytes()));
+    format!(
+        "[[api_keys]]\nid = \"test\"\nhash = \"{hash}\"\nsubject = \"{subject}\"\nname = \"Test User\"\nscopes = {scopes:?}\n"
+    )
+}
+
+/// A complete configuration: one route `/mcp` → `upstream_url`, API keys, public URL
+/// `http://127.0.0.1` (loopback hosts on any port are allowed). `extra` is appended (more
+/// tables); `route_extra` goes inside the route table.
+pub fn standard_config(upstream_url: &str, route_extra: &str, extra: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = ["127.0.0.1:0"]
+public_url = "http://127.0.0.1"
+
+[server.limits]
+max_header_bytes = 8192
+max_body_bytes = 65536
+response_timeout = "2s"
+shutdown_grace = "5s"
+
+{keys}
+
+[[routes]]
+id = "mcp"
+path = "/mcp"
+upstream = "{upstream_url}"
+verifiers = ["api_keys"]
+scopes = ["mcp:tools"]
+public_paths = ["/health"]
+{route_extra}
+
+{extra}
+"#,
+        keys = api_key_toml("alice", &["mcp:tools"]),
+    )
+}

@@ -1,0 +1,381 @@
+//! Inline mode as a specification: what the upstream receives, what the client sees,
+//! streaming, and upstream failures. Real sockets, the in-process gateway, a Rust upstream.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::gateway::standard_config;
+use common::http::{self, get, post_json};
+use common::{TestGateway, Upstream, API_KEY};
+use http_body_util::BodyExt;
+
+fn bearer() -> String {
+    format!("Bearer {API_KEY}")
+}
+
+#[tokio::test]
+async fn authorized_request_reaches_upstream_with_identity_and_without_token() {
+    let upstream = Upstream::start().await;
+    let gateway = TestGateway::start(&standard_config(&upstream.url("/mcp"), "", "")).await;
+
+    let answer = post_json(
+        gateway.addr,
+        "/mcp?x=1",
+        &[
+            ("authorization", &bearer()),
+            ("x-user-id", "mallory"),
+            ("X-USER-EMAIL", "mallory@evil.example"),
+            ("x-auth-scopes", "admin"),
+            ("cookie", "session=stolen"),
+            ("mcp-session-id", "abc"),
+            ("mcp-protocol-version", "2025-11-25"),
+            ("last-event-id", "7"),
+            ("connection", "keep-alive, x-hop"),
+            ("x-hop", "drop-me"),
+        ],
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+
+    let seen = upstream.last();
+    assert_eq!(seen.path_and_query, "/mcp?x=1");
+    assert_eq!(seen.header("x-user-id"), Some("alice"));
+    assert_eq!(seen.header("x-user-name"), Some("Test User"));
+    assert_eq!(seen.headers.get_all("x-user-id").iter().count(), 1);
+    assert_eq!(
+        seen.header("x-user-email"),
+        None,
+        "spoofed header must be stripped"
+    );
+    assert_eq!(seen.header("x-auth-scopes"), Some("mcp:tools"));
+    assert_eq!(seen.header("x-auth-method"), Some("api_key"));
+    assert_eq!(
+        seen.header("authorization"),
+        None,
+        "the client's token never goes upstream"
+    );
+    assert_eq!(seen.header("cookie"), None);
+    assert_eq!(
+        seen.header("x-hop"),
+        None,
+        "headers named in Connection are hop-by-hop"
+    );
+    assert_eq!(seen.header("mcp-session-id"), Some("abc"));
+    assert_eq!(seen.header("mcp-protocol-version"), Some("2025-11-25"));
+    assert_eq!(seen.header("last-event-id"), Some("7"));
+    assert_eq!(seen.header("x-forwarded-for"), Some("127.0.0.1"));
+    assert_eq!(seen.header("x-forwarded-proto"), Some("http"));
+    assert_eq!(
+        seen.header("x-forwarded-host"),
+        Some(gateway.addr.to_string().as_str())
+    );
+    assert_eq!(
+        seen.header("host"),
+        Some(upstream.addr.to_string().as_str())
+    );
+    assert_eq!(
+        std::str::from_utf8(&seen.body).unwrap(),
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#
+    );
+
+    // Response side: session header passes, hop-by-hop and upstream CORS do not.
+    assert_eq!(answer.header("mcp-session-id"), Some("upstream-session"));
+    assert_eq!(answer.header("x-upstream-hop"), None);
+    assert_eq!(answer.header("access-control-allow-origin"), None);
+}
+
+#[tokio::test]
+async fn missing_token_gets_challenge_pointing_at_metadata() {
+    let upstream = Upstream::start().await;
+    let gateway = TestGateway::start(&standard_config(&upstream.url("/mcp"), "", "")).await;
+
+    let answer = post_json(
+        gateway.addr,
+        "/mcp",
+        &[],
+        r#"{"jsonrpc":"2.0","id":1,"method":"initialize"}"#,
+    )
+    .await;
+    assert_eq!(answer.status, 401);
+    assert_eq!(
+        answer.header("www-authenticate"),
+        Some(
+            r#"Bearer resource_metadata="http://127.0.0.1/.well-known/oauth-protected-resource/mcp", scope="mcp:tools""#
+        )
+    );
+    assert_eq!(answer.json()["error"], "unauthorized");
+    assert!(upstream.requests().is_empty());
+
+    let metadata = get(
+        gateway.addr,
+        "/.well-known/oauth-protected-resource/mcp",
+        &[],
+    )
+    .await;
+    assert_eq!(metadata.status, 200);
+    assert_eq!(metadata.header("content-type"), Some("application/json"));
+    let doc = metadata.json();
+    assert_eq!(doc["resource"], "http://127.0.0.1/mcp");
+    assert_eq!(doc["scopes_supported"], serde_json::json!(["mcp:tools"]));
+    assert_eq!(
+        doc["bearer_methods_supported"],
+        serde_json::json!(["header"])
+    );
+
+    // Single route: the root document describes it too (RFC 9728 fallback).
+    let root = get(gateway.addr, "/.well-known/oauth-protected-resource", &[]).await;
+    assert_eq!(root.status, 200);
+    assert_eq!(root.json()["resource"], "http://127.0.0.1/mcp");
+    let unknown = get(
+        gateway.addr,
+        "/.well-known/oauth-protected-resource/other",
+        &[],
+    )
+    .await;
+    assert_eq!(unknown.status, 404);
+}
+
+#[tokio::test]
+async fn wrong_key_and_wrong_scope() {
+    let upstream = Upstream::start().await;
+    let config = standard_config(&upstream.url("/mcp"), "", "").replace(
+        r#"scopes = ["mcp:tools"]
+public_paths"#,
+        r#"scopes = ["mcp:tools", "mcp:admin"]
+public_paths"#,
+    );
+    let gateway = TestGateway::start(&config).await;
+
+    let bad = get(
+        gateway.addr,
+        "/mcp",
+        &[("authorization", "Bearer not-a-key")],
+    )
+    .await;
+    assert_eq!(bad.status, 401);
+    let challenge = bad.header("www-authenticate").unwrap();
+    assert!(challenge.starts_with(
+        "Bearer resource_metadata=\"http://127.0.0.1/.well-known/oauth-protected-resource/mcp\""
+    ));
+    assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
+
+    let scope = get(gateway.addr, "/mcp", &[("authorization", &bearer())]).await;
+    assert_eq!(scope.status, 403);
+    let challenge = scope.header("www-authenticate").unwrap();
+    assert!(
+        challenge.contains("error=\"insufficient_scope\""),
+        "{challenge}"
+    );
+    assert!(
+        challenge.contains("scope=\"mcp:admin mcp:tools\""),
+        "{challenge}"
+    );
+    assert!(upstream.requests().is_empty());
+}
+
+#[tokio::test]
+async fn public_sub_path_needs_no_token_and_gets_no_identity() {
+    let upstream = Upstream::start().await;
+    let gateway = TestGateway::start(&standard_config(&upstream.url("/mcp"), "", "")).await;
+    let answer = get(gateway.addr, "/mcp/health", &[("x-user-id", "mallory")]).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(upstream.last().header("x-user-id"), None);
+    // Not a prefix match on raw strings: /mcp/healthz is not public.
+    assert_eq!(get(gateway.addr, "/mcp/healthz", &[]).await.status, 401);
+}
+
+#[tokio::test]
+async fn sse_events_are_streamed_not_buffered() {
+    let upstream = Upstream::start().await;
+    let gateway = TestGateway::start(&standard_config(&upstream.url("/mcp"), "", "")).await;
+
+    let request = http::request("GET", gateway.addr, "/mcp/sse")
+        .header("authorization", bearer())
+        .header("accept", "text/event-stream")
+        .body(http::empty())
+        .unwrap();
+    let response = http::send(gateway.addr, request).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut body = response.into_body();
+
+    // The first event arrives while the upstream is still holding the second one back.
+    let first = tokio::time::timeout(Duration::from_secs(10), body.frame())
+        .await
+        .expect("first event without waiting for the stream to end")
+        .unwrap()
+        .unwrap()
+        .into_data()
+        .unwrap();
+    assert_eq!(first, Bytes::from_static(b"id: 1\ndata: first\n\n"));
+
+    upstream.release();
+    let second = tokio::time::timeout(Duration::from_secs(10), body.frame())
+        .await
+        .expect("second event")
+        .unwrap()
+        .unwrap()
+        .into_data()
+        .unwrap();
+    assert_eq!(second, Bytes::from_static(b"id: 2\ndata: second\n\n"));
+}
+
+#[tokio::test]
+async fn long_lived_stream_is_not_cut_by_the_response_timeout() {
+    let upstream = Upstream::start().await;
+    // response_timeout is 2 s in the standard config; the stream must outlive it.
+    let gateway = TestGateway::start(&standard_config(&upstream.url("/mcp"), "", "")).await;
+    let request = http::request("GET", gateway.addr, "/mcp/open-stream")
+        .header("authorization", bearer())
+        .body(http::empty())
+        .unwrap();
+    let response = http::send(gateway.addr, request).await;
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(first, Bytes::from_static(b"id: 1\ndata: first\n\n"));
+    // Past the response-head deadline, the stream is still open (no end, no error).
+    let more = tokio::time::timeout(Duration::from_secs(3), body.frame()).await;
+    assert!(more.is_err(), "the stream must stay open, got {more:?}");
+}
+
+#[tokio::test]
+async fn upstream_down_is_502_and_slow_is_504() {
+    let down_port = common::free_port();
+    let gateway = TestGateway::start(&standard_config(
+        &format!("http://127.0.0.1:{down_port}/mcp"),
+        "",
+        "",
+    ))
+    .await;
+    let answer = get(gateway.addr, "/mcp", &[("authorization", &bearer())]).await;
+    assert_eq!(answer.status, 502);
+    assert_eq!(answer.json()["error"]["code"], -32000);
+    assert_eq!(answer.header("www-authenticate"), None);
+
+    let upstream = Upstream::start().await;
+    let gateway = TestGateway::start(&standard_config(&upstream.url("/mcp"), "", "")).await;
+    let answer = get(gateway.addr, "/mcp/slow", &[("authorization", &bearer())]).await;
+    assert_eq!(answer.status, 504);
+    assert_eq!(answer.json()["jsonrpc"], "2.0");
+}
+
+#[tokio::test]
+async fn upstream_credential_replaces_client_copy() {
+    std::env::set_var("PROXY_INLINE_UPSTREAM_KEY", "gateway-own-secret");
+    let upstream = Upstream::start().await;
+    let route_extra =
+        "[routes.upstream_headers]\n\"X-Api-Key\" = { env = \"PROXY_INLINE_UPSTREAM_KEY\" }\n";
+    let gateway =
+        TestGateway::start(&standard_config(&upstream.url("/mcp"), route_extra, "")).await;
+    let answer = get(
+        gateway.addr,
+        "/mcp",
+        &[("authorization", &bearer()), ("x-api-key", "client-guess")],
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    let seen = upstream.last();
+    assert_eq!(seen.header("x-api-key"), Some("gateway-own-secret"));
+    assert_eq!(seen.headers.get_all("x-api-key").iter().count(), 1);
+}
+
+#[tokio::test]
+async fn cors_preflight_and_exposed_challenge_for_allowed_origin() {
+    let upstream = Upstream::start().await;
+    let route_extra = "allowed_origins = [\"https://app.example.com\"]\n";
+    let gateway =
+        TestGateway::start(&standard_config(&upstream.url("/mcp"), route_extra, "")).await;
+
+    let preflight = http::exchange(
+        gateway.addr,
+        http::request("OPTIONS", gateway.addr, "/mcp")
+            .header("origin", "https://app.example.com")
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization, content-type",
+            )
+            .body(http::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(preflight.status, 204);
+    assert_eq!(
+        preflight.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    assert!(preflight
+        .header("access-control-allow-headers")
+        .unwrap()
+        .contains("Authorization"));
+    assert!(
+        upstream.requests().is_empty(),
+        "preflights are answered by the gateway"
+    );
+
+    let challenge = get(
+        gateway.addr,
+        "/mcp",
+        &[("origin", "https://app.example.com")],
+    )
+    .await;
+    assert_eq!(challenge.status, 401);
+    assert!(challenge
+        .header("access-control-expose-headers")
+        .unwrap()
+        .contains("WWW-Authenticate"));
+
+    let evil = get(
+        gateway.addr,
+        "/mcp",
+        &[
+            ("origin", "https://evil.example.com"),
+            ("authorization", &bearer()),
+        ],
+    )
+    .await;
+    assert_eq!(evil.status, 403);
+    assert_eq!(evil.json()["error"]["code"], -32000);
+    assert!(upstream.requests().is_empty());
+}
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_in_flight_requests() {
+    let upstream = Upstream::start().await;
+    let gateway = TestGateway::start(&standard_config(&upstream.url("/mcp"), "", "")).await;
+    let addr = gateway.addr;
+    let request = http::request("GET", addr, "/mcp/sse")
+        .header("authorization", bearer())
+        .body(http::empty())
+        .unwrap();
+    let response = http::send(addr, request).await;
+    let mut body = response.into_body();
+    let _first = body.frame().await.unwrap().unwrap();
+
+    let shutdown = tokio::spawn(gateway.shutdown());
+    // New connections are refused once shutdown has begun …
+    let mut refused = false;
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refused, "listener still accepting after shutdown");
+    // … while the in-flight stream still completes.
+    upstream.release();
+    let second = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(second, Bytes::from_static(b"id: 2\ndata: second\n\n"));
+    while let Some(frame) = body.frame().await {
+        frame.unwrap();
+    }
+    tokio::time::timeout(Duration::from_secs(10), shutdown)
+        .await
+        .unwrap()
+        .unwrap();
+}
