@@ -96,8 +96,9 @@ impl KeySet {
         Err("not a PEM public key (RSA, EC P-256/P-384 or Ed25519)".into())
     }
 
-    /// Keys that may verify a token with this `kid` and `alg`. A token without `kid` may be
-    /// checked against every key of the right algorithm (bounded by `MAX_KEYS`).
+    /// Keys that may verify a token with this `kid` and `alg`. When either side has no `kid`
+    /// (a PEM key, a token without one) every key of the right algorithm is a candidate
+    /// (bounded by `MAX_KEYS`).
     pub fn candidates<'a>(
         &'a self,
         kid: Option<&'a str>,
@@ -106,9 +107,9 @@ impl KeySet {
         self.keys
             .iter()
             .filter(move |k| k.algorithms.contains(&alg))
-            .filter(move |k| match kid {
-                Some(kid) => k.kid.as_deref() == Some(kid),
-                None => true,
+            .filter(move |k| match (kid, k.kid.as_deref()) {
+                (Some(wanted), Some(have)) => wanted == have,
+                _ => true,
             })
             .map(|k| &k.key)
     }
@@ -167,11 +168,15 @@ impl KeySource {
         }
     }
 
-    /// For an unknown `kid`: refetch if allowed; returns whether the set changed.
+    /// For an unknown `kid`: refetch unless one happened within `min_refetch`. Returns
+    /// whether looking again can help (a fetch may also have completed while we waited).
     pub async fn refresh_for_unknown_key(&self) -> bool {
         match self {
             KeySource::Static(_) => false,
-            KeySource::Remote(remote) => remote.refetch_debounced().await,
+            KeySource::Remote(remote) => {
+                remote.refetch_debounced().await;
+                true
+            }
         }
     }
 

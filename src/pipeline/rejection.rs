@@ -163,7 +163,14 @@ impl Rejection {
             HeaderValue::from_static("application/json"),
         );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if let Some(challenge) = self.challenge() {
+        let challenge = match (self, status) {
+            // `/verify` reports a verifier outage as 401; a 401 always carries a challenge.
+            (Rejection::VerifierUnavailable(challenge, reason), StatusCode::UNAUTHORIZED) => {
+                Some(challenge.header(Some((BearerError::InvalidToken, reason))))
+            }
+            _ => self.challenge(),
+        };
+        if let Some(challenge) = challenge {
             headers.insert(header::WWW_AUTHENTICATE, challenge);
         }
         if matches!(self, Rejection::MethodNotAllowed) {

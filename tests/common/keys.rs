@@ -34,7 +34,9 @@ impl TestKey {
         TestKey {
             kid: kid.into(),
             alg: Algorithm::RS256,
-            encoding: EncodingKey::from_rsa_der(pkcs8.as_ref()),
+            // jsonwebtoken's RSA DER loader wants PKCS#1; its PEM loader unwraps PKCS#8.
+            encoding: EncodingKey::from_rsa_pem(pem("PRIVATE KEY", pkcs8.as_ref()).as_bytes())
+                .expect("rsa pem"),
             jwk,
         }
     }
@@ -92,4 +94,37 @@ pub fn now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
         .as_secs()
+}
+
+impl TestKey {
+    /// The public key as an SPKI PEM (`public_key_file`). EC keys only.
+    pub fn public_pem(&self) -> String {
+        let x = URL_SAFE_NO_PAD
+            .decode(self.jwk["x"].as_str().expect("EC key"))
+            .expect("x");
+        let y = URL_SAFE_NO_PAD
+            .decode(self.jwk["y"].as_str().expect("EC key"))
+            .expect("y");
+        // SubjectPublicKeyInfo for id-ecPublicKey / prime256v1 with an uncompressed point.
+        let mut der = vec![
+            0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06,
+            0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00, 0x04,
+        ];
+        der.extend_from_slice(&x);
+        der.extend_from_slice(&y);
+        pem("PUBLIC KEY", &der)
+    }
+}
+
+fn pem(label: &str, der: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).expect("ascii"))
+        .collect();
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
 }

@@ -10,7 +10,9 @@ pub mod jwks;
 pub mod keys;
 pub mod upstream;
 
+#[allow(unused_imports)]
 pub use gateway::{free_port, TestGateway};
+#[allow(unused_imports)]
 pub use upstream::Upstream;
 
 /// The API key the standard test configuration accepts (hash in `gateway::api_key_toml`).
