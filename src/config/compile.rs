@@ -132,7 +132,23 @@ pub(super) fn compile(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigE
         problems: Vec::new(),
     };
     let limits = compile_limits(&raw, &mut c);
-    let client = outbound::client(limits.connect_timeout);
+    let extra_roots = raw
+        .outbound
+        .ca_files
+        .iter()
+        .enumerate()
+        .flat_map(|(i, file)| {
+            c.ok(
+                &format!("outbound.ca_files[{i}]"),
+                read_certificates(&base_dir.join(file)),
+            )
+            .unwrap_or_default()
+        })
+        .collect();
+    let tls = c
+        .ok("outbound.ca_files", outbound::tls_config(extra_roots))
+        .unwrap_or_else(|| outbound::tls_config(Vec::new()).unwrap_or_else(|_| empty_tls()));
+    let client = outbound::client(limits.connect_timeout, tls);
     let server = compile_server(&raw.server, limits, base_dir, &mut c);
     let identity_headers = compile_identity_headers(&raw.identity_headers, &mut c);
     let allow_http = raw.dangerous.allow_plain_http_identity_endpoints;
@@ -251,6 +267,27 @@ pub(super) fn compile(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigE
             problems: c.problems,
         }),
     }
+}
+
+fn read_certificates(
+    path: &Path,
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("invalid PEM in {}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{} holds no certificate", path.display()));
+    }
+    Ok(certs)
+}
+
+/// Only reached when compilation has already failed; the client is never used then.
+fn empty_tls() -> rustls::ClientConfig {
+    rustls::ClientConfig::builder()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth()
 }
 
 fn check_unique_ids<'a>(

@@ -28,7 +28,17 @@ pub struct RawConfig {
     #[serde(default)]
     pub routes: Vec<RawRoute>,
     #[serde(default)]
+    pub outbound: RawOutbound,
+    #[serde(default)]
     pub dangerous: RawDangerous,
+}
+
+/// Calls the gateway makes: upstreams, JWKS, introspection.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawOutbound {
+    /// Extra trusted CA certificates (PEM), added to the system roots.
+    pub ca_files: Vec<String>,
 }
 
 impl RawConfig {
