@@ -13,7 +13,13 @@ pub fn require(program: &str) -> Option<PathBuf> {
             "{program} is required when CI=true but was not found on PATH (.ci/run installs it)"
         );
     }
-    eprintln!("\n!!!!! SKIPPING: {program} not found on PATH; run .ci/run (or install it) to run this test !!!!!\n");
+    // Written straight to fd 2: libtest captures `eprintln!` of passing tests, and a skip
+    // must be seen.
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n!!!!! SKIPPING: {program} not found on PATH; run .ci/run (or install it) to run this test !!!!!\n"
+    );
     None
 }
 

@@ -170,7 +170,10 @@ function sseTap(entry, onMessage) {
     const decoder = new TextDecoder();
     let buf = '';
     let data = [];
-    entry.sse = { messages: {}, events: 0, comments: 0, ended: false };
+    // `chunks` counts the body reads; `order` notes, per JSON-RPC message, the read it was
+    // completed in. A message completed in an earlier read than another one arrived before
+    // it on the wire - an ordering fact that needs no clock.
+    entry.sse = { messages: {}, events: 0, comments: 0, chunks: 0, order: [], ended: false };
     const dispatch = () => {
         if (data.length === 0) return;
         const text = data.join('\n');
@@ -185,6 +188,7 @@ function sseTap(entry, onMessage) {
             /* keep "unparseable" */
         }
         entry.sse.messages[kind] = (entry.sse.messages[kind] ?? 0) + 1;
+        entry.sse.order.push({ kind, chunk: entry.sse.chunks });
         onMessage?.(kind);
     };
     const handleLine = line => {
@@ -202,6 +206,7 @@ function sseTap(entry, onMessage) {
     };
     return new TransformStream({
         transform(chunk, controller) {
+            entry.sse.chunks++;
             controller.enqueue(chunk);
             buf += decoder.decode(chunk, { stream: true });
             let idx;
@@ -367,19 +372,24 @@ async function scenarioFull() {
     if (progressNotifications !== PROGRESS_STEPS) {
         throw new Error(`expected ${PROGRESS_STEPS} progress notifications, got ${progressNotifications}`);
     }
-    // Streaming check: the notifications are emitted every duration/steps seconds. If an
-    // intermediary buffered the POST's SSE response they would all arrive together.
-    const stepMs = (PROGRESS_DURATION_S * 1000) / PROGRESS_STEPS;
-    const progressSpreadMs = progressArrivalMs[progressArrivalMs.length - 1] - progressArrivalMs[0];
-    const progressStreamedIncrementally = progressSpreadMs >= ((PROGRESS_STEPS - 1) * stepMs) / 2;
+    // Streaming check, by ordering rather than by wall clock: the server sends a progress
+    // notification every duration/steps seconds and the result only at the end. If the POST's
+    // SSE response was streamed, the first progress notification is completed in an earlier
+    // body read than the result. An intermediary that buffered the response until it ended
+    // would deliver them together, in the same read.
+    const callEntry = log.find(e => e.method === 'POST' && e.rpc === 'tools/call');
+    const callOrder = callEntry?.sse?.order ?? [];
+    const progressOnPostStream = callOrder.filter(m => m.kind === 'notifications/progress').length;
+    const firstProgressChunk = callOrder.find(m => m.kind === 'notifications/progress')?.chunk ?? null;
+    const resultChunk = callOrder.find(m => m.kind === 'response')?.chunk ?? null;
+    const progressStreamedIncrementally =
+        firstProgressChunk !== null && resultChunk !== null && firstProgressChunk < resultChunk;
     if (!progressStreamedIncrementally) {
         throw new Error(
-            `progress notifications were not streamed incrementally (arrivals at ${progressArrivalMs.join(',')} ms; ` +
-                `expected ~${stepMs} ms apart) - response buffered?`
+            `progress notifications were not streamed incrementally (first progress in body read ${firstProgressChunk}, ` +
+                `result in body read ${resultChunk}; arrivals at ${progressArrivalMs.join(',')} ms) - response buffered?`
         );
     }
-    const callEntry = log.find(e => e.method === 'POST' && e.rpc === 'tools/call');
-    const progressOnPostStream = callEntry?.sse?.messages?.['notifications/progress'] ?? 0;
 
     phase = 'get-stream-notification';
     // resources/subscribe + toggle-subscriber-updates make server-everything emit
@@ -427,6 +437,7 @@ async function scenarioFull() {
         progressOnPostStream,
         progressArrivalMs,
         progressStreamedIncrementally,
+        progressBodyReads: { firstProgress: firstProgressChunk, result: resultChunk },
         callDurationMs,
         toolResultText: resultText,
         getStream: {
