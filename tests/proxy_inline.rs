@@ -379,3 +379,39 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn forwarded_headers_are_replaced_unless_the_proxy_in_front_is_trusted() {
+    let upstream = Upstream::start().await;
+    let spoof = [
+        ("authorization", bearer()),
+        ("x-forwarded-for", "203.0.113.9".to_string()),
+        ("x-forwarded-proto", "https".to_string()),
+        ("x-forwarded-host", "mcp.example.com".to_string()),
+    ];
+    let spoof: Vec<(&str, &str)> = spoof.iter().map(|(n, v)| (*n, v.as_str())).collect();
+
+    let untrusted = TestGateway::start(&standard_config(&upstream.url("/mcp"), "", "")).await;
+    assert_eq!(get(untrusted.addr, "/mcp", &spoof).await.status, 200);
+    let seen = upstream.last();
+    assert_eq!(seen.header("x-forwarded-for"), Some("127.0.0.1"));
+    assert_eq!(seen.header("x-forwarded-proto"), Some("http"));
+    assert_eq!(
+        seen.header("x-forwarded-host"),
+        Some(untrusted.addr.to_string().as_str())
+    );
+
+    let config = standard_config(&upstream.url("/mcp"), "", "").replace(
+        "public_url = \"http://127.0.0.1\"",
+        "public_url = \"http://127.0.0.1\"\ntrust_forwarded_headers = true",
+    );
+    let trusted = TestGateway::start(&config).await;
+    assert_eq!(get(trusted.addr, "/mcp", &spoof).await.status, 200);
+    let seen = upstream.last();
+    assert_eq!(
+        seen.header("x-forwarded-for"),
+        Some("203.0.113.9, 127.0.0.1")
+    );
+    assert_eq!(seen.header("x-forwarded-proto"), Some("https"));
+    assert_eq!(seen.header("x-forwarded-host"), Some("mcp.example.com"));
+}

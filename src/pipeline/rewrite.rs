@@ -51,7 +51,8 @@ pub struct ClientSide<'a> {
     pub scheme: &'static str,
     pub host: Option<&'a str>,
     pub identity: &'a IdentityHeaders,
-    /// Keep and extend an inbound `X-Forwarded-For` (only behind a trusted proxy).
+    /// Keep an inbound `X-Forwarded-Proto/Host` and extend `X-Forwarded-For` (only behind a
+    /// trusted proxy).
     pub trust_forwarded: bool,
 }
 
@@ -98,10 +99,17 @@ pub fn upstream_request(
         .build()?;
 
     let headers = &mut parts.headers;
-    let inbound_forwarded_for = headers
-        .get(X_FORWARDED_FOR)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let inbound = |name: &HeaderName| -> Option<HeaderValue> {
+        client
+            .trust_forwarded
+            .then(|| headers.get(name).cloned())
+            .flatten()
+    };
+    // Behind a trusted proxy, what it says about the original request wins.
+    let inbound_forwarded_for =
+        inbound(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok().map(str::to_string));
+    let inbound_proto = inbound(&X_FORWARDED_PROTO);
+    let inbound_host = inbound(&X_FORWARDED_HOST);
     strip_hop_by_hop(headers);
     for name in NEVER_FORWARDED.iter().chain([&X_FORWARDED_FOR]) {
         headers.remove(name);
@@ -120,15 +128,19 @@ pub fn upstream_request(
     for (name, value) in &route.upstream_headers {
         headers.insert(name.clone(), value.clone());
     }
-    let forwarded_for = match (client.trust_forwarded, inbound_forwarded_for) {
-        (true, Some(chain)) => format!("{chain}, {}", client.peer),
-        _ => client.peer.to_string(),
+    let forwarded_for = match inbound_forwarded_for {
+        Some(chain) => format!("{chain}, {}", client.peer),
+        None => client.peer.to_string(),
     };
     if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
         headers.insert(X_FORWARDED_FOR, value);
     }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(client.scheme));
-    if let Some(host) = client.host.and_then(|h| HeaderValue::from_str(h).ok()) {
+    headers.insert(
+        X_FORWARDED_PROTO,
+        inbound_proto.unwrap_or(HeaderValue::from_static(client.scheme)),
+    );
+    let host = inbound_host.or_else(|| client.host.and_then(|h| HeaderValue::from_str(h).ok()));
+    if let Some(host) = host {
         headers.insert(X_FORWARDED_HOST, host);
     }
 
