@@ -10,11 +10,12 @@ pub mod duration;
 mod interpolate;
 pub mod raw;
 pub mod secret;
+mod settings;
 
 use std::fmt;
 use std::path::Path;
 
-pub use compile::{
+pub use settings::{
     Config, ForwardAuthSettings, Limits, LogFormat, LogSettings, PublicUrl, ServerSettings,
 };
 

@@ -1,0 +1,227 @@
+//! Raw configuration → runtime types. Every check lives under this module and every problem
+//! is collected with its key path (`routes[1].verifiers[0]`) before reporting, so one run of
+//! `mcp-auth-gateway check` lists everything to fix. `server` compiles `[server]` and the
+//! identity headers, `verifiers` the credentials, `routes` the routes.
+
+mod routes;
+mod server;
+mod verifiers;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::auth::api_key::ApiKeyStore;
+use crate::auth::introspection::Introspector;
+use crate::auth::jwt::Issuer;
+use crate::auth::Verifiers;
+use crate::config::raw::RawConfig;
+use crate::config::settings::{Config, ForwardAuthSettings, LogFormat, LogSettings};
+use crate::config::{ConfigError, Problem};
+use crate::outbound::{self};
+use crate::pipeline::route::{check_path, RouteTable};
+use routes::compile_routes;
+use server::{compile_identity_headers, compile_limits, compile_server};
+use verifiers::{compile_api_key, compile_introspection, compile_issuer};
+
+/// Collects problems while compiling.
+pub(super) struct Collector {
+    problems: Vec<Problem>,
+}
+
+impl Collector {
+    pub(super) fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem::new(path, message));
+    }
+
+    pub(super) fn ok<T>(&mut self, path: &str, result: Result<T, String>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(message) => {
+                self.push(path, message);
+                None
+            }
+        }
+    }
+}
+
+pub(super) fn compile(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> {
+    let mut c = Collector {
+        problems: Vec::new(),
+    };
+    let limits = compile_limits(&raw, &mut c);
+    let extra_roots = raw
+        .outbound
+        .ca_files
+        .iter()
+        .enumerate()
+        .flat_map(|(i, file)| {
+            c.ok(
+                &format!("outbound.ca_files[{i}]"),
+                read_certificates(&base_dir.join(file)),
+            )
+            .unwrap_or_default()
+        })
+        .collect();
+    let tls = c
+        .ok("outbound.ca_files", outbound::tls_config(extra_roots))
+        .unwrap_or_else(|| outbound::tls_config(Vec::new()).unwrap_or_else(|_| empty_tls()));
+    let client = outbound::client(limits.connect_timeout, tls);
+    let server = compile_server(&raw.server, limits, base_dir, &mut c);
+    let identity_headers = compile_identity_headers(&raw.identity_headers, &mut c);
+    let allow_http = raw.dangerous.allow_plain_http_identity_endpoints;
+
+    let api_keys = ApiKeyStore::new(
+        raw.api_keys
+            .iter()
+            .enumerate()
+            .filter_map(|(i, key)| {
+                compile_api_key(key, &format!("api_keys[{i}]"), base_dir, &mut c)
+            })
+            .collect(),
+    );
+    let mut ids = HashSet::new();
+    check_unique_ids(
+        raw.api_keys.iter().map(|k| k.id.as_str()),
+        "api_keys",
+        &mut HashSet::new(),
+        &mut c,
+    );
+    let issuers: Vec<Arc<Issuer>> = raw
+        .issuers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, issuer)| {
+            compile_issuer(i, issuer, base_dir, &client, allow_http, &mut c).map(Arc::new)
+        })
+        .collect();
+    let introspectors: Vec<Arc<Introspector>> = raw
+        .introspection
+        .iter()
+        .enumerate()
+        .filter_map(|(i, x)| {
+            compile_introspection(i, x, base_dir, &client, allow_http, &mut c).map(Arc::new)
+        })
+        .collect();
+    ids.insert("api_keys".to_string());
+    check_unique_ids(
+        raw.issuers
+            .iter()
+            .map(|i| i.id.as_str())
+            .chain(raw.introspection.iter().map(|i| i.id.as_str())),
+        "issuers/introspection",
+        &mut ids,
+        &mut c,
+    );
+
+    let forward_auth_path = if raw.forward_auth.enabled {
+        let path = raw.forward_auth.path.trim_end_matches('/').to_string();
+        if !path.starts_with('/') || check_path(&path).is_err() || path == "/" {
+            c.push(
+                "forward_auth.path",
+                format!(
+                    "{:?} is not a usable path: use e.g. \"/verify\"",
+                    raw.forward_auth.path
+                ),
+            );
+        }
+        Some(path)
+    } else {
+        None
+    };
+
+    let mut dangerous = Vec::new();
+    if allow_http {
+        dangerous.push("allow_plain_http_identity_endpoints".to_string());
+    }
+    let routes = match &server {
+        Some(server) => compile_routes(
+            &raw,
+            server,
+            &issuers,
+            &introspectors,
+            base_dir,
+            &mut dangerous,
+            forward_auth_path.as_deref(),
+            &mut c,
+        ),
+        None => RouteTable::default(),
+    };
+
+    let log = LogSettings {
+        format: match raw.log.format.as_str() {
+            "pretty" => LogFormat::Pretty,
+            "json" => LogFormat::Json,
+            other => {
+                c.push(
+                    "log.format",
+                    format!("{other:?} is not a log format: use \"pretty\" or \"json\""),
+                );
+                LogFormat::Pretty
+            }
+        },
+        level: raw.log.level.clone(),
+    };
+
+    match (server, c.problems.is_empty()) {
+        (Some(server), true) => Ok(Config {
+            server,
+            forward_auth: ForwardAuthSettings {
+                path: forward_auth_path,
+            },
+            log,
+            identity_headers,
+            verifiers: Verifiers::new(
+                api_keys,
+                issuers,
+                introspectors,
+                raw.server.limits.token_cache_entries,
+            ),
+            routes,
+            client,
+            dangerous,
+        }),
+        _ => Err(ConfigError {
+            problems: c.problems,
+        }),
+    }
+}
+
+fn read_certificates(
+    path: &Path,
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("invalid PEM in {}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{} holds no certificate", path.display()));
+    }
+    Ok(certs)
+}
+
+/// Only reached when compilation has already failed; the client is never used then.
+fn empty_tls() -> rustls::ClientConfig {
+    rustls::ClientConfig::builder()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth()
+}
+
+fn check_unique_ids<'a>(
+    ids: impl Iterator<Item = &'a str>,
+    what: &str,
+    seen: &mut HashSet<String>,
+    c: &mut Collector,
+) {
+    for id in ids {
+        if id.is_empty() {
+            c.push(what, "an entry has an empty `id`");
+        } else if !seen.insert(id.to_string()) {
+            c.push(
+                what,
+                format!("id {id:?} is used more than once: ids must be unique"),
+            );
+        }
+    }
+}

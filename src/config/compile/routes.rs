@@ -1,0 +1,400 @@
+//! `[[routes]]`: paths, upstreams, verifiers, audiences, metadata, allowlists.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::uri::{Authority, Scheme};
+use http::{HeaderName, HeaderValue, Method, Uri};
+
+use super::server::is_reserved_header;
+use super::verifiers::is_loopback_host;
+use super::{check_unique_ids, Collector};
+use crate::auth::audience;
+use crate::auth::introspection::Introspector;
+use crate::auth::jwt::Issuer;
+use crate::auth::VerifierSet;
+use crate::config::raw::{RawConfig, RawRoute, RawServer};
+use crate::config::secret;
+use crate::config::settings::{PublicUrl, ServerSettings};
+use crate::metadata::{Challenge, ProtectedResourceMetadata, METADATA_PREFIX};
+use crate::pipeline::route::{check_path, Route, RouteTable, Upstream};
+use crate::pipeline::transport::{canonical_origin, HostAllowlist, OriginAllowlist};
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn compile_routes(
+    raw: &RawConfig,
+    server: &ServerSettings,
+    issuers: &[Arc<Issuer>],
+    introspectors: &[Arc<Introspector>],
+    base_dir: &Path,
+    dangerous: &mut Vec<String>,
+    forward_auth_path: Option<&str>,
+    c: &mut Collector,
+) -> RouteTable {
+    if raw.routes.is_empty() {
+        c.push(
+            "routes",
+            "no route: add a [[routes]] entry with `path` and `upstream`",
+        );
+    }
+    let by_id: HashMap<&str, VerifierRef> = issuers
+        .iter()
+        .map(|i| (i.id.as_str(), VerifierRef::Issuer(i.clone())))
+        .chain(
+            introspectors
+                .iter()
+                .map(|i| (i.id.as_str(), VerifierRef::Introspection(i.clone()))),
+        )
+        .collect();
+    let unauthenticated: HashSet<&str> = raw
+        .dangerous
+        .unauthenticated_routes
+        .iter()
+        .map(String::as_str)
+        .collect();
+    for (i, id) in raw.dangerous.unauthenticated_routes.iter().enumerate() {
+        if !raw.routes.iter().any(|r| r.id == *id) {
+            c.push(
+                format!("dangerous.unauthenticated_routes[{i}]"),
+                format!("no route has id {id:?}"),
+            );
+        } else {
+            dangerous.push(format!("unauthenticated route {id:?}"));
+        }
+    }
+    check_unique_ids(
+        raw.routes.iter().map(|r| r.id.as_str()),
+        "routes",
+        &mut HashSet::new(),
+        c,
+    );
+
+    let mut seen = HashSet::new();
+    let routes = raw
+        .routes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, route)| {
+            let path = format!("routes[{i}]");
+            let compiled = compile_route(
+                route,
+                &path,
+                server,
+                &raw.server,
+                &by_id,
+                unauthenticated.contains(route.id.as_str()),
+                base_dir,
+                c,
+            )?;
+            if !seen.insert((compiled.host.clone(), compiled.path.clone())) {
+                c.push(
+                    format!("{path}.path"),
+                    format!("another route already serves {:?}", compiled.path),
+                );
+            }
+            if forward_auth_path.is_some_and(|fa| {
+                crate::pipeline::route::path_has_prefix(fa, &compiled.path) && compiled.path != "/"
+            }) {
+                c.push(
+                    format!("{path}.path"),
+                    "overlaps the forward_auth path: choose another path",
+                );
+            }
+            if compiled.path.starts_with("/.well-known") {
+                c.push(
+                    format!("{path}.path"),
+                    "/.well-known is reserved for discovery documents",
+                );
+            }
+            Some(Arc::new(compiled))
+        })
+        .collect();
+    RouteTable::new(routes)
+}
+
+pub(super) enum VerifierRef {
+    Issuer(Arc<Issuer>),
+    Introspection(Arc<Introspector>),
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn compile_route(
+    raw: &RawRoute,
+    path: &str,
+    server: &ServerSettings,
+    server_raw: &RawServer,
+    by_id: &HashMap<&str, VerifierRef>,
+    unauthenticated: bool,
+    base_dir: &Path,
+    c: &mut Collector,
+) -> Option<Route> {
+    let route_path = normalize_route_path(&raw.path);
+    if let Err(reason) = route_path
+        .as_deref()
+        .map_err(String::as_str)
+        .and_then(|p| check_path(p))
+    {
+        c.push(
+            format!("{path}.path"),
+            format!("{:?}: {reason}; use e.g. \"/mcp\"", raw.path),
+        );
+    }
+    let upstream = c.ok(&format!("{path}.upstream"), parse_upstream(&raw.upstream));
+
+    let mut verifiers = VerifierSet::default();
+    for (j, id) in raw.verifiers.iter().enumerate() {
+        match (id.as_str(), by_id.get(id.as_str())) {
+            ("api_keys", _) => verifiers.api_keys = true,
+            (_, Some(VerifierRef::Issuer(issuer))) => verifiers.issuers.push(issuer.clone()),
+            (_, Some(VerifierRef::Introspection(x))) => verifiers.introspectors.push(x.clone()),
+            (_, None) => c.push(
+                format!("{path}.verifiers[{j}]"),
+                format!("{id:?} is not \"api_keys\" nor the id of an [[issuers]] or [[introspection]] entry"),
+            ),
+        }
+    }
+    if verifiers.is_empty() && !unauthenticated {
+        c.push(
+            format!("{path}.verifiers"),
+            "no verifier: list \"api_keys\" or issuer / introspection ids (routes are closed by default)",
+        );
+    }
+
+    let route_path = route_path.ok()?;
+    let public = &server.public_url;
+    let resource = public.resource(&route_path);
+    let audiences: Vec<String> = raw
+        .audiences
+        .clone()
+        .unwrap_or_else(|| vec![resource.clone()])
+        .iter()
+        .map(|a| audience::canonical(a))
+        .collect();
+    let metadata_suffix = public.metadata_suffix(&route_path);
+    let mut required_scopes = raw.scopes.clone();
+    required_scopes.sort();
+    required_scopes.dedup();
+    let authorization_servers = raw.authorization_servers.clone().unwrap_or_else(|| {
+        verifiers
+            .issuers
+            .iter()
+            .map(|i| i.issuer.clone())
+            .chain(
+                verifiers
+                    .introspectors
+                    .iter()
+                    .filter_map(|i| i.issuer.clone()),
+            )
+            .collect()
+    });
+    let document = ProtectedResourceMetadata {
+        resource: resource.clone(),
+        authorization_servers,
+        scopes_supported: raw
+            .scopes_supported
+            .clone()
+            .unwrap_or_else(|| required_scopes.clone()),
+        bearer_methods_supported: ["header"],
+        resource_name: raw.resource_name.clone(),
+    };
+    let metadata_document = Bytes::from(serde_json::to_vec(&document).unwrap_or_default());
+    let challenge = Challenge {
+        resource_metadata: format!("{}{METADATA_PREFIX}{metadata_suffix}", public.origin).into(),
+        scope: (!required_scopes.is_empty()).then(|| required_scopes.join(" ").into()),
+    };
+
+    let public_paths = raw
+        .public_paths
+        .iter()
+        .enumerate()
+        .filter_map(|(j, sub)| {
+            let full = if route_path == "/" {
+                sub.clone()
+            } else {
+                format!("{route_path}{sub}")
+            };
+            if !sub.starts_with('/') || check_path(&full).is_err() {
+                c.push(
+                    format!("{path}.public_paths[{j}]"),
+                    format!("{sub:?} must be a clean sub-path starting with /"),
+                );
+                None
+            } else {
+                Some(full.trim_end_matches('/').to_string())
+            }
+        })
+        .collect();
+
+    let methods = match &raw.methods {
+        None => vec![Method::GET, Method::POST, Method::DELETE],
+        Some(list) => list
+            .iter()
+            .enumerate()
+            .filter_map(|(j, m)| {
+                c.ok(
+                    &format!("{path}.methods[{j}]"),
+                    Method::from_bytes(m.to_ascii_uppercase().as_bytes())
+                        .map_err(|_| format!("{m:?} is not an HTTP method")),
+                )
+            })
+            .collect(),
+    };
+
+    // A route's own allowlists replace the server-wide ones.
+    let allowed_hosts = host_allowlist(
+        raw.allowed_hosts
+            .as_ref()
+            .or(Some(&server_raw.allowed_hosts)),
+        public,
+    );
+    let allowed_origins = origin_allowlist(
+        raw.allowed_origins
+            .as_ref()
+            .or(Some(&server_raw.allowed_origins)),
+        public,
+        &format!("{path}.allowed_origins"),
+        c,
+    );
+
+    let upstream_headers = raw
+        .upstream_headers
+        .iter()
+        .filter_map(|(name, source)| {
+            let key = format!("{path}.upstream_headers.{name}");
+            let header = c.ok(
+                &key,
+                HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| format!("{name:?} is not a valid header name"))
+                    .and_then(|h| {
+                        if is_reserved_header(&h) {
+                            Err(format!("{name:?} cannot be set as an upstream credential"))
+                        } else {
+                            Ok(h)
+                        }
+                    }),
+            )?;
+            let secret = c.ok(
+                &key,
+                secret::resolve(
+                    source.env.as_deref(),
+                    source.file.as_deref(),
+                    base_dir,
+                    "value",
+                ),
+            )?;
+            let mut value = c.ok(
+                &key,
+                HeaderValue::from_str(secret.expose())
+                    .map_err(|_| "the secret is not a valid header value".to_string()),
+            )?;
+            value.set_sensitive(true);
+            Some((header, value))
+        })
+        .collect();
+
+    Some(Route {
+        id: raw.id.clone(),
+        host: raw.host.as_ref().map(|h| h.to_ascii_lowercase()),
+        path: route_path,
+        upstream: upstream?,
+        verifiers,
+        unauthenticated,
+        required_scopes,
+        audiences,
+        resource,
+        metadata_suffix,
+        metadata_document,
+        challenge,
+        public_paths,
+        methods,
+        allowed_hosts,
+        allowed_origins,
+        upstream_headers,
+    })
+}
+
+pub(super) fn normalize_route_path(path: &str) -> Result<String, String> {
+    if !path.starts_with('/') {
+        return Err("must start with /".into());
+    }
+    let trimmed = path.trim_end_matches('/');
+    Ok(if trimmed.is_empty() {
+        "/".into()
+    } else {
+        trimmed.into()
+    })
+}
+
+pub(super) fn parse_upstream(text: &str) -> Result<Upstream, String> {
+    let uri: Uri = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a URL: use e.g. \"http://127.0.0.1:3001/mcp\""))?;
+    let scheme = match uri.scheme_str() {
+        Some("http") => Scheme::HTTP,
+        Some("https") => Scheme::HTTPS,
+        _ => return Err(format!("{text:?} must start with http:// or https://")),
+    };
+    let authority: Authority = uri
+        .authority()
+        .cloned()
+        .ok_or_else(|| format!("{text:?} has no host"))?;
+    if authority.as_str().contains('@') {
+        return Err(format!(
+            "{text:?} must not contain user information: use upstream_headers for credentials"
+        ));
+    }
+    if uri.query().is_some() {
+        return Err(format!("{text:?} must not have a query string"));
+    }
+    let base_path = uri.path().trim_end_matches('/').to_string();
+    Ok(Upstream {
+        scheme,
+        authority,
+        base_path,
+    })
+}
+
+pub(super) fn host_allowlist(raw: Option<&Vec<String>>, public: &PublicUrl) -> HostAllowlist {
+    match raw {
+        Some(list) if list.iter().any(|h| h == "*") => HostAllowlist::Any,
+        Some(list) if !list.is_empty() => {
+            HostAllowlist::Only(list.iter().map(|h| h.to_ascii_lowercase()).collect())
+        }
+        _ => {
+            // Default: the public host on any port, plus the loopback names when the public
+            // URL is itself local (a local gateway is reached as localhost or 127.0.0.1).
+            let mut hosts = vec![public.host.clone()];
+            if is_loopback_host(&public.host) {
+                hosts.extend(["localhost", "127.0.0.1", "[::1]"].map(String::from));
+            }
+            HostAllowlist::Only(hosts)
+        }
+    }
+}
+
+pub(super) fn origin_allowlist(
+    raw: Option<&Vec<String>>,
+    public: &PublicUrl,
+    key: &str,
+    c: &mut Collector,
+) -> OriginAllowlist {
+    match raw {
+        Some(list) if list.iter().any(|o| o == "*") => OriginAllowlist::Any,
+        Some(list) if !list.is_empty() => OriginAllowlist::Only(
+            list.iter()
+                .enumerate()
+                .filter_map(|(i, o)| {
+                    c.ok(
+                        &format!("{key}[{i}]"),
+                        canonical_origin(o).ok_or_else(|| {
+                            format!("{o:?} is not an origin: use scheme://host[:port], e.g. \"https://app.example.com\"")
+                        }),
+                    )
+                })
+                .collect(),
+        ),
+        _ => OriginAllowlist::Only(vec![public.origin.clone()]),
+    }
+}

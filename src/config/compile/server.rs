@@ -1,0 +1,180 @@
+//! `[server]`, its limits and public URL, and the identity header names.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use http::{HeaderName, Uri};
+
+use super::Collector;
+use crate::config::raw::{RawConfig, RawIdentityHeaders, RawServer};
+use crate::config::settings::{Limits, PublicUrl, ServerSettings};
+use crate::pipeline::identity::IdentityHeaders;
+use crate::pipeline::route::check_path;
+use crate::pipeline::transport::canonical_origin;
+
+pub(super) fn compile_limits(raw: &RawConfig, c: &mut Collector) -> Limits {
+    let l = &raw.server.limits;
+    if l.max_header_bytes < 1024 {
+        c.push("server.limits.max_header_bytes", "must be at least 1024");
+    }
+    if l.max_token_bytes < 64 {
+        c.push("server.limits.max_token_bytes", "must be at least 64");
+    }
+    if l.token_cache_entries == 0 {
+        c.push("server.limits.token_cache_entries", "must be at least 1");
+    }
+    for (key, value) in [
+        ("connect_timeout", l.connect_timeout),
+        ("response_timeout", l.response_timeout),
+        ("header_read_timeout", l.header_read_timeout),
+    ] {
+        if value.0.is_zero() {
+            c.push(format!("server.limits.{key}"), "must be greater than zero");
+        }
+    }
+    Limits {
+        max_header_bytes: l.max_header_bytes,
+        max_body_bytes: l.max_body_bytes,
+        max_token_bytes: l.max_token_bytes,
+        header_read_timeout: l.header_read_timeout.0,
+        connect_timeout: l.connect_timeout.0,
+        response_timeout: l.response_timeout.0,
+        shutdown_grace: l.shutdown_grace.0,
+        max_connections: l.max_connections.max(1),
+    }
+}
+
+pub(super) fn compile_server(
+    raw: &RawServer,
+    limits: Limits,
+    base_dir: &Path,
+    c: &mut Collector,
+) -> Option<ServerSettings> {
+    if raw.listen.is_empty() {
+        c.push("server.listen", "no address: add e.g. \"127.0.0.1:8080\"");
+    }
+    let listen: Vec<SocketAddr> = raw
+        .listen
+        .iter()
+        .enumerate()
+        .filter_map(|(i, addr)| {
+            c.ok(
+                &format!("server.listen[{i}]"),
+                addr.parse::<SocketAddr>()
+                    .map_err(|_| format!("{addr:?} is not ip:port (e.g. \"0.0.0.0:8080\")")),
+            )
+        })
+        .collect();
+    let public_url = c.ok("server.public_url", parse_public_url(&raw.public_url))?;
+    let tls = raw.tls.as_ref().and_then(|tls| {
+        c.ok(
+            "server.tls",
+            crate::server::tls::load(
+                &base_dir.join(&tls.cert_file),
+                &base_dir.join(&tls.key_file),
+            ),
+        )
+    });
+    Some(ServerSettings {
+        listen,
+        public_url,
+        trust_forwarded_headers: raw.trust_forwarded_headers,
+        tls,
+        limits,
+    })
+}
+
+pub(super) fn parse_public_url(text: &str) -> Result<PublicUrl, String> {
+    let uri: Uri = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a URL: use e.g. \"https://mcp.example.com\""))?;
+    let scheme = uri.scheme_str().unwrap_or("");
+    if scheme != "https" && scheme != "http" {
+        return Err(format!(
+            "{text:?} must start with https:// (or http:// for local use)"
+        ));
+    }
+    let authority = uri
+        .authority()
+        .ok_or_else(|| format!("{text:?} has no host"))?;
+    if authority.as_str().contains('@') {
+        return Err(format!("{text:?} must not contain user information"));
+    }
+    if uri.query().is_some() || text.contains('#') {
+        return Err(format!("{text:?} must not have a query or fragment"));
+    }
+    let origin = canonical_origin(&format!("{scheme}://{authority}"))
+        .ok_or_else(|| format!("{text:?} is not a usable origin"))?;
+    let base_path = uri.path().trim_end_matches('/').to_string();
+    if !base_path.is_empty() && check_path(&base_path).is_err() {
+        return Err(format!("{text:?} has an ambiguous path"));
+    }
+    Ok(PublicUrl {
+        origin,
+        base_path,
+        host: authority.host().to_ascii_lowercase(),
+        port: authority.port_u16(),
+    })
+}
+
+pub(super) fn compile_identity_headers(
+    raw: &RawIdentityHeaders,
+    c: &mut Collector,
+) -> IdentityHeaders {
+    let mut name = |key: &str, value: &str| -> HeaderName {
+        match HeaderName::from_bytes(value.as_bytes()) {
+            Ok(name) if !is_reserved_header(&name) => name,
+            Ok(_) => {
+                c.push(
+                    format!("identity_headers.{key}"),
+                    format!("{value:?} is a standard header: choose e.g. \"X-User-Id\""),
+                );
+                HeaderName::from_static("x-invalid")
+            }
+            Err(_) => {
+                c.push(
+                    format!("identity_headers.{key}"),
+                    format!("{value:?} is not a valid header name"),
+                );
+                HeaderName::from_static("x-invalid")
+            }
+        }
+    };
+    let headers = IdentityHeaders {
+        user_id: name("user_id", &raw.user_id),
+        user_name: name("user_name", &raw.user_name),
+        user_email: name("user_email", &raw.user_email),
+        groups: name("groups", &raw.groups),
+        scopes: name("scopes", &raw.scopes),
+        client_id: name("client_id", &raw.client_id),
+        method: name("method", &raw.method),
+        token_id: name("token_id", &raw.token_id),
+    };
+    let distinct: HashSet<&HeaderName> = headers.names().into_iter().collect();
+    if distinct.len() != headers.names().len() {
+        c.push(
+            "identity_headers",
+            "two identity headers share a name: each needs its own",
+        );
+    }
+    headers
+}
+
+/// Headers an identity or upstream-credential header must never replace.
+pub(super) fn is_reserved_header(name: &HeaderName) -> bool {
+    use http::header;
+    [
+        header::HOST,
+        header::CONTENT_LENGTH,
+        header::CONTENT_TYPE,
+        header::TRANSFER_ENCODING,
+        header::CONNECTION,
+        header::ACCEPT,
+        header::COOKIE,
+        header::ORIGIN,
+    ]
+    .contains(name)
+        || name.as_str().starts_with("mcp-")
+        || name.as_str() == "last-event-id"
+}

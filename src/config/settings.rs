@@ -1,0 +1,84 @@
+//! The compiled configuration: the types the gateway runs on, valid by construction.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::auth::Verifiers;
+use crate::outbound::HttpClient;
+use crate::pipeline::identity::IdentityHeaders;
+use crate::pipeline::route::RouteTable;
+
+/// A compiled, valid configuration: what the gateway runs on.
+pub struct Config {
+    pub server: ServerSettings,
+    pub forward_auth: ForwardAuthSettings,
+    pub log: LogSettings,
+    pub identity_headers: IdentityHeaders,
+    pub verifiers: Verifiers,
+    pub routes: RouteTable,
+    /// The pooled client for upstreams, JWKS and introspection.
+    pub client: HttpClient,
+    /// Dangerous switches in effect, for the startup warning.
+    pub dangerous: Vec<String>,
+}
+
+pub struct ServerSettings {
+    pub listen: Vec<SocketAddr>,
+    pub public_url: PublicUrl,
+    pub trust_forwarded_headers: bool,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_header_bytes: usize,
+    pub max_body_bytes: u64,
+    pub max_token_bytes: usize,
+    pub header_read_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub max_connections: usize,
+}
+
+pub struct ForwardAuthSettings {
+    pub path: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+/// The externally visible base URL, split for building identifiers.
+#[derive(Debug, Clone)]
+pub struct PublicUrl {
+    /// `scheme://host[:port]`, canonical.
+    pub origin: String,
+    /// Path prefix without trailing slash ("" at the root).
+    pub base_path: String,
+    pub host: String,
+    pub port: Option<u16>,
+}
+
+impl PublicUrl {
+    /// The resource identifier of a route mounted at `path`.
+    pub fn resource(&self, path: &str) -> String {
+        let path = if path == "/" { "" } else { path };
+        format!("{}{}{}", self.origin, self.base_path, path)
+    }
+
+    /// The suffix after `/.well-known/oauth-protected-resource` for a route at `path`.
+    pub fn metadata_suffix(&self, path: &str) -> String {
+        let path = if path == "/" { "" } else { path };
+        format!("{}{}", self.base_path, path)
+    }
+}
