@@ -63,6 +63,16 @@ impl Route {
             .any(|public| path_has_prefix(path, public))
     }
 
+    /// A route without `host` serves every host; otherwise the request's host (port ignored,
+    /// case-insensitive) must be that one.
+    fn serves_host(&self, request_host: Option<&str>) -> bool {
+        match (&self.host, request_host.map(host_without_port)) {
+            (None, _) => true,
+            (Some(want), Some(have)) => want.eq_ignore_ascii_case(have),
+            (Some(_), None) => false,
+        }
+    }
+
     /// The part of `path` after the route prefix, as it is appended to the upstream base.
     pub fn rest_of<'p>(&self, path: &'p str) -> &'p str {
         if self.path == "/" {
@@ -105,15 +115,9 @@ impl RouteTable {
 
     /// The route for a normalized path and request host.
     pub fn find(&self, host: Option<&str>, path: &str) -> Option<&Arc<Route>> {
-        let host = host.map(host_without_port);
-        self.routes.iter().find(|route| {
-            let host_ok = match (&route.host, host) {
-                (None, _) => true,
-                (Some(want), Some(have)) => want.eq_ignore_ascii_case(have),
-                (Some(_), None) => false,
-            };
-            host_ok && path_has_prefix(path, &route.path)
-        })
+        self.routes
+            .iter()
+            .find(|route| route.serves_host(host) && path_has_prefix(path, &route.path))
     }
 
     /// The route whose protected-resource metadata lives at `suffix`. The root document
@@ -121,12 +125,7 @@ impl RouteTable {
     /// serving this host — RFC 9728 §3 clients fall back to the root when the path-suffixed
     /// document is missing.
     pub fn find_metadata(&self, host: Option<&str>, suffix: &str) -> Option<&Arc<Route>> {
-        let host = host.map(host_without_port);
-        let serves_host = |route: &&Arc<Route>| match (&route.host, host) {
-            (None, _) => true,
-            (Some(want), Some(have)) => want.eq_ignore_ascii_case(have),
-            (Some(_), None) => false,
-        };
+        let serves_host = |route: &&Arc<Route>| route.serves_host(host);
         if let Some(route) = self
             .routes
             .iter()
