@@ -415,3 +415,90 @@ async fn forwarded_headers_are_replaced_unless_the_proxy_in_front_is_trusted() {
     assert_eq!(seen.header("x-forwarded-proto"), Some("https"));
     assert_eq!(seen.header("x-forwarded-host"), Some("mcp.example.com"));
 }
+
+#[tokio::test]
+async fn several_routes_longest_prefix_host_routes_and_their_metadata() {
+    let (one, two, three) = (
+        Upstream::start().await,
+        Upstream::start().await,
+        Upstream::start().await,
+    );
+    let extra = format!(
+        r#"
+[[routes]]
+id = "team"
+path = "/mcp/team"
+upstream = "{}"
+verifiers = ["api_keys"]
+scopes = ["mcp:tools"]
+
+[[routes]]
+id = "tenant-host"
+host = "tenant.localhost"
+path = "/mcp"
+upstream = "{}"
+verifiers = ["api_keys"]
+allowed_hosts = ["tenant.localhost"]
+"#,
+        two.url("/team-base"),
+        three.url("/"),
+    );
+    let gateway = TestGateway::start(&standard_config(&one.url("/mcp"), "", &extra)).await;
+    let auth = bearer();
+
+    assert_eq!(
+        get(gateway.addr, "/mcp/x", &[("authorization", &auth)])
+            .await
+            .status,
+        200
+    );
+    assert_eq!(one.last().path_and_query, "/mcp/x");
+    assert_eq!(
+        get(gateway.addr, "/mcp/team/y?q=1", &[("authorization", &auth)])
+            .await
+            .status,
+        200
+    );
+    assert_eq!(two.last().path_and_query, "/team-base/y?q=1");
+    assert_eq!(
+        get(gateway.addr, "/mcp/teamx", &[("authorization", &auth)])
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        one.last().path_and_query,
+        "/mcp/teamx",
+        "segment boundary, not string prefix"
+    );
+    let tenant = http::exchange(
+        gateway.addr,
+        ::http::Request::get("/mcp/z")
+            .header("host", "tenant.localhost:8080")
+            .header("authorization", &auth)
+            .body(http::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(tenant.status, 200);
+    assert_eq!(three.last().path_and_query, "/z");
+
+    let team = get(
+        gateway.addr,
+        "/.well-known/oauth-protected-resource/mcp/team",
+        &[],
+    )
+    .await;
+    assert_eq!(team.json()["resource"], "http://127.0.0.1/mcp/team");
+    let challenge = get(gateway.addr, "/mcp/team", &[]).await;
+    assert!(challenge.header("www-authenticate").unwrap().contains(
+        "resource_metadata=\"http://127.0.0.1/.well-known/oauth-protected-resource/mcp/team\""
+    ));
+    // Several routes on this host: the root document would have to pick one, so it is 404.
+    assert_eq!(
+        get(gateway.addr, "/.well-known/oauth-protected-resource", &[])
+            .await
+            .status,
+        404
+    );
+}
