@@ -25,6 +25,7 @@ use crate::observability::Outcome;
 use crate::pipeline::policy::Admission;
 use crate::pipeline::rejection::Rejection;
 use crate::pipeline::request::RequestView;
+use crate::pipeline::route::check_path;
 use crate::pipeline::{admit, transport};
 use crate::server::router::{is_metadata_path, HEALTH_PATH};
 
@@ -48,8 +49,13 @@ pub async fn verify(config: &Config, request: &Request<Incoming>) -> (Response<B
         Err(rejection) => return answer(Err(rejection)),
     };
     let path = original.uri.path();
-    // Discovery documents and health are public wherever they are routed.
-    if is_metadata_path(path) || path == HEALTH_PATH {
+    // Discovery documents and health are public wherever they are routed — for reads of
+    // exactly those paths: the shortcut must not let `/.well-known/…/../../mcp` through.
+    let is_read = matches!(
+        original.method,
+        Method::GET | Method::HEAD | Method::OPTIONS
+    );
+    if is_read && check_path(path).is_ok() && (is_metadata_path(path) || path == HEALTH_PATH) {
         return (allow(), Outcome::builtin("verify-public"));
     }
     let view = RequestView {

@@ -77,23 +77,75 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 }
 
 /// Compiles configuration text; relative file paths in it are resolved against `base_dir`.
+/// Problems from every stage (unknown keys, `${VAR}`s, compilation) are reported together.
 pub fn from_toml_str(text: &str, base_dir: &Path) -> Result<Config, ConfigError> {
-    let raw = parse(text, &|name| std::env::var(name).ok())?;
-    compile::compile(raw, base_dir)
+    let (raw, mut problems) = parse(text, &|name| std::env::var(name).ok())?;
+    match compile::compile(raw, base_dir) {
+        Ok(config) if problems.is_empty() => Ok(config),
+        Ok(_) => Err(ConfigError { problems }),
+        Err(compiled) => {
+            // A value whose variable was missing is compiled as empty; its own complaint
+            // would only repeat the real one.
+            let unset: Vec<String> = problems.iter().map(|p| p.path.clone()).collect();
+            problems.extend(
+                compiled
+                    .problems
+                    .into_iter()
+                    .filter(|p| !unset.iter().any(|path| p.path.starts_with(path.as_str()))),
+            );
+            Err(ConfigError { problems })
+        }
+    }
 }
 
-/// Parses TOML text into the raw shapes, expanding `${VAR}` with `lookup`.
+/// Parses TOML text into the raw shapes, expanding `${VAR}` with `lookup`. Syntax and type
+/// errors end here; unknown keys and unset variables are returned as problems alongside
+/// the parsed configuration so the compiler can report its own too.
 pub fn parse(
     text: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
-) -> Result<raw::RawConfig, ConfigError> {
-    let mut value: toml::Value = toml::from_str(text)
-        .map_err(|e| ConfigError::single("(toml)", e.to_string().trim_end().to_string()))?;
+) -> Result<(raw::RawConfig, Vec<Problem>), ConfigError> {
+    let mut value: toml::Value = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
     let mut problems = Vec::new();
     interpolate::expand(&mut value, "", lookup, &mut problems);
-    if !problems.is_empty() {
-        return Err(ConfigError { problems });
+    let mut unknown = Vec::new();
+    let raw = serde_ignored::deserialize(value, |path| unknown.push(key_path(&path)))
+        .map_err(|e: toml::de::Error| ConfigError::single("(toml)", e.message().to_string()))?;
+    problems.extend(unknown.into_iter().map(|path| {
+        Problem::new(
+            path,
+            "unknown key: check its spelling against README.md (Configuration reference)",
+        )
+    }));
+    Ok((raw, problems))
+}
+
+/// `routes[0].upstream_headers.X-Key` — the same form the compiler uses.
+fn key_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", key_path(parent)),
+        Path::Map { parent, key } => match key_path(parent) {
+            prefix if prefix.is_empty() => key.to_string(),
+            prefix => format!("{prefix}.{key}"),
+        },
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => key_path(parent),
     }
-    raw::RawConfig::deserialize_value(value)
-        .map_err(|e| ConfigError::single("(toml)", e.to_string().trim_end().to_string()))
+}
+
+/// A TOML syntax error, located by line and column.
+fn toml_error(text: &str, error: &toml::de::Error) -> ConfigError {
+    let location = error.span().map_or_else(
+        || "(toml)".to_string(),
+        |span| {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("(toml) line {line}, column {column}")
+        },
+    );
+    ConfigError::single(location, error.message().to_string())
 }

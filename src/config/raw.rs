@@ -1,6 +1,7 @@
-//! The configuration file's shapes, exactly as written. Every table refuses unknown keys so a
-//! typo is an error instead of a silently ignored setting. Defaults live here; meaning and
-//! validation live in `compile`.
+//! The configuration file's shapes, exactly as written. Defaults live here; meaning and
+//! validation live in `compile`. Unknown keys are errors: instead of serde's
+//! `deny_unknown_fields` (which stops at the first one and cannot say where it was),
+//! `config::parse` collects every ignored key with its full path (`routes[0].bogus`).
 
 use std::collections::BTreeMap;
 
@@ -10,7 +11,6 @@ use super::duration::ConfigDuration;
 use super::secret::SecretSource;
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawConfig {
     pub server: RawServer,
     #[serde(default)]
@@ -35,20 +35,13 @@ pub struct RawConfig {
 
 /// Calls the gateway makes: upstreams, JWKS, introspection.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RawOutbound {
     /// Extra trusted CA certificates (PEM), added to the system roots.
     pub ca_files: Vec<String>,
 }
 
-impl RawConfig {
-    pub(super) fn deserialize_value(value: toml::Value) -> Result<Self, toml::de::Error> {
-        value.try_into()
-    }
-}
-
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawServer {
     pub listen: Vec<String>,
     pub public_url: String,
@@ -64,14 +57,13 @@ pub struct RawServer {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawTls {
     pub cert_file: String,
     pub key_file: String,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RawLimits {
     pub max_header_bytes: usize,
     pub max_body_bytes: u64,
@@ -102,7 +94,7 @@ impl Default for RawLimits {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RawForwardAuth {
     pub enabled: bool,
     pub path: String,
@@ -118,7 +110,7 @@ impl Default for RawForwardAuth {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RawLog {
     pub format: String,
     pub level: String,
@@ -134,7 +126,7 @@ impl Default for RawLog {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RawIdentityHeaders {
     pub user_id: String,
     pub user_name: String,
@@ -162,7 +154,6 @@ impl Default for RawIdentityHeaders {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawApiKey {
     pub id: String,
     pub hash: Option<String>,
@@ -178,7 +169,6 @@ pub struct RawApiKey {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawIssuer {
     pub id: String,
     pub issuer: String,
@@ -197,7 +187,7 @@ pub struct RawIssuer {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RawClaims {
     pub subject: String,
     pub name: String,
@@ -221,7 +211,6 @@ impl Default for RawClaims {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawIntrospection {
     pub id: String,
     pub endpoint: String,
@@ -244,7 +233,6 @@ fn yes() -> bool {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawRoute {
     pub id: String,
     pub host: Option<String>,
@@ -269,7 +257,7 @@ pub struct RawRoute {
 
 /// Switches that weaken security. Off by default; each one is logged at WARN when set.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RawDangerous {
     /// Route ids proxied without any credential check (benchmarks, trusted networks).
     pub unauthenticated_routes: Vec<String>,

@@ -30,7 +30,6 @@ impl fmt::Debug for Secret {
 
 /// `{ env = "VAR" }` or `{ file = "/run/secrets/x" }` in the configuration.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SecretSource {
     pub env: Option<String>,
     pub file: Option<String>,

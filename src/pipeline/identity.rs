@@ -32,16 +32,12 @@ impl IdentityHeaders {
         ]
     }
 
-    /// Removes every header carrying one of our names (spoofing), whatever its case or count.
-    /// Returns how many were removed, for the debug log.
+    /// Removes every header carrying one of our names (spoofing), whatever its case or count,
+    /// and look-alikes spelled with `_` or `.` for `-` (`X_User_Id`): CGI-style servers
+    /// (WSGI, Rack) read `X_User_Id` and `X-User-Id` as the same variable. Returns how many
+    /// were removed, for the debug log.
     pub fn strip(&self, headers: &mut HeaderMap) -> usize {
-        let mut removed = 0;
-        for name in self.names() {
-            if let http::header::Entry::Occupied(entry) = headers.entry(name) {
-                removed += entry.remove_entry_mult().1.count();
-            }
-        }
-        removed
+        strip_names(headers, &self.names())
     }
 
     /// Sets the identity of `grant`. Values that cannot be a header value (control
@@ -63,5 +59,53 @@ impl IdentityHeaders {
         put(&self.client_id, principal.client_id.as_deref());
         put(&self.method, Some(principal.method.as_str()));
         put(&self.token_id, principal.token_id.as_deref());
+    }
+}
+
+/// Removes `names` and their `_` / `.` look-alikes from `headers`; returns the count removed.
+pub fn strip_names(headers: &mut HeaderMap, names: &[&HeaderName]) -> usize {
+    let lookalikes: Vec<HeaderName> = headers
+        .keys()
+        .filter(|key| key.as_str().contains(['_', '.']))
+        .filter(|key| {
+            let dashed = key.as_str().replace(['_', '.'], "-");
+            names.iter().any(|name| name.as_str() == dashed)
+        })
+        .cloned()
+        .collect();
+    let mut removed = 0;
+    for name in names.iter().copied().chain(lookalikes.iter()) {
+        if let http::header::Entry::Occupied(entry) = headers.entry(name) {
+            removed += entry.remove_entry_mult().1.count();
+        }
+    }
+    removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_names_and_lookalikes_only() {
+        let mut headers = HeaderMap::new();
+        for name in [
+            "x-user-id",
+            "X-User-Id",
+            "x_user_id",
+            "x.user.id",
+            "x-user-idx",
+            "x_other",
+        ] {
+            headers.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_static("v"),
+            );
+        }
+        let user_id = HeaderName::from_static("x-user-id");
+        assert_eq!(strip_names(&mut headers, &[&user_id]), 4);
+        let mut left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
+        left.sort();
+        assert_eq!(left, vec!["x-user-idx", "x_other"]);
     }
 }

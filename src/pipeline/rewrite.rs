@@ -13,7 +13,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Request, Uri, Version};
 
-use super::identity::IdentityHeaders;
+use super::identity::{strip_names, IdentityHeaders};
 use super::policy::Admission;
 use crate::body::Body;
 
@@ -118,9 +118,9 @@ pub fn upstream_request(
     if spoofed > 0 {
         tracing::debug!(route = %route.id, spoofed, "removed client-sent identity headers");
     }
-    for (name, _) in &route.upstream_headers {
-        headers.remove(name);
-    }
+    let credential_names: Vec<&HeaderName> =
+        route.upstream_headers.iter().map(|(n, _)| n).collect();
+    strip_names(headers, &credential_names);
 
     if let Admission::Granted(grant) = admission {
         client.identity.set(grant, headers);
