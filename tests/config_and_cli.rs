@@ -1,0 +1,818 @@
+//! Configuration and the command line as a specification: every gateway config shipped in
+//! the repository compiles; a bad config is reported with the key path of each problem and
+//! how to fix it, all at once; and the binary's subcommands (`check`, `keygen`, `hash-key`,
+//! `serve`) behave as documented, run as real processes.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::external::repo_root;
+use mcp_auth_gateway::config::{self, ConfigError};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mcp-auth-gateway");
+
+// ---------------------------------------------------------------------------------------
+// Shipped configurations
+// ---------------------------------------------------------------------------------------
+
+/// Directories that hold no shipped configuration (build output, dependencies, test
+/// fixtures that may be invalid on purpose).
+const NOT_SHIPPED: [&str; 4] = ["target", ".git", "node_modules", "tests"];
+
+fn toml_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    for entry in entries {
+        let path = entry.expect("directory entry").path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if path.is_dir() {
+            if !NOT_SHIPPED.contains(&name) {
+                toml_files(&path, out);
+            }
+        } else if name.ends_with(".toml") {
+            out.push(path);
+        }
+    }
+}
+
+/// A TOML file is a gateway configuration when it has a `[server]` table (Cargo.toml,
+/// clippy.toml, rustfmt.toml … do not).
+fn is_gateway_config(path: &Path) -> bool {
+    let text = std::fs::read_to_string(path).expect("readable");
+    match toml::from_str::<toml::Table>(&text) {
+        Ok(table) => table.get("server").is_some_and(toml::Value::is_table),
+        // A file that does not even parse but looks like ours must fail the test, not be
+        // skipped.
+        Err(_) => text.lines().any(|line| line.trim() == "[server]"),
+    }
+}
+
+#[test]
+fn every_shipped_gateway_config_compiles() {
+    let root = repo_root();
+    let mut files = Vec::new();
+    toml_files(&root, &mut files);
+    files.sort();
+    let configs: Vec<&PathBuf> = files.iter().filter(|p| is_gateway_config(p)).collect();
+    let names: Vec<String> = configs
+        .iter()
+        .map(|p| p.strip_prefix(&root).unwrap().display().to_string())
+        .collect();
+    for expected in ["gateway.toml", "deploy/traefik/gateway.docker.toml"] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} not found among {names:?}"
+        );
+    }
+    let mut failures = Vec::new();
+    for (path, name) in configs.iter().zip(&names) {
+        if let Err(error) = config::load(path) {
+            failures.push(format!("{name}:\n{error}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(
+        !files
+            .iter()
+            .any(|p| p.ends_with("Cargo.toml") && is_gateway_config(p)),
+        "Cargo.toml is not a gateway config"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Config errors: key path, fix, all at once
+// ---------------------------------------------------------------------------------------
+
+/// A valid configuration; the tables below break one thing at a time.
+const VALID: &str = r#"
+[server]
+listen = ["127.0.0.1:0"]
+public_url = "http://127.0.0.1"
+
+[[api_keys]]
+id = "demo"
+hash = "sha256:CQ0VSMnWX0E6GiyCigvuOnrgLSE3yvUeYCnmw8sfH6Q"
+subject = "demo-user"
+scopes = ["mcp:tools"]
+
+[[issuers]]
+id = "corp"
+issuer = "https://login.example.com"
+jwks_uri = "https://login.example.com/jwks.json"
+algorithms = ["RS256"]
+
+[[routes]]
+id = "mcp"
+path = "/mcp"
+upstream = "http://127.0.0.1:3001/mcp"
+verifiers = ["api_keys", "corp"]
+scopes = ["mcp:tools"]
+"#;
+
+fn compile(text: &str) -> Result<mcp_auth_gateway::Config, ConfigError> {
+    config::from_toml_str(text, Path::new("."))
+}
+
+fn problems(text: &str) -> ConfigError {
+    match compile(text) {
+        Ok(_) => panic!("configuration compiled but should not have:\n{text}"),
+        Err(error) => error,
+    }
+}
+
+/// `text` with `from` replaced by `to` (which must occur exactly once).
+fn edit(text: &str, from: &str, to: &str) -> String {
+    assert_eq!(text.matches(from).count(), 1, "{from:?} must occur once");
+    text.replacen(from, to, 1)
+}
+
+fn assert_problem(error: &ConfigError, path: &str, fragment: &str) {
+    assert!(
+        error
+            .problems
+            .iter()
+            .any(|p| p.path == path && p.message.contains(fragment)),
+        "no problem at {path} mentioning {fragment:?} in:\n{error}"
+    );
+}
+
+#[test]
+fn the_valid_base_compiles() {
+    let config = compile(VALID).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.routes.len(), 1);
+}
+
+#[test]
+fn each_problem_names_its_key_path_and_the_fix() {
+    // (what, from, to, key path, message fragment)
+    let cases: &[(&str, &str, &str, &str, &str)] = &[
+        (
+            "upstream not a URL",
+            "upstream = \"http://127.0.0.1:3001/mcp\"",
+            "upstream = \"not a url\"",
+            "routes[0].upstream",
+            "use e.g. \"http://127.0.0.1:3001/mcp\"",
+        ),
+        (
+            "upstream with another scheme",
+            "upstream = \"http://127.0.0.1:3001/mcp\"",
+            "upstream = \"ftp://127.0.0.1/mcp\"",
+            "routes[0].upstream",
+            "must start with http:// or https://",
+        ),
+        (
+            "upstream with credentials",
+            "upstream = \"http://127.0.0.1:3001/mcp\"",
+            "upstream = \"http://user:pw@127.0.0.1:3001/mcp\"",
+            "routes[0].upstream",
+            "use upstream_headers for credentials",
+        ),
+        (
+            "upstream with a query",
+            "upstream = \"http://127.0.0.1:3001/mcp\"",
+            "upstream = \"http://127.0.0.1:3001/mcp?x=1\"",
+            "routes[0].upstream",
+            "must not have a query string",
+        ),
+        (
+            "unknown verifier id",
+            "verifiers = [\"api_keys\", \"corp\"]",
+            "verifiers = [\"api_keys\", \"crop\"]",
+            "routes[0].verifiers[1]",
+            "\"crop\" is not \"api_keys\" nor the id of an [[issuers]] or [[introspection]] entry",
+        ),
+        (
+            "route without verifiers",
+            "verifiers = [\"api_keys\", \"corp\"]",
+            "verifiers = []",
+            "routes[0].verifiers",
+            "no verifier: list \"api_keys\"",
+        ),
+        (
+            "HMAC algorithm",
+            "algorithms = [\"RS256\"]",
+            "algorithms = [\"HS256\"]",
+            "issuers[0].algorithms[0]",
+            "only asymmetric algorithms",
+        ),
+        (
+            "alg none",
+            "algorithms = [\"RS256\"]",
+            "algorithms = [\"RS256\", \"none\"]",
+            "issuers[0].algorithms[1]",
+            "is not allowed",
+        ),
+        (
+            "unknown algorithm",
+            "algorithms = [\"RS256\"]",
+            "algorithms = [\"RS257\"]",
+            "issuers[0].algorithms[0]",
+            "use RS256/384/512",
+        ),
+        (
+            "no algorithm",
+            "algorithms = [\"RS256\"]",
+            "algorithms = []",
+            "issuers[0].algorithms",
+            "list at least one algorithm",
+        ),
+        (
+            "JWKS over plain http",
+            "jwks_uri = \"https://login.example.com/jwks.json\"",
+            "jwks_uri = \"http://login.example.com/jwks.json\"",
+            "issuers[0].jwks_uri",
+            "use https",
+        ),
+        (
+            "two key sources",
+            "jwks_uri = \"https://login.example.com/jwks.json\"",
+            "jwks_uri = \"https://login.example.com/jwks.json\"\njwks_file = \"jwks.json\"",
+            "issuers[0]",
+            "give exactly one of `jwks_uri`, `jwks_file`, `public_key_file`",
+        ),
+        (
+            "too much leeway",
+            "algorithms = [\"RS256\"]",
+            "algorithms = [\"RS256\"]\nleeway = \"10m\"",
+            "issuers[0].leeway",
+            "more than 5 minutes",
+        ),
+        (
+            "route path without slash",
+            "path = \"/mcp\"",
+            "path = \"mcp\"",
+            "routes[0].path",
+            "use e.g. \"/mcp\"",
+        ),
+        (
+            "route path with a dot segment",
+            "path = \"/mcp\"",
+            "path = \"/mcp/../x\"",
+            "routes[0].path",
+            "dot segment",
+        ),
+        (
+            "route under /.well-known",
+            "path = \"/mcp\"",
+            "path = \"/.well-known/mcp\"",
+            "routes[0].path",
+            "reserved for discovery documents",
+        ),
+        (
+            "route over the forward_auth path",
+            "path = \"/mcp\"",
+            "path = \"/verify\"",
+            "routes[0].path",
+            "overlaps the forward_auth path",
+        ),
+        (
+            "public path not a sub-path",
+            "path = \"/mcp\"",
+            "path = \"/mcp\"\npublic_paths = [\"health\"]",
+            "routes[0].public_paths[0]",
+            "must be a clean sub-path starting with /",
+        ),
+        (
+            "bad allowed origin",
+            "path = \"/mcp\"",
+            "path = \"/mcp\"\nallowed_origins = [\"app.example.com\"]",
+            "routes[0].allowed_origins[0]",
+            "use scheme://host[:port]",
+        ),
+        (
+            "bad method",
+            "path = \"/mcp\"",
+            "path = \"/mcp\"\nmethods = [\"G T\"]",
+            "routes[0].methods[0]",
+            "is not an HTTP method",
+        ),
+        (
+            "bad listen address",
+            "listen = [\"127.0.0.1:0\"]",
+            "listen = [\"localhost\"]",
+            "server.listen[0]",
+            "is not ip:port",
+        ),
+        (
+            "public_url with another scheme",
+            "public_url = \"http://127.0.0.1\"",
+            "public_url = \"ftp://127.0.0.1\"",
+            "server.public_url",
+            "must start with https://",
+        ),
+        (
+            "key hash in another format",
+            "hash = \"sha256:CQ0VSMnWX0E6GiyCigvuOnrgLSE3yvUeYCnmw8sfH6Q\"",
+            "hash = \"md5:abc\"",
+            "api_keys[0].hash",
+            "mcp-auth-gateway hash-key",
+        ),
+        (
+            "identity header that is a standard header",
+            "[[api_keys]]",
+            "[identity_headers]\nuser_id = \"Host\"\n\n[[api_keys]]",
+            "identity_headers.user_id",
+            "is a standard header",
+        ),
+        (
+            "log format",
+            "[[api_keys]]",
+            "[log]\nformat = \"xml\"\n\n[[api_keys]]",
+            "log.format",
+            "use \"pretty\" or \"json\"",
+        ),
+        (
+            "header limit too small",
+            "[[api_keys]]",
+            "[server.limits]\nmax_header_bytes = 100\n\n[[api_keys]]",
+            "server.limits.max_header_bytes",
+            "at least 1024",
+        ),
+        (
+            "dangerous switch naming no route",
+            "[[api_keys]]",
+            "[dangerous]\nunauthenticated_routes = [\"ghost\"]\n\n[[api_keys]]",
+            "dangerous.unauthenticated_routes[0]",
+            "no route has id \"ghost\"",
+        ),
+    ];
+    for (what, from, to, path, fragment) in cases {
+        let error = problems(&edit(VALID, from, to));
+        assert_problem(&error, path, fragment);
+        // The rendered report (what `check` prints) carries the same line.
+        let rendered = error.to_string();
+        assert!(
+            rendered.contains(&format!("  {path}: ")),
+            "{what}: {rendered}"
+        );
+    }
+}
+
+#[test]
+fn all_compile_problems_are_reported_at_once() {
+    let text = r#"
+[server]
+listen = ["127.0.0.1:0", "not-an-address"]
+public_url = "http://127.0.0.1"
+
+[[issuers]]
+id = "corp"
+issuer = "https://login.example.com"
+jwks_uri = "https://login.example.com/jwks.json"
+algorithms = ["HS256", "RS256"]
+
+[[routes]]
+id = "mcp"
+path = "/mcp"
+upstream = "ftp://127.0.0.1/mcp"
+verifiers = ["nobody"]
+
+[[routes]]
+id = "mcp"
+path = "/other"
+upstream = "http://127.0.0.1:3002/other"
+"#;
+    let error = problems(text);
+    let expected = [
+        ("server.listen[1]", "is not ip:port"),
+        ("issuers[0].algorithms[0]", "\"HS256\" is not allowed"),
+        ("routes[0].upstream", "must start with http:// or https://"),
+        ("routes[0].verifiers[0]", "\"nobody\" is not \"api_keys\""),
+        ("routes[1].verifiers", "no verifier"),
+        ("routes", "id \"mcp\" is used more than once"),
+    ];
+    for (path, fragment) in expected {
+        assert_problem(&error, path, fragment);
+    }
+    let rendered = error.to_string();
+    assert!(
+        rendered.starts_with(&format!(
+            "invalid configuration ({} problems):",
+            error.problems.len()
+        )),
+        "{rendered}"
+    );
+}
+
+#[test]
+fn unknown_keys_are_reported_at_their_key_path() {
+    let error = problems(&edit(
+        VALID,
+        "public_url = \"http://127.0.0.1\"",
+        "public_url = \"http://127.0.0.1\"\nlisen = [\"127.0.0.1:8080\"]",
+    ));
+    assert_problem(&error, "server.lisen", "unknown");
+    let error = problems(&edit(
+        VALID,
+        "path = \"/mcp\"",
+        "path = \"/mcp\"\nbogus = 1",
+    ));
+    assert_problem(&error, "routes[0].bogus", "unknown");
+}
+
+#[test]
+fn missing_environment_variables_are_all_reported_with_their_key_paths() {
+    let text = edit(
+        &edit(
+            VALID,
+            "upstream = \"http://127.0.0.1:3001/mcp\"",
+            "upstream = \"http://${CONFIG_TEST_MISSING_HOST}/mcp\"",
+        ),
+        "public_url = \"http://127.0.0.1\"",
+        "public_url = \"${CONFIG_TEST_MISSING_URL}\"",
+    );
+    let error = problems(&text);
+    assert_problem(
+        &error,
+        "routes[0].upstream",
+        "environment variable CONFIG_TEST_MISSING_HOST is not set",
+    );
+    assert_problem(
+        &error,
+        "server.public_url",
+        "remove ${CONFIG_TEST_MISSING_URL}",
+    );
+    assert_eq!(error.problems.len(), 2, "{error}");
+
+    // `$${` is a literal `${`, not a variable.
+    let literal = edit(
+        VALID,
+        "path = \"/mcp\"",
+        "path = \"/mcp\"\nresource_name = \"costs $${X}\"",
+    );
+    compile(&literal).unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn problems_from_every_stage_are_reported_together() {
+    let text = edit(
+        &edit(
+            &edit(
+                VALID,
+                "public_url = \"http://127.0.0.1\"",
+                "public_url = \"http://127.0.0.1\"\nlisen = [\"127.0.0.1:8080\"]",
+            ),
+            "upstream = \"http://127.0.0.1:3001/mcp\"",
+            "upstream = \"ftp://127.0.0.1/mcp\"",
+        ),
+        "issuer = \"https://login.example.com\"",
+        "issuer = \"${CONFIG_TEST_MISSING_ISSUER}\"",
+    );
+    let error = problems(&text);
+    assert_problem(&error, "server.lisen", "unknown");
+    assert_problem(&error, "issuers[0].issuer", "CONFIG_TEST_MISSING_ISSUER");
+    assert_problem(&error, "routes[0].upstream", "http://");
+}
+
+// ---------------------------------------------------------------------------------------
+// The binary
+// ---------------------------------------------------------------------------------------
+
+/// A configuration file in a fresh temporary directory, removed on drop.
+struct TempConfig {
+    dir: PathBuf,
+    path: PathBuf,
+}
+
+impl TempConfig {
+    fn new(name: &str, text: &str) -> TempConfig {
+        let dir = std::env::temp_dir().join(format!(
+            "mcp-gateway-config-test-{}-{name}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("gateway.toml");
+        std::fs::write(&path, text).expect("write config");
+        TempConfig { dir, path }
+    }
+}
+
+impl Drop for TempConfig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn gateway() -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .current_dir(repo_root())
+        .env_remove("MCP_GATEWAY_CONFIG")
+        .env("RUST_LOG", "info");
+    command
+}
+
+fn run(command: &mut Command) -> Output {
+    command
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the binary")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn with_stdin(args: &[&str], input: &[u8]) -> Output {
+    let mut child = gateway()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input)
+        .expect("write stdin");
+    child.wait_with_output().expect("output")
+}
+
+#[test]
+fn check_accepts_the_shipped_config_and_prints_its_routes() {
+    let output = run(gateway().args(["check", "--config", "gateway.toml"]));
+    let stdout = text(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}{}",
+        text(&output.stderr)
+    );
+    assert!(stdout.contains("gateway.toml: ok"), "{stdout}");
+    assert!(
+        stdout.contains("public_url: http://localhost:8080"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("listen: 127.0.0.1:8080"), "{stdout}");
+    assert!(stdout.contains("forward_auth: /verify"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "everything /mcp -> http://127.0.0.1:3001/mcp verifiers=[api_keys] scopes=[mcp:tools] resource=http://localhost:8080/mcp"
+        ),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("WARNING"), "{stdout}");
+}
+
+#[test]
+fn check_reports_every_problem_with_its_key_path_and_exits_1() {
+    let bad = TempConfig::new(
+        "check-bad",
+        &edit(
+            &edit(
+                VALID,
+                "upstream = \"http://127.0.0.1:3001/mcp\"",
+                "upstream = \"not a url\"",
+            ),
+            "algorithms = [\"RS256\"]",
+            "algorithms = [\"HS256\"]",
+        ),
+    );
+    let output = run(gateway().arg("check").arg("--config").arg(&bad.path));
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("invalid configuration (2 problems)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("routes[0].upstream: "), "{stderr}");
+    assert!(stderr.contains("issuers[0].algorithms[0]: "), "{stderr}");
+    assert!(
+        stderr.contains(&bad.path.display().to_string()),
+        "names the file: {stderr}"
+    );
+    assert_eq!(text(&output.stdout), "", "nothing on stdout for a bad file");
+
+    let missing = run(gateway().args(["check", "--config", "/nonexistent/gateway.toml"]));
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        text(&missing.stderr).contains("cannot read the configuration file"),
+        "{}",
+        text(&missing.stderr)
+    );
+}
+
+#[test]
+fn keygen_prints_a_key_and_the_hash_hash_key_reproduces() {
+    let output = run(gateway().arg("keygen"));
+    assert_eq!(output.status.code(), Some(0));
+    let stdout = text(&output.stdout);
+    let key = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("key:"))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no key line in {stdout}"));
+    let hash = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("hash:"))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no hash line in {stdout}"));
+    assert_eq!(
+        key.len(),
+        43,
+        "32 random bytes, base64url without padding: {key}"
+    );
+    assert!(
+        key.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+        "{key}"
+    );
+    assert!(hash.starts_with("sha256:"), "{hash}");
+    assert_eq!(hash.len(), "sha256:".len() + 43, "{hash}");
+
+    // Piped with and without a trailing newline (`echo` vs `printf %s`).
+    for input in [format!("{key}\n"), key.to_string(), format!("{key}\r\n")] {
+        let output = with_stdin(&["hash-key"], input.as_bytes());
+        assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+        assert_eq!(text(&output.stdout).trim_end(), hash, "input {input:?}");
+    }
+
+    // The hash goes into a config that then accepts the key.
+    let config = edit(
+        VALID,
+        "hash = \"sha256:CQ0VSMnWX0E6GiyCigvuOnrgLSE3yvUeYCnmw8sfH6Q\"",
+        &format!("hash = \"{hash}\""),
+    );
+    compile(&config).unwrap_or_else(|e| panic!("{e}"));
+
+    // Two runs, two different keys.
+    let again = text(&run(gateway().arg("keygen")).stdout);
+    assert!(!again.contains(key), "keygen repeated a key");
+}
+
+#[test]
+fn hash_key_matches_the_shipped_demo_hash_and_refuses_empty_input() {
+    let output = with_stdin(&["hash-key"], b"demo-key-change-me\n");
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(
+        text(&output.stdout).trim_end(),
+        "sha256:CQ0VSMnWX0E6GiyCigvuOnrgLSE3yvUeYCnmw8sfH6Q",
+        "the hash in gateway.toml is the documented demo key's"
+    );
+
+    for empty in [&b""[..], b"\n", b"\r\n"] {
+        let output = with_stdin(&["hash-key"], empty);
+        assert_eq!(output.status.code(), Some(1), "input {empty:?}");
+        assert_eq!(text(&output.stdout), "", "input {empty:?}");
+        assert!(
+            text(&output.stderr).contains("no key on stdin"),
+            "{}",
+            text(&output.stderr)
+        );
+    }
+}
+
+/// A running `serve` process, killed if the test fails before it exits.
+struct Served {
+    child: Option<Child>,
+    /// Lines of stdout (JSON log events), as they come.
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Served {
+    fn spawn(config: &Path) -> Served {
+        let mut child = gateway()
+            .arg("serve")
+            .arg("--config")
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Served {
+            child: Some(child),
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for the log event whose `message` is `message` and returns it (readiness is
+    /// the gateway saying so, not a poll or a sleep). The timeout only bounds a hang.
+    fn wait_for(&mut self, message: &str) -> serde_json::Value {
+        loop {
+            let line = match self.lines.recv_timeout(Duration::from_secs(30)) {
+                Ok(line) => line,
+                Err(e) => panic!(
+                    "no {message:?} event ({e}); log so far:\n{}",
+                    self.seen.join("\n")
+                ),
+            };
+            self.seen.push(line.clone());
+            if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) {
+                if event["message"] == message {
+                    return event;
+                }
+            }
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    fn wait(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let (tx, rx) = mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            let status = child.wait();
+            let _ = tx.send(());
+            (child, status)
+        });
+        if rx.recv_timeout(Duration::from_secs(30)).is_err() {
+            panic!(
+                "serve did not exit within 30 s; log:\n{}",
+                self.seen.join("\n")
+            );
+        }
+        let (_child, status) = waiter.join().expect("waiter");
+        status.expect("wait")
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn serve_config(listen: &str) -> String {
+    edit(
+        &edit(VALID, "listen = [\"127.0.0.1:0\"]", &format!("listen = [\"{listen}\"]")),
+        "[[api_keys]]",
+        "[log]\nformat = \"json\"\nlevel = \"info\"\n\n[server.limits]\nshutdown_grace = \"5s\"\n\n[[api_keys]]",
+    )
+}
+
+#[test]
+fn serve_refuses_a_bad_config_without_listening() {
+    let port = common::free_port();
+    let bad = TempConfig::new(
+        "serve-bad",
+        &edit(
+            &serve_config(&format!("127.0.0.1:{port}")),
+            "upstream = \"http://127.0.0.1:3001/mcp\"",
+            "upstream = \"not a url\"",
+        ),
+    );
+    let output = run(gateway().arg("serve").arg("--config").arg(&bad.path));
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("routes[0].upstream: "), "{stderr}");
+    let stdout = text(&output.stdout);
+    assert!(!stdout.contains("listening"), "{stdout}");
+}
+
+#[tokio::test]
+async fn serve_answers_health_and_exits_cleanly_on_sigterm() {
+    // Port 0 and the address from the "listening" event: no free-port race.
+    let good = TempConfig::new("serve-good", &serve_config("127.0.0.1:0"));
+    let mut served = Served::spawn(&good.path);
+    let listening = served.wait_for("listening");
+    let addr: std::net::SocketAddr = listening["addr"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no addr in {listening}"))
+        .parse()
+        .expect("a socket address");
+
+    let health = common::http::get(addr, "/healthz", &[]).await;
+    assert_eq!(health.status, 200);
+    assert_eq!(health.json()["status"], "ok");
+    // The real process runs the real pipeline: no token, the challenge.
+    let mcp = common::http::get(addr, "/mcp", &[]).await;
+    assert_eq!(mcp.status, 401);
+    assert!(mcp.header("www-authenticate").is_some());
+
+    let kill = Command::new("kill")
+        .args(["-TERM", &served.pid().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(kill.success());
+    let status = served.wait();
+    assert_eq!(status.code(), Some(0), "exit after SIGTERM: {status:?}");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "still accepting after exit"
+    );
+    served.wait_for("stopped");
+}
