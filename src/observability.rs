@@ -16,10 +16,18 @@ use crate::pipeline::rejection::Rejection;
 /// Installs the global subscriber. `RUST_LOG` overrides the configured level. Calling it
 /// twice (tests) keeps the first.
 pub fn init(settings: &LogSettings) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&settings.level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // An empty RUST_LOG counts as unset: an empty filter would silence even the warnings.
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|value| !value.trim().is_empty())
+        .and_then(|value| EnvFilter::try_new(value).ok())
+        .or_else(|| EnvFilter::try_new(&settings.level).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    // Colours only for a terminal: escape codes in a log file are noise.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi);
     let _ = match settings.format {
         LogFormat::Json => builder
             .json()
