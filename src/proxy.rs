@@ -26,6 +26,10 @@ pub async fn handle(
         Ok(host) => host.map(str::to_string),
         Err(rejection) => return rejected(rejection, &parts.headers),
     };
+    // RFC 9112 §3.2: an HTTP/1.1 request without Host is a 400.
+    if host.is_none() && parts.version == http::Version::HTTP_11 {
+        return rejected(Rejection::MissingHost, &parts.headers);
+    }
     let view = RequestView {
         method: &parts.method,
         path: parts.uri.path(),
@@ -104,6 +108,7 @@ fn rejected(rejection: Rejection, request_headers: &HeaderMap) -> (Response<Body
             | Rejection::HeadersTooLarge
             | Rejection::DuplicateHeader(_)
             | Rejection::MalformedHeader(_)
+            | Rejection::MissingHost
     );
     let mut response = rejection.into_response();
     if passed_origin_check {

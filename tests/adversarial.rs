@@ -602,12 +602,12 @@ async fn origin_and_host_allowlists() {
                     .auth(),
                 INVALID_REQUEST,
             ),
-            // RFC 9112 §3.2 asks for 400 here; the gateway says 403 (no allowed host) —
-            // either way the request goes nowhere.
+            // RFC 9112 §3.2: 400 for HTTP/1.1; HTTP/1.0 may omit Host, but no host is on
+            // the allowlist then.
             row(
                 "HTTP/1.1 without Host",
                 req("GET /mcp").no_host().auth(),
-                FORBIDDEN,
+                INVALID_REQUEST,
             ),
             row(
                 "HTTP/1.0 without Host",

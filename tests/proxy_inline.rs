@@ -502,3 +502,28 @@ allowed_hosts = ["tenant.localhost"]
         404
     );
 }
+
+#[tokio::test]
+async fn access_rules_refuse_without_a_step_up_challenge() {
+    let upstream = Upstream::start().await;
+    let cases = [
+        ("allowed_subjects = [\"alice\"]", 200),
+        ("allowed_subjects = [\"bob\"]", 403),
+        ("allowed_groups = [\"ops\"]", 403),
+        ("allowed_clients = [\"cli\"]", 403),
+    ];
+    for (rule, want) in cases {
+        let gateway = TestGateway::start(&standard_config(&upstream.url("/mcp"), rule, "")).await;
+        let answer = get(gateway.addr, "/mcp", &[("authorization", &bearer())]).await;
+        assert_eq!(answer.status, want, "{rule}: {}", answer.body);
+        if want == 403 {
+            assert_eq!(answer.json()["error"], "access_denied", "{rule}");
+            assert_eq!(
+                answer.header("www-authenticate"),
+                None,
+                "{rule}: no step-up challenge"
+            );
+        }
+        gateway.shutdown().await;
+    }
+}

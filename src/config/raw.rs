@@ -251,6 +251,13 @@ pub struct RawRoute {
     pub methods: Option<Vec<String>>,
     pub allowed_hosts: Option<Vec<String>>,
     pub allowed_origins: Option<Vec<String>>,
+    /// Who may use the route beyond holding the scopes (empty = anyone verified).
+    #[serde(default)]
+    pub allowed_subjects: Vec<String>,
+    #[serde(default)]
+    pub allowed_groups: Vec<String>,
+    #[serde(default)]
+    pub allowed_clients: Vec<String>,
     #[serde(default)]
     pub upstream_headers: BTreeMap<String, SecretSource>,
 }

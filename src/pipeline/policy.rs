@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::rejection::Rejection;
-use super::route::Route;
+use super::route::{AccessRules, Route};
 use crate::auth::Principal;
 
 /// Evidence that `principal` may use `route`. Fields are private: only `grant` builds one.
@@ -55,6 +55,10 @@ impl Admission {
 /// Required scopes: all of them, or 403 `insufficient_scope` naming what the route needs
 /// (MCP authorization "Scope Challenge Handling": the challenge lists the scopes required
 /// for the request, so clients that replace their scope set keep what they need).
+///
+/// Then the route's access rules (allowed subjects, groups, clients). A caller outside them is
+/// refused with 403 `access_denied` and *no* challenge: no other token would help, and an
+/// `insufficient_scope` challenge would send MCP clients into a pointless step-up.
 pub fn grant(route: Arc<Route>, principal: Arc<Principal>) -> Result<Grant, Rejection> {
     let missing = route
         .required_scopes
@@ -63,5 +67,20 @@ pub fn grant(route: Arc<Route>, principal: Arc<Principal>) -> Result<Grant, Reje
     if missing {
         return Err(Rejection::InsufficientScope(route.challenge.clone()));
     }
+    if !access_allowed(&route.access, &principal) {
+        return Err(Rejection::AccessDenied);
+    }
     Ok(Grant { route, principal })
+}
+
+fn access_allowed(rules: &AccessRules, principal: &Principal) -> bool {
+    let subject_ok = rules.subjects.is_empty() || rules.subjects.contains(&principal.subject);
+    let group_ok =
+        rules.groups.is_empty() || principal.groups.iter().any(|g| rules.groups.contains(g));
+    let client_ok = rules.clients.is_empty()
+        || principal
+            .client_id
+            .as_ref()
+            .is_some_and(|c| rules.clients.contains(c));
+    subject_ok && group_ok && client_ok
 }

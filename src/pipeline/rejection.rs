@@ -21,6 +21,8 @@ pub enum Rejection {
     DuplicateHeader(HeaderName),
     #[error("malformed {0} header")]
     MalformedHeader(&'static str),
+    #[error("HTTP/1.1 request without a Host header")]
+    MissingHost,
     #[error("host not allowed")]
     HostNotAllowed,
     #[error("origin not allowed")]
@@ -39,6 +41,8 @@ pub enum Rejection {
     InvalidToken(Challenge, &'static str),
     #[error("insufficient scope")]
     InsufficientScope(Challenge),
+    #[error("the route's access rules do not admit this caller")]
+    AccessDenied,
     #[error("{1}")]
     VerifierUnavailable(Challenge, &'static str),
     #[error("upstream unavailable")]
@@ -53,11 +57,13 @@ impl Rejection {
             Rejection::AmbiguousPath(_)
             | Rejection::DuplicateHeader(_)
             | Rejection::MalformedHeader(_)
+            | Rejection::MissingHost
             | Rejection::MalformedCredential(..) => StatusCode::BAD_REQUEST,
             Rejection::NoRoute => StatusCode::NOT_FOUND,
             Rejection::HostNotAllowed
             | Rejection::OriginNotAllowed
-            | Rejection::InsufficientScope(_) => StatusCode::FORBIDDEN,
+            | Rejection::InsufficientScope(_)
+            | Rejection::AccessDenied => StatusCode::FORBIDDEN,
             Rejection::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Rejection::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Rejection::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -85,10 +91,12 @@ impl Rejection {
                 "the token lacks a required scope",
             )))),
             Rejection::VerifierUnavailable(..)
+            | Rejection::AccessDenied
             | Rejection::AmbiguousPath(_)
             | Rejection::NoRoute
             | Rejection::DuplicateHeader(_)
             | Rejection::MalformedHeader(_)
+            | Rejection::MissingHost
             | Rejection::HostNotAllowed
             | Rejection::OriginNotAllowed
             | Rejection::MethodNotAllowed
@@ -121,9 +129,13 @@ impl Rejection {
             Rejection::VerifierUnavailable(..) => {
                 json!({"error": "temporarily_unavailable", "error_description": description})
             }
+            Rejection::AccessDenied => {
+                json!({"error": "access_denied", "error_description": description})
+            }
             Rejection::AmbiguousPath(_)
             | Rejection::DuplicateHeader(_)
-            | Rejection::MalformedHeader(_) => {
+            | Rejection::MalformedHeader(_)
+            | Rejection::MissingHost => {
                 json!({"error": "invalid_request", "error_description": description})
             }
             Rejection::NoRoute => json!({"error": "not_found", "error_description": description}),

@@ -53,6 +53,16 @@ pub struct Route {
     pub allowed_origins: OriginAllowlist,
     /// The gateway's own credentials for the upstream (values are marked sensitive).
     pub upstream_headers: Vec<(HeaderName, HeaderValue)>,
+    pub access: AccessRules,
+}
+
+/// Who may use a route, beyond holding its scopes. An empty list does not restrict; when
+/// several lists are set, the caller must satisfy each of them.
+#[derive(Debug, Default)]
+pub struct AccessRules {
+    pub subjects: Vec<String>,
+    pub groups: Vec<String>,
+    pub clients: Vec<String>,
 }
 
 impl Route {

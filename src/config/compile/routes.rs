@@ -19,7 +19,7 @@ use crate::config::raw::{RawConfig, RawRoute, RawServer};
 use crate::config::secret;
 use crate::config::settings::{PublicUrl, ServerSettings};
 use crate::metadata::{Challenge, ProtectedResourceMetadata, METADATA_PREFIX};
-use crate::pipeline::route::{check_path, Route, RouteTable, Upstream};
+use crate::pipeline::route::{check_path, AccessRules, Route, RouteTable, Upstream};
 use crate::pipeline::transport::{canonical_origin, HostAllowlist, OriginAllowlist};
 
 #[allow(clippy::too_many_arguments)]
@@ -312,6 +312,11 @@ pub(super) fn compile_route(
         allowed_hosts,
         allowed_origins,
         upstream_headers,
+        access: AccessRules {
+            subjects: raw.allowed_subjects.clone(),
+            groups: raw.allowed_groups.clone(),
+            clients: raw.allowed_clients.clone(),
+        },
     })
 }
 
