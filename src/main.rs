@@ -102,19 +102,26 @@ fn serve(path: PathBuf) -> ExitCode {
     })
 }
 
+/// Waits for SIGTERM or Ctrl-C. SIGHUP (`systemctl reload`) must not kill the gateway: until
+/// configuration reload lands (day-two operations), it is acknowledged with a warning.
 async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+        let (Ok(mut term), Ok(mut hangup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = term.recv() => return,
+                _ = tokio::signal::ctrl_c() => return,
+                _ = hangup.recv() => tracing::warn!(
+                    "SIGHUP received: configuration reload is not implemented yet; restart the gateway to apply changes"
+                ),
             }
         }
     }

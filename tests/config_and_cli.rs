@@ -717,7 +717,10 @@ impl Served {
             };
             self.seen.push(line.clone());
             if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) {
-                if event["message"] == message {
+                if event["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with(message))
+                {
                     return event;
                 }
             }
@@ -802,6 +805,15 @@ async fn serve_answers_health_and_exits_cleanly_on_sigterm() {
     let mcp = common::http::get(addr, "/mcp", &[]).await;
     assert_eq!(mcp.status, 401);
     assert!(mcp.header("www-authenticate").is_some());
+
+    // SIGHUP (systemctl reload) is acknowledged, not fatal.
+    let hup = Command::new("kill")
+        .args(["-HUP", &served.pid().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(hup.success());
+    served.wait_for("SIGHUP received");
+    assert_eq!(common::http::get(addr, "/healthz", &[]).await.status, 200);
 
     let kill = Command::new("kill")
         .args(["-TERM", &served.pid().to_string()])
