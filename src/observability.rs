@@ -99,14 +99,6 @@ pub fn audit(
     latency: Duration,
     outcome: &Outcome,
 ) {
-    let span = tracing::Span::current();
-    if let Some(route) = &outcome.route {
-        span.record("route", route.as_str());
-    }
-    if let Some(subject) = &outcome.subject {
-        span.record("subject", subject.as_str());
-    }
-    span.record("status", status.as_u16());
     tracing::info!(
         target: "audit",
         %method,

@@ -29,21 +29,21 @@ pub async fn handle(
     let config = app.config();
     let method = request.method().clone();
     let path = request.uri().path().to_string();
-    let span = tracing::info_span!("request", %method, %path, route = tracing::field::Empty,
-        subject = tracing::field::Empty, status = tracing::field::Empty);
-    async move {
-        let (response, outcome) = dispatch(&config, request, connection).await;
-        observability::audit(
-            &method,
-            &path,
-            response.status(),
-            started.elapsed(),
-            &outcome,
-        );
-        response
-    }
-    .instrument(span)
-    .await
+    // The span gives events logged while handling (JWKS, upstream errors) their request; the
+    // audit event itself carries every field, so the span holds no copies of them.
+    let span = tracing::info_span!("request", %method, %path);
+    let (response, outcome) = dispatch(&config, request, connection)
+        .instrument(span)
+        .await;
+    // Outside the span: the event carries method and path itself.
+    observability::audit(
+        &method,
+        &path,
+        response.status(),
+        started.elapsed(),
+        &outcome,
+    );
+    response
 }
 
 async fn dispatch(
