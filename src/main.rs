@@ -69,7 +69,9 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
 }
 
 fn serve(path: PathBuf) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // The control runtime: signals and background refreshes. Requests are served by the
+    // gateway's own worker threads (`server.workers`).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

@@ -9,6 +9,7 @@ use hyper::body::Incoming;
 use crate::body::{self, Body};
 use crate::config::Config;
 use crate::observability::Outcome;
+use crate::outbound::HttpClient;
 use crate::pipeline::policy::Admission;
 use crate::pipeline::rejection::Rejection;
 use crate::pipeline::request::{request_host, RequestView};
@@ -18,6 +19,7 @@ use crate::server::Connection;
 
 pub async fn handle(
     config: &Config,
+    upstream: &HttpClient,
     request: Request<Incoming>,
     connection: Connection,
 ) -> (Response<Body>, Outcome) {
@@ -70,7 +72,7 @@ pub async fn handle(
         }
     };
     match forward::forward(
-        &config.client,
+        upstream,
         upstream_request,
         config.server.limits.response_timeout,
     )

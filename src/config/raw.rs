@@ -51,6 +51,10 @@ pub struct RawServer {
     pub allowed_origins: Vec<String>,
     #[serde(default)]
     pub trust_forwarded_headers: bool,
+    /// Worker threads, each with its own event loop, listeners and upstream pool;
+    /// 0 = one per CPU core.
+    #[serde(default)]
+    pub workers: usize,
     pub tls: Option<RawTls>,
     #[serde(default)]
     pub limits: RawLimits,

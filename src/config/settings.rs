@@ -17,14 +17,18 @@ pub struct Config {
     pub identity_headers: IdentityHeaders,
     pub verifiers: Verifiers,
     pub routes: RouteTable,
-    /// The pooled client for upstreams, JWKS and introspection.
+    /// The pooled client for JWKS and introspection calls.
     pub client: HttpClient,
+    /// Trust anchors for outbound TLS; each worker builds its own upstream pool from it.
+    pub outbound_tls: rustls::ClientConfig,
     /// Dangerous switches in effect, for the startup warning.
     pub dangerous: Vec<String>,
 }
 
 pub struct ServerSettings {
     pub listen: Vec<SocketAddr>,
+    /// Worker threads (at least 1).
+    pub workers: usize,
     pub public_url: PublicUrl,
     pub trust_forwarded_headers: bool,
     pub tls: Option<Arc<rustls::ServerConfig>>,

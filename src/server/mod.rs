@@ -19,6 +19,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::app::App;
 use crate::config::Limits;
+use crate::outbound::HttpClient;
 
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -53,6 +54,7 @@ pub async fn serve(
     tls: Option<TlsAcceptor>,
     limits: Limits,
     mut shutdown: watch::Receiver<bool>,
+    upstream: HttpClient,
 ) {
     let builder = http_builder(&limits);
     let graceful = GracefulShutdown::new();
@@ -81,9 +83,13 @@ pub async fn serve(
             peer,
             tls: tls.is_some(),
         };
+        let upstream = upstream.clone();
         let service = service_fn(move |request| {
             let app = app.clone();
-            async move { Ok::<_, Infallible>(router::handle(&app, request, connection).await) }
+            let upstream = upstream.clone();
+            async move {
+                Ok::<_, Infallible>(router::handle(&app, &upstream, request, connection).await)
+            }
         });
         match &tls {
             None => {

@@ -15,6 +15,7 @@ use crate::body::{self, Body};
 use crate::config::Config;
 use crate::metadata::METADATA_PREFIX;
 use crate::observability::{self, Outcome};
+use crate::outbound::HttpClient;
 use crate::pipeline::request::request_host;
 use crate::{forward_auth, proxy};
 
@@ -22,6 +23,7 @@ pub const HEALTH_PATH: &str = "/healthz";
 
 pub async fn handle(
     app: &App,
+    upstream: &HttpClient,
     request: Request<Incoming>,
     connection: Connection,
 ) -> Response<Body> {
@@ -32,7 +34,7 @@ pub async fn handle(
     // The span gives events logged while handling (JWKS, upstream errors) their request; the
     // audit event itself carries every field, so the span holds no copies of them.
     let span = tracing::info_span!("request", %method, %path);
-    let (response, outcome) = dispatch(&config, request, connection)
+    let (response, outcome) = dispatch(&config, upstream, request, connection)
         .instrument(span)
         .await;
     // Outside the span: the event carries method and path itself.
@@ -48,6 +50,7 @@ pub async fn handle(
 
 async fn dispatch(
     config: &Config,
+    upstream: &HttpClient,
     request: Request<Incoming>,
     connection: Connection,
 ) -> (Response<Body>, Outcome) {
@@ -67,7 +70,7 @@ async fn dispatch(
     if config.forward_auth.path.as_deref() == Some(path) {
         return forward_auth::verify(config, &request).await;
     }
-    proxy::handle(config, request, connection).await
+    proxy::handle(config, upstream, request, connection).await
 }
 
 pub fn is_metadata_path(path: &str) -> bool {

@@ -66,7 +66,7 @@ pub(super) fn compile(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigE
     let tls = c
         .ok("outbound.ca_files", outbound::tls_config(extra_roots))
         .unwrap_or_else(|| outbound::tls_config(Vec::new()).unwrap_or_else(|_| empty_tls()));
-    let client = outbound::client(limits.connect_timeout, tls);
+    let client = outbound::client(limits.connect_timeout, tls.clone());
     let server = compile_server(&raw.server, limits, base_dir, &mut c);
     let identity_headers = compile_identity_headers(&raw.identity_headers, &mut c);
     let allow_http = raw.dangerous.allow_plain_http_identity_endpoints;
@@ -179,6 +179,7 @@ pub(super) fn compile(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigE
             ),
             routes,
             client,
+            outbound_tls: tls,
             dangerous,
         }),
         _ => Err(ConfigError {

@@ -76,8 +76,20 @@ pub(super) fn compile_server(
             ),
         )
     });
+    let workers = match raw.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n if n > 1024 => {
+            c.push(
+                "server.workers",
+                format!("{n} is too many: use 0 (one per core) or a small number"),
+            );
+            1
+        }
+        n => n,
+    };
     Some(ServerSettings {
         listen,
+        workers,
         public_url,
         trust_forwarded_headers: raw.trust_forwarded_headers,
         tls,
