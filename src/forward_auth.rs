@@ -67,6 +67,13 @@ pub async fn verify(config: &Config, request: &Request<Incoming>) -> (Response<B
     };
     match admit(config, &view).await {
         Ok(admission) => {
+            // A preflight passed on by the front proxy reaches the upstream without any
+            // credential: only where the route lets OPTIONS through at all.
+            if let Admission::Preflight(route) = &admission {
+                if !route.methods.contains(&Method::OPTIONS) {
+                    return answer(Err(Rejection::MethodNotAllowed));
+                }
+            }
             let outcome = Outcome::admitted(&admission);
             let mut response = allow();
             if let Admission::Granted(grant) = &admission {
@@ -111,21 +118,33 @@ fn single_str(headers: &HeaderMap, name: HeaderName) -> Result<Option<&str>, Rej
     }
 }
 
+/// The original request, from one dialect only: Traefik/Caddy `X-Forwarded-Method` +
+/// `X-Forwarded-Uri`, or nginx `X-Original-Method` + `X-Original-URI`. A front proxy only
+/// overwrites its own dialect, so a client may have added the other one: if both are
+/// present they must agree exactly, or the request is refused. A missing method is refused
+/// too (never assumed to be GET).
 fn original_request(headers: &HeaderMap) -> Result<Original, Rejection> {
-    let method = match single_str(headers, X_FORWARDED_METHOD)? {
-        Some(method) => Some(method),
-        None => single_str(headers, X_ORIGINAL_METHOD)?,
+    let forwarded = (
+        single_str(headers, X_FORWARDED_METHOD)?,
+        single_str(headers, X_FORWARDED_URI)?,
+    );
+    let original = (
+        single_str(headers, X_ORIGINAL_METHOD)?,
+        single_str(headers, X_ORIGINAL_URI)?,
+    );
+    let (method, uri) = match (forwarded, original) {
+        ((None, None), described) | (described, (None, None)) => described,
+        (a, b) if a == b => a,
+        _ => {
+            return Err(Rejection::MalformedHeader(
+                "forwarded request (dialects disagree)",
+            ))
+        }
     };
-    let method = match method {
-        Some(m) => Method::from_bytes(m.as_bytes())
-            .map_err(|_| Rejection::MalformedHeader("x-forwarded-method"))?,
-        None => Method::GET,
-    };
-    let uri = match single_str(headers, X_FORWARDED_URI)? {
-        Some(uri) => uri,
-        None => single_str(headers, X_ORIGINAL_URI)?
-            .ok_or(Rejection::MalformedHeader("x-forwarded-uri"))?,
-    };
+    let method = method.ok_or(Rejection::MalformedHeader("x-forwarded-method"))?;
+    let method = Method::from_bytes(method.as_bytes())
+        .map_err(|_| Rejection::MalformedHeader("x-forwarded-method"))?;
+    let uri = uri.ok_or(Rejection::MalformedHeader("x-forwarded-uri"))?;
     let uri: Uri = uri
         .parse()
         .map_err(|_| Rejection::AmbiguousPath("unparsable forwarded URI"))?;

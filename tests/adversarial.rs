@@ -896,7 +896,9 @@ fn verify() -> Raw {
 async fn verify_adversarial_table() {
     let fixture = Fixture::start().await;
     let addr = fixture.gateway.addr.to_string();
-    let uri = |uri: &str| verify().auth().h("X-Forwarded-Uri", uri);
+    // Traefik/Caddy describe method and URI together; `bare` leaves the method to the row.
+    let bare = |uri: &str| verify().auth().h("X-Forwarded-Uri", uri);
+    let uri = |uri: &str| bare(uri).h("X-Forwarded-Method", "GET");
     let rows = vec![
         row(
             "two X-Forwarded-Uri",
@@ -907,13 +909,14 @@ async fn verify_adversarial_table() {
             "two X-Original-URI",
             verify()
                 .auth()
+                .h("X-Original-Method", "GET")
                 .h("X-Original-URI", "/mcp")
                 .h("X-Original-URI", "/mcp"),
             VERIFY_INVALID_REQUEST,
         ),
         row(
             "two X-Forwarded-Method",
-            uri("/mcp")
+            bare("/mcp")
                 .h("X-Forwarded-Method", "GET")
                 .h("X-Forwarded-Method", "POST"),
             VERIFY_INVALID_REQUEST,
@@ -926,6 +929,27 @@ async fn verify_adversarial_table() {
             VERIFY_INVALID_REQUEST,
         ),
         row(
+            "dialects disagree (client-added X-Forwarded-Uri next to nginx's X-Original-URI)",
+            verify()
+                .h("X-Original-Method", "POST")
+                .h("X-Original-URI", "/mcp")
+                .h("X-Forwarded-Method", "GET")
+                .h("X-Forwarded-Uri", "/.well-known/oauth-protected-resource"),
+            VERIFY_INVALID_REQUEST,
+        ),
+        row(
+            "no forwarded method (never assumed GET)",
+            bare("/mcp"),
+            VERIFY_INVALID_REQUEST,
+        ),
+        row(
+            "both dialects, identical (nginx deploy config sends both)",
+            uri("/mcp")
+                .h("X-Original-Method", "GET")
+                .h("X-Original-URI", "/mcp"),
+            VERIFY_ALLOW,
+        ),
+        row(
             "no X-Forwarded-Uri nor X-Original-URI",
             verify().auth().h("X-Forwarded-Method", "POST"),
             VERIFY_INVALID_REQUEST,
@@ -933,7 +957,10 @@ async fn verify_adversarial_table() {
         row("forwarded ..", uri("/mcp/../admin"), VERIFY_INVALID_REQUEST),
         row(
             "original %2e%2e",
-            verify().auth().h("X-Original-URI", "/mcp/%2e%2e/admin"),
+            verify()
+                .auth()
+                .h("X-Original-Method", "GET")
+                .h("X-Original-URI", "/mcp/%2e%2e/admin"),
             VERIFY_INVALID_REQUEST,
         ),
         row("forwarded //", uri("//mcp"), VERIFY_INVALID_REQUEST),
@@ -949,12 +976,12 @@ async fn verify_adversarial_table() {
         ),
         row(
             "forwarded method that does not parse",
-            uri("/mcp").h("X-Forwarded-Method", "G(T"),
+            bare("/mcp").h("X-Forwarded-Method", "G(T"),
             VERIFY_INVALID_REQUEST,
         ),
         row(
             "forwarded method not allowed (405 becomes 403)",
-            uri("/mcp").h("X-Forwarded-Method", "PUT"),
+            bare("/mcp").h("X-Forwarded-Method", "PUT"),
             want(403, Absent, OAuth("method_not_allowed")),
         ),
         row(
@@ -994,19 +1021,22 @@ async fn verify_adversarial_table() {
         ),
         row(
             "no token",
-            verify().h("X-Forwarded-Uri", "/mcp"),
+            verify()
+                .h("X-Forwarded-Method", "GET")
+                .h("X-Forwarded-Uri", "/mcp"),
             UNAUTHORIZED,
         ),
         row(
             "unknown token",
             verify()
                 .h("Authorization", "Bearer not-a-key")
+                .h("X-Forwarded-Method", "GET")
                 .h("X-Forwarded-Uri", "/mcp"),
             INVALID_TOKEN,
         ),
         row(
             "good key, Traefik/Caddy style",
-            uri("/mcp?x=1")
+            bare("/mcp?x=1")
                 .h("X-Forwarded-Method", "POST")
                 .h("X-Forwarded-Proto", "http")
                 .h("X-Forwarded-Host", &addr),
@@ -1022,7 +1052,7 @@ async fn verify_adversarial_table() {
         ),
         row(
             "metadata document, no token",
-            verify().h(
+            verify().h("X-Forwarded-Method", "GET").h(
                 "X-Forwarded-Uri",
                 "/.well-known/oauth-protected-resource/mcp",
             ),
@@ -1030,12 +1060,16 @@ async fn verify_adversarial_table() {
         ),
         row(
             "root metadata document, no token, nginx style",
-            verify().h("X-Original-URI", "/.well-known/oauth-protected-resource"),
+            verify()
+                .h("X-Original-Method", "GET")
+                .h("X-Original-URI", "/.well-known/oauth-protected-resource"),
             VERIFY_ALLOW,
         ),
         row(
             "route's public sub-path, no token",
-            verify().h("X-Forwarded-Uri", "/mcp/health"),
+            verify()
+                .h("X-Forwarded-Method", "GET")
+                .h("X-Forwarded-Uri", "/mcp/health"),
             VERIFY_ALLOW,
         ),
     ];
@@ -1055,6 +1089,7 @@ async fn verify_200_carries_only_the_gateways_identity() {
     let fixture = Fixture::start().await;
     let answer = verify()
         .auth()
+        .h("X-Forwarded-Method", "GET")
         .h("X-Forwarded-Uri", "/mcp")
         .h("X-User-Id", "mallory")
         .h("X-Auth-Method", "jwt")
@@ -1079,6 +1114,7 @@ async fn verify_200_carries_only_the_gateways_identity() {
     assert_eq!(nginx.status, 200, "{nginx:?}");
     assert_eq!(nginx.header("x-user-id"), Some("alice"));
     let public = verify()
+        .h("X-Forwarded-Method", "GET")
         .h(
             "X-Forwarded-Uri",
             "/.well-known/oauth-protected-resource/mcp",
@@ -1108,7 +1144,9 @@ async fn verify_metadata_shortcut_does_not_cover_dot_segments() {
     .map(|uri| {
         row(
             "metadata prefix with dot segments",
-            verify().h("X-Original-URI", uri),
+            verify()
+                .h("X-Original-Method", "GET")
+                .h("X-Original-URI", uri),
             VERIFY_INVALID_REQUEST,
         )
     })

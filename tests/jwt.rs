@@ -230,7 +230,7 @@ async fn algorithm_allowlist_is_per_issuer() {
 }
 
 #[tokio::test]
-async fn audience_rules_canonical_parent_and_issuer_extras() {
+async fn audience_rules_canonical_exact_and_issuer_extras() {
     let ec = TestKey::ec("ec-1");
     let server = JwksServer::start(jwks(&[&ec])).await;
     let upstream = Upstream::start().await;
@@ -241,7 +241,8 @@ async fn audience_rules_canonical_parent_and_issuer_extras() {
     .await;
     for (aud, want) in [
         (json!("HTTP://127.0.0.1:80/mcp/"), 200),
-        (json!("http://127.0.0.1"), 200),
+        // A parent resource does not cover the route: tokens are for exactly this server.
+        (json!("http://127.0.0.1"), 401),
         (
             json!(["https://other.example", "http://127.0.0.1/mcp"]),
             200,

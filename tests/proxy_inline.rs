@@ -34,6 +34,10 @@ async fn authorized_request_reaches_upstream_with_identity_and_without_token() {
             ("last-event-id", "7"),
             ("connection", "keep-alive, x-hop"),
             ("x-hop", "drop-me"),
+            ("x-real-ip", "6.6.6.6"),
+            ("x-forwarded-prefix", "/evil"),
+            ("x_forwarded_host", "evil.example.com"),
+            ("x-original-uri", "/admin"),
         ],
         r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
     )
@@ -63,6 +67,18 @@ async fn authorized_request_reaches_upstream_with_identity_and_without_token() {
         None,
         "headers named in Connection are hop-by-hop"
     );
+    for forged in [
+        "x-real-ip",
+        "x-forwarded-prefix",
+        "x_forwarded_host",
+        "x-original-uri",
+    ] {
+        assert_eq!(
+            seen.header(forged),
+            None,
+            "{forged} is a proxy's claim, not a client's"
+        );
+    }
     assert_eq!(seen.header("mcp-session-id"), Some("abc"));
     assert_eq!(seen.header("mcp-protocol-version"), Some("2025-11-25"));
     assert_eq!(seen.header("last-event-id"), Some("7"));
@@ -185,6 +201,10 @@ async fn public_sub_path_needs_no_token_and_gets_no_identity() {
     assert_eq!(upstream.last().header("x-user-id"), None);
     // Not a prefix match on raw strings: /mcp/healthz is not public.
     assert_eq!(get(gateway.addr, "/mcp/healthz", &[]).await.status, 401);
+    // A token in the query string is refused even where no token is needed.
+    let leaked = get(gateway.addr, "/mcp/health?access_token=abc", &[]).await;
+    assert_eq!(leaked.status, 400);
+    assert_eq!(upstream.requests().len(), 1);
 }
 
 #[tokio::test]

@@ -1,4 +1,4 @@
-//! RFC 8707 resource identifiers as audiences: canonical comparison and path-boundary match.
+//! RFC 8707 resource identifiers as audiences: canonical comparison.
 //!
 //! Canonical form (MCP authorization, "Canonical Server URI"): lowercase scheme and host,
 //! default port dropped, a single trailing `/` ignored, no fragment. Strings that are not
@@ -31,17 +31,11 @@ pub fn canonical(identifier: &str) -> String {
 }
 
 /// Whether a token audience (canonical) grants access to the required resource (canonical):
-/// equal, or a parent resource on a path boundary (`https://gw` covers `https://gw/mcp`,
-/// `https://gw/mcp` does not cover `https://gw/mcpx`).
+/// exactly equal. A parent resource does *not* cover its children: a token for
+/// `https://gw` must not open `https://gw/admin` (MCP authorization: a server accepts only
+/// tokens issued for itself). Routes that should accept more list them in `audiences`.
 pub fn covers(token_audience: &str, required: &str) -> bool {
-    if token_audience == required {
-        return true;
-    }
-    let is_url = token_audience.starts_with("https://") || token_audience.starts_with("http://");
-    is_url
-        && !token_audience.contains('?')
-        && required.starts_with(token_audience)
-        && required.as_bytes().get(token_audience.len()) == Some(&b'/')
+    token_audience == required
 }
 
 /// Any of the token's audiences covers any of the required ones.
@@ -79,7 +73,7 @@ mod tests {
     fn covers_table() {
         let cases = [
             ("https://gw/mcp", "https://gw/mcp", true),
-            ("https://gw", "https://gw/mcp", true),
+            ("https://gw", "https://gw/mcp", false),
             ("https://gw/mcp", "https://gw/mcpx", false),
             ("https://gw/mc", "https://gw/mcp", false),
             ("https://gw/mcp/a", "https://gw/mcp", false),

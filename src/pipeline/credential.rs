@@ -20,19 +20,23 @@ pub enum Credential<'a> {
     Missing,
 }
 
+/// Refuses a token in the query string (MCP authorization: tokens only in the header).
+pub fn refuse_query_token(request: &RequestView<'_>, route: &Route) -> Result<(), Rejection> {
+    match request.query {
+        Some(query) if query_has_token(query) => Err(Rejection::MalformedCredential(
+            route.challenge.clone(),
+            "access tokens are not accepted in the query string",
+        )),
+        _ => Ok(()),
+    }
+}
+
 pub fn extract<'a>(
     request: &RequestView<'a>,
     route: &Route,
     max_token_bytes: usize,
 ) -> Result<Credential<'a>, Rejection> {
-    if let Some(query) = request.query {
-        if query_has_token(query) {
-            return Err(Rejection::MalformedCredential(
-                route.challenge.clone(),
-                "access tokens are not accepted in the query string",
-            ));
-        }
-    }
+    refuse_query_token(request, route)?;
     let mut values = request.headers.get_all(header::AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return Ok(Credential::Missing);

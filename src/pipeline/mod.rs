@@ -37,6 +37,10 @@ pub async fn admit(config: &Config, request: &RequestView<'_>) -> Result<Admissi
         return Ok(Admission::Preflight(route));
     }
 
+    // A token in the query string is refused even where none is needed: it would reach
+    // the upstream's logs.
+    credential::refuse_query_token(request, &route)?;
+
     // 3. Built-in endpoints (health, metadata, /verify) are mounted by `server::router`
     //    ahead of this function; here only the route's own public sub-paths remain.
     if route.unauthenticated || route.is_public_path(request.path) {

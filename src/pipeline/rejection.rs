@@ -176,14 +176,18 @@ impl Rejection {
         );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         let challenge = match (self, status) {
-            // `/verify` reports a verifier outage as 401; a 401 always carries a challenge.
-            (Rejection::VerifierUnavailable(challenge, reason), StatusCode::UNAUTHORIZED) => {
-                Some(challenge.header(Some((BearerError::InvalidToken, reason))))
+            // `/verify` reports a verifier outage as 401; a 401 always carries a challenge —
+            // without `error="invalid_token"`, so clients do not throw away a good token.
+            (Rejection::VerifierUnavailable(challenge, _), StatusCode::UNAUTHORIZED) => {
+                Some(challenge.header(None))
             }
             _ => self.challenge(),
         };
         if let Some(challenge) = challenge {
             headers.insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        if matches!(self, Rejection::VerifierUnavailable(..)) {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
         if matches!(self, Rejection::MethodNotAllowed) {
             headers.insert(

@@ -2,9 +2,9 @@
 //!
 //! Strip before set: hop-by-hop headers (RFC 9110 §7.6.1, plus those named in
 //! `Connection`), the client's `Authorization` (no token passthrough), `Cookie`, `Origin`
-//! (already validated; SDK upstreams re-check it against their own host), `Forwarded` and
-//! `X-Forwarded-*`, and every header that collides with an identity or upstream-credential
-//! header we set. Then set identity from the [`Admission`], the route's upstream credential
+//! (already validated; SDK upstreams re-check it against their own host), every header that
+//! claims forwarding facts (`Forwarded`, `X-Forwarded-*`, `X-Real-IP`, `X-Original-*`, …)
+//! and every header that collides with an identity or upstream-credential header we set. Then set identity from the [`Admission`], the route's upstream credential
 //! and `X-Forwarded-For/Proto/Host`. `Host` becomes the upstream's authority.
 
 use std::net::IpAddr;
@@ -30,15 +30,31 @@ pub const HOP_BY_HOP: [HeaderName; 8] = [
 ];
 
 /// Client headers that never reach the upstream, whatever the route.
-const NEVER_FORWARDED: [HeaderName; 7] = [
+const NEVER_FORWARDED: [HeaderName; 4] = [
     header::AUTHORIZATION,
     header::COOKIE,
     header::HOST,
     header::ORIGIN,
-    header::FORWARDED,
-    HeaderName::from_static("x-forwarded-host"),
-    HeaderName::from_static("x-forwarded-proto"),
 ];
+
+/// Whether a client header claims something about the connection or the original request
+/// that only a proxy may say (`Forwarded`, `X-Forwarded-*`, `X-Real-IP`, `X-Original-*`,
+/// …), in any spelling with `_` or `.` for `-`. Upstreams use these for client-IP
+/// allowlists, rate limits and URL generation (`X-Forwarded-Prefix`).
+fn claims_forwarding(name: &HeaderName) -> bool {
+    let name = name.as_str();
+    let dashed = if name.contains(['_', '.']) {
+        std::borrow::Cow::Owned(name.replace(['_', '.'], "-"))
+    } else {
+        std::borrow::Cow::Borrowed(name)
+    };
+    dashed.starts_with("x-forwarded-")
+        || dashed.starts_with("x-original-")
+        || matches!(
+            dashed.as_ref(),
+            "forwarded" | "x-real-ip" | "x-client-ip" | "true-client-ip" | "x-cluster-client-ip"
+        )
+}
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -111,7 +127,15 @@ pub fn upstream_request(
     let inbound_proto = inbound(&X_FORWARDED_PROTO);
     let inbound_host = inbound(&X_FORWARDED_HOST);
     strip_hop_by_hop(headers);
-    for name in NEVER_FORWARDED.iter().chain([&X_FORWARDED_FOR]) {
+    for name in &NEVER_FORWARDED {
+        headers.remove(name);
+    }
+    let forwarding: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| claims_forwarding(n))
+        .cloned()
+        .collect();
+    for name in forwarding {
         headers.remove(name);
     }
     let spoofed = client.identity.strip(headers);

@@ -112,7 +112,8 @@ pub fn guard(route: &Route, request: &RequestView<'_>, limits: &Limits) -> Resul
         }
     }
 
-    if !route.methods.contains(request.method) && *request.method != Method::OPTIONS {
+    // Preflights are answered by the gateway (or judged by `/verify`) whatever the methods.
+    if !route.methods.contains(request.method) && !is_preflight(request) {
         return Err(Rejection::MethodNotAllowed);
     }
 
