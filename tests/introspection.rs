@@ -63,6 +63,10 @@ async fn answer(request: Request<Incoming>) -> Response<Full<Bytes>> {
             "active": true, "sub": "u", "scope": "mcp:tools", "aud": "https://elsewhere/mcp",
             "iss": "https://as.test", "exp": now() + 600,
         }),
+        "opaque-refresh" => json!({
+            "active": true, "sub": "u", "scope": "mcp:tools", "aud": "http://127.0.0.1/mcp",
+            "iss": "https://as.test", "exp": now() + 600, "token_type": "refresh_token",
+        }),
         "opaque-no-aud" => json!({
             "active": true, "sub": "u", "scope": "mcp:tools", "iss": "https://as.test",
             "exp": now() + 600,

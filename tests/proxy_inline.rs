@@ -514,6 +514,27 @@ allowed_hosts = ["tenant.localhost"]
     assert!(challenge.header("www-authenticate").unwrap().contains(
         "resource_metadata=\"http://127.0.0.1/.well-known/oauth-protected-resource/mcp/team\""
     ));
+    // A host route's resource and challenge live on its own host.
+    let on_tenant = |path: &str| {
+        ::http::Request::get(path.to_string())
+            .header("host", "tenant.localhost")
+            .body(http::empty())
+            .unwrap()
+    };
+    let tenant_doc = http::exchange(
+        gateway.addr,
+        on_tenant("/.well-known/oauth-protected-resource/mcp"),
+    )
+    .await;
+    assert_eq!(tenant_doc.json()["resource"], "http://tenant.localhost/mcp");
+    let tenant_challenge = http::exchange(gateway.addr, on_tenant("/mcp")).await;
+    assert!(tenant_challenge
+        .header("www-authenticate")
+        .unwrap()
+        .contains(
+        "resource_metadata=\"http://tenant.localhost/.well-known/oauth-protected-resource/mcp\""
+    ));
+
     // Several routes on this host: the root document would have to pick one, so it is 404.
     assert_eq!(
         get(gateway.addr, "/.well-known/oauth-protected-resource", &[])

@@ -86,7 +86,11 @@ impl ClaimMapping {
                 Some(Value::String(s)) => vec![s.clone()],
                 other => list(other),
             },
-            expires_at: claims.get("exp").and_then(Value::as_u64),
+            // NumericDate may carry a fraction (RFC 7519 §2); it is never rounded up.
+            expires_at: claims.get("exp").and_then(|exp| {
+                exp.as_u64()
+                    .or_else(|| exp.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+            }),
         }
     }
 }

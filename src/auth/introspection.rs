@@ -116,6 +116,16 @@ impl Introspector {
         if answer.get("active") != Some(&Value::Bool(true)) {
             return Err(VerifyError::Invalid("token is not active"));
         }
+        // An active refresh token is not an access token (`token_type_hint` is only a hint).
+        if let Some(kind) = answer.get("token_type").and_then(Value::as_str) {
+            let kind = kind.to_ascii_lowercase();
+            if !matches!(
+                kind.as_str(),
+                "access_token" | "bearer" | "urn:ietf:params:oauth:token-type:access_token"
+            ) {
+                return Err(VerifyError::Invalid("not an access token"));
+            }
+        }
         let extracted = self.claims.extract(answer);
         if let Some(expected) = &self.issuer {
             if extracted.issuer.as_deref() != Some(expected.as_str()) {

@@ -80,6 +80,25 @@ impl PublicUrl {
         format!("{}{}{}", self.origin, self.base_path, path)
     }
 
+    /// The same public URL for a route bound to another `host` (scheme, port and base path
+    /// kept): a host route's resource, audience and metadata URL are on its own host.
+    pub fn for_host(&self, host: &str) -> PublicUrl {
+        let scheme = self.origin.split("://").next().unwrap_or("https");
+        let port = self.port.map(|p| format!(":{p}")).unwrap_or_default();
+        let default_port = if scheme == "https" { ":443" } else { ":80" };
+        let port = if port == default_port {
+            String::new()
+        } else {
+            port
+        };
+        PublicUrl {
+            origin: format!("{scheme}://{host}{port}"),
+            base_path: self.base_path.clone(),
+            host: host.to_string(),
+            port: self.port,
+        }
+    }
+
     /// The suffix after `/.well-known/oauth-protected-resource` for a route at `path`.
     pub fn metadata_suffix(&self, path: &str) -> String {
         let path = if path == "/" { "" } else { path };

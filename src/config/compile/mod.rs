@@ -30,8 +30,12 @@ pub(super) struct Collector {
 }
 
 impl Collector {
+    /// Records a problem once (server-wide settings are compiled for every route).
     pub(super) fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.problems.push(Problem::new(path, message));
+        let problem = Problem::new(path, message);
+        if !self.problems.contains(&problem) {
+            self.problems.push(problem);
+        }
     }
 
     pub(super) fn ok<T>(&mut self, path: &str, result: Result<T, String>) -> Option<T> {

@@ -163,7 +163,25 @@ pub(super) fn compile_route(
     }
 
     let route_path = route_path.ok()?;
-    let public = &server.public_url;
+    let host = raw.host.as_ref().map(|h| h.to_ascii_lowercase());
+    if let Some(h) = &host {
+        let valid = !h.is_empty()
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        if !valid {
+            c.push(
+                format!("{path}.host"),
+                format!(
+                    "{h:?} is not a host name: give the bare name, without scheme, port or path"
+                ),
+            );
+        }
+    }
+    // A host route lives on its own host: resource, audience and metadata URL follow it.
+    let public = &match &host {
+        Some(h) => server.public_url.for_host(h),
+        None => server.public_url.clone(),
+    };
     let resource = public.resource(&route_path);
     let audiences: Vec<String> = raw
         .audiences
@@ -249,14 +267,14 @@ pub(super) fn compile_route(
             .or(Some(&server_raw.allowed_hosts)),
         public,
     );
-    let allowed_origins = origin_allowlist(
-        raw.allowed_origins
-            .as_ref()
-            .or(Some(&server_raw.allowed_origins)),
-        public,
-        &format!("{path}.allowed_origins"),
-        c,
-    );
+    let (origins, origins_key) = match &raw.allowed_origins {
+        Some(own) => (own, format!("{path}.allowed_origins")),
+        None => (
+            &server_raw.allowed_origins,
+            "server.allowed_origins".to_string(),
+        ),
+    };
+    let allowed_origins = origin_allowlist(Some(origins), public, &origins_key, c);
 
     let upstream_headers = raw
         .upstream_headers
@@ -296,7 +314,7 @@ pub(super) fn compile_route(
 
     Some(Route {
         id: raw.id.clone(),
-        host: raw.host.as_ref().map(|h| h.to_ascii_lowercase()),
+        host,
         path: route_path,
         upstream: upstream?,
         verifiers,
