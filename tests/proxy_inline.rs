@@ -568,3 +568,22 @@ async fn access_rules_refuse_without_a_step_up_challenge() {
         gateway.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn silent_connections_do_not_keep_their_slot() {
+    use tokio::io::AsyncReadExt;
+    let upstream = Upstream::start().await;
+    let config = standard_config(&upstream.url("/mcp"), "", "").replace(
+        "[server.limits]",
+        "[server.limits]\nheader_read_timeout = \"1s\"",
+    );
+    let gateway = TestGateway::start(&config).await;
+    // Connect and send nothing: the gateway closes the connection (EOF), it does not wait
+    // forever. The outer timeout only guards against a hang.
+    let mut silent = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(20), silent.read(&mut buf))
+        .await
+        .expect("the gateway closed the silent connection");
+    assert_eq!(read.unwrap(), 0);
+}

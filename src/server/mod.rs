@@ -43,7 +43,10 @@ fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(limits.max_header_bytes + 4096).unwrap_or(u32::MAX))
-        .max_concurrent_streams(256);
+        .max_concurrent_streams(256)
+        // Dead HTTP/2 peers are found by ping, not left holding a connection slot.
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(10));
     builder
 }
 
@@ -91,42 +94,33 @@ pub async fn serve(
                 Ok::<_, Infallible>(router::handle(&app, &upstream, request, connection).await)
             }
         });
-        match &tls {
-            None => {
-                let conn = builder
-                    .serve_connection(TokioIo::new(stream), service)
-                    .into_owned();
-                let watched = graceful.watch(conn);
-                tokio::spawn(async move {
-                    let _ = watched.await;
-                    drop(slot);
-                });
-            }
-            Some(acceptor) => {
-                let acceptor = acceptor.clone();
-                let (tls_done_tx, tls_done_rx) = tokio::sync::oneshot::channel();
-                // The handshake runs in its own task; the finished connection is handed back so
-                // the graceful watcher sees it.
-                tokio::spawn(async move {
+        let watcher = graceful.watcher();
+        let first_byte_deadline = limits.header_read_timeout;
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            match tls {
+                None => {
+                    // Until the first byte the HTTP version is unknown and hyper's head timeout
+                    // has not started: a connection that sends nothing must not keep its slot.
+                    let mut first = [0u8; 1];
+                    let ready =
+                        tokio::time::timeout(first_byte_deadline, stream.peek(&mut first)).await;
+                    if matches!(ready, Ok(Ok(n)) if n > 0) {
+                        let conn = builder.serve_connection(TokioIo::new(stream), service);
+                        let _ = watcher.watch(conn.into_owned()).await;
+                    }
+                }
+                Some(acceptor) => {
                     let handshake =
                         tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
                     if let Ok(Ok(stream)) = handshake.await {
-                        let _ = tls_done_tx.send(stream);
+                        let conn = builder.serve_connection(TokioIo::new(stream), service);
+                        let _ = watcher.watch(conn.into_owned()).await;
                     }
-                });
-                let builder = builder.clone();
-                let graceful_watch = graceful.watcher();
-                tokio::spawn(async move {
-                    if let Ok(stream) = tls_done_rx.await {
-                        let conn = builder
-                            .serve_connection(TokioIo::new(stream), service)
-                            .into_owned();
-                        let _ = graceful_watch.watch(conn).await;
-                    }
-                    drop(slot);
-                });
+                }
             }
-        }
+            drop(slot);
+        });
     }
     drop(listener);
     if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
