@@ -6,7 +6,7 @@
 //! (checked per route like a JWT's). Positive answers are cached by token hash until the
 //! smaller of `exp` and `cache_ttl` — a revoked token keeps working for up to that TTL.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 
 use super::audience;
 use super::claims::ClaimMapping;
+use super::principal::now_unix;
 use super::{AuthMethod, Principal, VerifierId, VerifyError};
 use crate::body;
 use crate::config::secret::Secret;
@@ -132,10 +133,7 @@ impl Introspector {
                 return Err(VerifyError::Invalid("untrusted issuer"));
             }
         }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let now = now_unix();
         if extracted.expires_at.is_some_and(|exp| exp <= now) {
             return Err(VerifyError::Invalid("token expired"));
         }

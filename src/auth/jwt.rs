@@ -111,17 +111,8 @@ impl Issuer {
     }
 
     fn type_allowed(&self, typ: Option<&str>) -> bool {
-        let normalized = match typ {
-            None => "jwt".to_string(),
-            Some(t) => {
-                let lower = t.to_ascii_lowercase();
-                lower
-                    .strip_prefix("application/")
-                    .map(str::to_string)
-                    .unwrap_or(lower)
-            }
-        };
-        self.allowed_types.contains(&normalized)
+        self.allowed_types
+            .contains(&normalize_type(typ.unwrap_or("JWT")))
     }
 
     fn check_signature(
@@ -180,6 +171,16 @@ impl Issuer {
 }
 
 const UNKNOWN_KEY: &str = "unknown signing key";
+
+/// `typ` values compare case-insensitively and without the `application/` prefix
+/// (RFC 7515 §4.1.9); configured and presented values both go through this.
+pub fn normalize_type(typ: &str) -> String {
+    let lower = typ.to_ascii_lowercase();
+    lower
+        .strip_prefix("application/")
+        .map(str::to_string)
+        .unwrap_or(lower)
+}
 
 fn describe(kind: &jsonwebtoken::errors::ErrorKind) -> &'static str {
     use jsonwebtoken::errors::ErrorKind;

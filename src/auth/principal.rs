@@ -62,3 +62,11 @@ impl Principal {
         self.scopes.iter().any(|s| s == scope)
     }
 }
+
+/// Seconds since the Unix epoch (0 if the clock is before it): the unit of `exp`.
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

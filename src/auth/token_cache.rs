@@ -4,11 +4,12 @@
 //! failures would let junk tokens fill the cache.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use moka::future::Cache;
 use moka::Expiry;
 
+use super::principal::now_unix;
 use super::Principal;
 
 /// Upper bound on how long any verified token is trusted without re-verification, so a key
@@ -30,13 +31,6 @@ impl Expiry<[u8; 32], Arc<Principal>> for UntilExpiry {
     ) -> Option<Duration> {
         Some(remaining(value).min(MAX_CACHE_TTL))
     }
-}
-
-fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 fn remaining(principal: &Principal) -> Duration {

@@ -10,7 +10,7 @@ use http::{HeaderName, HeaderValue, Method};
 
 use super::rejection::Rejection;
 use super::request::RequestView;
-use super::transport::{HostAllowlist, OriginAllowlist};
+use super::transport::{strip_port, HostAllowlist, OriginAllowlist};
 use crate::auth::VerifierSet;
 use crate::metadata::Challenge;
 
@@ -76,7 +76,7 @@ impl Route {
     /// A route without `host` serves every host; otherwise the request's host (port ignored,
     /// case-insensitive) must be that one.
     fn serves_host(&self, request_host: Option<&str>) -> bool {
-        match (&self.host, request_host.map(host_without_port)) {
+        match (&self.host, request_host.map(strip_port)) {
             (None, _) => true,
             (Some(want), Some(have)) => want.eq_ignore_ascii_case(have),
             (Some(_), None) => false,
@@ -173,13 +173,6 @@ pub fn path_has_prefix(path: &str, prefix: &str) -> bool {
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
-fn host_without_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        return host.split_inclusive(']').next().unwrap_or(host);
-    }
-    host.rsplit_once(':').map_or(host, |(h, _)| h)
-}
-
 /// Rejects paths that two parsers could read differently. Pure; see the table test.
 pub fn check_path(path: &str) -> Result<(), &'static str> {
     if !path.starts_with('/') {
@@ -266,8 +259,8 @@ mod tests {
 
     #[test]
     fn host_port_stripping() {
-        assert_eq!(host_without_port("gw.example.com:8443"), "gw.example.com");
-        assert_eq!(host_without_port("gw.example.com"), "gw.example.com");
-        assert_eq!(host_without_port("[::1]:8080"), "[::1]");
+        assert_eq!(strip_port("gw.example.com:8443"), "gw.example.com");
+        assert_eq!(strip_port("gw.example.com"), "gw.example.com");
+        assert_eq!(strip_port("[::1]:8080"), "[::1]");
     }
 }

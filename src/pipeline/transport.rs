@@ -55,7 +55,8 @@ fn has_port(host: &str) -> bool {
     strip_port(host).len() != host.len()
 }
 
-fn strip_port(host: &str) -> &str {
+/// `host:port` → `host` (`[v6]:port` → `[v6]`); a non-numeric suffix is not a port.
+pub fn strip_port(host: &str) -> &str {
     if let Some(end) = host.find(']') {
         return &host[..=end];
     }

@@ -205,13 +205,7 @@ pub(super) fn compile_issuer(
         .clone()
         .unwrap_or_else(|| vec!["at+jwt".into(), "JWT".into()])
         .into_iter()
-        .map(|t| {
-            let lower = t.to_ascii_lowercase();
-            lower
-                .strip_prefix("application/")
-                .map(str::to_string)
-                .unwrap_or(lower)
-        })
+        .map(|t| crate::auth::jwt::normalize_type(&t))
         .collect();
     let leeway = raw.leeway.map_or(60, |d| d.0.as_secs());
     if leeway > 300 {
