@@ -26,7 +26,7 @@ use crate::pipeline::policy::Admission;
 use crate::pipeline::rejection::Rejection;
 use crate::pipeline::request::RequestView;
 use crate::pipeline::route::check_path;
-use crate::pipeline::{admit, transport};
+use crate::pipeline::{admit, transport, Denial};
 use crate::server::router::{is_metadata_path, HEALTH_PATH};
 
 const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
@@ -46,7 +46,7 @@ pub async fn verify(config: &Config, request: &Request<Incoming>) -> (Response<B
     let headers = request.headers();
     let original = match original_request(headers) {
         Ok(original) => original,
-        Err(rejection) => return answer(Err(rejection)),
+        Err(rejection) => return deny(rejection.into()),
     };
     let path = original.uri.path();
     // Discovery documents and health are public wherever they are routed — for reads of
@@ -56,7 +56,10 @@ pub async fn verify(config: &Config, request: &Request<Incoming>) -> (Response<B
         Method::GET | Method::HEAD | Method::OPTIONS
     );
     if is_read && check_path(path).is_ok() && (is_metadata_path(path) || path == HEALTH_PATH) {
-        return (allow(), Outcome::builtin("verify-public"));
+        return (
+            allow(),
+            Outcome::builtin("verify-public").describing(&original.method, path),
+        );
     }
     let view = RequestView {
         method: &original.method,
@@ -71,17 +74,21 @@ pub async fn verify(config: &Config, request: &Request<Incoming>) -> (Response<B
             // credential: only where the route lets OPTIONS through at all.
             if let Admission::Preflight(route) = &admission {
                 if !route.methods.contains(&Method::OPTIONS) {
-                    return answer(Err(Rejection::MethodNotAllowed));
+                    let (response, outcome) = deny(Rejection::MethodNotAllowed.into());
+                    return (response, outcome.describing(&original.method, path));
                 }
             }
-            let outcome = Outcome::admitted(&admission);
+            let outcome = Outcome::admitted(&admission).describing(&original.method, path);
             let mut response = allow();
             if let Admission::Granted(grant) = &admission {
                 config.identity_headers.set(grant, response.headers_mut());
             }
             (response, outcome)
         }
-        Err(rejection) => answer(Err(rejection)),
+        Err(denial) => {
+            let (response, outcome) = deny(denial);
+            (response, outcome.describing(&original.method, path))
+        }
     }
 }
 
@@ -96,16 +103,13 @@ fn allow() -> Response<Body> {
 
 /// 401 when a (new) credential could fix it, 403 otherwise. A verifier outage maps to 401:
 /// it is the only non-final status nginx passes through, and the client may retry.
-fn answer(result: Result<(), Rejection>) -> (Response<Body>, Outcome) {
-    let Err(rejection) = result else {
-        return (allow(), Outcome::builtin("verify"));
-    };
-    let status = match rejection.status() {
+fn deny(denial: Denial) -> (Response<Body>, Outcome) {
+    let status = match denial.rejection.status() {
         StatusCode::UNAUTHORIZED | StatusCode::SERVICE_UNAVAILABLE => StatusCode::UNAUTHORIZED,
         _ => StatusCode::FORBIDDEN,
     };
-    let outcome = Outcome::rejected(&rejection);
-    (rejection.respond_with(status), outcome)
+    let outcome = Outcome::rejected(&denial);
+    (denial.rejection.respond_with(status), outcome)
 }
 
 fn single_str(headers: &HeaderMap, name: HeaderName) -> Result<Option<&str>, Rejection> {

@@ -11,7 +11,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, LogSettings};
 use crate::pipeline::policy::Admission;
-use crate::pipeline::rejection::Rejection;
+use crate::pipeline::Denial;
 
 /// Installs the global subscriber. `RUST_LOG` overrides the configured level. Calling it
 /// twice (tests) keeps the first.
@@ -46,6 +46,7 @@ pub struct Outcome {
     pub subject: Option<String>,
     pub auth_method: Option<&'static str>,
     pub reason: Option<String>,
+    pub forwarded: Option<String>,
 }
 
 impl Outcome {
@@ -73,15 +74,25 @@ impl Outcome {
             subject: principal.map(|p| p.subject.clone()),
             auth_method: principal.map(|p| p.method.as_str()),
             reason: None,
+            forwarded: None,
         }
     }
 
-    pub fn rejected(rejection: &Rejection) -> Self {
+    pub fn rejected(denial: &Denial) -> Self {
         Self {
             verdict: "deny",
-            reason: Some(rejection.reason()),
-            ..Self::default()
+            route: denial.route.as_ref().map(|r| r.id.clone()),
+            subject: denial.principal.as_ref().map(|p| p.subject.clone()),
+            auth_method: denial.principal.as_ref().map(|p| p.method.as_str()),
+            reason: Some(denial.rejection.reason()),
+            forwarded: None,
         }
+    }
+
+    /// For `/verify`: the request the front proxy described (`POST /mcp`), never its query.
+    pub fn describing(mut self, method: &Method, path: &str) -> Self {
+        self.forwarded = Some(format!("{method} {path}"));
+        self
     }
 
     /// Admitted, but the upstream exchange failed.
@@ -109,6 +120,7 @@ pub fn audit(
         subject = outcome.subject.as_deref(),
         auth = outcome.auth_method,
         reason = outcome.reason.as_deref(),
+        forwarded = outcome.forwarded.as_deref(),
         latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
         "request"
     );

@@ -14,7 +14,7 @@ use crate::pipeline::policy::Admission;
 use crate::pipeline::rejection::Rejection;
 use crate::pipeline::request::{request_host, RequestView};
 use crate::pipeline::rewrite::{self, ClientSide};
-use crate::pipeline::{admit, forward, transport};
+use crate::pipeline::{admit, forward, transport, Denial};
 use crate::server::Connection;
 
 pub async fn handle(
@@ -26,11 +26,11 @@ pub async fn handle(
     let (parts, incoming) = request.into_parts();
     let host = match request_host(&parts.uri, &parts.headers) {
         Ok(host) => host.map(str::to_string),
-        Err(rejection) => return rejected(rejection, &parts.headers),
+        Err(rejection) => return rejected(rejection.into(), &parts.headers),
     };
     // RFC 9112 §3.2: an HTTP/1.1 request without Host is a 400.
     if host.is_none() && parts.version == http::Version::HTTP_11 {
-        return rejected(Rejection::MissingHost, &parts.headers);
+        return rejected(Rejection::MissingHost.into(), &parts.headers);
     }
     let view = RequestView {
         method: &parts.method,
@@ -41,7 +41,7 @@ pub async fn handle(
     };
     let admission = match admit(config, &view).await {
         Ok(admission) => admission,
-        Err(rejection) => return rejected(rejection, &parts.headers),
+        Err(denial) => return rejected(denial, &parts.headers),
     };
     let mut outcome = Outcome::admitted(&admission);
 
@@ -99,8 +99,9 @@ fn clamp(limit: u64) -> usize {
 
 /// A rejection as the client sees it. Challenges are exposed to allowed browser origins
 /// (the guard already refused the others), so web clients can read `WWW-Authenticate`.
-fn rejected(rejection: Rejection, request_headers: &HeaderMap) -> (Response<Body>, Outcome) {
-    let outcome = Outcome::rejected(&rejection);
+fn rejected(denial: Denial, request_headers: &HeaderMap) -> (Response<Body>, Outcome) {
+    let outcome = Outcome::rejected(&denial);
+    let rejection = denial.rejection;
     let passed_origin_check = !matches!(
         rejection,
         Rejection::OriginNotAllowed

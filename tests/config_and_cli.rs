@@ -805,6 +805,15 @@ async fn serve_answers_health_and_exits_cleanly_on_sigterm() {
     let mcp = common::http::get(addr, "/mcp", &[]).await;
     assert_eq!(mcp.status, 401);
     assert!(mcp.header("www-authenticate").is_some());
+    // One audit event per request; a denial names the route it was refused on.
+    let health_event = served.wait_for("request");
+    assert_eq!(health_event["path"], "/healthz", "{health_event}");
+    let denial = served.wait_for("request");
+    assert_eq!(denial["path"], "/mcp", "{denial}");
+    assert_eq!(denial["verdict"], "deny", "{denial}");
+    assert_eq!(denial["status"], 401, "{denial}");
+    assert!(denial["route"].is_string(), "{denial}");
+    assert_eq!(denial["reason"], "no credentials", "{denial}");
 
     // SIGHUP (systemctl reload) is acknowledged, not fatal.
     let hup = Command::new("kill")

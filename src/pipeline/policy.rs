@@ -59,7 +59,7 @@ impl Admission {
 /// Then the route's access rules (allowed subjects, groups, clients). A caller outside them is
 /// refused with 403 `access_denied` and *no* challenge: no other token would help, and an
 /// `insufficient_scope` challenge would send MCP clients into a pointless step-up.
-pub fn grant(route: Arc<Route>, principal: Arc<Principal>) -> Result<Grant, Rejection> {
+pub fn grant(route: &Arc<Route>, principal: &Arc<Principal>) -> Result<Grant, Rejection> {
     let missing = route
         .required_scopes
         .iter()
@@ -67,10 +67,13 @@ pub fn grant(route: Arc<Route>, principal: Arc<Principal>) -> Result<Grant, Reje
     if missing {
         return Err(Rejection::InsufficientScope(route.challenge.clone()));
     }
-    if !access_allowed(&route.access, &principal) {
+    if !access_allowed(&route.access, principal) {
         return Err(Rejection::AccessDenied);
     }
-    Ok(Grant { route, principal })
+    Ok(Grant {
+        route: route.clone(),
+        principal: principal.clone(),
+    })
 }
 
 fn access_allowed(rules: &AccessRules, principal: &Principal) -> bool {
