@@ -74,7 +74,8 @@ pub async fn verify(config: &Config, request: &Request<Incoming>) -> (Response<B
             // credential: only where the route lets OPTIONS through at all.
             if let Admission::Preflight(route) = &admission {
                 if !route.methods.contains(&Method::OPTIONS) {
-                    let (response, outcome) = deny(Rejection::MethodNotAllowed.into());
+                    let (response, outcome) =
+                        deny(Rejection::MethodNotAllowed(route.allow.clone()).into());
                     return (response, outcome.describing(&original.method, path));
                 }
             }

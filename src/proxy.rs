@@ -45,10 +45,10 @@ pub async fn handle(
     };
     let mut outcome = Outcome::admitted(&admission);
 
-    if let Admission::Preflight(_) = admission {
+    if let Admission::Preflight(route) = &admission {
         let mut response = Response::new(body::empty());
         *response.status_mut() = StatusCode::NO_CONTENT;
-        transport::add_cors(&parts.headers, response.headers_mut(), true);
+        transport::add_cors(&parts.headers, response.headers_mut(), Some(&route.allow));
         return (response, outcome);
     }
 
@@ -82,7 +82,7 @@ pub async fn handle(
             if let Some(origin) = origin {
                 let mut request_headers = HeaderMap::new();
                 request_headers.insert(http::header::ORIGIN, origin);
-                transport::add_cors(&request_headers, response.headers_mut(), false);
+                transport::add_cors(&request_headers, response.headers_mut(), None);
             }
             (response, outcome)
         }
@@ -115,7 +115,7 @@ fn rejected(denial: Denial, request_headers: &HeaderMap) -> (Response<Body>, Out
     );
     let mut response = rejection.into_response();
     if passed_origin_check {
-        transport::add_cors(request_headers, response.headers_mut(), false);
+        transport::add_cors(request_headers, response.headers_mut(), None);
     }
     (response, outcome)
 }

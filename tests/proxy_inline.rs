@@ -587,3 +587,32 @@ async fn silent_connections_do_not_keep_their_slot() {
         .expect("the gateway closed the silent connection");
     assert_eq!(read.unwrap(), 0);
 }
+
+#[tokio::test]
+async fn method_allowlist_names_the_routes_own_methods() {
+    let upstream = Upstream::start().await;
+    let config = standard_config(
+        &upstream.url("/mcp"),
+        "methods = [\"POST\"]\nallowed_origins = [\"https://app.example.com\"]",
+        "",
+    );
+    let gateway = TestGateway::start(&config).await;
+    let answer = get(gateway.addr, "/mcp", &[("authorization", &bearer())]).await;
+    assert_eq!(answer.status, 405);
+    assert_eq!(answer.header("allow"), Some("POST, OPTIONS"));
+    let preflight = http::exchange(
+        gateway.addr,
+        http::request("OPTIONS", gateway.addr, "/mcp")
+            .header("origin", "https://app.example.com")
+            .header("access-control-request-method", "POST")
+            .body(http::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(preflight.status, 204);
+    assert_eq!(
+        preflight.header("access-control-allow-methods"),
+        Some("POST, OPTIONS")
+    );
+    assert!(upstream.requests().is_empty());
+}

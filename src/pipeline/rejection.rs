@@ -28,7 +28,8 @@ pub enum Rejection {
     #[error("origin not allowed")]
     OriginNotAllowed,
     #[error("method not allowed")]
-    MethodNotAllowed,
+    /// With the route's `Allow` value (RFC 9110 §15.5.6).
+    MethodNotAllowed(HeaderValue),
     #[error("request headers too large")]
     HeadersTooLarge,
     #[error("request body too large")]
@@ -64,7 +65,7 @@ impl Rejection {
             | Rejection::OriginNotAllowed
             | Rejection::InsufficientScope(_)
             | Rejection::AccessDenied => StatusCode::FORBIDDEN,
-            Rejection::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Rejection::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Rejection::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Rejection::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Rejection::MissingCredential(_) | Rejection::InvalidToken(..) => {
@@ -99,7 +100,7 @@ impl Rejection {
             | Rejection::MissingHost
             | Rejection::HostNotAllowed
             | Rejection::OriginNotAllowed
-            | Rejection::MethodNotAllowed
+            | Rejection::MethodNotAllowed(_)
             | Rejection::HeadersTooLarge
             | Rejection::BodyTooLarge
             | Rejection::UpstreamUnavailable
@@ -139,7 +140,7 @@ impl Rejection {
                 json!({"error": "invalid_request", "error_description": description})
             }
             Rejection::NoRoute => json!({"error": "not_found", "error_description": description}),
-            Rejection::MethodNotAllowed => {
+            Rejection::MethodNotAllowed(_) => {
                 json!({"error": "method_not_allowed", "error_description": description})
             }
             Rejection::HeadersTooLarge | Rejection::BodyTooLarge => {
@@ -189,11 +190,8 @@ impl Rejection {
         if matches!(self, Rejection::VerifierUnavailable(..)) {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
-        if matches!(self, Rejection::MethodNotAllowed) {
-            headers.insert(
-                header::ALLOW,
-                HeaderValue::from_static("GET, POST, DELETE, OPTIONS"),
-            );
+        if let Rejection::MethodNotAllowed(allow) = self {
+            headers.insert(header::ALLOW, allow.clone());
         }
         response
     }

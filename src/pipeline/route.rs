@@ -49,6 +49,8 @@ pub struct Route {
     /// Full paths (route path + sub-path) served without a credential.
     pub public_paths: Vec<String>,
     pub methods: Vec<Method>,
+    /// `Allow` / `Access-Control-Allow-Methods`: the methods plus `OPTIONS`.
+    pub allow: HeaderValue,
     pub allowed_hosts: HostAllowlist,
     pub allowed_origins: OriginAllowlist,
     /// The gateway's own credentials for the upstream (values are marked sensitive).

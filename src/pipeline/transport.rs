@@ -115,7 +115,7 @@ pub fn guard(route: &Route, request: &RequestView<'_>, limits: &Limits) -> Resul
 
     // Preflights are answered by the gateway (or judged by `/verify`) whatever the methods.
     if !route.methods.contains(request.method) && !is_preflight(request) {
-        return Err(Rejection::MethodNotAllowed);
+        return Err(Rejection::MethodNotAllowed(route.allow.clone()));
     }
 
     if let Some(length) = single(request.headers, header::CONTENT_LENGTH)? {
@@ -158,31 +158,36 @@ const EXPOSED_HEADERS: &str = "WWW-Authenticate, Mcp-Session-Id, MCP-Protocol-Ve
 const ALLOWED_REQUEST_HEADERS: &str =
     "Authorization, Content-Type, Accept, Mcp-Session-Id, MCP-Protocol-Version, Last-Event-ID, Mcp-Method, Mcp-Name";
 
-/// CORS headers for an allowed `Origin` (the guard has already refused the others).
-pub fn add_cors(request_headers: &HeaderMap, response_headers: &mut HeaderMap, preflight: bool) {
+/// CORS headers for an allowed `Origin` (the guard has already refused the others). For a
+/// preflight, `preflight_methods` is the route's `Allow` value.
+pub fn add_cors(
+    request_headers: &HeaderMap,
+    response_headers: &mut HeaderMap,
+    preflight_methods: Option<&HeaderValue>,
+) {
     let Some(origin) = request_headers.get(header::ORIGIN) else {
         return;
     };
     response_headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
     response_headers.append(header::VARY, HeaderValue::from_static("Origin"));
-    if preflight {
-        response_headers.insert(
-            header::ACCESS_CONTROL_ALLOW_METHODS,
-            HeaderValue::from_static("GET, POST, DELETE, OPTIONS"),
-        );
-        response_headers.insert(
-            header::ACCESS_CONTROL_ALLOW_HEADERS,
-            HeaderValue::from_static(ALLOWED_REQUEST_HEADERS),
-        );
-        response_headers.insert(
-            header::ACCESS_CONTROL_MAX_AGE,
-            HeaderValue::from_static("600"),
-        );
-    } else {
-        response_headers.insert(
-            header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static(EXPOSED_HEADERS),
-        );
+    match preflight_methods {
+        Some(methods) => {
+            response_headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, methods.clone());
+            response_headers.insert(
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                HeaderValue::from_static(ALLOWED_REQUEST_HEADERS),
+            );
+            response_headers.insert(
+                header::ACCESS_CONTROL_MAX_AGE,
+                HeaderValue::from_static("600"),
+            );
+        }
+        None => {
+            response_headers.insert(
+                header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                HeaderValue::from_static(EXPOSED_HEADERS),
+            );
+        }
     }
 }
 

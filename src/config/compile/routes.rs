@@ -326,6 +326,7 @@ pub(super) fn compile_route(
         metadata_document,
         challenge,
         public_paths,
+        allow: allow_header(&methods),
         methods,
         allowed_hosts,
         allowed_origins,
@@ -420,4 +421,13 @@ pub(super) fn origin_allowlist(
         ),
         _ => OriginAllowlist::Only(vec![public.origin.clone()]),
     }
+}
+
+/// The `Allow` value for a route: its methods, then `OPTIONS` (answered for CORS).
+fn allow_header(methods: &[Method]) -> HeaderValue {
+    let mut names: Vec<&str> = methods.iter().map(Method::as_str).collect();
+    if !methods.contains(&Method::OPTIONS) {
+        names.push("OPTIONS");
+    }
+    HeaderValue::from_str(&names.join(", ")).unwrap_or(HeaderValue::from_static("OPTIONS"))
 }
