@@ -86,7 +86,8 @@ fn serve(path: PathBuf) -> ExitCode {
             Ok(config) => config,
             Err(code) => return code,
         };
-        observability::init(&config.log);
+        // Held until exit: dropping it flushes the queued log lines.
+        let _log = observability::init(&config.log);
         let routes = config.routes.len();
         let gateway = match Gateway::start(config).await {
             Ok(gateway) => gateway,
