@@ -54,7 +54,15 @@ async fn answer(request: Request<Incoming>) -> Response<Full<Bytes>> {
         .split('&')
         .find_map(|pair| pair.strip_prefix("token="))
         .unwrap_or("");
+    if token == "opaque-slow" {
+        // Slow enough that concurrent first uses overlap.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
     let reply = match token {
+        "opaque-slow" => json!({
+            "active": true, "sub": "slow-user", "scope": "mcp:tools",
+            "aud": "http://127.0.0.1/mcp", "iss": "https://as.test", "exp": now() + 600,
+        }),
         "opaque-good" => json!({
             "active": true, "sub": "opaque-user", "scope": "mcp:tools", "client_id": "cli",
             "aud": "http://127.0.0.1/mcp", "iss": "https://as.test", "exp": now() + 600,
@@ -221,4 +229,31 @@ async fn introspection_outage_is_503_not_a_401() {
         .header("www-authenticate")
         .unwrap()
         .contains("resource_metadata="));
+}
+
+#[tokio::test]
+async fn concurrent_first_uses_share_one_introspection() {
+    let server = Introspection::start().await;
+    let upstream = Upstream::start().await;
+    let gateway = TestGateway::start(&config(
+        &upstream,
+        &format!("http://{}/introspect", server.addr),
+    ))
+    .await;
+    let addr = gateway.addr;
+    let calls: Vec<_> = (0..10)
+        .map(|_| {
+            tokio::spawn(async move {
+                get(addr, "/mcp", &[("authorization", "Bearer opaque-slow")]).await
+            })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap().status, 200);
+    }
+    assert_eq!(
+        server.hits.load(Ordering::SeqCst),
+        1,
+        "one introspection for ten requests"
+    );
 }

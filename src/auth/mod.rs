@@ -96,7 +96,8 @@ impl Verifiers {
 
     /// Verifies `token` with the verifiers in `set`, trying the one the token's shape points
     /// to: API keys are opaque, JWTs name their issuer, and whatever is left goes to
-    /// introspection.
+    /// introspection. Concurrent first uses of one token share a single verification (one
+    /// introspection call, one signature check), and the result is cached.
     pub async fn verify(
         &self,
         set: &VerifierSet,
@@ -113,27 +114,44 @@ impl Verifiers {
             if set.accepts(principal.verifier) {
                 return Ok(principal);
             }
+            // Vouched for by a verifier this route does not accept: verify afresh, uncached.
+            return self.verify_uncached(set, token).await.map(Arc::new);
         }
+        let verified = self
+            .cache
+            .get_or_verify(digest, async {
+                self.verify_uncached(set, token).await.map(Arc::new)
+            })
+            .await?;
+        // A stale entry that moka has not evicted yet (its expiry is coarse) is not trusted.
+        let stale = verified
+            .expires_at
+            .is_some_and(|exp| exp <= principal::now_unix());
+        if stale {
+            self.cache.invalidate(&digest).await;
+        }
+        if set.accepts(verified.verifier) && !stale {
+            Ok(verified)
+        } else {
+            self.verify_uncached(set, token).await.map(Arc::new)
+        }
+    }
 
+    async fn verify_uncached(
+        &self,
+        set: &VerifierSet,
+        token: &str,
+    ) -> Result<Principal, VerifyError> {
         let mut last_error = VerifyError::Invalid("unknown token");
         if jwt::looks_like_jwt(token) && !set.issuers.is_empty() {
             match jwt::select_issuer(token, &set.issuers) {
-                Ok(issuer) => {
-                    let principal = Arc::new(issuer.verify(token).await?);
-                    self.cache.insert(digest, principal.clone()).await;
-                    return Ok(principal);
-                }
+                Ok(issuer) => return issuer.verify(token).await,
                 Err(error) => last_error = error,
             }
         }
-
         for introspector in &set.introspectors {
             match introspector.introspect(token).await {
-                Ok(principal) => {
-                    let principal = Arc::new(principal);
-                    self.cache.insert(digest, principal.clone()).await;
-                    return Ok(principal);
-                }
+                Ok(principal) => return Ok(principal),
                 Err(error) => last_error = error,
             }
         }

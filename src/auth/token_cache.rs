@@ -10,7 +10,7 @@ use moka::future::Cache;
 use moka::Expiry;
 
 use super::principal::now_unix;
-use super::Principal;
+use super::{Principal, VerifyError};
 
 /// Upper bound on how long any verified token is trusted without re-verification, so a key
 /// removed from a JWKS or a revoked opaque token stops working within this time.
@@ -59,7 +59,20 @@ impl TokenCache {
         }
     }
 
-    pub(super) async fn insert(&self, digest: [u8; 32], principal: Arc<Principal>) {
-        self.entries.insert(digest, principal).await;
+    pub(super) async fn invalidate(&self, digest: &[u8; 32]) {
+        self.entries.invalidate(digest).await;
+    }
+
+    /// The cached principal, or the result of `verify` — run once however many requests
+    /// ask for the same token at the same time, and cached only when it succeeds.
+    pub(super) async fn get_or_verify(
+        &self,
+        digest: [u8; 32],
+        verify: impl std::future::Future<Output = Result<Arc<Principal>, VerifyError>>,
+    ) -> Result<Arc<Principal>, VerifyError> {
+        self.entries
+            .try_get_with(digest, verify)
+            .await
+            .map_err(|error| *error)
     }
 }
