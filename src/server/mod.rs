@@ -60,6 +60,8 @@ pub async fn serve(
     upstream: HttpClient,
 ) {
     let builder = http_builder(&limits);
+    // Shared by reference: cloning the client itself per request clones its pool handles.
+    let upstream = Arc::new(upstream);
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     loop {
