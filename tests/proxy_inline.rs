@@ -38,6 +38,7 @@ async fn authorized_request_reaches_upstream_with_identity_and_without_token() {
             ("x-forwarded-prefix", "/evil"),
             ("x_forwarded_host", "evil.example.com"),
             ("x-original-uri", "/admin"),
+            ("x-http-method-override", "DELETE"),
         ],
         r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
     )
