@@ -154,6 +154,7 @@ fn check(path: PathBuf) -> ExitCode {
             }
         );
     }
+    println!("workers: {}", config.server.workers);
     if let Some(path) = &config.forward_auth.path {
         println!("forward_auth: {path}");
     }
