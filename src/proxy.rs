@@ -75,6 +75,7 @@ pub async fn handle(
         upstream,
         upstream_request,
         config.server.limits.response_timeout,
+        config.server.limits.stream_idle_timeout,
     )
     .await
     {

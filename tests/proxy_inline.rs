@@ -617,3 +617,31 @@ async fn method_allowlist_names_the_routes_own_methods() {
     );
     assert!(upstream.requests().is_empty());
 }
+
+#[tokio::test]
+async fn a_silent_upstream_stream_is_cut_after_the_idle_timeout() {
+    let upstream = Upstream::start().await;
+    let config = standard_config(&upstream.url("/mcp"), "", "").replace(
+        "[server.limits]",
+        "[server.limits]\nstream_idle_timeout = \"1s\"",
+    );
+    let gateway = TestGateway::start(&config).await;
+    let request = http::request("GET", gateway.addr, "/mcp/open-stream")
+        .header("authorization", bearer())
+        .body(http::empty())
+        .unwrap();
+    let response = http::send(gateway.addr, request).await;
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(first, Bytes::from_static(b"id: 1\ndata: first\n\n"));
+    // The upstream stays open but silent: the gateway ends the stream (the outer timeout
+    // only guards against a hang).
+    let next = tokio::time::timeout(Duration::from_secs(20), body.frame())
+        .await
+        .expect("the idle stream was cut");
+    assert!(
+        !matches!(next, Some(Ok(ref frame)) if frame.is_data()),
+        "no more data after the idle cut: {next:?}"
+    );
+}

@@ -43,6 +43,8 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
+    /// Longest silence inside an upstream response body before it is cut; zero = never.
+    pub stream_idle_timeout: Duration,
     pub shutdown_grace: Duration,
     pub max_connections: usize,
 }

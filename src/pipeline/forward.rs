@@ -1,9 +1,13 @@
 //! Phase 10 — Forward: send the rewritten request on the pooled client and stream the answer
-//! back. The only deadline is for the response *head*: once the upstream has answered, a
-//! long SSE stream is never cut by the gateway. A client that goes away drops the response
-//! body, which drops the upstream connection — no synthesized cancel.
+//! back. Deadlines: the response *head* (`response_timeout`), then the longest *silence*
+//! inside the body (`stream_idle_timeout`) — a healthy SSE stream that sends events or
+//! keep-alive comments is never cut, however long it lives. A client that goes away drops
+//! the response body, which drops the upstream connection — no synthesized cancel.
 
 use std::error::Error as _;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::header::{self, HeaderValue};
@@ -12,13 +16,14 @@ use http_body_util::BodyExt;
 
 use super::rejection::Rejection;
 use super::rewrite::strip_hop_by_hop;
-use crate::body::Body;
+use crate::body::{Body, BoxError};
 use crate::outbound::HttpClient;
 
 pub async fn forward(
     client: &HttpClient,
     request: Request<Body>,
     response_timeout: Duration,
+    stream_idle_timeout: Duration,
 ) -> Result<Response<Body>, Rejection> {
     let response = match tokio::time::timeout(response_timeout, client.request(request)).await {
         Err(_) => return Err(Rejection::UpstreamTimeout),
@@ -55,10 +60,13 @@ pub async fn forward(
             .headers
             .insert("x-accel-buffering", HeaderValue::from_static("no"));
     }
-    Ok(Response::from_parts(
-        parts,
-        body.map_err(Into::into).boxed_unsync(),
-    ))
+    let body = body.map_err(Into::into);
+    let body = if stream_idle_timeout.is_zero() {
+        body.boxed_unsync()
+    } else {
+        IdleTimeout::new(body, stream_idle_timeout).boxed_unsync()
+    };
+    Ok(Response::from_parts(parts, body))
 }
 
 /// The request body was cut by our size limit while streaming (no `Content-Length`).
@@ -71,4 +79,63 @@ fn caused_by_body_limit(error: &(dyn std::error::Error + 'static)) -> bool {
         current = e.source();
     }
     false
+}
+
+/// A response body cut off after `limit` without a frame from the upstream (a half-dead
+/// upstream must not hold the client's stream, and a connection slot, forever).
+struct IdleTimeout<B> {
+    inner: B,
+    limit: Duration,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<B> IdleTimeout<B> {
+    fn new(inner: B, limit: Duration) -> Self {
+        Self {
+            inner,
+            limit,
+            deadline: Box::pin(tokio::time::sleep(limit)),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("upstream stream idle for longer than {0:?}")]
+struct StreamIdle(Duration);
+
+impl<B> http_body::Body for IdleTimeout<B>
+where
+    B: http_body::Body<Error = BoxError> + Unpin,
+{
+    type Data = B::Data;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                let next = tokio::time::Instant::now() + this.limit;
+                this.deadline.as_mut().reset(next);
+                Poll::Ready(frame)
+            }
+            Poll::Pending => match this.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    tracing::warn!(idle = ?this.limit, "upstream stream idle; closing it");
+                    Poll::Ready(Some(Err(Box::new(StreamIdle(this.limit)))))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }

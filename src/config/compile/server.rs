@@ -40,6 +40,7 @@ pub(super) fn compile_limits(raw: &RawConfig, c: &mut Collector) -> Limits {
         header_read_timeout: l.header_read_timeout.0,
         connect_timeout: l.connect_timeout.0,
         response_timeout: l.response_timeout.0,
+        stream_idle_timeout: l.stream_idle_timeout.0,
         shutdown_grace: l.shutdown_grace.0,
         max_connections: l.max_connections.max(1),
     }
