@@ -34,6 +34,8 @@ pub fn init(settings: &LogSettings) -> LogGuard {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
+        // The queue is allocated up front; the default (128k lines) alone costs megabytes.
+        .buffered_lines_limit(8_192)
         .thread_name("gateway-log")
         .finish(std::io::stdout());
     let builder = tracing_subscriber::fmt()
