@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use tokio::net::{TcpListener, TcpSocket};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{oneshot, watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
@@ -65,39 +65,59 @@ impl Gateway {
             (0..workers).map(|_| Vec::new()).collect();
         let mut addrs = Vec::new();
         for addr in &config.server.listen {
-            let mut local = *addr;
-            for (index, listeners) in per_worker.iter_mut().enumerate() {
-                // The first bind resolves port 0; the others share that exact address.
-                let listener = bind_shared(local).map_err(|source| StartError::Bind {
-                    addr: *addr,
-                    source,
-                })?;
-                if index == 0 {
-                    local = listener.local_addr().map_err(|source| StartError::Bind {
-                        addr: *addr,
-                        source,
-                    })?;
-                }
-                listeners.push(listener);
+            let bind_error = |source| StartError::Bind {
+                addr: *addr,
+                source,
+            };
+            // A plain bind first: it fails if anyone holds the address (SO_REUSEPORT on
+            // every socket would quietly share it with another instance) and it resolves
+            // port 0. The workers then bind that exact address together.
+            let local = {
+                let probe = std::net::TcpListener::bind(addr).map_err(bind_error)?;
+                probe.local_addr().map_err(bind_error)?
+            };
+            for listeners in per_worker.iter_mut() {
+                listeners.push(bind_shared(local).map_err(bind_error)?);
             }
             tracing::info!(addr = %local, tls = config.server.tls.is_some(), workers, "listening");
             addrs.push(local);
         }
 
+        let connection_slots = Arc::new(Semaphore::new(config.server.limits.max_connections));
         let app = Arc::new(App {
             config: ArcSwap::from_pointee(config),
         });
         let (stop, stopped) = watch::channel(false);
         let mut done = Vec::new();
+        let mut ready = Vec::new();
         for (index, listeners) in per_worker.into_iter().enumerate() {
             let (finished, finished_rx) = oneshot::channel();
-            let app = app.clone();
-            let stopped = stopped.clone();
+            let (started, started_rx) = oneshot::channel();
+            let worker = Worker {
+                app: app.clone(),
+                listeners,
+                stopped: stopped.clone(),
+                connection_slots: connection_slots.clone(),
+            };
             std::thread::Builder::new()
                 .name(format!("gateway-worker-{index}"))
-                .spawn(move || run_worker(app, listeners, stopped, finished))
+                .spawn(move || worker.run(started, finished))
                 .map_err(StartError::Worker)?;
             done.push(finished_rx);
+            ready.push(started_rx);
+        }
+        // Every worker has its listeners registered before `start` returns; if one cannot,
+        // the others are stopped (dropping `stop`) and the error is reported.
+        for started in ready {
+            match started.await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => return Err(StartError::Worker(error)),
+                Err(_) => {
+                    return Err(StartError::Worker(std::io::Error::other(
+                        "a worker thread ended during start",
+                    )))
+                }
+            }
         }
         Ok(Gateway {
             addrs,
@@ -135,45 +155,61 @@ fn bind_shared(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 }
 
 /// One worker thread: a single-threaded runtime serving its listeners until shutdown.
-fn run_worker(
+struct Worker {
     app: Arc<App>,
     listeners: Vec<std::net::TcpListener>,
     stopped: watch::Receiver<bool>,
-    finished: oneshot::Sender<()>,
-) {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            tracing::error!(%error, "cannot start a worker runtime");
-            return;
-        }
-    };
-    runtime.block_on(async move {
-        let config = app.config();
-        let limits = config.server.limits.clone();
-        let tls = config.server.tls.clone().map(TlsAcceptor::from);
-        let upstream = outbound::client(limits.connect_timeout, config.outbound_tls.clone());
-        drop(config);
-        let mut serving = JoinSet::new();
-        for listener in listeners {
-            match TcpListener::from_std(listener) {
-                Ok(listener) => {
-                    serving.spawn(server::serve(
-                        app.clone(),
-                        listener,
-                        tls.clone(),
-                        limits.clone(),
-                        stopped.clone(),
-                        upstream.clone(),
-                    ));
-                }
-                Err(error) => tracing::error!(%error, "cannot register a listener"),
+    /// Shared by all workers: `max_connections` bounds the whole process.
+    connection_slots: Arc<Semaphore>,
+}
+
+impl Worker {
+    fn run(self, started: oneshot::Sender<std::io::Result<()>>, finished: oneshot::Sender<()>) {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(error) => {
+                let _ = started.send(Err(error));
+                return;
             }
-        }
-        while serving.join_next().await.is_some() {}
-    });
-    let _ = finished.send(());
+        };
+        runtime.block_on(async move {
+            let config = self.app.config();
+            let limits = config.server.limits.clone();
+            let tls = config.server.tls.clone().map(TlsAcceptor::from);
+            let upstream = outbound::client(limits.connect_timeout, config.outbound_tls.clone());
+            drop(config);
+            let mut registered = Vec::new();
+            for listener in self.listeners {
+                match TcpListener::from_std(listener) {
+                    Ok(listener) => registered.push(listener),
+                    Err(error) => {
+                        let _ = started.send(Err(error));
+                        return;
+                    }
+                }
+            }
+            let _ = started.send(Ok(()));
+            let mut serving = JoinSet::new();
+            for listener in registered {
+                serving.spawn(server::serve(
+                    self.app.clone(),
+                    listener,
+                    tls.clone(),
+                    limits.clone(),
+                    self.stopped.clone(),
+                    upstream.clone(),
+                    self.connection_slots.clone(),
+                ));
+            }
+            while let Some(result) = serving.join_next().await {
+                if let Err(error) = result {
+                    tracing::error!(%error, "a listener task failed");
+                }
+            }
+        });
+        let _ = finished.send(());
+    }
 }

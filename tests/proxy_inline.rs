@@ -38,7 +38,6 @@ async fn authorized_request_reaches_upstream_with_identity_and_without_token() {
             ("x-forwarded-prefix", "/evil"),
             ("x_forwarded_host", "evil.example.com"),
             ("x-original-uri", "/admin"),
-            ("x-http-method-override", "DELETE"),
         ],
         r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
     )
@@ -644,4 +643,37 @@ async fn a_silent_upstream_stream_is_cut_after_the_idle_timeout() {
         !matches!(next, Some(Ok(ref frame)) if frame.is_data()),
         "no more data after the idle cut: {next:?}"
     );
+}
+
+#[tokio::test]
+async fn method_overrides_are_refused_in_both_modes() {
+    let upstream = Upstream::start().await;
+    let gateway = TestGateway::start(&standard_config(&upstream.url("/mcp"), "", "")).await;
+    for name in [
+        "X-HTTP-Method-Override",
+        "x_http_method",
+        "X-Method-Override",
+    ] {
+        let inline = post_json(
+            gateway.addr,
+            "/mcp",
+            &[("authorization", &bearer()), (name, "DELETE")],
+            "{}",
+        )
+        .await;
+        assert_eq!(inline.status, 400, "{name}: {}", inline.body);
+        let verify = get(
+            gateway.addr,
+            "/verify",
+            &[
+                ("authorization", &bearer()),
+                ("x-forwarded-method", "POST"),
+                ("x-forwarded-uri", "/mcp"),
+                (name, "DELETE"),
+            ],
+        )
+        .await;
+        assert_eq!(verify.status, 403, "{name}: {}", verify.body);
+    }
+    assert!(upstream.requests().is_empty());
 }

@@ -13,6 +13,7 @@ pub mod jwt;
 pub mod principal;
 mod token_cache;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 pub use principal::{AuthMethod, Principal, VerifierId};
@@ -32,6 +33,13 @@ pub enum VerifyError {
     /// We could not decide right now (introspection endpoint down, no keys ever loaded).
     #[error("{0}")]
     Unavailable(&'static str),
+}
+
+/// At or past its expiry (for introspection: its cache horizon).
+fn is_stale(principal: &Principal) -> bool {
+    principal
+        .expires_at
+        .is_some_and(|exp| exp <= principal::now_unix())
 }
 
 /// The verifiers a route accepts, resolved from its `verifiers = [...]` list.
@@ -117,23 +125,32 @@ impl Verifiers {
             // Vouched for by a verifier this route does not accept: verify afresh, uncached.
             return self.verify_uncached(set, token).await.map(Arc::new);
         }
-        let verified = self
+        // Concurrent first uses share one verification. Whoever runs it uses its own
+        // verifier set; a waiter from another route must not inherit that result blindly.
+        let ran_here = AtomicBool::new(false);
+        let shared = self
             .cache
             .get_or_verify(digest, async {
+                ran_here.store(true, Ordering::Relaxed);
                 self.verify_uncached(set, token).await.map(Arc::new)
             })
-            .await?;
-        // A stale entry that moka has not evicted yet (its expiry is coarse) is not trusted.
-        let stale = verified
-            .expires_at
-            .is_some_and(|exp| exp <= principal::now_unix());
-        if stale {
-            self.cache.invalidate(&digest).await;
-        }
-        if set.accepts(verified.verifier) && !stale {
-            Ok(verified)
-        } else {
-            self.verify_uncached(set, token).await.map(Arc::new)
+            .await;
+        let ran_here = ran_here.load(Ordering::Relaxed);
+        match shared {
+            // Just verified with this route's verifiers: trust it, even if it is already
+            // at its cache horizon (then it must not stay cached).
+            Ok(principal) if ran_here => {
+                if is_stale(&principal) {
+                    self.cache.invalidate(&digest).await;
+                }
+                Ok(principal)
+            }
+            Err(error) if ran_here => Err(error),
+            // Someone else's verification: usable only if fresh and acceptable here.
+            Ok(principal) if set.accepts(principal.verifier) && !is_stale(&principal) => {
+                Ok(principal)
+            }
+            _ => self.verify_uncached(set, token).await.map(Arc::new),
         }
     }
 

@@ -117,7 +117,11 @@ where
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
-                let next = tokio::time::Instant::now() + this.limit;
+                let now = tokio::time::Instant::now();
+                // A huge configured limit must not overflow; a year is "never" here.
+                let next = now
+                    .checked_add(this.limit)
+                    .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600));
                 this.deadline.as_mut().reset(next);
                 Poll::Ready(frame)
             }

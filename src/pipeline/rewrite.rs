@@ -39,7 +39,8 @@ const NEVER_FORWARDED: [HeaderName; 4] = [
 
 /// Whether a client header claims something about the connection or the original request
 /// that only a proxy may say (`Forwarded`, `X-Forwarded-*`, `X-Real-IP`, `X-Original-*`,
-/// method overrides, …), in any spelling with `_` or `.` for `-`. Upstreams use these for client-IP
+/// …), in any spelling with `_` or `.` for `-`. (Method overrides never get this far: the
+/// transport guard refuses them.) Upstreams use these for client-IP
 /// allowlists, rate limits and URL generation (`X-Forwarded-Prefix`).
 fn claims_forwarding(name: &HeaderName) -> bool {
     let name = name.as_str();
@@ -52,16 +53,7 @@ fn claims_forwarding(name: &HeaderName) -> bool {
         || dashed.starts_with("x-original-")
         || matches!(
             dashed.as_ref(),
-            "forwarded"
-                | "x-real-ip"
-                | "x-client-ip"
-                | "true-client-ip"
-                | "x-cluster-client-ip"
-                // Method overrides would let an upstream act on a method the route's
-                // allowlist never saw.
-                | "x-http-method-override"
-                | "x-http-method"
-                | "x-method-override"
+            "forwarded" | "x-real-ip" | "x-client-ip" | "true-client-ip" | "x-cluster-client-ip"
         )
 }
 

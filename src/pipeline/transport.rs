@@ -113,6 +113,16 @@ pub fn guard(route: &Route, request: &RequestView<'_>, limits: &Limits) -> Resul
         }
     }
 
+    // A method override would let the upstream act on a method this check never saw; in
+    // `/verify` mode the front proxy would pass it on, so it is refused, not stripped.
+    if request
+        .headers
+        .keys()
+        .any(|name| is_method_override(name.as_str()))
+    {
+        return Err(Rejection::MalformedHeader("method override"));
+    }
+
     // Preflights are answered by the gateway (or judged by `/verify`) whatever the methods.
     if !route.methods.contains(request.method) && !is_preflight(request) {
         return Err(Rejection::MethodNotAllowed(route.allow.clone()));
@@ -129,6 +139,15 @@ pub fn guard(route: &Route, request: &RequestView<'_>, limits: &Limits) -> Resul
         }
     }
     Ok(())
+}
+
+/// `X-HTTP-Method-Override` and its relatives, in any spelling with `_` or `.` for `-`.
+pub fn is_method_override(name: &str) -> bool {
+    let dashed = name.replace(['_', '.'], "-");
+    matches!(
+        dashed.as_str(),
+        "x-http-method-override" | "x-http-method" | "x-method-override"
+    )
 }
 
 /// A header that must appear at most once; a duplicate is refused, never "first wins".

@@ -23,6 +23,12 @@ use crate::outbound::HttpClient;
 
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// An accepted connection once it has shown it is worth serving.
+enum Stream {
+    Plain(tokio::net::TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>),
+}
+
 /// What a handler knows about the connection a request came on.
 #[derive(Debug, Clone, Copy)]
 pub struct Connection {
@@ -58,12 +64,12 @@ pub async fn serve(
     limits: Limits,
     mut shutdown: watch::Receiver<bool>,
     upstream: HttpClient,
+    slots: Arc<Semaphore>,
 ) {
     let builder = http_builder(&limits);
     // Shared by reference: cloning the client itself per request clones its pool handles.
     let upstream = Arc::new(upstream);
     let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -99,27 +105,45 @@ pub async fn serve(
         let watcher = graceful.watcher();
         let first_byte_deadline = limits.header_read_timeout;
         let tls = tls.clone();
+        let mut stopping = shutdown.clone();
         tokio::spawn(async move {
-            match tls {
-                None => {
-                    // Until the first byte the HTTP version is unknown and hyper's head timeout
-                    // has not started: a connection that sends nothing must not keep its slot.
-                    let mut first = [0u8; 1];
-                    let ready =
-                        tokio::time::timeout(first_byte_deadline, stream.peek(&mut first)).await;
-                    if matches!(ready, Ok(Ok(n)) if n > 0) {
-                        let conn = builder.serve_connection(TokioIo::new(stream), service);
-                        let _ = watcher.watch(conn.into_owned()).await;
+            // Until a connection has said something it is not worth draining: shutdown
+            // drops it instead of waiting out its deadline.
+            let opening = async {
+                match tls {
+                    None => {
+                        // Until the first byte the HTTP version is unknown and hyper's head
+                        // timeout has not started: a silent connection must not keep its slot.
+                        let mut first = [0u8; 1];
+                        let peeked =
+                            tokio::time::timeout(first_byte_deadline, stream.peek(&mut first))
+                                .await;
+                        matches!(peeked, Ok(Ok(n)) if n > 0).then(|| Stream::Plain(stream))
+                    }
+                    Some(acceptor) => {
+                        let handshake =
+                            tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+                        match handshake.await {
+                            Ok(Ok(stream)) => Some(Stream::Tls(Box::new(stream))),
+                            _ => None,
+                        }
                     }
                 }
-                Some(acceptor) => {
-                    let handshake =
-                        tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
-                    if let Ok(Ok(stream)) = handshake.await {
-                        let conn = builder.serve_connection(TokioIo::new(stream), service);
-                        let _ = watcher.watch(conn.into_owned()).await;
-                    }
+            };
+            let opened = tokio::select! {
+                opened = opening => opened,
+                _ = stopping.changed() => None,
+            };
+            match opened {
+                Some(Stream::Plain(stream)) => {
+                    let conn = builder.serve_connection(TokioIo::new(stream), service);
+                    let _ = watcher.watch(conn.into_owned()).await;
                 }
+                Some(Stream::Tls(stream)) => {
+                    let conn = builder.serve_connection(TokioIo::new(*stream), service);
+                    let _ = watcher.watch(conn.into_owned()).await;
+                }
+                None => drop(watcher),
             }
             drop(slot);
         });

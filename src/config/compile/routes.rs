@@ -261,12 +261,13 @@ pub(super) fn compile_route(
     };
 
     // A route's own allowlists replace the server-wide ones.
-    let allowed_hosts = host_allowlist(
-        raw.allowed_hosts
-            .as_ref()
-            .or(Some(&server_raw.allowed_hosts)),
-        public,
-    );
+    // A host route without its own list answers on its host, not on the server's list.
+    let inherited = if host.is_some() {
+        None
+    } else {
+        Some(&server_raw.allowed_hosts)
+    };
+    let allowed_hosts = host_allowlist(raw.allowed_hosts.as_ref().or(inherited), public);
     let (origins, origins_key) = match &raw.allowed_origins {
         Some(own) => (own, format!("{path}.allowed_origins")),
         None => (
