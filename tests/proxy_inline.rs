@@ -677,3 +677,20 @@ async fn method_overrides_are_refused_in_both_modes() {
     }
     assert!(upstream.requests().is_empty());
 }
+
+#[tokio::test]
+async fn an_address_in_use_is_an_error_not_a_shared_port() {
+    let upstream = Upstream::start().await;
+    let first = TestGateway::start(&standard_config(&upstream.url("/mcp"), "", "")).await;
+    let config = standard_config(&upstream.url("/mcp"), "", "").replace(
+        "listen = [\"127.0.0.1:0\"]",
+        &format!("listen = [\"{}\"]", first.addr),
+    );
+    let compiled = mcp_auth_gateway::config::from_toml_str(&config, std::path::Path::new("."))
+        .expect("config compiles");
+    let second = mcp_auth_gateway::Gateway::start(compiled).await;
+    assert!(
+        matches!(second, Err(mcp_auth_gateway::StartError::Bind { .. })),
+        "a second gateway must not share the first one's port"
+    );
+}
