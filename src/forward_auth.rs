@@ -55,7 +55,7 @@ pub async fn verify(config: &Config, request: &Request<Incoming>) -> (Response<B
         original.method,
         Method::GET | Method::HEAD | Method::OPTIONS
     );
-    if is_read && check_path(path).is_ok() && (is_metadata_path(path) || path == HEALTH_PATH) {
+    if is_read && (is_metadata_path(path) || path == HEALTH_PATH) && check_path(path).is_ok() {
         return (
             allow(),
             Outcome::builtin("verify-public").describing(&original.method, path),

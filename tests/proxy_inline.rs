@@ -466,31 +466,18 @@ allowed_hosts = ["tenant.localhost"]
     let gateway = TestGateway::start(&standard_config(&one.url("/mcp"), "", &extra)).await;
     let auth = bearer();
 
-    assert_eq!(
-        get(gateway.addr, "/mcp/x", &[("authorization", &auth)])
-            .await
-            .status,
-        200
-    );
-    assert_eq!(one.last().path_and_query, "/mcp/x");
-    assert_eq!(
-        get(gateway.addr, "/mcp/team/y?q=1", &[("authorization", &auth)])
-            .await
-            .status,
-        200
-    );
-    assert_eq!(two.last().path_and_query, "/team-base/y?q=1");
-    assert_eq!(
-        get(gateway.addr, "/mcp/teamx", &[("authorization", &auth)])
-            .await
-            .status,
-        200
-    );
-    assert_eq!(
-        one.last().path_and_query,
-        "/mcp/teamx",
-        "segment boundary, not string prefix"
-    );
+    // (request path, upstream that must receive it, path it must see)
+    let cases = [
+        ("/mcp/x", &one, "/mcp/x"),
+        ("/mcp/team/y?q=1", &two, "/team-base/y?q=1"),
+        // A segment boundary, not a string prefix: /mcp/teamx belongs to /mcp.
+        ("/mcp/teamx", &one, "/mcp/teamx"),
+    ];
+    for (path, upstream, seen) in cases {
+        let answer = get(gateway.addr, path, &[("authorization", &auth)]).await;
+        assert_eq!(answer.status, 200, "{path}: {}", answer.body);
+        assert_eq!(upstream.last().path_and_query, seen, "{path}");
+    }
     let tenant = http::exchange(
         gateway.addr,
         ::http::Request::get("/mcp/z")

@@ -5,6 +5,7 @@
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::policy::Grant;
+use super::transport::dashed;
 
 #[derive(Debug, Clone)]
 pub struct IdentityHeaders {
@@ -68,7 +69,7 @@ pub fn strip_names(headers: &mut HeaderMap, names: &[&HeaderName]) -> usize {
         .keys()
         .filter(|key| key.as_str().contains(['_', '.']))
         .filter(|key| {
-            let dashed = key.as_str().replace(['_', '.'], "-");
+            let dashed = dashed(key.as_str());
             names.iter().any(|name| name.as_str() == dashed)
         })
         .cloned()

@@ -15,6 +15,7 @@ use http::{Request, Uri, Version};
 
 use super::identity::{strip_names, IdentityHeaders};
 use super::policy::Admission;
+use super::transport::dashed;
 use crate::body::Body;
 
 /// RFC 9110 §7.6.1 connection-specific fields, plus the legacy ones proxies still meet.
@@ -43,12 +44,7 @@ const NEVER_FORWARDED: [HeaderName; 4] = [
 /// transport guard refuses them.) Upstreams use these for client-IP
 /// allowlists, rate limits and URL generation (`X-Forwarded-Prefix`).
 fn claims_forwarding(name: &HeaderName) -> bool {
-    let name = name.as_str();
-    let dashed = if name.contains(['_', '.']) {
-        std::borrow::Cow::Owned(name.replace(['_', '.'], "-"))
-    } else {
-        std::borrow::Cow::Borrowed(name)
-    };
+    let dashed = dashed(name.as_str());
     dashed.starts_with("x-forwarded-")
         || dashed.starts_with("x-original-")
         || matches!(

@@ -2,6 +2,8 @@
 //! Host and Origin allowlists (DNS-rebinding protection, MCP transport spec "Security
 //! Warning"), method allowlist, header and body size limits, and CORS for browser clients.
 
+use std::borrow::Cow;
+
 use http::header::{self, HeaderMap, HeaderValue};
 use http::Method;
 
@@ -141,11 +143,20 @@ pub fn guard(route: &Route, request: &RequestView<'_>, limits: &Limits) -> Resul
     Ok(())
 }
 
+/// A header name as CGI-style servers read it: `_` and `.` count as `-`. Borrowed (no
+/// allocation) for the usual names that contain neither.
+pub fn dashed(name: &str) -> Cow<'_, str> {
+    if name.contains(['_', '.']) {
+        Cow::Owned(name.replace(['_', '.'], "-"))
+    } else {
+        Cow::Borrowed(name)
+    }
+}
+
 /// `X-HTTP-Method-Override` and its relatives, in any spelling with `_` or `.` for `-`.
 pub fn is_method_override(name: &str) -> bool {
-    let dashed = name.replace(['_', '.'], "-");
     matches!(
-        dashed.as_str(),
+        dashed(name).as_ref(),
         "x-http-method-override" | "x-http-method" | "x-method-override"
     )
 }
