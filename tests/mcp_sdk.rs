@@ -1,8 +1,8 @@
 //! End to end with real components: the official TypeScript MCP SDK client
 //! (`tests/node/sdk_client.mjs`) talks through the in-process gateway to the official reference
-//! server `@modelcontextprotocol/server-everything` (streamable HTTP). Needs `node` and
-//! `npm ci` in `tests/node`; without node the tests fail when `CI=true` and skip loudly
-//! otherwise.
+//! server `@modelcontextprotocol/server-everything` (streamable HTTP). Needs `node` and the
+//! packages of `tests/node` (installed with `npm ci` on first use); without node or npm the
+//! tests fail when `CI=true` and skip loudly otherwise.
 
 // `common` re-exports `Upstream`, which this file does not use.
 #[allow(unused_imports)]
@@ -35,13 +35,15 @@ impl Stack {
     async fn start(name: &str) -> Option<Stack> {
         let node = external::require("node")?;
         let root = external::repo_root();
-        let entry = root
-            .join("tests/node/node_modules/@modelcontextprotocol/server-everything/dist/index.js");
+        let server_entry = external::node_packages()?
+            .join("@modelcontextprotocol/server-everything/dist/index.js");
         assert!(
-            entry.is_file(),
-            "{} is missing: run `npm ci` in tests/node",
-            entry.display()
+            server_entry.is_file(),
+            "{} is missing after `npm ci` in tests/node",
+            server_entry.display()
         );
+        // The server bound to 127.0.0.1 only (it would listen on every interface).
+        let entry = root.join("tests/node/loopback.mjs");
 
         let server_port = free_port();
         let gw_port = loop {
