@@ -22,10 +22,10 @@ use hyper::body::Incoming;
 use crate::body::{self, Body};
 use crate::config::Config;
 use crate::observability::Outcome;
+use crate::pipeline::path::check_path;
 use crate::pipeline::policy::Admission;
 use crate::pipeline::rejection::Rejection;
 use crate::pipeline::request::RequestView;
-use crate::pipeline::route::check_path;
 use crate::pipeline::{admit, transport, Denial};
 use crate::server::router::{is_metadata_path, HEALTH_PATH};
 
@@ -150,6 +150,11 @@ fn original_request(headers: &HeaderMap) -> Result<Original, Rejection> {
     let method = Method::from_bytes(method.as_bytes())
         .map_err(|_| Rejection::MalformedHeader("x-forwarded-method"))?;
     let uri = uri.ok_or(Rejection::MalformedHeader("x-forwarded-uri"))?;
+    // A request target never carries a fragment; the URI parser would drop it (and what
+    // follows `#`) before the path check, while an upstream may not.
+    if uri.contains('#') {
+        return Err(Rejection::AmbiguousPath("fragment in forwarded URI"));
+    }
     let uri: Uri = uri
         .parse()
         .map_err(|_| Rejection::AmbiguousPath("unparsable forwarded URI"))?;

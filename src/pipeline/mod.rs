@@ -9,6 +9,7 @@
 pub mod credential;
 pub mod forward;
 pub mod identity;
+pub mod path;
 pub mod policy;
 pub mod rejection;
 pub mod request;

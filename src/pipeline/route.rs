@@ -1,16 +1,18 @@
-//! Phase 1 — Route: refuse ambiguous paths, then pick the route by host and longest path
-//! prefix. The path we authorize must be the path the upstream sees, so anything a server
-//! might decode or normalize differently (`..`, `%2e`, `%2f`, `\`, `//`) is rejected rather
-//! than "cleaned up".
+//! Phase 1 — Route: refuse ambiguous paths ([`super::path`]), then pick the route by host
+//! and longest path prefix. The path we authorize must be the path the upstream sees, so a
+//! path that selects another route (or another public/protected status) once an upstream
+//! has case-folded and decoded it is refused too.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method};
 
+use super::path::{check_path, fold};
 use super::rejection::Rejection;
 use super::request::RequestView;
-use super::transport::{strip_port, HostAllowlist, OriginAllowlist};
+use super::transport::{host_name, HostAllowlist, OriginAllowlist};
 use crate::auth::VerifierSet;
 use crate::metadata::Challenge;
 
@@ -75,10 +77,17 @@ impl Route {
             .any(|public| path_has_prefix(path, public))
     }
 
-    /// A route without `host` serves every host; otherwise the request's host (port ignored,
-    /// case-insensitive) must be that one.
+    /// [`Self::is_public_path`] for a folded (lowercase, decoded) path.
+    fn is_public_folded(&self, folded: &str) -> bool {
+        self.public_paths
+            .iter()
+            .any(|public| folded_has_prefix(folded, public))
+    }
+
+    /// A route without `host` serves every host; otherwise the request's host (port and a
+    /// trailing dot ignored, case-insensitive) must be that one.
     fn serves_host(&self, request_host: Option<&str>) -> bool {
-        match (&self.host, request_host.map(strip_port)) {
+        match (&self.host, request_host.map(host_name)) {
             (None, _) => true,
             (Some(want), Some(have)) => want.eq_ignore_ascii_case(have),
             (Some(_), None) => false,
@@ -99,6 +108,9 @@ impl Route {
 #[derive(Debug, Default)]
 pub struct RouteTable {
     routes: Vec<Arc<Route>>,
+    /// A configured path has uppercase letters: even a lowercase request path must then be
+    /// compared with how a case-folding upstream would route it.
+    has_uppercase_paths: bool,
 }
 
 impl RouteTable {
@@ -110,7 +122,15 @@ impl RouteTable {
                 .cmp(&a.path.len())
                 .then(b.host.is_some().cmp(&a.host.is_some()))
         });
-        Self { routes }
+        let has_uppercase_paths = routes.iter().any(|route| {
+            std::iter::once(&route.path)
+                .chain(&route.public_paths)
+                .any(|path| path.bytes().any(|b| b.is_ascii_uppercase()))
+        });
+        Self {
+            routes,
+            has_uppercase_paths,
+        }
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Route>> {
@@ -130,6 +150,13 @@ impl RouteTable {
         self.routes
             .iter()
             .find(|route| route.serves_host(host) && path_has_prefix(path, &route.path))
+    }
+
+    /// The route an upstream that folds case and decodes would pick for `folded`.
+    fn find_folded(&self, host: Option<&str>, folded: &str) -> Option<&Arc<Route>> {
+        self.routes
+            .iter()
+            .find(|route| route.serves_host(host) && folded_has_prefix(folded, &route.path))
     }
 
     /// The route whose protected-resource metadata lives at `suffix`. The root document
@@ -159,10 +186,26 @@ impl RouteTable {
 /// Phase 1: a clean path and the route that owns it.
 pub fn resolve(table: &RouteTable, request: &RequestView<'_>) -> Result<Arc<Route>, Rejection> {
     check_path(request.path).map_err(Rejection::AmbiguousPath)?;
-    table
+    let route = table
         .find(request.host, request.path)
-        .cloned()
-        .ok_or(Rejection::NoRoute)
+        .ok_or(Rejection::NoRoute)?;
+    // Most paths are lowercase ASCII without escapes, and most route tables lowercase:
+    // folding then borrows and nothing is compared.
+    let folded = fold(request.path);
+    if matches!(folded, Cow::Owned(_)) || table.has_uppercase_paths {
+        let agrees = table
+            .find_folded(request.host, &folded)
+            .is_some_and(|other| {
+                Arc::ptr_eq(other, route)
+                    && other.is_public_folded(&folded) == route.is_public_path(request.path)
+            });
+        if !agrees {
+            return Err(Rejection::AmbiguousPath(
+                "the path selects another route or access once case-folded or decoded",
+            ));
+        }
+    }
+    Ok(route.clone())
 }
 
 /// `prefix` matches `path` on a segment boundary: `/mcp` matches `/mcp` and `/mcp/x`, not
@@ -175,74 +218,20 @@ pub fn path_has_prefix(path: &str, prefix: &str) -> bool {
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
-/// Rejects paths that two parsers could read differently. Pure; see the table test.
-pub fn check_path(path: &str) -> Result<(), &'static str> {
-    if !path.starts_with('/') {
-        return Err("path must start with /");
+/// [`path_has_prefix`] for a folded path against a configured (ASCII) prefix, ignoring case.
+fn folded_has_prefix(folded: &str, prefix: &str) -> bool {
+    if prefix == "/" {
+        return folded.starts_with('/');
     }
-    if path.contains('\\') {
-        return Err("backslash in path");
-    }
-    if path.contains("//") {
-        return Err("empty path segment");
-    }
-    if path
-        .bytes()
-        .any(|b| b.is_ascii_control() || b == b' ' || b == b'#')
-    {
-        return Err("control character in path");
-    }
-    let lower = path.to_ascii_lowercase();
-    for encoded in ["%2e", "%2f", "%5c", "%00", "%25"] {
-        if lower.contains(encoded) {
-            return Err("encoded dot, slash, backslash, percent or NUL in path");
-        }
-    }
-    if path
-        .split('/')
-        .any(|segment| segment == "." || segment == "..")
-    {
-        return Err("dot segment in path");
-    }
-    Ok(())
+    folded
+        .get(..prefix.len())
+        .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+        && matches!(folded.as_bytes().get(prefix.len()), None | Some(b'/'))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn check_path_table() {
-        let ok = [
-            "/", "/mcp", "/mcp/", "/mcp/x.y", "/mcp/..x", "/a%20b", "/mcp?x",
-        ];
-        for path in ok {
-            assert_eq!(check_path(path), Ok(()), "{path}");
-        }
-        let bad = [
-            "",
-            "mcp",
-            "/mcp/../admin",
-            "/mcp/./x",
-            "/..",
-            "/mcp/%2e%2e/admin",
-            "/mcp/%2E",
-            "/mcp%2fadmin",
-            "/mcp%2Fx",
-            "/mcp\\..\\x",
-            "//mcp",
-            "/mcp//x",
-            "/mcp/%5c",
-            "/mcp/%00",
-            "/mcp/%252e",
-            "/mcp/\u{0001}",
-            "/mcp/.",
-            "/mcp/..",
-        ];
-        for path in bad {
-            assert!(check_path(path).is_err(), "{path}");
-        }
-    }
 
     #[test]
     fn prefix_table() {
@@ -260,9 +249,16 @@ mod tests {
     }
 
     #[test]
-    fn host_port_stripping() {
-        assert_eq!(strip_port("gw.example.com:8443"), "gw.example.com");
-        assert_eq!(strip_port("gw.example.com"), "gw.example.com");
-        assert_eq!(strip_port("[::1]:8080"), "[::1]");
+    fn folded_prefix_table() {
+        let cases = [
+            ("/admin/x", "/admin", true),
+            ("/admin/x", "/Admin", true),
+            ("/adminx", "/admin", false),
+            ("/adm", "/admin", false),
+            ("/x", "/", true),
+        ];
+        for (folded, prefix, want) in cases {
+            assert_eq!(folded_has_prefix(folded, prefix), want, "{folded} {prefix}");
+        }
     }
 }

@@ -31,11 +31,12 @@ impl HostAllowlist {
         match self {
             HostAllowlist::Any => true,
             HostAllowlist::Only(entries) => {
-                let host = host.to_ascii_lowercase();
-                let bare = strip_port(&host);
-                entries
-                    .iter()
-                    .any(|entry| *entry == host || (!has_port(entry) && entry == bare))
+                let (name, port) = split_host(host);
+                entries.iter().any(|entry| {
+                    let (entry_name, entry_port) = split_host(entry);
+                    entry_name.eq_ignore_ascii_case(name)
+                        && (entry_port.is_none() || entry_port == port)
+                })
             }
         }
     }
@@ -53,19 +54,23 @@ impl OriginAllowlist {
     }
 }
 
-fn has_port(host: &str) -> bool {
-    strip_port(host).len() != host.len()
+/// `host[:port]` → (`host`, `port`), `[v6]:port` → (`[v6]`, `port`); a non-numeric suffix
+/// is not a port. A fully qualified name's trailing dot is dropped (`name.` is `name` to DNS,
+/// to Traefik's `Host()` and to virtual hosting): the one place hosts are normalized.
+pub fn split_host(host: &str) -> (&str, Option<&str>) {
+    let (name, port) = match host.find(']') {
+        Some(end) => (&host[..=end], host[end + 1..].strip_prefix(':')),
+        None => match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => (name, Some(port)),
+            _ => (host, None),
+        },
+    };
+    (name.strip_suffix('.').unwrap_or(name), port)
 }
 
-/// `host:port` → `host` (`[v6]:port` → `[v6]`); a non-numeric suffix is not a port.
-pub fn strip_port(host: &str) -> &str {
-    if let Some(end) = host.find(']') {
-        return &host[..=end];
-    }
-    match host.rsplit_once(':') {
-        Some((bare, port)) if port.bytes().all(|b| b.is_ascii_digit()) => bare,
-        _ => host,
-    }
+/// The host name of a `Host` value: no port, no trailing dot.
+pub fn host_name(host: &str) -> &str {
+    split_host(host).0
 }
 
 /// `Scheme://Host:443` → `scheme://host`; `None` for anything that is not an http(s) origin
@@ -79,12 +84,13 @@ pub fn canonical_origin(origin: &str) -> Option<String> {
     {
         return None;
     }
-    let mut authority = rest.to_ascii_lowercase();
-    let default_port = if scheme == "https" { ":443" } else { ":80" };
-    if authority.ends_with(default_port) {
-        authority.truncate(authority.len() - default_port.len());
+    let authority = rest.to_ascii_lowercase();
+    let (name, port) = split_host(&authority);
+    let default_port = if scheme == "https" { "443" } else { "80" };
+    match port {
+        Some(port) if port != default_port => Some(format!("{scheme}://{name}:{port}")),
+        _ => Some(format!("{scheme}://{name}")),
     }
-    Some(format!("{scheme}://{authority}"))
 }
 
 /// Phase 2. Order inside: size first (cheap, bounds everything after), then Host and
@@ -240,6 +246,8 @@ mod tests {
             ("https://user@a.com", None),
             ("https://", None),
             ("chrome-extension://abc", None),
+            ("https://app.example.com.", Some("https://app.example.com")),
+            ("http://localhost.:3000", Some("http://localhost:3000")),
         ];
         for (input, want) in cases {
             assert_eq!(canonical_origin(input).as_deref(), want, "{input}");
@@ -248,6 +256,18 @@ mod tests {
         assert!(list.allows("https://APP.example.com:443"));
         assert!(!list.allows("https://app.example.com.evil.com"));
         assert!(!list.allows("http://app.example.com"));
+    }
+
+    #[test]
+    fn host_splitting() {
+        assert_eq!(
+            split_host("gw.example.com:8443"),
+            ("gw.example.com", Some("8443"))
+        );
+        assert_eq!(split_host("gw.example.com"), ("gw.example.com", None));
+        assert_eq!(split_host("gw.example.com."), ("gw.example.com", None));
+        assert_eq!(split_host("[::1]:8080"), ("[::1]", Some("8080")));
+        assert_eq!(split_host("[::1]"), ("[::1]", None));
     }
 
     #[test]
@@ -261,6 +281,10 @@ mod tests {
             ("localhost", false),
             ("evil.example.com", false),
             ("gw.example.com.evil.com", false),
+            ("gw.example.com.", true),
+            ("GW.example.com.:443", true),
+            ("localhost.:8080", true),
+            ("gw.example.com..", false),
         ];
         for (host, want) in cases {
             assert_eq!(list.allows(host), want, "{host}");

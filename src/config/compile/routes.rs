@@ -19,8 +19,9 @@ use crate::config::raw::{RawConfig, RawRoute, RawServer};
 use crate::config::secret;
 use crate::config::settings::{PublicUrl, ServerSettings};
 use crate::metadata::{Challenge, ProtectedResourceMetadata, METADATA_PREFIX};
-use crate::pipeline::route::{check_path, AccessRules, Route, RouteTable, Upstream};
-use crate::pipeline::transport::{canonical_origin, HostAllowlist, OriginAllowlist};
+use crate::pipeline::path::check_path;
+use crate::pipeline::route::{AccessRules, Route, RouteTable, Upstream};
+use crate::pipeline::transport::{canonical_origin, host_name, HostAllowlist, OriginAllowlist};
 
 #[allow(clippy::too_many_arguments)]
 pub(super) fn compile_routes(
@@ -88,7 +89,8 @@ pub(super) fn compile_routes(
                 base_dir,
                 c,
             )?;
-            if !seen.insert((compiled.host.clone(), compiled.path.clone())) {
+            // Paths that differ only in case would make case-folding upstreams ambiguous.
+            if !seen.insert((compiled.host.clone(), compiled.path.to_ascii_lowercase())) {
                 c.push(
                     format!("{path}.path"),
                     format!("another route already serves {:?}", compiled.path),
@@ -134,7 +136,7 @@ pub(super) fn compile_route(
     if let Err(reason) = route_path
         .as_deref()
         .map_err(String::as_str)
-        .and_then(|p| check_path(p))
+        .and_then(|p| check_route_path(p))
     {
         c.push(
             format!("{path}.path"),
@@ -163,7 +165,7 @@ pub(super) fn compile_route(
     }
 
     let route_path = route_path.ok()?;
-    let host = raw.host.as_ref().map(|h| h.to_ascii_lowercase());
+    let host = raw.host.as_ref().map(|h| host_name(h).to_ascii_lowercase());
     if let Some(h) = &host {
         let valid = !h.is_empty()
             && h.bytes()
@@ -233,10 +235,10 @@ pub(super) fn compile_route(
             } else {
                 format!("{route_path}{sub}")
             };
-            if !sub.starts_with('/') || check_path(&full).is_err() {
+            if !sub.starts_with('/') || check_route_path(&full).is_err() {
                 c.push(
                     format!("{path}.public_paths[{j}]"),
-                    format!("{sub:?} must be a clean sub-path starting with /"),
+                    format!("{sub:?} must be a clean sub-path starting with / (no escapes, dot segments or ;)"),
                 );
                 None
             } else {
@@ -420,8 +422,35 @@ pub(super) fn origin_allowlist(
                 })
                 .collect(),
         ),
-        _ => OriginAllowlist::Only(vec![public.origin.clone()]),
+        _ => {
+            // Default: the public origin, plus its loopback aliases when it is local (a
+            // browser on the same machine may say localhost as well as 127.0.0.1), as for
+            // the allowed hosts.
+            let mut origins = vec![public.origin.clone()];
+            if is_loopback_host(&public.host) {
+                let scheme = public.origin.split("://").next().unwrap_or("http");
+                let port = public.port.map(|p| format!(":{p}")).unwrap_or_default();
+                for alias in ["localhost", "127.0.0.1", "[::1]"] {
+                    if let Some(origin) = canonical_origin(&format!("{scheme}://{alias}{port}")) {
+                        if !origins.contains(&origin) {
+                            origins.push(origin);
+                        }
+                    }
+                }
+            }
+            OriginAllowlist::Only(origins)
+        }
     }
+}
+
+/// A configured route or public path: the request path rule, and no percent-escapes (it is
+/// compared with folded request paths as plain ASCII).
+fn check_route_path(path: &str) -> Result<(), &'static str> {
+    check_path(path)?;
+    if path.contains('%') {
+        return Err("percent-escapes are not allowed in a configured path");
+    }
+    Ok(())
 }
 
 /// The `Allow` value for a route: its methods, then `OPTIONS` (answered for CORS).

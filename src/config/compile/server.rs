@@ -10,7 +10,7 @@ use super::Collector;
 use crate::config::raw::{RawConfig, RawIdentityHeaders, RawServer};
 use crate::config::settings::{Limits, PublicUrl, ServerSettings};
 use crate::pipeline::identity::IdentityHeaders;
-use crate::pipeline::route::check_path;
+use crate::pipeline::path::check_path;
 use crate::pipeline::transport::canonical_origin;
 
 pub(super) fn compile_limits(raw: &RawConfig, c: &mut Collector) -> Limits {
