@@ -8,11 +8,12 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use tokio::net::{TcpListener, TcpSocket};
-use tokio::sync::{oneshot, watch, Semaphore};
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::Config;
+use crate::server::budget::ConnectionBudget;
 use crate::{outbound, server};
 
 /// State shared by every connection.
@@ -83,7 +84,10 @@ impl Gateway {
             addrs.push(local);
         }
 
-        let connection_slots = Arc::new(Semaphore::new(config.server.limits.max_connections));
+        let connection_budget = ConnectionBudget::new(
+            config.server.limits.max_connections,
+            config.server.limits.max_connections_per_ip,
+        );
         let app = Arc::new(App {
             config: ArcSwap::from_pointee(config),
         });
@@ -97,7 +101,7 @@ impl Gateway {
                 app: app.clone(),
                 listeners,
                 stopped: stopped.clone(),
-                connection_slots: connection_slots.clone(),
+                connection_budget: connection_budget.clone(),
             };
             std::thread::Builder::new()
                 .name(format!("gateway-worker-{index}"))
@@ -160,7 +164,7 @@ struct Worker {
     listeners: Vec<std::net::TcpListener>,
     stopped: watch::Receiver<bool>,
     /// Shared by all workers: `max_connections` bounds the whole process.
-    connection_slots: Arc<Semaphore>,
+    connection_budget: Arc<ConnectionBudget>,
 }
 
 impl Worker {
@@ -201,7 +205,7 @@ impl Worker {
                     limits.clone(),
                     self.stopped.clone(),
                     upstream.clone(),
-                    self.connection_slots.clone(),
+                    self.connection_budget.clone(),
                 ));
             }
             while let Some(result) = serving.join_next().await {

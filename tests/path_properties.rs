@@ -235,8 +235,5 @@ fn reported_bypasses_are_refused() {
     }
     assert_eq!(decide(config, "/admin/x"), Some(("r2".into(), false)));
     assert_eq!(decide(config, "/mcp/health"), Some(("r1".into(), true)));
-    assert_eq!(
-        decide(config, "/Files/Public/x"),
-        Some(("r4".into(), true))
-    );
+    assert_eq!(decide(config, "/Files/Public/x"), Some(("r4".into(), true)));
 }

@@ -78,6 +78,8 @@ pub struct RawLimits {
     pub stream_idle_timeout: ConfigDuration,
     pub shutdown_grace: ConfigDuration,
     pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub idle_timeout: ConfigDuration,
     pub token_cache_entries: u64,
 }
 
@@ -94,6 +96,8 @@ impl Default for RawLimits {
             stream_idle_timeout: ConfigDuration(Duration::from_secs(300)),
             shutdown_grace: ConfigDuration(Duration::from_secs(30)),
             max_connections: 10_000,
+            max_connections_per_ip: 512,
+            idle_timeout: ConfigDuration(Duration::from_secs(60)),
             token_cache_entries: 100_000,
         }
     }

@@ -47,6 +47,10 @@ pub struct Limits {
     pub stream_idle_timeout: Duration,
     pub shutdown_grace: Duration,
     pub max_connections: usize,
+    /// Open connections from one client address; 0 = no limit.
+    pub max_connections_per_ip: usize,
+    /// A connection with no request in flight for this long is closed gracefully.
+    pub idle_timeout: Duration,
 }
 
 pub struct ForwardAuthSettings {

@@ -1,6 +1,9 @@
-//! Listeners and connections: accept, optional TLS, HTTP/1.1 + HTTP/2 (hyper-util auto),
-//! bounded connection count, graceful drain on shutdown.
+//! Listeners and connections: accept, the connection budget (process-wide and per client
+//! address), optional TLS, HTTP/1.1 or HTTP/2 (sniffed under a deadline), idle close,
+//! graceful drain on shutdown.
 
+pub mod budget;
+pub mod connection;
 pub mod router;
 pub mod tls;
 
@@ -12,28 +15,31 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::app::App;
 use crate::config::Limits;
 use crate::outbound::HttpClient;
+use budget::ConnectionBudget;
+use connection::{Activity, Protocol, Tracked};
 
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// An accepted connection once it has shown it is worth serving.
-enum Stream {
-    Plain(tokio::net::TcpStream),
-    Tls(Box<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>),
-}
 
 /// What a handler knows about the connection a request came on.
 #[derive(Debug, Clone, Copy)]
 pub struct Connection {
     pub peer: SocketAddr,
     pub tls: bool,
+}
+
+/// One builder per protocol: the protocol is decided before hyper sees the connection.
+#[derive(Clone)]
+struct Builders {
+    http1: auto::Builder<TokioExecutor>,
+    http2: auto::Builder<TokioExecutor>,
 }
 
 fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
@@ -62,14 +68,19 @@ pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     limits: Limits,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
     upstream: HttpClient,
-    slots: Arc<Semaphore>,
+    budget: Arc<ConnectionBudget>,
 ) {
-    let builder = http_builder(&limits);
+    let builders = Builders {
+        http1: http_builder(&limits).http1_only(),
+        http2: http_builder(&limits).http2_only(),
+    };
     // Shared by reference: cloning the client itself per request clones its pool handles.
     let upstream = Arc::new(upstream);
-    let graceful = GracefulShutdown::new();
+    // Every connection task holds a sender; when all are gone, the drain is over.
+    let (alive, mut all_closed) = mpsc::channel::<()>(1);
+    let mut stopping = shutdown.clone();
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -81,78 +92,127 @@ pub async fn serve(
                     continue;
                 }
             },
-            _ = shutdown.changed() => break,
+            _ = stopping.changed() => break,
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "connection limit reached; closing new connection");
+        let Some(admitted) = budget.admit(peer.ip()) else {
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let builder = builder.clone();
-        let connection = Connection {
-            peer,
-            tls: tls.is_some(),
+        let task = ConnectionTask {
+            app: app.clone(),
+            upstream: upstream.clone(),
+            builders: builders.clone(),
+            limits: limits.clone(),
+            connection: Connection {
+                peer,
+                tls: tls.is_some(),
+            },
+            stopping: shutdown.clone(),
         };
-        let upstream = upstream.clone();
-        let service = service_fn(move |request| {
-            let app = app.clone();
-            let upstream = upstream.clone();
-            async move {
-                Ok::<_, Infallible>(router::handle(&app, &upstream, request, connection).await)
-            }
-        });
-        let watcher = graceful.watcher();
-        let first_byte_deadline = limits.header_read_timeout;
         let tls = tls.clone();
-        let mut stopping = shutdown.clone();
+        let alive = alive.clone();
         tokio::spawn(async move {
-            // Until a connection has said something it is not worth draining: shutdown
-            // drops it instead of waiting out its deadline.
-            let opening = async {
-                match tls {
-                    None => {
-                        // Until the first byte the HTTP version is unknown and hyper's head
-                        // timeout has not started: a silent connection must not keep its slot.
-                        let mut first = [0u8; 1];
-                        let peeked =
-                            tokio::time::timeout(first_byte_deadline, stream.peek(&mut first))
-                                .await;
-                        matches!(peeked, Ok(Ok(n)) if n > 0).then(|| Stream::Plain(stream))
-                    }
-                    Some(acceptor) => {
-                        let handshake =
-                            tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
-                        match handshake.await {
-                            Ok(Ok(stream)) => Some(Stream::Tls(Box::new(stream))),
-                            _ => None,
-                        }
-                    }
-                }
-            };
-            let opened = tokio::select! {
-                opened = opening => opened,
-                _ = stopping.changed() => None,
-            };
-            match opened {
-                Some(Stream::Plain(stream)) => {
-                    let conn = builder.serve_connection(TokioIo::new(stream), service);
-                    let _ = watcher.watch(conn.into_owned()).await;
-                }
-                Some(Stream::Tls(stream)) => {
-                    let conn = builder.serve_connection(TokioIo::new(*stream), service);
-                    let _ = watcher.watch(conn.into_owned()).await;
-                }
-                None => drop(watcher),
-            }
-            drop(slot);
+            task.run(stream, tls).await;
+            drop(admitted);
+            drop(alive);
         });
     }
     drop(listener);
-    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
+    drop(alive);
+    if tokio::time::timeout(limits.shutdown_grace, all_closed.recv())
         .await
         .is_err()
     {
         tracing::warn!(grace = ?limits.shutdown_grace, "shutdown grace period over; closing remaining connections");
+    }
+}
+
+struct ConnectionTask {
+    app: Arc<App>,
+    upstream: Arc<HttpClient>,
+    builders: Builders,
+    limits: Limits,
+    connection: Connection,
+    stopping: watch::Receiver<bool>,
+}
+
+impl ConnectionTask {
+    async fn run(self, stream: tokio::net::TcpStream, tls: Option<TlsAcceptor>) {
+        let mut stopping = self.stopping.clone();
+        match tls {
+            None => self.serve(stream).await,
+            Some(acceptor) => {
+                let handshake =
+                    tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+                let stream = tokio::select! {
+                    handshake = handshake => match handshake {
+                        Ok(Ok(stream)) => stream,
+                        _ => return,
+                    },
+                    _ = stopping.changed() => return,
+                };
+                self.serve(stream).await
+            }
+        }
+    }
+
+    /// Reads the protocol under `header_read_timeout`, then serves the connection. Until a
+    /// connection has said which protocol it speaks it is not worth draining: shutdown
+    /// drops it instead of waiting out its deadline.
+    async fn serve<S>(&self, stream: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let mut stopping = self.stopping.clone();
+        let sniffing =
+            tokio::time::timeout(self.limits.header_read_timeout, connection::sniff(stream));
+        let sniffed = tokio::select! {
+            sniffed = sniffing => sniffed,
+            _ = stopping.changed() => return,
+        };
+        let Ok(Ok(Some((io, protocol)))) = sniffed else {
+            return;
+        };
+        let builder = match protocol {
+            Protocol::Http1 => &self.builders.http1,
+            Protocol::Http2 => &self.builders.http2,
+        };
+        let activity = Activity::default();
+        let service = {
+            let app = self.app.clone();
+            let upstream = self.upstream.clone();
+            let activity = activity.clone();
+            let connection = self.connection;
+            service_fn(move |request| {
+                let app = app.clone();
+                let upstream = upstream.clone();
+                let in_flight = activity.start();
+                async move {
+                    let response = router::handle(&app, &upstream, request, connection).await;
+                    Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight)))
+                }
+            })
+        };
+        let conn = builder
+            .serve_connection(TokioIo::new(io), service)
+            .into_owned();
+        // Ask the connection to finish gracefully (in-flight requests complete; HTTP/2 sends
+        // GOAWAY) on shutdown, or once no request has been in flight for `idle_timeout`.
+        let mut conn = std::pin::pin!(conn);
+        let mut stopping = self.stopping.clone();
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                _ = stopping.changed(), if !closing => {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                _ = activity.idle_for(self.limits.idle_timeout), if !closing => {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
+        }
     }
 }

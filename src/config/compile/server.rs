@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
 use http::{HeaderName, Uri};
 
@@ -12,6 +13,23 @@ use crate::config::settings::{Limits, PublicUrl, ServerSettings};
 use crate::pipeline::identity::IdentityHeaders;
 use crate::pipeline::path::check_path;
 use crate::pipeline::transport::canonical_origin;
+
+const MILLISECOND: Duration = Duration::from_millis(1);
+const SECOND: Duration = Duration::from_secs(1);
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// A bound as the configuration spells it ("0s", "1ms", "1m", "1h", "24h").
+pub(super) fn human(d: Duration) -> String {
+    match d.as_millis() {
+        0 => "\"0s\"".into(),
+        ms if ms % 3_600_000 == 0 => format!("\"{}h\"", ms / 3_600_000),
+        ms if ms % 60_000 == 0 => format!("\"{}m\"", ms / 60_000),
+        ms if ms % 1000 == 0 => format!("\"{}s\"", ms / 1000),
+        ms => format!("\"{ms}ms\""),
+    }
+}
 
 pub(super) fn compile_limits(raw: &RawConfig, c: &mut Collector) -> Limits {
     let l = &raw.server.limits;
@@ -24,13 +42,36 @@ pub(super) fn compile_limits(raw: &RawConfig, c: &mut Collector) -> Limits {
     if l.token_cache_entries == 0 {
         c.push("server.limits.token_cache_entries", "must be at least 1");
     }
-    for (key, value) in [
-        ("connect_timeout", l.connect_timeout),
-        ("response_timeout", l.response_timeout),
-        ("header_read_timeout", l.header_read_timeout),
+    // Every duration has a floor (zero would disable a defence or spin) and a ceiling (a
+    // deadline past it protects nothing, and huge values overflow timers).
+    for (key, value, min, max) in [
+        ("connect_timeout", l.connect_timeout, MILLISECOND, MINUTE),
+        ("response_timeout", l.response_timeout, MILLISECOND, HOUR),
+        (
+            "header_read_timeout",
+            l.header_read_timeout,
+            MILLISECOND,
+            MINUTE,
+        ),
+        ("idle_timeout", l.idle_timeout, SECOND, DAY),
+        (
+            "stream_idle_timeout",
+            l.stream_idle_timeout,
+            Duration::ZERO,
+            DAY,
+        ),
+        ("shutdown_grace", l.shutdown_grace, Duration::ZERO, HOUR),
     ] {
-        if value.0.is_zero() {
-            c.push(format!("server.limits.{key}"), "must be greater than zero");
+        if value.0 < min || value.0 > max {
+            c.push(
+                format!("server.limits.{key}"),
+                format!(
+                    "{:?} is out of range: use a duration from {} to {}",
+                    value.0,
+                    human(min),
+                    human(max)
+                ),
+            );
         }
     }
     Limits {
@@ -43,6 +84,8 @@ pub(super) fn compile_limits(raw: &RawConfig, c: &mut Collector) -> Limits {
         stream_idle_timeout: l.stream_idle_timeout.0,
         shutdown_grace: l.shutdown_grace.0,
         max_connections: l.max_connections.max(1),
+        max_connections_per_ip: l.max_connections_per_ip,
+        idle_timeout: l.idle_timeout.0,
     }
 }
 
