@@ -36,10 +36,11 @@ const X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method
 const X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
 
 /// The original request as the front proxy described it.
-struct Original {
-    method: Method,
-    uri: Uri,
-    host: Option<String>,
+#[derive(Debug)]
+pub struct Original {
+    pub method: Method,
+    pub uri: Uri,
+    pub host: Option<String>,
 }
 
 pub async fn verify(config: &Config, request: &Request<Incoming>) -> (Response<Body>, Outcome) {
@@ -128,7 +129,7 @@ fn single_str(headers: &HeaderMap, name: HeaderName) -> Result<Option<&str>, Rej
 /// overwrites its own dialect, so a client may have added the other one: if both are
 /// present they must agree exactly, or the request is refused. A missing method is refused
 /// too (never assumed to be GET).
-fn original_request(headers: &HeaderMap) -> Result<Original, Rejection> {
+pub fn original_request(headers: &HeaderMap) -> Result<Original, Rejection> {
     let forwarded = (
         single_str(headers, X_FORWARDED_METHOD)?,
         single_str(headers, X_FORWARDED_URI)?,

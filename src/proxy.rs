@@ -6,7 +6,7 @@ use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
-use crate::body::{self, Body};
+use crate::body::{self, Body, BoxError};
 use crate::config::Config;
 use crate::observability::Outcome;
 use crate::outbound::HttpClient;
@@ -54,7 +54,7 @@ pub async fn handle(
 
     let origin = parts.headers.get(http::header::ORIGIN).cloned();
     let limited = Limited::new(incoming, clamp(config.server.limits.max_body_bytes))
-        .map_err(Into::into)
+        .map_err(|error| BoxError::from(forward::ClientBodyError(error)))
         .boxed_unsync();
     let client = ClientSide {
         peer: connection.peer.ip(),

@@ -32,7 +32,13 @@ pub struct StandardClaims {
     pub expires_at: Option<u64>,
 }
 
+/// A claim by name; a name that is not a top-level claim is read as a dotted path into
+/// nested objects (`realm_access.roles`). The literal name wins, so namespaced claims that
+/// contain dots (Auth0's `https://example.com/roles`) work as they are.
 fn lookup<'a>(claims: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
+    if let Some(value) = claims.get(path) {
+        return Some(value);
+    }
     let mut parts = path.split('.');
     let mut current = claims.get(parts.next()?)?;
     for part in parts {
@@ -53,12 +59,9 @@ fn string(value: Option<&Value>) -> Option<String> {
 fn list(value: Option<&Value>) -> Vec<String> {
     match value {
         Some(Value::String(s)) => s.split_whitespace().map(str::to_string).collect(),
-        Some(Value::Array(items)) => items
-            .iter()
-            .filter_map(|item| item.as_str())
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect(),
+        // Numbers count as their decimal text (numeric group ids); empty strings name
+        // nothing and are skipped.
+        Some(Value::Array(items)) => items.iter().filter_map(|item| string(Some(item))).collect(),
         _ => Vec::new(),
     }
 }
@@ -124,10 +127,18 @@ mod tests {
         assert_eq!(got.audiences, vec!["https://gw/mcp"]);
         assert_eq!(got.expires_at, Some(10));
 
-        let claims = json!({"sub": 7, "scp": ["x", "y"], "aud": ["a", "b"]});
+        let claims = json!({
+            "sub": 7, "scp": ["x", "y"], "aud": ["a", "b"],
+            "realm_access.roles": ["literal", 42, ""],
+        });
         let got = mapping().extract(claims.as_object().unwrap());
         assert_eq!(got.subject.as_deref(), Some("7"));
         assert_eq!(got.scopes, vec!["x", "y"]);
         assert_eq!(got.audiences, vec!["a", "b"]);
+        assert_eq!(
+            got.groups,
+            vec!["literal", "42"],
+            "a literal dotted name wins"
+        );
     }
 }

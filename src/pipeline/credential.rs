@@ -64,8 +64,9 @@ pub fn extract<'a>(
     }
 }
 
+/// One `Authorization` value, parsed.
 #[derive(Debug, PartialEq, Eq)]
-enum Parsed<'a> {
+pub enum Parsed<'a> {
     Token(&'a str),
     OtherScheme,
     Empty,
@@ -74,7 +75,7 @@ enum Parsed<'a> {
 
 /// Parses one `Authorization` value. The scheme is case-insensitive; exactly one space
 /// separates it from the token (tolerating more would accept what RFC 6750 does not).
-fn parse_bearer(value: &str, max_token_bytes: usize) -> Parsed<'_> {
+pub fn parse_bearer(value: &str, max_token_bytes: usize) -> Parsed<'_> {
     let (scheme, rest) = match value.split_once(' ') {
         Some(parts) => parts,
         None => (value, ""),
@@ -104,9 +105,16 @@ fn is_b64token(token: &str) -> bool {
         })
 }
 
-fn query_has_token(query: &str) -> bool {
-    query.split('&').any(|pair| {
-        let name = pair.split('=').next().unwrap_or("");
+/// Whether a query string carries a token parameter, as any upstream framework would read
+/// it: parameters split on `&` and `;`, names percent-decoded (`acc%65ss_token`), `+` as a
+/// space, case ignored, a PHP-style `[]` suffix ignored.
+pub fn query_has_token(query: &str) -> bool {
+    query.split(['&', ';']).any(|pair| {
+        let raw_name = pair.split('=').next().unwrap_or("");
+        let spaced = raw_name.replace('+', " ");
+        let name = percent_encoding::percent_decode_str(&spaced).decode_utf8_lossy();
+        let name = name.trim();
+        let name = name.split('[').next().unwrap_or("");
         QUERY_TOKEN_PARAMS
             .iter()
             .any(|param| name.eq_ignore_ascii_case(param))
@@ -150,6 +158,11 @@ mod tests {
         assert!(query_has_token("access_token=abc"));
         assert!(query_has_token("a=1&ACCESS_TOKEN=abc"));
         assert!(query_has_token("token"));
+        assert!(query_has_token("acc%65ss_token=abc"));
+        assert!(query_has_token("a=1;access_token=abc"));
+        assert!(query_has_token("access%5Ftoken=abc"));
+        assert!(query_has_token("access_token[]=abc"));
+        assert!(query_has_token("+token=abc"));
         assert!(!query_has_token("tokens=1&x=access_token"));
         assert!(!query_has_token(""));
     }

@@ -4,7 +4,6 @@
 //! keep-alive comments is never cut, however long it lives. A client that goes away drops
 //! the response body, which drops the upstream connection — no synthesized cancel.
 
-use std::error::Error as _;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -12,7 +11,7 @@ use std::time::Duration;
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response};
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, LengthLimitError};
 
 use super::rejection::Rejection;
 use super::rewrite::strip_hop_by_hop;
@@ -28,16 +27,39 @@ pub async fn forward(
     let response = match tokio::time::timeout(response_timeout, client.request(request)).await {
         Err(_) => return Err(Rejection::UpstreamTimeout),
         Ok(Err(error)) => {
-            if caused_by_body_limit(&error) {
-                return Err(Rejection::BodyTooLarge);
+            // The client's own body failing (too long, bad chunked framing) is the client's
+            // fault, not the upstream's.
+            if let Some(client_error) = find_cause::<ClientBodyError>(&error) {
+                return Err(if find_cause::<LengthLimitError>(client_error).is_some() {
+                    Rejection::BodyTooLarge
+                } else {
+                    Rejection::MalformedBody
+                });
             }
-            tracing::warn!(error = %error, cause = ?error.source(), "upstream request failed");
+            tracing::warn!(error = %error_chain(&error), "upstream request failed");
             return Err(Rejection::UpstreamUnavailable);
         }
         Ok(Ok(response)) => response,
     };
     let (mut parts, body) = response.into_parts();
+    // A 401 from the upstream is about the gateway's credential for it (the client's token
+    // never reaches the upstream); passing it on would send MCP clients to re-authorize in a
+    // loop, or to an authorization server the upstream names.
+    if parts.status == http::StatusCode::UNAUTHORIZED {
+        tracing::warn!(
+            "the upstream answered 401 to the gateway; check the route's upstream_headers"
+        );
+        return Err(Rejection::UpstreamRefusedGateway);
+    }
     strip_hop_by_hop(&mut parts.headers);
+    // Challenges are the gateway's alone (an upstream's would point clients at another
+    // authorization server), and cookies are symmetric: `Cookie` is never forwarded, so the
+    // upstream's `Set-Cookie` never reaches the client (it would land on the gateway's origin,
+    // shared by every route).
+    for name in [header::WWW_AUTHENTICATE, header::SET_COOKIE] {
+        parts.headers.remove(name);
+    }
+    parts.headers.remove("set-cookie2");
     // CORS is the gateway's decision (route allowlist), not the upstream's: an upstream's
     // `Access-Control-Allow-Origin: *` must not widen it.
     let upstream_cors: Vec<_> = parts
@@ -69,16 +91,36 @@ pub async fn forward(
     Ok(Response::from_parts(parts, body))
 }
 
-/// The request body was cut by our size limit while streaming (no `Content-Length`).
-fn caused_by_body_limit(error: &(dyn std::error::Error + 'static)) -> bool {
+/// An error of the client's request body (wrapped by the inline proxy before the body is
+/// handed to the upstream client), so that a failure can be told apart from the upstream's.
+#[derive(Debug, thiserror::Error)]
+#[error("client request body: {0}")]
+pub struct ClientBodyError(#[source] pub BoxError);
+
+/// The first error of type `E` in `error`'s source chain.
+fn find_cause<'e, E: std::error::Error + 'static>(
+    error: &'e (dyn std::error::Error + 'static),
+) -> Option<&'e E> {
     let mut current = Some(error);
     while let Some(e) = current {
-        if e.is::<http_body_util::LengthLimitError>() {
-            return true;
+        if let Some(found) = e.downcast_ref::<E>() {
+            return Some(found);
         }
         current = e.source();
     }
-    false
+    None
+}
+
+/// `error: cause: cause…` as one readable line (not Rust `Debug`).
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut current = error.source();
+    while let Some(cause) = current {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        current = cause.source();
+    }
+    text
 }
 
 /// A response body cut off after `limit` without a frame from the upstream (a half-dead

@@ -1,11 +1,27 @@
 //! Identity headers: the names (configurable) and the values taken from a [`Grant`].
 //! Used by the rewrite phase towards the upstream and by `/verify`'s 200 answer, so both
 //! modes send exactly the same identity.
+//!
+//! The upstream must read exactly the identity that was verified, or nothing: a principal
+//! whose identity cannot be written exactly ([`representable`]) is refused at the verify
+//! phase (401 `invalid_token`), never forwarded with a header left out. The encoding:
+//! - single values (user id, name, email, client id, token id) as they are, in UTF-8; one
+//!   with a control character or leading/trailing whitespace (which RFC 9110 field parsing
+//!   trims: `" admin"` would read as `admin`) cannot be represented;
+//! - scopes space-separated; each must be an RFC 6749 §3.3 `scope-token` (no space, `"` or
+//!   `\`), so splitting on spaces gives them back;
+//! - groups comma-separated, each item percent-encoded for `%`, `,`, control characters and
+//!   whitespace at its ends ([`encode_list`]): split on `,` and percent-decode each item
+//!   ([`decode_list`]) to get the exact names back. An empty group name cannot be
+//!   represented (list parsers drop empty items).
+
+use std::fmt::Write as _;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::policy::Grant;
 use super::transport::dashed;
+use crate::auth::Principal;
 
 #[derive(Debug, Clone)]
 pub struct IdentityHeaders {
@@ -41,8 +57,7 @@ impl IdentityHeaders {
         strip_names(headers, &self.names())
     }
 
-    /// Sets the identity of `grant`. Values that cannot be a header value (control
-    /// characters in a claim) are left out rather than mangled.
+    /// Sets the identity of `grant`, which [`representable`] accepted at the verify phase.
     pub fn set(&self, grant: &Grant, headers: &mut HeaderMap) {
         let principal = grant.principal();
         let mut put = |name: &HeaderName, value: Option<&str>| {
@@ -55,12 +70,97 @@ impl IdentityHeaders {
         put(&self.user_id, Some(&principal.subject));
         put(&self.user_name, principal.name.as_deref());
         put(&self.user_email, principal.email.as_deref());
-        put(&self.groups, Some(&principal.groups.join(",")));
+        put(&self.groups, Some(&encode_list(&principal.groups)));
         put(&self.scopes, Some(&principal.scopes.join(" ")));
         put(&self.client_id, principal.client_id.as_deref());
         put(&self.method, Some(principal.method.as_str()));
         put(&self.token_id, principal.token_id.as_deref());
     }
+}
+
+/// Whether every part of `principal`'s identity can be sent exactly (see the module docs);
+/// the reason it cannot, for the audit event and the `error_description`.
+pub fn representable(principal: &Principal) -> Result<(), &'static str> {
+    if principal.subject.is_empty() {
+        return Err("the token has an empty subject");
+    }
+    for value in [
+        Some(principal.subject.as_str()),
+        principal.name.as_deref(),
+        principal.email.as_deref(),
+        principal.client_id.as_deref(),
+        principal.token_id.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        check_single(value)?;
+    }
+    if !principal.scopes.iter().all(|scope| is_scope_token(scope)) {
+        return Err("a scope is not an RFC 6749 scope-token and cannot be sent to the upstream");
+    }
+    if principal.groups.iter().any(String::is_empty) {
+        return Err("an empty group name cannot be sent to the upstream");
+    }
+    Ok(())
+}
+
+/// A single identity value as a header value: no control characters, no whitespace at its
+/// ends.
+pub fn check_single(value: &str) -> Result<(), &'static str> {
+    if value.bytes().any(|b| b.is_ascii_control()) {
+        return Err(
+            "an identity claim contains a control character and cannot be sent to the upstream",
+        );
+    }
+    if value.starts_with([' ', '\t']) || value.ends_with([' ', '\t']) {
+        return Err("an identity claim has leading or trailing whitespace and cannot be sent to the upstream");
+    }
+    Ok(())
+}
+
+/// RFC 6749 §3.3: `scope-token = 1*( %x21 / %x23-5B / %x5D-7E )`.
+pub fn is_scope_token(scope: &str) -> bool {
+    !scope.is_empty()
+        && scope
+            .bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
+}
+
+/// Groups as one header value: items joined with `,`, each percent-encoded for `%`, `,`,
+/// control characters, and a space or tab at its start or end.
+pub fn encode_list(items: &[String]) -> String {
+    let mut out = String::new();
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let last = item.len().saturating_sub(1);
+        for (at, ch) in item.char_indices() {
+            let edge_space = (at == 0 || at == last) && (ch == ' ' || ch == '\t');
+            if ch == '%' || ch == ',' || ch.is_ascii_control() || edge_space {
+                let _ = write!(out, "%{:02X}", ch as u32);
+            } else {
+                out.push(ch);
+            }
+        }
+    }
+    out
+}
+
+/// The inverse of [`encode_list`] (what an upstream does to read the groups).
+pub fn decode_list(value: &str) -> Vec<String> {
+    if value.is_empty() {
+        return Vec::new();
+    }
+    value
+        .split(',')
+        .map(|item| {
+            percent_encoding::percent_decode_str(item)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect()
 }
 
 /// Removes `names` and their `_` / `.` look-alikes from `headers`; returns the count removed.
@@ -86,6 +186,59 @@ pub fn strip_names(headers: &mut HeaderMap, names: &[&HeaderName]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn list_encoding_table() {
+        let cases: [(&[&str], &str); 6] = [
+            (&["admins", "dev ops"], "admins,dev ops"),
+            (&["a,b"], "a%2Cb"),
+            (&[" admin"], "%20admin"),
+            (&["admin "], "admin%20"),
+            (&["100%"], "100%25"),
+            (&["é"], "é"),
+        ];
+        for (items, want) in cases {
+            let items: Vec<String> = items.iter().map(|s| s.to_string()).collect();
+            assert_eq!(encode_list(&items), want);
+            assert_eq!(decode_list(want), items);
+        }
+    }
+
+    #[test]
+    fn single_values_and_scopes() {
+        assert!(check_single("alice").is_ok());
+        assert!(check_single("José Núñez").is_ok());
+        assert!(check_single("alice\u{7}").is_err());
+        assert!(check_single("alice\r\nX-Admin: 1").is_err());
+        assert!(check_single(" admin").is_err());
+        assert!(check_single("admin\t").is_err());
+        assert!(is_scope_token("mcp:tools"));
+        assert!(!is_scope_token("two words"));
+        assert!(!is_scope_token("quote\""));
+        assert!(!is_scope_token(""));
+    }
+
+    proptest! {
+        /// Groups round-trip exactly through the header: encode, make a header value, split
+        /// and decode as the upstream would.
+        #[test]
+        fn groups_round_trip(items in prop::collection::vec("\\PC{1,12}|[ ,%\t\u{1}a-z]{1,6}", 0..5)) {
+            let encoded = encode_list(&items);
+            let header = HeaderValue::from_str(&encoded);
+            prop_assert!(header.is_ok() || !encoded.is_ascii(), "{encoded:?}");
+            prop_assert_eq!(decode_list(&encoded), items);
+        }
+
+        /// Scopes that are scope-tokens round-trip through the space-joined header.
+        #[test]
+        fn scopes_round_trip(items in prop::collection::vec("[!#-\\[\\]-~]{1,10}", 0..5)) {
+            prop_assert!(items.iter().all(|s| is_scope_token(s)));
+            let joined = items.join(" ");
+            let back: Vec<String> = joined.split(' ').filter(|s| !s.is_empty()).map(String::from).collect();
+            prop_assert_eq!(back, items);
+        }
+    }
 
     #[test]
     fn strips_names_and_lookalikes_only() {

@@ -34,6 +34,8 @@ pub enum Rejection {
     HeadersTooLarge,
     #[error("request body too large")]
     BodyTooLarge,
+    #[error("malformed request body (framing)")]
+    MalformedBody,
     #[error("no credentials")]
     MissingCredential(Challenge),
     #[error("{1}")]
@@ -48,6 +50,10 @@ pub enum Rejection {
     VerifierUnavailable(Challenge, &'static str),
     #[error("upstream unavailable")]
     UpstreamUnavailable,
+    /// The upstream answered 401: it refused the gateway's own request (its upstream
+    /// credential), not the client's token — a new token would not help.
+    #[error("the upstream refused the gateway's credentials (401)")]
+    UpstreamRefusedGateway,
     #[error("upstream timed out")]
     UpstreamTimeout,
 }
@@ -59,6 +65,7 @@ impl Rejection {
             | Rejection::DuplicateHeader(_)
             | Rejection::MalformedHeader(_)
             | Rejection::MissingHost
+            | Rejection::MalformedBody
             | Rejection::MalformedCredential(..) => StatusCode::BAD_REQUEST,
             Rejection::NoRoute => StatusCode::NOT_FOUND,
             Rejection::HostNotAllowed
@@ -72,7 +79,9 @@ impl Rejection {
                 StatusCode::UNAUTHORIZED
             }
             Rejection::VerifierUnavailable(..) => StatusCode::SERVICE_UNAVAILABLE,
-            Rejection::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
+            Rejection::UpstreamUnavailable | Rejection::UpstreamRefusedGateway => {
+                StatusCode::BAD_GATEWAY
+            }
             Rejection::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -103,7 +112,9 @@ impl Rejection {
             | Rejection::MethodNotAllowed(_)
             | Rejection::HeadersTooLarge
             | Rejection::BodyTooLarge
+            | Rejection::MalformedBody
             | Rejection::UpstreamUnavailable
+            | Rejection::UpstreamRefusedGateway
             | Rejection::UpstreamTimeout => None,
         }
     }
@@ -136,6 +147,7 @@ impl Rejection {
             Rejection::AmbiguousPath(_)
             | Rejection::DuplicateHeader(_)
             | Rejection::MalformedHeader(_)
+            | Rejection::MalformedBody
             | Rejection::MissingHost => {
                 json!({"error": "invalid_request", "error_description": description})
             }
@@ -149,6 +161,7 @@ impl Rejection {
             Rejection::HostNotAllowed
             | Rejection::OriginNotAllowed
             | Rejection::UpstreamUnavailable
+            | Rejection::UpstreamRefusedGateway
             | Rejection::UpstreamTimeout => json!({
                 "jsonrpc": "2.0",
                 "id": null,

@@ -26,6 +26,9 @@ pub async fn principal(
                     Rejection::VerifierUnavailable(route.challenge.clone(), reason)
                 }
             })?;
+    // An identity the upstream cannot receive exactly is refused, never sent in part.
+    super::identity::representable(&principal)
+        .map_err(|reason| Rejection::InvalidToken(route.challenge.clone(), reason))?;
     if !audience_accepted(&principal, route) {
         return Err(Rejection::InvalidToken(
             route.challenge.clone(),

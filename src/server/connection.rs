@@ -124,7 +124,6 @@ impl Default for Activity {
 }
 
 impl Activity {
-
     pub fn start(&self) -> InFlight {
         self.in_flight.send_modify(|n| *n += 1);
         InFlight {

@@ -171,6 +171,30 @@ async fn respond(state: State, request: Request<Incoming>) -> Response<BoxBody> 
             .body(ChannelBody(rx).boxed_unsync())
             .expect("response");
     }
+    if path.ends_with("/set-cookie") {
+        // An upstream that tries to set a cookie and to challenge on its own.
+        return Response::builder()
+            .header("content-type", "application/json")
+            .header("set-cookie", "session=upstream; Path=/")
+            .header("set-cookie", "other=1")
+            .header(
+                "www-authenticate",
+                r#"Bearer resource_metadata="https://evil.example/.well-known/oauth-protected-resource""#,
+            )
+            .body(http_body_util::Full::new(Bytes::from_static(b"{}")).boxed_unsync())
+            .expect("response");
+    }
+    if path.ends_with("/unauthorized") {
+        return Response::builder()
+            .status(401)
+            .header("content-type", "application/json")
+            .header(
+                "www-authenticate",
+                r#"Bearer resource_metadata="https://evil.example/.well-known/oauth-protected-resource""#,
+            )
+            .body(http_body_util::Full::new(Bytes::from_static(b"{\"error\":\"x\"}")).boxed_unsync())
+            .expect("response");
+    }
     if path.ends_with("/slow") {
         tokio::time::sleep(Duration::from_secs(30)).await;
     }
