@@ -21,8 +21,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_mcp-auth-gateway");
 // ---------------------------------------------------------------------------------------
 
 /// Directories that hold no shipped configuration (build output, dependencies, test
-/// fixtures that may be invalid on purpose).
-const NOT_SHIPPED: [&str; 4] = ["target", ".git", "node_modules", "tests"];
+/// fixtures and fuzz inputs that may be invalid on purpose).
+const NOT_SHIPPED: [&str; 5] = ["target", ".git", "node_modules", "tests", "fuzz"];
 
 fn toml_files(dir: &Path, out: &mut Vec<PathBuf>) {
     let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
@@ -148,6 +148,7 @@ fn the_valid_base_compiles() {
 
 #[test]
 fn each_problem_names_its_key_path_and_the_fix() {
+    std::env::set_var("SHORT_TEST_KEY", "short");
     // (what, from, to, key path, message fragment)
     let cases: &[(&str, &str, &str, &str, &str)] = &[
         (
@@ -331,6 +332,62 @@ fn each_problem_names_its_key_path_and_the_fix() {
             "[server.limits]\nmax_header_bytes = 100\n\n[[api_keys]]",
             "server.limits.max_header_bytes",
             "at least 1024",
+        ),
+        (
+            "no JWKS refetch debounce",
+            "algorithms = [\"RS256\"]",
+            "algorithms = [\"RS256\"]\njwks_refetch_min_interval = \"0s\"",
+            "issuers[0].jwks_refetch_min_interval",
+            "use a duration from \"1s\" to \"1h\"",
+        ),
+        (
+            "two entries for one issuer",
+            "[[routes]]",
+            "[[issuers]]\nid = \"corp2\"\nissuer = \"https://login.example.com\"\njwks_uri = \"https://login.example.com/other.json\"\nalgorithms = [\"RS256\"]\n\n[[routes]]",
+            "issuers[1].issuer",
+            "already configured by issuers[0]",
+        ),
+        (
+            "huge header_read_timeout",
+            "[[api_keys]]",
+            "[server.limits]\nheader_read_timeout = \"100000000h\"\n\n[[api_keys]]",
+            "server.limits.header_read_timeout",
+            "use a duration from \"1ms\" to \"1m\"",
+        ),
+        (
+            "idle_timeout zero",
+            "[[api_keys]]",
+            "[server.limits]\nidle_timeout = \"0s\"\n\n[[api_keys]]",
+            "server.limits.idle_timeout",
+            "use a duration from \"1s\" to \"24h\"",
+        ),
+        (
+            "short key from the environment",
+            "hash = \"sha256:CQ0VSMnWX0E6GiyCigvuOnrgLSE3yvUeYCnmw8sfH6Q\"",
+            "key_env = \"SHORT_TEST_KEY\"",
+            "api_keys[0]",
+            "use at least 16",
+        ),
+        (
+            "route path with an escape",
+            "path = \"/mcp\"",
+            "path = \"/m%63p\"",
+            "routes[0].path",
+            "\"/m%63p\"",
+        ),
+        (
+            "route path with a parameter",
+            "path = \"/mcp\"",
+            "path = \"/mcp;v=1\"",
+            "routes[0].path",
+            "path parameter",
+        ),
+        (
+            "routes differing only in case",
+            "[[issuers]]",
+            "[[routes]]\nid = \"upper\"\npath = \"/MCP\"\nupstream = \"http://127.0.0.1:3001/mcp\"\nverifiers = [\"api_keys\"]\n\n[[issuers]]",
+            "routes[1].path",
+            "another route already serves",
         ),
         (
             "dangerous switch naming no route",

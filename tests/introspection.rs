@@ -28,6 +28,8 @@ const EXPECTED_AUTH: &str = "Basic Z2F0ZXdheTpzM2NyZXQlMkYlMkIlM0Q=";
 struct Introspection {
     addr: SocketAddr,
     hits: Arc<AtomicUsize>,
+    /// The most calls that were in flight at once.
+    peak: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -54,7 +56,7 @@ async fn answer(request: Request<Incoming>) -> Response<Full<Bytes>> {
         .split('&')
         .find_map(|pair| pair.strip_prefix("token="))
         .unwrap_or("");
-    if token == "opaque-slow" {
+    if token == "opaque-slow" || token.starts_with("junk-slow-") {
         // Slow enough that concurrent first uses overlap.
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     }
@@ -97,6 +99,9 @@ impl Introspection {
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicUsize::new(0));
         let count = hits.clone();
+        let peak = Arc::new(AtomicUsize::new(0));
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let gauges = (peak.clone(), in_flight);
         let task = tokio::spawn(async move {
             let mut connections = tokio::task::JoinSet::new();
             loop {
@@ -104,10 +109,18 @@ impl Introspection {
                     continue;
                 };
                 let count = count.clone();
+                let (peak, in_flight) = gauges.clone();
                 connections.spawn(async move {
                     let service = service_fn(move |request| {
                         count.fetch_add(1, Ordering::SeqCst);
-                        async move { Ok::<_, Infallible>(answer(request).await) }
+                        let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                        peak.fetch_max(now, Ordering::SeqCst);
+                        let in_flight = in_flight.clone();
+                        async move {
+                            let response = answer(request).await;
+                            in_flight.fetch_sub(1, Ordering::SeqCst);
+                            Ok::<_, Infallible>(response)
+                        }
                     });
                     let _ = auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), service)
@@ -115,7 +128,12 @@ impl Introspection {
                 });
             }
         });
-        Introspection { addr, hits, task }
+        Introspection {
+            addr,
+            hits,
+            peak,
+            task,
+        }
     }
 }
 
@@ -256,4 +274,82 @@ async fn concurrent_first_uses_share_one_introspection() {
         1,
         "one introspection for ten requests"
     );
+}
+
+#[tokio::test]
+async fn junk_tokens_are_remembered_as_inactive() {
+    let server = Introspection::start().await;
+    let upstream = Upstream::start().await;
+    let gateway = TestGateway::start(&config(
+        &upstream,
+        &format!("http://{}/introspect", server.addr),
+    ))
+    .await;
+    for _ in 0..5 {
+        assert_eq!(call(&gateway, "junk-1").await.status, 401);
+    }
+    assert_eq!(
+        server.hits.load(Ordering::SeqCst),
+        1,
+        "a token called inactive is not introspected again within negative_cache_ttl"
+    );
+}
+
+#[tokio::test]
+async fn introspection_calls_in_flight_are_capped() {
+    let server = Introspection::start().await;
+    let upstream = Upstream::start().await;
+    let config = config(&upstream, &format!("http://{}/introspect", server.addr)).replace(
+        "cache_ttl = \"60s\"",
+        "cache_ttl = \"60s\"\nmax_concurrent = 2",
+    );
+    let gateway = TestGateway::start(&config).await;
+    let addr = gateway.addr;
+    let calls: Vec<_> = (0..8)
+        .map(|i| {
+            tokio::spawn(async move {
+                let bearer = format!("Bearer junk-slow-{i}");
+                get(addr, "/mcp", &[("authorization", &bearer)]).await
+            })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap().status, 401);
+    }
+    assert_eq!(server.hits.load(Ordering::SeqCst), 8);
+    assert!(
+        server.peak.load(Ordering::SeqCst) <= 2,
+        "{} introspection calls were in flight at once",
+        server.peak.load(Ordering::SeqCst)
+    );
+}
+
+#[tokio::test]
+async fn jwts_of_a_configured_issuer_never_reach_introspection() {
+    let key = common::keys::TestKey::ec("ec-1");
+    let jwks = common::jwks::JwksServer::start(common::keys::jwks(&[&key])).await;
+    let server = Introspection::start().await;
+    let upstream = Upstream::start().await;
+    let issuer = format!(
+        "[[issuers]]\nid = \"idp\"\nissuer = \"https://idp.test\"\njwks_uri = \"{}\"\nalgorithms = [\"ES256\"]\n",
+        jwks.uri()
+    );
+    let config = config(&upstream, &format!("http://{}/introspect", server.addr))
+        .replace("verifiers = [\"as\"]", "verifiers = [\"idp\", \"as\"]")
+        + &issuer;
+    let gateway = TestGateway::start(&config).await;
+    let claims = |iss: &str| json!({"iss": iss, "sub": "u", "aud": "http://127.0.0.1/mcp", "exp": now() + 600});
+    let stranger = common::keys::TestKey::ec("ec-1");
+    for token in [
+        // Forged signature, configured issuer: the JWT verifier's verdict stands.
+        stranger.sign(&claims("https://idp.test")),
+        // Another issuer than the introspector's `issuer`: it cannot vouch for it.
+        key.sign(&claims("https://elsewhere.test")),
+    ] {
+        assert_eq!(call(&gateway, &token).await.status, 401);
+    }
+    assert_eq!(server.hits.load(Ordering::SeqCst), 0);
+    // Control: an opaque token still goes to introspection.
+    assert_eq!(call(&gateway, "opaque-good").await.status, 200);
+    assert_eq!(server.hits.load(Ordering::SeqCst), 1);
 }

@@ -23,7 +23,7 @@ id = "idp"
 issuer = "{ISSUER}"
 jwks_uri = "{jwks_uri}"
 algorithms = ["RS256", "ES256", "EdDSA"]
-jwks_refetch_min_interval = "0s"
+jwks_refetch_min_interval = "1s"
 {extra}
 "#
     )
@@ -307,7 +307,7 @@ async fn unknown_kid_refetch_is_debounced() {
     let server = JwksServer::start(jwks(&[&ec])).await;
     let upstream = Upstream::start().await;
     let issuer = issuer_toml(&server.uri(), "").replace(
-        r#"jwks_refetch_min_interval = "0s""#,
+        r#"jwks_refetch_min_interval = "1s""#,
         r#"jwks_refetch_min_interval = "1h""#,
     );
     let gateway = gateway_with_issuer(&upstream, &issuer).await;
@@ -372,4 +372,23 @@ async fn local_jwks_file_and_pem_public_key() {
         gateway.shutdown().await;
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn keys_whose_key_ops_exclude_verify_are_not_used() {
+    let (encrypt_only, verify_ok) = (TestKey::ec("enc-1"), TestKey::ec("ver-1"));
+    let mut document = jwks(&[&encrypt_only, &verify_ok]);
+    document["keys"][0]["key_ops"] = json!(["encrypt"]);
+    document["keys"][1]["key_ops"] = json!(["verify"]);
+    let server = JwksServer::start(document).await;
+    let upstream = Upstream::start().await;
+    let gateway = gateway_with_issuer(&upstream, &issuer_toml(&server.uri(), "")).await;
+    assert_invalid_token(
+        &call(&gateway, &encrypt_only.sign(&claims("u"))).await,
+        "key_ops without verify",
+    );
+    assert_eq!(
+        call(&gateway, &verify_ok.sign(&claims("u"))).await.status,
+        200
+    );
 }

@@ -5,8 +5,17 @@
 //! `iss` matches when one is configured and, unless disabled, the token carries an audience
 //! (checked per route like a JWT's). Positive answers are cached by token hash until the
 //! smaller of `exp` and `cache_ttl` — a revoked token keeps working for up to that TTL.
+//!
+//! Every call is an outbound request with the gateway's secret, so junk tokens must not turn
+//! the gateway into an amplifier: tokens the endpoint called inactive are remembered for
+//! `negative_cache_ttl` (bounded entries), at most `max_concurrent` calls run at once per
+//! endpoint (a caller waits up to `timeout` for a turn, then gets 503), and JWTs of a
+//! configured JWT issuer never reach introspection (`auth::Verifiers`).
 
 use std::time::Duration;
+
+use moka::future::Cache;
+use tokio::sync::Semaphore;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -22,6 +31,17 @@ use crate::config::secret::Secret;
 use crate::outbound::{self, HttpClient};
 
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+/// Tokens remembered as inactive, per endpoint.
+const NEGATIVE_CACHE_ENTRIES: u64 = 10_000;
+
+/// How an introspector protects its endpoint (and the gateway) from a flood of junk tokens.
+#[derive(Debug, Clone, Copy)]
+pub struct IntrospectionGuards {
+    /// How long an "inactive" answer is remembered; zero = not at all.
+    pub negative_cache_ttl: Duration,
+    /// Calls in flight at once.
+    pub max_concurrent: usize,
+}
 
 pub struct Introspector {
     pub index: usize,
@@ -35,6 +55,11 @@ pub struct Introspector {
     pub timeout: Duration,
     pub claims: ClaimMapping,
     client: HttpClient,
+    /// SHA-256 of tokens the endpoint called inactive (or refused as not ours).
+    inactive: Option<Cache<[u8; 32], ()>>,
+    turns: Semaphore,
+    /// Outbound calls made (for tests and metrics).
+    calls: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Introspector {
@@ -61,6 +86,7 @@ impl Introspector {
         timeout: Duration,
         claims: ClaimMapping,
         client: HttpClient,
+        guards: IntrospectionGuards,
     ) -> Result<Self, String> {
         // RFC 6749 §2.3.1: form-encode each part before joining and base64-encoding.
         let credentials = format!(
@@ -84,10 +110,43 @@ impl Introspector {
             timeout,
             claims,
             client,
+            inactive: (!guards.negative_cache_ttl.is_zero()).then(|| {
+                Cache::builder()
+                    .max_capacity(NEGATIVE_CACHE_ENTRIES)
+                    .time_to_live(guards.negative_cache_ttl)
+                    .build()
+            }),
+            turns: Semaphore::new(guards.max_concurrent.max(1)),
+            calls: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
+    /// Outbound introspection calls made so far.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub async fn introspect(&self, token: &str) -> Result<Principal, VerifyError> {
+        let digest = super::api_key::sha256(token.as_bytes());
+        if let Some(inactive) = &self.inactive {
+            if inactive.contains_key(&digest) {
+                return Err(VerifyError::Invalid("token is not active"));
+            }
+        }
+        let Ok(Ok(_turn)) = tokio::time::timeout(self.timeout, self.turns.acquire()).await else {
+            tracing::warn!(introspection = %self.id, "introspection calls at their limit; refusing");
+            return Err(VerifyError::Unavailable("introspection endpoint busy"));
+        };
+        let result = self.call(token).await;
+        if let (Err(VerifyError::Invalid(_)), Some(inactive)) = (&result, &self.inactive) {
+            inactive.insert(digest, ()).await;
+        }
+        result
+    }
+
+    async fn call(&self, token: &str) -> Result<Principal, VerifyError> {
+        self.calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let form = format!("token={}&token_type_hint=access_token", form_encode(token));
         let request = Request::post(self.endpoint.clone())
             .header(header::AUTHORIZATION, self.authorization.clone())

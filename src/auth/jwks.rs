@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http::{header, Request, Uri};
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyOperations, PublicKeyUse};
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
 use serde_json::Value;
 use tokio::sync::Mutex;
@@ -120,6 +120,12 @@ impl VerificationKey {
         if matches!(jwk.common.public_key_use, Some(ref u) if *u != PublicKeyUse::Signature) {
             return None;
         }
+        // RFC 7517 §4.3: a key whose `key_ops` are listed must allow "verify".
+        if let Some(ops) = &jwk.common.key_operations {
+            if !ops.contains(&KeyOperations::Verify) {
+                return None;
+            }
+        }
         let by_type: Vec<Algorithm> = match &jwk.algorithm {
             AlgorithmParameters::RSA(_) => AlgorithmFamily::Rsa.algorithms().to_vec(),
             AlgorithmParameters::EllipticCurve(p) => match p.curve {
@@ -217,7 +223,8 @@ pub struct RemoteJwks {
     allowed: Vec<Algorithm>,
     current: ArcSwap<KeySet>,
     loaded: AtomicBool,
-    last_attempt: Mutex<Option<Instant>>,
+    /// When the last unknown-`kid` refetch started.
+    last_refetch: Mutex<Option<Instant>>,
     refresh_interval: Duration,
     min_refetch: Duration,
     refresher_started: AtomicBool,
@@ -239,7 +246,7 @@ impl RemoteJwks {
             allowed,
             current: ArcSwap::from_pointee(KeySet::default()),
             loaded: AtomicBool::new(false),
-            last_attempt: Mutex::new(None),
+            last_refetch: Mutex::new(None),
             refresh_interval,
             min_refetch,
             refresher_started: AtomicBool::new(false),
@@ -281,10 +288,15 @@ impl RemoteJwks {
         Ok(set)
     }
 
+    /// Single flight and debounced: a caller that waited while another unknown-`kid` fetch
+    /// ran uses that fetch's keys instead of starting its own, and at most one fetch starts
+    /// per `min_refetch` (background refreshes do not count: a rotation right after one is
+    /// still picked up).
     async fn refetch_debounced(&self) -> bool {
-        let mut last = self.last_attempt.lock().await;
+        let asked = Instant::now();
+        let mut last = self.last_refetch.lock().await;
         if let Some(at) = *last {
-            if at.elapsed() < self.min_refetch {
+            if at >= asked || at.elapsed() < self.min_refetch {
                 return false;
             }
         }
@@ -327,8 +339,6 @@ impl RemoteJwks {
     }
 
     async fn refresh_now(&self) {
-        let mut last = self.last_attempt.lock().await;
-        *last = Some(Instant::now());
         self.fetch_and_store().await;
     }
 }

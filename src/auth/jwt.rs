@@ -222,7 +222,7 @@ pub fn select_issuer<'a>(
 }
 
 /// The `iss` claim read without verification — used only to choose which keys to verify with.
-fn unverified_issuer(token: &str) -> Option<String> {
+pub fn unverified_issuer(token: &str) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct IssOnly {
         iss: Option<String>,

@@ -160,13 +160,32 @@ impl Verifiers {
         token: &str,
     ) -> Result<Principal, VerifyError> {
         let mut last_error = VerifyError::Invalid("unknown token");
-        if jwt::looks_like_jwt(token) && !set.issuers.is_empty() {
-            match jwt::select_issuer(token, &set.issuers) {
-                Ok(issuer) => return issuer.verify(token).await,
-                Err(error) => last_error = error,
+        // A JWT names its issuer: tokens of a configured JWT issuer belong to that verifier
+        // alone and are never sent to an introspection endpoint (each call costs an outbound
+        // request carrying the gateway's client secret).
+        let jwt_issuer = jwt::looks_like_jwt(token)
+            .then(|| jwt::unverified_issuer(token))
+            .flatten();
+        if let Some(iss) = &jwt_issuer {
+            if let Some(issuer) = set.issuers.iter().find(|i| &i.issuer == iss) {
+                return issuer.verify(token).await;
             }
+            if self.issuers.iter().any(|i| &i.issuer == iss) {
+                return Err(VerifyError::Invalid("untrusted issuer"));
+            }
+            if !set.issuers.is_empty() {
+                last_error = VerifyError::Invalid("untrusted issuer");
+            }
+        } else if jwt::looks_like_jwt(token) && !set.issuers.is_empty() {
+            last_error = VerifyError::Invalid("malformed token");
         }
         for introspector in &set.introspectors {
+            // An introspector bound to one issuer cannot vouch for another issuer's JWT.
+            if let (Some(iss), Some(expected)) = (&jwt_issuer, &introspector.issuer) {
+                if iss != expected {
+                    continue;
+                }
+            }
             match introspector.introspect(token).await {
                 Ok(principal) => return Ok(principal),
                 Err(error) => last_error = error,

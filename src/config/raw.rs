@@ -232,6 +232,8 @@ pub struct RawIntrospection {
     pub audiences: Vec<String>,
     pub cache_ttl: Option<ConfigDuration>,
     pub timeout: Option<ConfigDuration>,
+    pub negative_cache_ttl: Option<ConfigDuration>,
+    pub max_concurrent: Option<usize>,
     #[serde(default = "yes")]
     pub require_audience: bool,
     #[serde(default)]

@@ -7,7 +7,7 @@ mod routes;
 mod server;
 mod verifiers;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -100,6 +100,19 @@ pub(super) fn compile(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigE
             compile_issuer(i, issuer, base_dir, &client, allow_http, &mut c).map(Arc::new)
         })
         .collect();
+    // Two entries for one `iss` would make the first one win silently.
+    let mut seen_issuers: HashMap<&str, usize> = HashMap::new();
+    for (i, issuer) in raw.issuers.iter().enumerate() {
+        if let Some(first) = seen_issuers.insert(issuer.issuer.as_str(), i) {
+            c.push(
+                format!("issuers[{i}].issuer"),
+                format!(
+                    "{:?} is already configured by issuers[{first}]: merge the two entries",
+                    issuer.issuer
+                ),
+            );
+        }
+    }
     let introspectors: Vec<Arc<Introspector>> = raw
         .introspection
         .iter()

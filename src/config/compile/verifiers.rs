@@ -12,13 +12,16 @@ use super::Collector;
 use crate::auth::api_key::{self, ApiKey};
 use crate::auth::audience;
 use crate::auth::claims::ClaimMapping;
-use crate::auth::introspection::Introspector;
+use crate::auth::introspection::{IntrospectionGuards, Introspector};
 use crate::auth::jwks::{KeySet, KeySource, RemoteJwks};
 use crate::auth::jwt::Issuer;
 use crate::auth::{AuthMethod, Principal, VerifierId};
 use crate::config::raw::{RawApiKey, RawClaims, RawIntrospection, RawIssuer};
 use crate::config::secret;
 use crate::outbound::HttpClient;
+
+/// The shortest API key accepted from `key_env` / `key_file`.
+const MIN_API_KEY_BYTES: usize = 16;
 
 pub(super) fn compile_api_key(
     raw: &RawApiKey,
@@ -33,6 +36,16 @@ pub(super) fn compile_api_key(
                 path,
                 secret::resolve(env.as_deref(), file.as_deref(), base_dir, "key"),
             )?;
+            // 16 bytes is 128 bits if random; shorter keys can be guessed or brute-forced.
+            if key.expose().len() < MIN_API_KEY_BYTES {
+                c.push(
+                    path,
+                    format!(
+                        "the key from key_env / key_file is {} bytes: use at least {MIN_API_KEY_BYTES} (`mcp-auth-gateway keygen` makes a 43-character key)",
+                        key.expose().len()
+                    ),
+                );
+            }
             api_key::sha256(key.expose().as_bytes())
         }
         (None, _, _) => {
@@ -156,6 +169,24 @@ pub(super) fn compile_issuer(
     let min_refetch = raw
         .jwks_refetch_min_interval
         .map_or(Duration::from_secs(30), |d| d.0);
+    // Zero would let every token with an invented `kid` cause a JWKS fetch.
+    if min_refetch < Duration::from_secs(1) || min_refetch > Duration::from_secs(3600) {
+        c.push(
+            format!("{path}.jwks_refetch_min_interval"),
+            format!("{min_refetch:?} is out of range: use a duration from \"1s\" to \"1h\""),
+        );
+    }
+    if let Some(interval) = raw.jwks_refresh_interval {
+        if interval.0 < Duration::from_secs(1) || interval.0 > Duration::from_secs(86_400) {
+            c.push(
+                format!("{path}.jwks_refresh_interval"),
+                format!(
+                    "{:?} is out of range: use a duration from \"1s\" to \"24h\"",
+                    interval.0
+                ),
+            );
+        }
+    }
     let keys = match (&raw.jwks_uri, &raw.jwks_file, &raw.public_key_file) {
         (Some(uri), None, None) => {
             let uri = c.ok(
@@ -256,6 +287,39 @@ pub(super) fn compile_introspection(
             "client_secret_env / client_secret_file",
         ),
     );
+    let cache_ttl = raw.cache_ttl.map_or(Duration::from_secs(60), |d| d.0);
+    let timeout = raw.timeout.map_or(Duration::from_secs(5), |d| d.0);
+    let negative_cache_ttl = raw
+        .negative_cache_ttl
+        .map_or(Duration::from_secs(30), |d| d.0);
+    let max_concurrent = raw.max_concurrent.unwrap_or(16);
+    for (key, value, max) in [
+        ("cache_ttl", cache_ttl, Duration::from_secs(3600)),
+        (
+            "negative_cache_ttl",
+            negative_cache_ttl,
+            Duration::from_secs(3600),
+        ),
+    ] {
+        if value > max {
+            c.push(
+                format!("{path}.{key}"),
+                format!("{value:?} is out of range: use a duration from \"0s\" to \"1h\""),
+            );
+        }
+    }
+    if timeout.is_zero() || timeout > Duration::from_secs(60) {
+        c.push(
+            format!("{path}.timeout"),
+            format!("{timeout:?} is out of range: use a duration from \"1ms\" to \"1m\""),
+        );
+    }
+    if !(1..=1024).contains(&max_concurrent) {
+        c.push(
+            format!("{path}.max_concurrent"),
+            format!("{max_concurrent} is out of range: use 1 to 1024 calls in flight"),
+        );
+    }
     let (endpoint, secret) = (endpoint?, secret?);
     c.ok(
         &path,
@@ -271,10 +335,14 @@ pub(super) fn compile_introspection(
                 .map(|a| audience::canonical(a))
                 .collect(),
             raw.require_audience,
-            raw.cache_ttl.map_or(Duration::from_secs(60), |d| d.0),
-            raw.timeout.map_or(Duration::from_secs(5), |d| d.0),
+            cache_ttl,
+            timeout,
             claim_mapping(&raw.claims),
             client.clone(),
+            IntrospectionGuards {
+                negative_cache_ttl,
+                max_concurrent,
+            },
         ),
     )
 }
