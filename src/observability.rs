@@ -4,7 +4,9 @@
 //! misplaced token would be), route, subject, auth method, verdict, reason, status, latency
 //! to the response head. Tokens, keys and secrets are never fields of any event.
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
 use tracing_subscriber::EnvFilter;
@@ -16,12 +18,24 @@ use crate::pipeline::Denial;
 /// Keeps the log writer thread alive; dropping it flushes what is still queued.
 pub type LogGuard = tracing_appender::non_blocking::WorkerGuard;
 
+/// Log lines dropped because the writer could not keep up (stdout blocked or slow).
+static DROPPED: OnceLock<tracing_appender::non_blocking::ErrorCounter> = OnceLock::new();
+
+/// How many log lines were dropped since start.
+pub fn dropped_log_lines() -> u64 {
+    DROPPED
+        .get()
+        .map_or(0, |counter| counter.dropped_lines() as u64)
+}
+
 /// Installs the global subscriber. `RUST_LOG` overrides the configured level. Calling it
 /// twice (tests) keeps the first.
 ///
 /// Lines go through a dedicated writer thread: one `write` per audit line on the request
-/// path cost about a fifth of the throughput (BENCHMARKS.md). The queue is not lossy — a
-/// full queue slows requests down rather than dropping audit events.
+/// path cost about a fifth of the throughput (BENCHMARKS.md). The queue is lossy: a stuck
+/// stdout (journald or Docker's blocking log driver under pressure) must not stall the
+/// single-threaded workers. Dropped lines are counted and reported on stderr, at most every
+/// 10 s, by a watcher thread.
 pub fn init(settings: &LogSettings) -> LogGuard {
     // An empty RUST_LOG counts as unset: an empty filter would silence even the warnings.
     let filter = std::env::var("RUST_LOG")
@@ -33,11 +47,16 @@ pub fn init(settings: &LogSettings) -> LogGuard {
     // Colours only for a terminal: escape codes in a log file are noise.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
+        .lossy(true)
         // The queue is allocated up front; the default (128k lines) alone costs megabytes.
         .buffered_lines_limit(8_192)
         .thread_name("gateway-log")
         .finish(std::io::stdout());
+    if DROPPED.set(writer.error_counter()).is_ok() {
+        let _ = std::thread::Builder::new()
+            .name("gateway-log-drops".into())
+            .spawn(report_dropped_lines);
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
@@ -51,6 +70,60 @@ pub fn init(settings: &LogSettings) -> LogGuard {
         LogFormat::Pretty => builder.try_init(),
     };
     guard
+}
+
+/// Says on stderr (not through the full queue) how many lines were lost.
+// Its own thread, not a runtime worker: blocking sleep is what it should do.
+#[allow(clippy::disallowed_methods)]
+fn report_dropped_lines() {
+    use std::io::Write;
+    let mut reported = 0;
+    loop {
+        std::thread::sleep(Duration::from_secs(10));
+        let dropped = dropped_log_lines();
+        if dropped > reported {
+            let _ = writeln!(
+                std::io::stderr(),
+                "mcp-auth-gateway: log output cannot keep up; {} log lines dropped ({} in total)",
+                dropped - reported,
+                dropped
+            );
+            reported = dropped;
+        }
+    }
+}
+
+/// A warning that may repeat once per request (an upstream down, a connection limit hit):
+/// logged at most once per interval, saying how many were suppressed in between.
+pub struct Throttle {
+    interval: Duration,
+    last: Mutex<Option<Instant>>,
+    suppressed: AtomicU64,
+}
+
+impl Throttle {
+    pub const fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            last: Mutex::new(None),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(suppressed since the last line)` when this occurrence should be logged.
+    pub fn allow(&self) -> Option<u64> {
+        let Ok(mut last) = self.last.try_lock() else {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        let now = Instant::now();
+        if last.is_some_and(|at| now.duration_since(at) < self.interval) {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        *last = Some(now);
+        Some(self.suppressed.swap(0, Ordering::Relaxed))
+    }
 }
 
 /// What the gateway decided about one request, for the audit event.
@@ -139,4 +212,19 @@ pub fn audit(
         latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
         "request"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttle_logs_once_per_interval_and_counts_the_rest() {
+        let throttle = Throttle::new(Duration::from_secs(3600));
+        assert_eq!(throttle.allow(), Some(0));
+        assert_eq!(throttle.allow(), None);
+        assert_eq!(throttle.allow(), None);
+        *throttle.last.lock().unwrap() = Some(Instant::now() - Duration::from_secs(7200));
+        assert_eq!(throttle.allow(), Some(2));
+    }
 }

@@ -390,6 +390,13 @@ fn each_problem_names_its_key_path_and_the_fix() {
             "another route already serves",
         ),
         (
+            "log level that is not a level",
+            "[[api_keys]]",
+            "[log]\nlevel = \"verbose\"\n\n[[api_keys]]",
+            "log.level",
+            "is not a log filter",
+        ),
+        (
             "dangerous switch naming no route",
             "[[api_keys]]",
             "[dangerous]\nunauthenticated_routes = [\"ghost\"]\n\n[[api_keys]]",

@@ -270,8 +270,10 @@ async fn key_rotation_is_picked_up_and_outage_keeps_last_good_keys() {
         200
     );
 
-    // The IdP rotates: the new kid is unknown, triggers a refetch, and works without restart.
+    // The IdP rotates: the new kid is unknown, triggers a refetch, and works without restart
+    // (once past the 1 s refetch debounce, which the first use may have started).
     server.set(jwks(&[&new]));
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     assert_eq!(
         call(&gateway, &new.sign(&claims("after"))).await.status,
         200

@@ -134,7 +134,12 @@ impl Introspector {
             }
         }
         let Ok(Ok(_turn)) = tokio::time::timeout(self.timeout, self.turns.acquire()).await else {
-            tracing::warn!(introspection = %self.id, "introspection calls at their limit; refusing");
+            static BUSY: crate::observability::Throttle =
+                crate::observability::Throttle::new(Duration::from_secs(10));
+            if let Some(suppressed) = BUSY.allow() {
+                tracing::warn!(introspection = %self.id, suppressed,
+                    "introspection calls at their limit; refusing (logged at most every 10 s)");
+            }
             return Err(VerifyError::Unavailable("introspection endpoint busy"));
         };
         let result = self.call(token).await;

@@ -16,6 +16,7 @@ use http_body_util::{BodyExt, LengthLimitError};
 use super::rejection::Rejection;
 use super::rewrite::strip_hop_by_hop;
 use crate::body::{Body, BoxError};
+use crate::observability::Throttle;
 use crate::outbound::HttpClient;
 
 pub async fn forward(
@@ -36,7 +37,10 @@ pub async fn forward(
                     Rejection::MalformedBody
                 });
             }
-            tracing::warn!(error = %error_chain(&error), "upstream request failed");
+            static FAILURES: Throttle = Throttle::new(Duration::from_secs(10));
+            if let Some(suppressed) = FAILURES.allow() {
+                tracing::warn!(error = %error_chain(&error), suppressed, "upstream request failed (logged at most every 10 s)");
+            }
             return Err(Rejection::UpstreamUnavailable);
         }
         Ok(Ok(response)) => response,
@@ -46,9 +50,13 @@ pub async fn forward(
     // never reaches the upstream); passing it on would send MCP clients to re-authorize in a
     // loop, or to an authorization server the upstream names.
     if parts.status == http::StatusCode::UNAUTHORIZED {
-        tracing::warn!(
-            "the upstream answered 401 to the gateway; check the route's upstream_headers"
-        );
+        static REFUSALS: Throttle = Throttle::new(Duration::from_secs(10));
+        if let Some(suppressed) = REFUSALS.allow() {
+            tracing::warn!(
+                suppressed,
+                "the upstream answered 401 to the gateway; check the route's upstream_headers (logged at most every 10 s)"
+            );
+        }
         return Err(Rejection::UpstreamRefusedGateway);
     }
     strip_hop_by_hop(&mut parts.headers);

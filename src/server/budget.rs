@@ -8,9 +8,11 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::observability::Throttle;
 
 const WARN_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -85,32 +87,31 @@ impl Drop for Admitted {
     }
 }
 
-/// One WARN per interval for refused connections, saying how many were refused.
-#[derive(Default)]
+/// Refused connections: counted, and logged at most once per interval.
 struct RefusalLog {
     total: AtomicU64,
-    since_last_line: AtomicU64,
-    last_line: Mutex<Option<Instant>>,
+    throttle: Throttle,
+}
+
+impl Default for RefusalLog {
+    fn default() -> Self {
+        Self {
+            total: AtomicU64::new(0),
+            throttle: Throttle::new(WARN_INTERVAL),
+        }
+    }
 }
 
 impl RefusalLog {
     fn refused(&self, limit: &'static str) {
         self.total.fetch_add(1, Ordering::Relaxed);
-        let pending = self.since_last_line.fetch_add(1, Ordering::Relaxed) + 1;
-        let Ok(mut last) = self.last_line.try_lock() else {
-            return; // another worker is writing the line
-        };
-        let now = Instant::now();
-        if last.is_some_and(|at| now.duration_since(at) < WARN_INTERVAL) {
-            return;
+        if let Some(suppressed) = self.throttle.allow() {
+            tracing::warn!(
+                limit,
+                refused_since_last_warning = suppressed + 1,
+                "connection limit reached; closing new connections (logged at most every 10 s)"
+            );
         }
-        *last = Some(now);
-        self.since_last_line.fetch_sub(pending, Ordering::Relaxed);
-        tracing::warn!(
-            limit,
-            refused = pending,
-            "connection limit reached; closing new connections (logged at most every 10 s)"
-        );
     }
 }
 

@@ -180,6 +180,9 @@ pub(super) fn compile(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigE
         },
         level: raw.log.level.clone(),
     };
+    if let Err(message) = check_log_level(&raw.log.level) {
+        c.push("log.level", message);
+    }
 
     match (server, c.problems.is_empty()) {
         (Some(server), true) => Ok(Config {
@@ -243,4 +246,20 @@ fn check_unique_ids<'a>(
             );
         }
     }
+}
+
+/// A tracing filter whose every directive ends in a level: a bare word such as `verbose`
+/// parses as a target name and would silence every line, the audit events included.
+fn check_log_level(level: &str) -> Result<(), String> {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    let fix = "use a level (trace, debug, info, warn, error, off) or target=level directives, e.g. \"info,mcp_auth_gateway=debug\"";
+    for directive in level.split(',').map(str::trim) {
+        let wanted = directive.rsplit_once('=').map_or(directive, |(_, l)| l);
+        if !LEVELS.contains(&wanted.to_ascii_lowercase().as_str()) {
+            return Err(format!("{level:?} is not a log filter: {fix}"));
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(level)
+        .map(|_| ())
+        .map_err(|e| format!("{level:?} is not a log filter ({e}): {fix}"))
 }
