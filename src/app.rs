@@ -14,6 +14,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::Config;
 use crate::server::budget::ConnectionBudget;
+use crate::server::ListenerRole;
 use crate::{outbound, server};
 
 /// State shared by every connection.
@@ -42,6 +43,7 @@ pub enum StartError {
 /// drain without waiting for it.
 pub struct Gateway {
     addrs: Vec<SocketAddr>,
+    forward_auth_addrs: Vec<SocketAddr>,
     stop: watch::Sender<bool>,
     workers: Vec<oneshot::Receiver<()>>,
 }
@@ -60,12 +62,28 @@ impl Gateway {
         for switch in &config.dangerous {
             tracing::warn!(switch = %switch, "dangerous configuration switch is on");
         }
+        for warning in &config.warnings {
+            tracing::warn!(key = %warning.path, "{}", warning.message);
+        }
         config.verifiers.start_background_tasks();
         let workers = config.server.workers.max(1);
-        let mut per_worker: Vec<Vec<std::net::TcpListener>> =
+        let mut per_worker: Vec<Vec<(std::net::TcpListener, ListenerRole)>> =
             (0..workers).map(|_| Vec::new()).collect();
         let mut addrs = Vec::new();
-        for addr in &config.server.listen {
+        let mut forward_auth_addrs = Vec::new();
+        let roles = config
+            .server
+            .listen
+            .iter()
+            .map(|addr| (addr, ListenerRole::Main))
+            .chain(
+                config
+                    .forward_auth
+                    .listen
+                    .iter()
+                    .map(|addr| (addr, ListenerRole::ForwardAuth)),
+            );
+        for (addr, role) in roles {
             let bind_error = |source| StartError::Bind {
                 addr: *addr,
                 source,
@@ -78,10 +96,18 @@ impl Gateway {
                 probe.local_addr().map_err(bind_error)?
             };
             for listeners in per_worker.iter_mut() {
-                listeners.push(bind_shared(local).map_err(bind_error)?);
+                listeners.push((bind_shared(local).map_err(bind_error)?, role));
             }
-            tracing::info!(addr = %local, tls = config.server.tls.is_some(), workers, "listening");
-            addrs.push(local);
+            match role {
+                ListenerRole::Main => {
+                    tracing::info!(addr = %local, tls = config.server.tls.is_some(), workers, "listening");
+                    addrs.push(local);
+                }
+                ListenerRole::ForwardAuth => {
+                    tracing::info!(addr = %local, workers, "listening for /verify only");
+                    forward_auth_addrs.push(local);
+                }
+            }
         }
 
         let connection_budget = ConnectionBudget::new(
@@ -125,6 +151,7 @@ impl Gateway {
         }
         Ok(Gateway {
             addrs,
+            forward_auth_addrs,
             stop,
             workers: done,
         })
@@ -132,6 +159,11 @@ impl Gateway {
 
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// The addresses of `[forward_auth] listen` (empty when `/verify` shares the main ones).
+    pub fn forward_auth_addrs(&self) -> &[SocketAddr] {
+        &self.forward_auth_addrs
     }
 
     /// Stops accepting, lets in-flight requests finish (up to `shutdown_grace`), returns.
@@ -161,7 +193,7 @@ fn bind_shared(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 /// One worker thread: a single-threaded runtime serving its listeners until shutdown.
 struct Worker {
     app: Arc<App>,
-    listeners: Vec<std::net::TcpListener>,
+    listeners: Vec<(std::net::TcpListener, ListenerRole)>,
     stopped: watch::Receiver<bool>,
     /// Shared by all workers: `max_connections` bounds the whole process.
     connection_budget: Arc<ConnectionBudget>,
@@ -186,9 +218,9 @@ impl Worker {
             let upstream = outbound::client(limits.connect_timeout, config.outbound_tls.clone());
             drop(config);
             let mut registered = Vec::new();
-            for listener in self.listeners {
+            for (listener, role) in self.listeners {
                 match TcpListener::from_std(listener) {
-                    Ok(listener) => registered.push(listener),
+                    Ok(listener) => registered.push((listener, role)),
                     Err(error) => {
                         let _ = started.send(Err(error));
                         return;
@@ -197,16 +229,20 @@ impl Worker {
             }
             let _ = started.send(Ok(()));
             let mut serving = JoinSet::new();
-            for listener in registered {
-                serving.spawn(server::serve(
-                    self.app.clone(),
-                    listener,
-                    tls.clone(),
-                    limits.clone(),
-                    self.stopped.clone(),
-                    upstream.clone(),
-                    self.connection_budget.clone(),
-                ));
+            let context = server::WorkerContext {
+                app: self.app.clone(),
+                limits,
+                shutdown: self.stopped.clone(),
+                upstream,
+                budget: self.connection_budget.clone(),
+            };
+            for (listener, role) in registered {
+                // The /verify-only listener is internal plain HTTP.
+                let tls = match role {
+                    ListenerRole::Main => tls.clone(),
+                    ListenerRole::ForwardAuth => None,
+                };
+                serving.spawn(server::serve(context.clone(), listener, role, tls));
             }
             while let Some(result) = serving.join_next().await {
                 if let Err(error) = result {

@@ -196,6 +196,9 @@ fn check(path: PathBuf) -> ExitCode {
     for switch in &config.dangerous {
         println!("WARNING dangerous: {switch}");
     }
+    for warning in &config.warnings {
+        println!("WARNING {}: {}", warning.path, warning.message);
+    }
     ExitCode::SUCCESS
 }
 

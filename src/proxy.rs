@@ -53,8 +53,18 @@ pub async fn handle(
     }
 
     let origin = parts.headers.get(http::header::ORIGIN).cloned();
+    // Request trailers (HTTP/2, or chunked HTTP/1.1) are dropped: they would reach the
+    // upstream after the identity headers were set and could carry spoofed ones; MCP sends
+    // none.
     let limited = Limited::new(incoming, clamp(config.server.limits.max_body_bytes))
         .map_err(|error| BoxError::from(forward::ClientBodyError(error)))
+        .map_frame(|frame| {
+            if frame.is_trailers() {
+                http_body::Frame::data(bytes::Bytes::new())
+            } else {
+                frame
+            }
+        })
         .boxed_unsync();
     let client = ClientSide {
         peer: connection.peer.ip(),

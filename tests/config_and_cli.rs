@@ -621,7 +621,40 @@ fn check_accepts_the_shipped_config_and_prints_its_routes() {
         ),
         "{stdout}"
     );
-    assert!(!stdout.contains("WARNING"), "{stdout}");
+    // The demo route takes API keys only, so `check` says its metadata names no
+    // authorization server; nothing else is worth a warning.
+    let warnings: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("WARNING"))
+        .collect();
+    assert!(
+        warnings.len() == 1 && warnings[0].starts_with("WARNING routes[0].authorization_servers"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn check_warns_when_a_routes_metadata_names_no_authorization_server() {
+    let config = TempConfig::new(
+        "check-warning",
+        &edit(
+            VALID,
+            "verifiers = [\"api_keys\", \"corp\"]",
+            "verifiers = [\"api_keys\"]",
+        ),
+    );
+    let output = run(gateway().arg("check").arg("--config").arg(&config.path));
+    assert_eq!(output.status.code(), Some(0), "a warning is not an error");
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.contains("WARNING routes[0].authorization_servers: ")
+            && stdout.contains("set authorization_servers"),
+        "{stdout}"
+    );
+    // With an issuer on the route its metadata names it: no warning.
+    let config = TempConfig::new("check-no-warning", VALID);
+    let stdout = text(&run(gateway().arg("check").arg("--config").arg(&config.path)).stdout);
+    assert!(!stdout.contains("authorization_servers"), "{stdout}");
 }
 
 #[test]

@@ -213,6 +213,118 @@ async fn https_upstream_with_private_ca_and_gateway_credential() {
     assert_eq!(answer.status, 502);
 }
 
+/// An HTTPS upstream speaking HTTP/2 (ALPN), recording the trailers of each request.
+async fn h2_upstream(
+    dir: &Path,
+) -> (
+    std::net::SocketAddr,
+    Arc<std::sync::Mutex<Vec<Option<http::HeaderMap>>>>,
+) {
+    use rustls::pki_types::PrivateKeyDer;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("cert.pem"))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(dir.join("key.pem")).unwrap();
+    let mut config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let Ok(stream) = acceptor.accept(tcp).await else {
+                continue;
+            };
+            let record = record.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    move |request: http::Request<hyper::body::Incoming>| {
+                        let record = record.clone();
+                        async move {
+                            let collected = request.into_body().collect().await;
+                            let trailers = collected.ok().and_then(|c| c.trailers().cloned());
+                            record.lock().unwrap().push(trailers);
+                            Ok::<_, std::convert::Infallible>(http::Response::new(
+                                http_body_util::Full::new(Bytes::from_static(b"{}")),
+                            ))
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// A request body that yields the given frames, then ends.
+struct Frames(std::collections::VecDeque<http_body::Frame<Bytes>>);
+
+impl http_body::Body for Frames {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(self.0.pop_front().map(Ok))
+    }
+}
+
+#[tokio::test]
+async fn request_trailers_do_not_reach_an_http2_upstream() {
+    // HTTP/2 carries request trailers end to end; they come after the identity headers were
+    // set, so a client could append `x-user-id` there. The gateway drops them.
+    let dir = tempdir("trailers");
+    if !self_signed(&dir) {
+        return;
+    }
+    let (upstream_addr, seen) = h2_upstream(&dir).await;
+    let config = standard_config(
+        &format!("https://localhost:{}/mcp", upstream_addr.port()),
+        "",
+        "[outbound]\nca_files = [\"ca.pem\"]\n",
+    );
+    let gateway = TestGateway::start_in(&config, &dir).await;
+    let tcp = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("x-user-id", "admin".parse().unwrap());
+    let body = Frames(
+        [
+            http_body::Frame::data(Bytes::from_static(b"{}")),
+            http_body::Frame::trailers(trailers),
+        ]
+        .into(),
+    );
+    let request = http::Request::post(format!("http://{}/mcp", gateway.addr))
+        .header("authorization", format!("Bearer {API_KEY}"))
+        .header("content-type", "application/json")
+        .body(body)
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let recorded = seen.lock().unwrap().clone();
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(recorded[0], None, "request trailers reached the upstream");
+}
+
 fn tempdir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("mcp-gw-tls-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -108,6 +108,9 @@ impl Default for RawLimits {
 pub struct RawForwardAuth {
     pub enabled: bool,
     pub path: String,
+    /// Addresses that serve only `/verify` (and health); when set, the main listeners no
+    /// longer answer `/verify`.
+    pub listen: Vec<String>,
 }
 
 impl Default for RawForwardAuth {
@@ -115,6 +118,7 @@ impl Default for RawForwardAuth {
         Self {
             enabled: true,
             path: "/verify".into(),
+            listen: Vec::new(),
         }
     }
 }

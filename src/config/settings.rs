@@ -23,6 +23,8 @@ pub struct Config {
     pub outbound_tls: rustls::ClientConfig,
     /// Dangerous switches in effect, for the startup warning.
     pub dangerous: Vec<String>,
+    /// Likely mistakes that do not stop the gateway (`check` prints them, `serve` logs them).
+    pub warnings: Vec<super::Problem>,
 }
 
 pub struct ServerSettings {
@@ -55,6 +57,9 @@ pub struct Limits {
 
 pub struct ForwardAuthSettings {
     pub path: Option<String>,
+    /// Listeners of their own for `/verify` (plain HTTP, for the front proxy only); empty =
+    /// `/verify` is served on the main listeners.
+    pub listen: Vec<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

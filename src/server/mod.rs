@@ -33,6 +33,16 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Connection {
     pub peer: SocketAddr,
     pub tls: bool,
+    pub role: ListenerRole,
+}
+
+/// What a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerRole {
+    /// Routes, discovery, health — and `/verify` unless it has listeners of its own.
+    Main,
+    /// `[forward_auth] listen`: `/verify` and health only.
+    ForwardAuth,
 }
 
 /// One builder per protocol: the protocol is decided before hyper sees the connection.
@@ -62,16 +72,33 @@ fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// Accepts on one listener until `shutdown` flips, then drains for up to `grace`.
+/// What every listener of one worker shares.
+#[derive(Clone)]
+pub struct WorkerContext {
+    pub app: Arc<App>,
+    pub limits: Limits,
+    /// Flips to `true` on shutdown.
+    pub shutdown: watch::Receiver<bool>,
+    /// The worker's own upstream pool.
+    pub upstream: HttpClient,
+    /// Shared by all workers: `max_connections` bounds the whole process.
+    pub budget: Arc<ConnectionBudget>,
+}
+
+/// Accepts on one listener until `shutdown` flips, then drains for up to `shutdown_grace`.
 pub async fn serve(
-    app: Arc<App>,
+    context: WorkerContext,
     listener: TcpListener,
+    role: ListenerRole,
     tls: Option<TlsAcceptor>,
-    limits: Limits,
-    shutdown: watch::Receiver<bool>,
-    upstream: HttpClient,
-    budget: Arc<ConnectionBudget>,
 ) {
+    let WorkerContext {
+        app,
+        limits,
+        shutdown,
+        upstream,
+        budget,
+    } = context;
     let builders = Builders {
         http1: http_builder(&limits).http1_only(),
         http2: http_builder(&limits).http2_only(),
@@ -106,6 +133,7 @@ pub async fn serve(
             connection: Connection {
                 peer,
                 tls: tls.is_some(),
+                role,
             },
             stopping: shutdown.clone(),
         };

@@ -9,7 +9,7 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tracing::Instrument;
 
-use super::Connection;
+use super::{Connection, ListenerRole};
 use crate::app::App;
 use crate::body::{self, Body};
 use crate::config::Config;
@@ -67,8 +67,21 @@ async fn dispatch(
             .flatten();
         return metadata_response(config, request.method(), host, path);
     }
-    if config.forward_auth.path.as_deref() == Some(path) {
+    let verify_here = match connection.role {
+        ListenerRole::Main => config.forward_auth.listen.is_empty(),
+        ListenerRole::ForwardAuth => true,
+    };
+    if verify_here && config.forward_auth.path.as_deref() == Some(path) {
         return forward_auth::verify(config, &request).await;
+    }
+    if connection.role == ListenerRole::ForwardAuth {
+        return (
+            json(
+                StatusCode::NOT_FOUND,
+                r#"{"error":"not_found","error_description":"this listener serves only the forward_auth path, health and discovery"}"#.into(),
+            ),
+            Outcome::builtin("not_found"),
+        );
     }
     proxy::handle(config, upstream, request, connection).await
 }

@@ -32,6 +32,8 @@ pub struct Recorded {
     pub path_and_query: String,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// Trailers that came after the body, if any.
+    pub trailers: Option<HeaderMap>,
 }
 
 impl Recorded {
@@ -131,12 +133,15 @@ impl Upstream {
 
 async fn respond(state: State, request: Request<Incoming>) -> Response<BoxBody> {
     let (parts, body) = request.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let (body, trailers) = match body.collect().await {
+        Ok(collected) => {
+            let trailers = collected.trailers().cloned();
+            (collected.to_bytes(), trailers)
+        }
+        Err(_) => (Bytes::new(), None),
+    };
     let recorded = Recorded {
+        trailers,
         method: parts.method.to_string(),
         path_and_query: parts
             .uri

@@ -8,6 +8,7 @@ mod server;
 mod verifiers;
 
 use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -28,6 +29,8 @@ use verifiers::{compile_api_key, compile_introspection, compile_issuer};
 /// Collects problems while compiling.
 pub(super) struct Collector {
     problems: Vec<Problem>,
+    /// Not errors, but likely mistakes: `check` prints them, `serve` logs them.
+    warnings: Vec<Problem>,
 }
 
 impl Collector {
@@ -37,6 +40,10 @@ impl Collector {
         if !self.problems.contains(&problem) {
             self.problems.push(problem);
         }
+    }
+
+    pub(super) fn warn(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.warnings.push(Problem::new(path, message));
     }
 
     pub(super) fn ok<T>(&mut self, path: &str, result: Result<T, String>) -> Option<T> {
@@ -53,6 +60,7 @@ impl Collector {
 pub(super) fn compile(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> {
     let mut c = Collector {
         problems: Vec::new(),
+        warnings: Vec::new(),
     };
     let limits = compile_limits(&raw, &mut c);
     let extra_roots = raw
@@ -147,6 +155,25 @@ pub(super) fn compile(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigE
     } else {
         None
     };
+    let forward_auth_listen: Vec<SocketAddr> = raw
+        .forward_auth
+        .listen
+        .iter()
+        .enumerate()
+        .filter_map(|(i, addr)| {
+            c.ok(
+                &format!("forward_auth.listen[{i}]"),
+                addr.parse::<SocketAddr>()
+                    .map_err(|_| format!("{addr:?} is not ip:port (e.g. \"127.0.0.1:9090\")")),
+            )
+        })
+        .collect();
+    if !forward_auth_listen.is_empty() && forward_auth_path.is_none() {
+        c.push(
+            "forward_auth.listen",
+            "forward_auth is disabled: remove listen or set enabled = true",
+        );
+    }
 
     let mut dangerous = Vec::new();
     if allow_http {
@@ -189,6 +216,7 @@ pub(super) fn compile(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigE
             server,
             forward_auth: ForwardAuthSettings {
                 path: forward_auth_path,
+                listen: forward_auth_listen,
             },
             log,
             identity_headers,
@@ -202,6 +230,7 @@ pub(super) fn compile(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigE
             client,
             outbound_tls: tls,
             dangerous,
+            warnings: c.warnings,
         }),
         _ => Err(ConfigError {
             problems: c.problems,

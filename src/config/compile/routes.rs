@@ -209,6 +209,12 @@ pub(super) fn compile_route(
             )
             .collect()
     });
+    if authorization_servers.is_empty() && !unauthenticated {
+        c.warn(
+            format!("{path}.authorization_servers"),
+            "the route's metadata lists no authorization server (API keys only): RFC 9728 clients such as the MCP Python SDK discard such a document; set authorization_servers to the issuer that mints tokens for this route, or ignore this for API-key-only clients",
+        );
+    }
     let document = ProtectedResourceMetadata {
         resource: resource.clone(),
         authorization_servers,
