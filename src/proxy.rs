@@ -56,7 +56,11 @@ pub async fn handle(
     // Request trailers (HTTP/2, or chunked HTTP/1.1) are dropped: they would reach the
     // upstream after the identity headers were set and could carry spoofed ones; MCP sends
     // none.
-    let limited = Limited::new(incoming, clamp(config.server.limits.max_body_bytes))
+    // The body is bounded in size and in silence (slow-POST: a client that stops sending
+    // must not hold its connection and an upstream connection).
+    let limits = &config.server.limits;
+    let limited = Limited::new(incoming, clamp(limits.max_body_bytes)).map_err(BoxError::from);
+    let limited = forward::IdleTimeout::new(limited, limits.body_read_timeout)
         .map_err(|error| BoxError::from(forward::ClientBodyError(error)))
         .map_frame(|frame| {
             if frame.is_trailers() {

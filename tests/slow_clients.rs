@@ -163,3 +163,34 @@ async fn an_open_stream_is_not_idle() {
         seen.extend_from_slice(&buf[..n]);
     }
 }
+
+#[tokio::test]
+async fn a_body_that_stops_arriving_is_a_408() {
+    // Slow-POST: the head and a few bytes, then silence. The gateway gives up after
+    // body_read_timeout (the upstream was waiting for the rest) and frees the connection.
+    let (_upstream, gateway) = gateway("body_read_timeout = \"1s\"").await;
+    let mut stream = TcpStream::connect(gateway.addr).await.unwrap();
+    let head = format!(
+        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {API_KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"jsonrpc\""
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buf = [0u8; 1024];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+            if String::from_utf8_lossy(&answer).contains("\r\n\r\n{") {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "no answer to a stalled body");
+    let answer = String::from_utf8_lossy(&answer);
+    assert_eq!(raw_status(&answer), 408, "{answer}");
+    assert!(answer.contains("request body timed out"), "{answer}");
+}

@@ -53,6 +53,8 @@ pub struct Limits {
     pub max_connections_per_ip: usize,
     /// A connection with no request in flight for this long is closed gracefully.
     pub idle_timeout: Duration,
+    /// Longest silence while a request body is being received (slow-POST guard).
+    pub body_read_timeout: Duration,
 }
 
 pub struct ForwardAuthSettings {

@@ -33,6 +33,8 @@ pub async fn forward(
             if let Some(client_error) = find_cause::<ClientBodyError>(&error) {
                 return Err(if find_cause::<LengthLimitError>(client_error).is_some() {
                     Rejection::BodyTooLarge
+                } else if find_cause::<StreamIdle>(client_error).is_some() {
+                    Rejection::BodyTimeout
                 } else {
                     Rejection::MalformedBody
                 });
@@ -133,14 +135,14 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 
 /// A response body cut off after `limit` without a frame from the upstream (a half-dead
 /// upstream must not hold the client's stream, and a connection slot, forever).
-struct IdleTimeout<B> {
+pub struct IdleTimeout<B> {
     inner: B,
     limit: Duration,
     deadline: Pin<Box<tokio::time::Sleep>>,
 }
 
 impl<B> IdleTimeout<B> {
-    fn new(inner: B, limit: Duration) -> Self {
+    pub fn new(inner: B, limit: Duration) -> Self {
         Self {
             inner,
             limit,
@@ -151,7 +153,7 @@ impl<B> IdleTimeout<B> {
 
 #[derive(Debug, thiserror::Error)]
 #[error("upstream stream idle for longer than {0:?}")]
-struct StreamIdle(Duration);
+pub struct StreamIdle(Duration);
 
 impl<B> http_body::Body for IdleTimeout<B>
 where

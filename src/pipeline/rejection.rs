@@ -36,6 +36,9 @@ pub enum Rejection {
     BodyTooLarge,
     #[error("malformed request body (framing)")]
     MalformedBody,
+    /// The client stopped sending its request body (slow-POST).
+    #[error("request body timed out")]
+    BodyTimeout,
     #[error("no credentials")]
     MissingCredential(Challenge),
     #[error("{1}")]
@@ -74,6 +77,7 @@ impl Rejection {
             | Rejection::AccessDenied => StatusCode::FORBIDDEN,
             Rejection::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Rejection::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Rejection::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Rejection::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Rejection::MissingCredential(_) | Rejection::InvalidToken(..) => {
                 StatusCode::UNAUTHORIZED
@@ -113,6 +117,7 @@ impl Rejection {
             | Rejection::HeadersTooLarge
             | Rejection::BodyTooLarge
             | Rejection::MalformedBody
+            | Rejection::BodyTimeout
             | Rejection::UpstreamUnavailable
             | Rejection::UpstreamRefusedGateway
             | Rejection::UpstreamTimeout => None,
@@ -148,6 +153,7 @@ impl Rejection {
             | Rejection::DuplicateHeader(_)
             | Rejection::MalformedHeader(_)
             | Rejection::MalformedBody
+            | Rejection::BodyTimeout
             | Rejection::MissingHost => {
                 json!({"error": "invalid_request", "error_description": description})
             }

@@ -54,6 +54,7 @@ pub(super) fn compile_limits(raw: &RawConfig, c: &mut Collector) -> Limits {
             MINUTE,
         ),
         ("idle_timeout", l.idle_timeout, SECOND, DAY),
+        ("body_read_timeout", l.body_read_timeout, MILLISECOND, HOUR),
         (
             "stream_idle_timeout",
             l.stream_idle_timeout,
@@ -86,6 +87,7 @@ pub(super) fn compile_limits(raw: &RawConfig, c: &mut Collector) -> Limits {
         max_connections: l.max_connections.max(1),
         max_connections_per_ip: l.max_connections_per_ip,
         idle_timeout: l.idle_timeout.0,
+        body_read_timeout: l.body_read_timeout.0,
     }
 }
 
