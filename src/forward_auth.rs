@@ -170,3 +170,74 @@ pub fn original_request(headers: &HeaderMap) -> Result<Original, Rejection> {
     };
     Ok(Original { method, uri, host })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn method() -> impl Strategy<Value = Option<String>> {
+        prop::option::of(
+            prop::sample::select(vec!["GET", "POST", "get", "DELETE"]).prop_map(String::from),
+        )
+    }
+
+    fn uri() -> impl Strategy<Value = Option<String>> {
+        prop::option::of(
+            prop::sample::select(vec![
+                "/mcp",
+                "/mcp?x=1",
+                "/mcp/health",
+                "/mcp#frag",
+                "/mcp/health#/../admin",
+                "http://evil/mcp",
+                "mcp",
+                "/a b",
+                "/%2e%2e/x",
+                "*",
+            ])
+            .prop_map(String::from),
+        )
+    }
+
+    proptest! {
+        /// The described request comes from exactly one dialect (or both, agreeing); it
+        /// never carries a fragment, is always origin-form, and always has a method.
+        #[test]
+        fn forwarded_request_is_unambiguous(
+            fwd_method in method(), fwd_uri in uri(), orig_method in method(), orig_uri in uri(),
+        ) {
+            let mut headers = HeaderMap::new();
+            for (name, value) in [
+                (X_FORWARDED_METHOD, &fwd_method),
+                (X_FORWARDED_URI, &fwd_uri),
+                (X_ORIGINAL_METHOD, &orig_method),
+                (X_ORIGINAL_URI, &orig_uri),
+            ] {
+                if let Some(value) = value {
+                    if let Ok(value) = http::HeaderValue::from_str(value) {
+                        headers.insert(name, value);
+                    }
+                }
+            }
+            let forwarded = (fwd_method.clone(), fwd_uri.clone());
+            let original = (orig_method.clone(), orig_uri.clone());
+            if let Ok(request) = original_request(&headers) {
+                let described = match (forwarded.0.is_some() || forwarded.1.is_some(), original.0.is_some() || original.1.is_some()) {
+                    (true, true) => {
+                        prop_assert_eq!(&forwarded, &original);
+                        forwarded
+                    }
+                    (true, false) => forwarded,
+                    (false, true) => original,
+                    (false, false) => unreachable!("nothing described, yet accepted"),
+                };
+                let (method, uri) = (described.0.unwrap_or_default(), described.1.unwrap_or_default());
+                prop_assert_eq!(request.method.as_str(), method.as_str());
+                prop_assert!(!uri.contains('#'));
+                prop_assert!(request.uri.authority().is_none());
+                prop_assert!(request.uri.path().starts_with('/'));
+            }
+        }
+    }
+}

@@ -166,4 +166,57 @@ mod tests {
         assert!(!query_has_token("tokens=1&x=access_token"));
         assert!(!query_has_token(""));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Every byte of `name` spelled as a framework may decode it: as is, in another
+        /// case, or percent-encoded.
+        fn spellings(name: &'static str) -> impl Strategy<Value = String> {
+            prop::collection::vec(0u8..3, name.len()).prop_map(move |choices| {
+                name.bytes()
+                    .zip(choices)
+                    .map(|(b, choice)| match choice {
+                        0 => (b as char).to_string(),
+                        1 => (b as char).to_ascii_uppercase().to_string(),
+                        _ => format!("%{b:02X}"),
+                    })
+                    .collect()
+            })
+        }
+
+        proptest! {
+            /// A token is exactly the bytes after `Bearer `, b64token syntax, within the
+            /// limit; the scheme matches in any case.
+            #[test]
+            fn bearer_tokens_are_exact(value in "\\PC{0,80}", max in 1usize..64) {
+                if let Parsed::Token(token) = parse_bearer(&value, max) {
+                    prop_assert!(token.len() <= max);
+                    prop_assert!(is_b64token(token));
+                    prop_assert!(value.len() == token.len() + 7);
+                    prop_assert!(value[..7].eq_ignore_ascii_case("bearer "));
+                    prop_assert!(value.ends_with(token));
+                }
+            }
+
+            #[test]
+            fn every_b64token_round_trips(token in "[A-Za-z0-9._~+/-]{1,40}={0,2}", scheme in "[bB][eE][aA][rR][eE][rR]") {
+                let value = format!("{scheme} {token}");
+                prop_assert_eq!(parse_bearer(&value, 64), Parsed::Token(&token));
+            }
+
+            /// However the parameter name is spelled, and wherever it stands, it is found.
+            #[test]
+            fn query_tokens_are_found_in_any_spelling(
+                name in prop_oneof![spellings("access_token"), spellings("token")],
+                before in "[a-z0-9=&;]{0,12}",
+                separator in prop::sample::select(vec!["&", ";"]),
+                value in "[A-Za-z0-9]{0,8}",
+            ) {
+                let query = format!("{before}{separator}{name}={value}");
+                prop_assert!(query_has_token(&query), "{}", query);
+            }
+        }
+    }
 }

@@ -58,10 +58,18 @@ impl OriginAllowlist {
 /// is not a port. A fully qualified name's trailing dot is dropped (`name.` is `name` to DNS,
 /// to Traefik's `Host()` and to virtual hosting): the one place hosts are normalized.
 pub fn split_host(host: &str) -> (&str, Option<&str>) {
+    let is_port = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
     let (name, port) = match host.find(']') {
-        Some(end) => (&host[..=end], host[end + 1..].strip_prefix(':')),
+        // `[v6]` or `[v6]:port`; anything else after `]` is not a host and stays whole.
+        Some(end) => match &host[end + 1..] {
+            "" => (host, None),
+            rest => match rest.strip_prefix(':') {
+                Some(port) if is_port(port) => (&host[..=end], Some(port)),
+                _ => (host, None),
+            },
+        },
         None => match host.rsplit_once(':') {
-            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => (name, Some(port)),
+            Some((name, port)) if is_port(port) => (name, Some(port)),
             _ => (host, None),
         },
     };
@@ -288,6 +296,83 @@ mod tests {
         ];
         for (host, want) in cases {
             assert_eq!(list.allows(host), want, "{host}");
+        }
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn host_name() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "[a-z][a-z0-9-]{0,8}(\\.[a-z][a-z0-9-]{0,8}){0,3}",
+                Just("localhost".to_string()),
+                Just("127.0.0.1".to_string()),
+                Just("[::1]".to_string()),
+            ]
+        }
+
+        proptest! {
+            /// A trailing dot, letter case and the port's presence (for port-less entries)
+            /// never change a Host decision.
+            #[test]
+            fn host_decisions_ignore_spelling(
+                entry in host_name(),
+                asked in host_name(),
+                port in prop::option::of(1u16..),
+                entry_port in prop::option::of(1u16..),
+            ) {
+                let entry_text = match entry_port {
+                    Some(p) => format!("{entry}:{p}"),
+                    None => entry.clone(),
+                };
+                let list = HostAllowlist::Only(vec![entry_text]);
+                let with_port = |name: &str| match port {
+                    Some(p) => format!("{name}:{p}"),
+                    None => name.to_string(),
+                };
+                let plain = list.allows(&with_port(&asked));
+                // A trailing dot belongs to DNS names, not to bracketed IPv6 literals.
+                let dotted_name = if asked.starts_with('[') { asked.clone() } else { format!("{asked}.") };
+                let dotted = list.allows(&with_port(&dotted_name));
+                let upper = list.allows(&with_port(&asked.to_ascii_uppercase()));
+                prop_assert_eq!(plain, dotted);
+                prop_assert_eq!(plain, upper);
+                let same_name = asked == entry;
+                let port_ok = entry_port.is_none() || entry_port == port;
+                prop_assert_eq!(plain, same_name && port_ok);
+            }
+
+            /// Canonical origins are fixed points and keep scheme, name and non-default port.
+            #[test]
+            fn origins_canonicalize_once(
+                scheme in prop::sample::select(vec!["http", "https", "HTTP", "Https"]),
+                name in host_name(),
+                port in prop::option::of(1u16..),
+                dot in any::<bool>(),
+            ) {
+                // A trailing dot belongs to DNS names, not to bracketed IPv6 literals.
+                let dot = if dot && !name.starts_with('[') { "." } else { "" };
+                let port_text = port.map(|p| format!(":{p}")).unwrap_or_default();
+                let origin = format!("{scheme}://{name}{dot}{port_text}");
+                let canonical = canonical_origin(&origin);
+                prop_assert!(canonical.is_some(), "{}", origin);
+                let canonical = canonical.unwrap_or_default();
+                prop_assert_eq!(canonical_origin(&canonical), Some(canonical.clone()));
+                let scheme = scheme.to_ascii_lowercase();
+                let default = if scheme == "https" { 443 } else { 80 };
+                let want = match port {
+                    Some(p) if p != default => format!("{scheme}://{name}:{p}"),
+                    _ => format!("{scheme}://{name}"),
+                };
+                prop_assert_eq!(canonical, want);
+            }
+
+            #[test]
+            fn split_host_never_panics_and_ports_are_digits(host in "\\PC{0,30}") {
+                let (_, port) = split_host(&host);
+                prop_assert!(port.is_none_or(|p| p.bytes().all(|b| b.is_ascii_digit())));
+            }
         }
     }
 }
