@@ -215,6 +215,12 @@ impl std::ops::Deref for KeysGuard<'_> {
     }
 }
 
+#[derive(Debug, Clone, Copy)]
+struct Refetch {
+    started: Instant,
+    finished: Instant,
+}
+
 /// A `jwks_uri` and what we last fetched from it.
 pub struct RemoteJwks {
     pub uri: Uri,
@@ -223,8 +229,8 @@ pub struct RemoteJwks {
     allowed: Vec<Algorithm>,
     current: ArcSwap<KeySet>,
     loaded: AtomicBool,
-    /// When the last unknown-`kid` refetch started.
-    last_refetch: Mutex<Option<Instant>>,
+    /// The last unknown-`kid` refetch.
+    last_refetch: Mutex<Option<Refetch>>,
     refresh_interval: Duration,
     min_refetch: Duration,
     refresher_started: AtomicBool,
@@ -295,13 +301,19 @@ impl RemoteJwks {
     async fn refetch_debounced(&self) -> bool {
         let asked = Instant::now();
         let mut last = self.last_refetch.lock().await;
-        if let Some(at) = *last {
-            if at >= asked || at.elapsed() < self.min_refetch {
+        if let Some(refetch) = *last {
+            // A fetch that ended after we asked (we waited for it on the lock) is ours too.
+            if refetch.finished >= asked || refetch.started.elapsed() < self.min_refetch {
                 return false;
             }
         }
-        *last = Some(Instant::now());
-        self.fetch_and_store().await
+        let started = Instant::now();
+        let loaded = self.fetch_and_store().await;
+        *last = Some(Refetch {
+            started,
+            finished: Instant::now(),
+        });
+        loaded
     }
 
     /// Starts the periodic refresh (once). The task holds only a weak reference so a

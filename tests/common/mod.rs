@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod external;
+pub mod faulty;
 pub mod gateway;
 pub mod http;
 pub mod jwks;
