@@ -417,6 +417,75 @@ fn each_problem_names_its_key_path_and_the_fix() {
 }
 
 #[test]
+fn type_errors_name_their_key_path_and_line_all_at_once() {
+    // A misspelt required key, a duration in words, a string where a list belongs, and a
+    // bad size: four problems, each at its key path and line, in one report.
+    let text = edit(
+        &edit(
+            VALID,
+            "listen = [\"127.0.0.1:0\"]",
+            "listn = [\"127.0.0.1:0\"]",
+        ),
+        "[[api_keys]]",
+        "[server.limits]\nheader_read_timeout = \"5 parsecs\"\nmax_body_bytes = \"four\"\n\n[[api_keys]]",
+    );
+    let error = problems(&text);
+    assert_problem(&error, "server.listn", "unknown key");
+    assert_problem(&error, "server.listen", "required key is missing");
+    assert_problem(
+        &error,
+        "server.limits.header_read_timeout",
+        "invalid duration \"5 parsecs\"",
+    );
+    assert_problem(
+        &error,
+        "server.limits.max_body_bytes",
+        "invalid size \"four\"",
+    );
+    let line_of = |path: &str| {
+        error
+            .problems
+            .iter()
+            .find(|p| p.path == path)
+            .and_then(|p| p.line)
+    };
+    assert_eq!(line_of("server.listn"), Some(3), "{error}");
+    assert_eq!(
+        line_of("server.limits.header_read_timeout"),
+        Some(7),
+        "{error}"
+    );
+    assert!(error.to_string().contains("(line 7)"), "{error}");
+
+    let error = problems(&edit(
+        VALID,
+        "listen = [\"127.0.0.1:0\"]",
+        "listen = \"127.0.0.1:0\"",
+    ));
+    assert_problem(&error, "server.listen", "expected a sequence");
+
+    // Durations with fractions and sums, sizes with units.
+    let text = edit(
+        VALID,
+        "[[api_keys]]",
+        "[server.limits]\nheader_read_timeout = \"1.5s\"\nidle_timeout = \"1m 30s\"\nmax_body_bytes = \"4MB\"\nmax_header_bytes = \"32KiB\"\n\n[[api_keys]]",
+    );
+    let config = compile(&text).unwrap_or_else(|e| panic!("{e}"));
+    let limits = &config.server.limits;
+    assert_eq!(limits.header_read_timeout, Duration::from_millis(1500));
+    assert_eq!(limits.idle_timeout, Duration::from_secs(90));
+    assert_eq!(limits.max_body_bytes, 4_000_000);
+    assert_eq!(limits.max_header_bytes, 32 * 1024);
+}
+
+#[test]
+fn syntax_errors_are_all_reported_with_their_lines() {
+    let error = problems("[server]\nlisten = [\"a\"\npublic_url = \"x\"\n[[routes]\n");
+    assert!(error.problems.iter().all(|p| p.path == "(toml)"), "{error}");
+    assert!(error.problems.iter().all(|p| p.line.is_some()), "{error}");
+}
+
+#[test]
 fn all_compile_problems_are_reported_at_once() {
     let text = r#"
 [server]

@@ -6,6 +6,7 @@
 //! unvalidated value. Reloading (day-two operations) will reuse `load` and swap the result.
 
 mod compile;
+mod document;
 pub mod duration;
 mod interpolate;
 pub mod raw;
@@ -24,6 +25,8 @@ pub use settings::{
 pub struct Problem {
     pub path: String,
     pub message: String,
+    /// The line where `path` is written, when it is.
+    pub line: Option<usize>,
 }
 
 impl Problem {
@@ -31,7 +34,18 @@ impl Problem {
         Self {
             path: path.into(),
             message: message.into(),
+            line: None,
         }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)?;
+        if let Some(line) = self.line {
+            write!(f, " (line {line})")?;
+        }
+        Ok(())
     }
 }
 
@@ -58,7 +72,7 @@ impl fmt::Display for ConfigError {
             if self.problems.len() == 1 { "" } else { "s" }
         )?;
         for problem in &self.problems {
-            writeln!(f, "  {}: {}", problem.path, problem.message)?;
+            writeln!(f, "  {problem}")?;
         }
         Ok(())
     }
@@ -77,8 +91,16 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 }
 
 /// Compiles configuration text; relative file paths in it are resolved against `base_dir`.
-/// Problems from every stage (unknown keys, `${VAR}`s, compilation) are reported together.
+/// Problems from every stage (syntax, types, unknown keys, `${VAR}`s, compilation) are
+/// reported together, each with its key path and, where it is written, its line.
 pub fn from_toml_str(text: &str, base_dir: &Path) -> Result<Config, ConfigError> {
+    compile_text(text, base_dir).map_err(|mut error| {
+        document::Locator::new(text).locate(&mut error.problems);
+        error
+    })
+}
+
+fn compile_text(text: &str, base_dir: &Path) -> Result<Config, ConfigError> {
     let (raw, mut problems) = parse(text, &|name| std::env::var(name).ok())?;
     match compile::compile(raw, base_dir) {
         Ok(config) if problems.is_empty() => Ok(config),
@@ -99,53 +121,23 @@ pub fn from_toml_str(text: &str, base_dir: &Path) -> Result<Config, ConfigError>
 }
 
 /// Parses TOML text into the raw shapes, expanding `${VAR}` with `lookup`. Syntax and type
-/// errors end here; unknown keys and unset variables are returned as problems alongside
-/// the parsed configuration so the compiler can report its own too.
+/// errors end here (all of them, each with its key path); unknown keys and unset variables
+/// are returned as problems alongside the parsed configuration so the compiler can report its
+/// own too.
 pub fn parse(
     text: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(raw::RawConfig, Vec<Problem>), ConfigError> {
-    let mut value: toml::Value = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
+    let syntax = document::syntax_problems(text);
+    if !syntax.is_empty() {
+        return Err(ConfigError { problems: syntax });
+    }
+    let mut value: toml::Value = toml::from_str(text)
+        .map_err(|error| ConfigError::single("(toml)", error.message().to_string()))?;
     let mut problems = Vec::new();
     interpolate::expand(&mut value, "", lookup, &mut problems);
-    let mut unknown = Vec::new();
-    let raw = serde_ignored::deserialize(value, |path| unknown.push(key_path(&path)))
-        .map_err(|e: toml::de::Error| ConfigError::single("(toml)", e.message().to_string()))?;
-    problems.extend(unknown.into_iter().map(|path| {
-        Problem::new(
-            path,
-            "unknown key: check its spelling against README.md (Configuration reference)",
-        )
-    }));
-    Ok((raw, problems))
-}
-
-/// `routes[0].upstream_headers.X-Key` — the same form the compiler uses.
-fn key_path(path: &serde_ignored::Path<'_>) -> String {
-    use serde_ignored::Path;
-    match path {
-        Path::Root => String::new(),
-        Path::Seq { parent, index } => format!("{}[{index}]", key_path(parent)),
-        Path::Map { parent, key } => match key_path(parent) {
-            prefix if prefix.is_empty() => key.to_string(),
-            prefix => format!("{prefix}.{key}"),
-        },
-        Path::Some { parent }
-        | Path::NewtypeStruct { parent }
-        | Path::NewtypeVariant { parent } => key_path(parent),
+    match document::deserialize_all(value, &mut problems) {
+        Some(raw) => Ok((raw, problems)),
+        None => Err(ConfigError { problems }),
     }
-}
-
-/// A TOML syntax error, located by line and column.
-fn toml_error(text: &str, error: &toml::de::Error) -> ConfigError {
-    let location = error.span().map_or_else(
-        || "(toml)".to_string(),
-        |span| {
-            let before = &text[..span.start.min(text.len())];
-            let line = before.matches('\n').count() + 1;
-            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-            format!("(toml) line {line}, column {column}")
-        },
-    );
-    ConfigError::single(location, error.message().to_string())
 }

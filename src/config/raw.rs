@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::duration::ConfigDuration;
+use super::duration::{ConfigBytes, ConfigDuration};
 use super::secret::SecretSource;
 
 #[derive(Debug, Deserialize)]
@@ -69,9 +69,9 @@ pub struct RawTls {
 #[derive(Debug, Deserialize)]
 #[serde(default)]
 pub struct RawLimits {
-    pub max_header_bytes: usize,
-    pub max_body_bytes: u64,
-    pub max_token_bytes: usize,
+    pub max_header_bytes: ConfigBytes,
+    pub max_body_bytes: ConfigBytes,
+    pub max_token_bytes: ConfigBytes,
     pub header_read_timeout: ConfigDuration,
     pub connect_timeout: ConfigDuration,
     pub response_timeout: ConfigDuration,
@@ -88,9 +88,9 @@ impl Default for RawLimits {
     fn default() -> Self {
         use std::time::Duration;
         Self {
-            max_header_bytes: 16 * 1024,
-            max_body_bytes: 4 * 1024 * 1024,
-            max_token_bytes: 8 * 1024,
+            max_header_bytes: ConfigBytes(16 * 1024),
+            max_body_bytes: ConfigBytes(4 * 1024 * 1024),
+            max_token_bytes: ConfigBytes(8 * 1024),
             header_read_timeout: ConfigDuration(Duration::from_secs(10)),
             connect_timeout: ConfigDuration(Duration::from_secs(5)),
             response_timeout: ConfigDuration(Duration::from_secs(60)),

@@ -33,11 +33,20 @@ pub(super) fn human(d: Duration) -> String {
 
 pub(super) fn compile_limits(raw: &RawConfig, c: &mut Collector) -> Limits {
     let l = &raw.server.limits;
-    if l.max_header_bytes < 1024 {
-        c.push("server.limits.max_header_bytes", "must be at least 1024");
-    }
-    if l.max_token_bytes < 64 {
-        c.push("server.limits.max_token_bytes", "must be at least 64");
+    for (key, value, min, max) in [
+        ("max_header_bytes", l.max_header_bytes, 1024, 1 << 20),
+        ("max_token_bytes", l.max_token_bytes, 64, 1 << 20),
+        ("max_body_bytes", l.max_body_bytes, 0, 1 << 40),
+    ] {
+        if value.0 < min || value.0 > max {
+            c.push(
+                format!("server.limits.{key}"),
+                format!(
+                    "{} bytes is out of range: must be at least {min} and at most {max}",
+                    value.0
+                ),
+            );
+        }
     }
     if l.token_cache_entries == 0 {
         c.push("server.limits.token_cache_entries", "must be at least 1");
@@ -76,9 +85,9 @@ pub(super) fn compile_limits(raw: &RawConfig, c: &mut Collector) -> Limits {
         }
     }
     Limits {
-        max_header_bytes: l.max_header_bytes,
-        max_body_bytes: l.max_body_bytes,
-        max_token_bytes: l.max_token_bytes,
+        max_header_bytes: l.max_header_bytes.as_usize(),
+        max_body_bytes: l.max_body_bytes.0,
+        max_token_bytes: l.max_token_bytes.as_usize(),
         header_read_timeout: l.header_read_timeout.0,
         connect_timeout: l.connect_timeout.0,
         response_timeout: l.response_timeout.0,
