@@ -588,11 +588,13 @@ async fn origin_and_host_allowlists() {
                 host("evil127.0.0.1"),
                 FORBIDDEN,
             ),
+            // Not a host at all (RFC 9112 §3.2: 400), rather than a host not allowed.
             row(
                 "Host with user info",
                 host("127.0.0.1@evil.example.com"),
-                FORBIDDEN,
+                INVALID_REQUEST,
             ),
+            row("Host with a junk port", host("127.0.0.1:x"), INVALID_REQUEST),
             row(
                 "two Host headers",
                 req("GET /mcp")

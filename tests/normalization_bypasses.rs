@@ -102,6 +102,10 @@ async fn normalized_paths_cannot_reach_another_route_or_a_public_path() {
         ("/x/%09/admin", true),
         ("/x/%c0%af../admin", true),
         ("/x/%c0%ae%c0%ae/admin", true),
+        // Non-ASCII that folds to ASCII: Java lowercases `İ` to `i`, Go matches `ſ` as `s`.
+        ("/adm%C4%B0n/x", true),
+        ("/%C5%BFecret", true),
+        ("/mcp/health/%EF%BC%8E%EF%BC%8E%EF%BC%8Fx", false),
     ];
     for (target, with_key) in cases {
         let inline_status = status(&gateway, &inline(target, "127.0.0.1", with_key)).await;
@@ -174,4 +178,24 @@ async fn a_trailing_dot_host_is_the_same_host() {
         status(&gateway, &inline("/x", "other.example.com.", true)).await,
         200
     );
+}
+
+#[tokio::test]
+async fn a_host_with_a_junk_port_is_refused_not_read_whole() {
+    // Front proxies read `tenant.example.com:x` as tenant.example.com (Go's SplitHostPort
+    // does not validate the port); read whole it would miss the tenant's host route.
+    let upstream = Upstream::start().await;
+    let gateway = TestGateway::start(&config(&upstream)).await;
+    for host in [
+        "tenant.example.com:x",
+        "tenant.example.com:",
+        "tenant.example.com:99999",
+        "[::1]junk",
+    ] {
+        let inline_status = status(&gateway, &inline("/x", host, true)).await;
+        assert_eq!(inline_status, 400, "inline Host: {host}");
+        let verify_status = status(&gateway, &verify("/x", host, true)).await;
+        assert_eq!(verify_status, 403, "/verify X-Forwarded-Host: {host}");
+    }
+    assert!(upstream.requests().is_empty());
 }

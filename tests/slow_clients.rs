@@ -194,3 +194,30 @@ async fn a_body_that_stops_arriving_is_a_408() {
     assert_eq!(raw_status(&answer), 408, "{answer}");
     assert!(answer.contains("request body timed out"), "{answer}");
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_dropped_after_send_timeout() {
+    // Slow read: an HTTP/2 client that opens no window for the response (and answers pings)
+    // would keep its request "in flight" — and its slot — forever.
+    let (_upstream, gateway) = gateway("send_timeout = \"1s\"\nidle_timeout = \"1h\"").await;
+    let stream = TcpStream::connect(gateway.addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .initial_stream_window_size(0)
+        .handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    let driver = tokio::spawn(connection);
+    let request = http::Request::builder()
+        .uri(format!("http://{}/healthz", gateway.addr))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    // The head arrives (headers are not flow-controlled); the body never can.
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let ended = tokio::time::timeout(Duration::from_secs(15), driver).await;
+    assert!(
+        ended.is_ok(),
+        "a connection whose client reads nothing stayed open past send_timeout"
+    );
+    drop(response);
+}

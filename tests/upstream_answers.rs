@@ -35,6 +35,10 @@ async fn upstream_challenges_and_cookies_do_not_reach_the_client() {
         "{:?}",
         answer.headers
     );
+    for origin_wide in ["strict-transport-security", "clear-site-data", "alt-svc"] {
+        assert_eq!(answer.header(origin_wide), None, "{origin_wide}");
+    }
+    assert_eq!(answer.header("x-upstream-own"), Some("kept"));
     assert_eq!(upstream.requests().len(), 1);
 }
 

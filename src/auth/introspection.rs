@@ -33,6 +33,10 @@ use crate::outbound::{self, HttpClient};
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 /// Tokens remembered as inactive, per endpoint.
 const NEGATIVE_CACHE_ENTRIES: u64 = 10_000;
+/// Endpoint failures, logged at most every 10 s (a flood of tokens must not become a flood
+/// of log lines).
+static FAILURES: crate::observability::Throttle =
+    crate::observability::Throttle::new(Duration::from_secs(10));
 
 /// How an introspector protects its endpoint (and the gateway) from a flood of junk tokens.
 #[derive(Debug, Clone, Copy)]
@@ -162,12 +166,17 @@ impl Introspector {
         let fetched = outbound::fetch(&self.client, request, MAX_RESPONSE_BYTES, self.timeout)
             .await
             .map_err(|e| {
-                tracing::warn!(introspection = %self.id, error = %e, "introspection failed");
+                if let Some(suppressed) = FAILURES.allow() {
+                    tracing::warn!(introspection = %self.id, error = %e, suppressed,
+                        "introspection failed (logged at most every 10 s)");
+                }
                 VerifyError::Unavailable("introspection endpoint unavailable")
             })?;
         if !fetched.status.is_success() {
-            tracing::warn!(introspection = %self.id, status = %fetched.status,
-                "introspection endpoint refused the request");
+            if let Some(suppressed) = FAILURES.allow() {
+                tracing::warn!(introspection = %self.id, status = %fetched.status, suppressed,
+                    "introspection endpoint refused the request (logged at most every 10 s)");
+            }
             return Err(VerifyError::Unavailable(
                 "introspection endpoint unavailable",
             ));

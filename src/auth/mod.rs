@@ -170,21 +170,22 @@ impl Verifiers {
             if let Some(issuer) = set.issuers.iter().find(|i| &i.issuer == iss) {
                 return issuer.verify(token).await;
             }
-            if self.issuers.iter().any(|i| &i.issuer == iss) {
-                return Err(VerifyError::Invalid("untrusted issuer"));
-            }
             if !set.issuers.is_empty() {
                 last_error = VerifyError::Invalid("untrusted issuer");
             }
         } else if jwt::looks_like_jwt(token) && !set.issuers.is_empty() {
             last_error = VerifyError::Invalid("malformed token");
         }
+        // A JWT of an issuer configured elsewhere goes only to an introspector explicitly
+        // bound to that issuer; one bound to another issuer cannot vouch for it at all.
+        let owned_elsewhere = jwt_issuer
+            .as_ref()
+            .is_some_and(|iss| self.issuers.iter().any(|i| &i.issuer == iss));
         for introspector in &set.introspectors {
-            // An introspector bound to one issuer cannot vouch for another issuer's JWT.
-            if let (Some(iss), Some(expected)) = (&jwt_issuer, &introspector.issuer) {
-                if iss != expected {
-                    continue;
-                }
+            match (&jwt_issuer, &introspector.issuer) {
+                (Some(iss), Some(expected)) if iss != expected => continue,
+                (Some(_), None) if owned_elsewhere => continue,
+                _ => {}
             }
             match introspector.introspect(token).await {
                 Ok(principal) => return Ok(principal),

@@ -81,6 +81,7 @@ pub struct RawLimits {
     pub max_connections_per_ip: usize,
     pub idle_timeout: ConfigDuration,
     pub body_read_timeout: ConfigDuration,
+    pub send_timeout: ConfigDuration,
     pub token_cache_entries: u64,
 }
 
@@ -100,6 +101,7 @@ impl Default for RawLimits {
             max_connections_per_ip: 512,
             idle_timeout: ConfigDuration(Duration::from_secs(60)),
             body_read_timeout: ConfigDuration(Duration::from_secs(30)),
+            send_timeout: ConfigDuration(Duration::from_secs(60)),
             token_cache_entries: 100_000,
         }
     }

@@ -55,6 +55,8 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Longest silence while a request body is being received (slow-POST guard).
     pub body_read_timeout: Duration,
+    /// Longest time a response may wait for a client that does not read it (slow-read guard).
+    pub send_timeout: Duration,
 }
 
 pub struct ForwardAuthSettings {

@@ -115,9 +115,14 @@ pub fn query_has_token(query: &str) -> bool {
         let name = percent_encoding::percent_decode_str(&spaced).decode_utf8_lossy();
         let name = name.trim();
         let name = name.split('[').next().unwrap_or("");
+        // PHP reads `.`, ` ` and `[` in a parameter name as `_` (`access.token`).
+        let mangled: String = name
+            .chars()
+            .map(|c| if matches!(c, '.' | ' ' | '[') { '_' } else { c })
+            .collect();
         QUERY_TOKEN_PARAMS
             .iter()
-            .any(|param| name.eq_ignore_ascii_case(param))
+            .any(|param| name.eq_ignore_ascii_case(param) || mangled.eq_ignore_ascii_case(param))
     })
 }
 
@@ -163,6 +168,8 @@ mod tests {
         assert!(query_has_token("access%5Ftoken=abc"));
         assert!(query_has_token("access_token[]=abc"));
         assert!(query_has_token("+token=abc"));
+        assert!(query_has_token("access.token=abc"));
+        assert!(query_has_token("access+token=abc"));
         assert!(!query_has_token("tokens=1&x=access_token"));
         assert!(!query_has_token(""));
     }

@@ -62,14 +62,7 @@ pub async fn forward(
         return Err(Rejection::UpstreamRefusedGateway);
     }
     strip_hop_by_hop(&mut parts.headers);
-    // Challenges are the gateway's alone (an upstream's would point clients at another
-    // authorization server), and cookies are symmetric: `Cookie` is never forwarded, so the
-    // upstream's `Set-Cookie` never reaches the client (it would land on the gateway's origin,
-    // shared by every route).
-    for name in [header::WWW_AUTHENTICATE, header::SET_COOKIE] {
-        parts.headers.remove(name);
-    }
-    parts.headers.remove("set-cookie2");
+    strip_origin_wide(&mut parts.headers);
     // CORS is the gateway's decision (route allowlist), not the upstream's: an upstream's
     // `Access-Control-Allow-Origin: *` must not widen it.
     let upstream_cors: Vec<_> = parts
@@ -92,13 +85,46 @@ pub async fn forward(
             .headers
             .insert("x-accel-buffering", HeaderValue::from_static("no"));
     }
-    let body = body.map_err(Into::into);
+    // Trailers get the same treatment as the head: a challenge or a cookie must not slip
+    // through after the body.
+    let body = body
+        .map_err(Into::into)
+        .map_frame(|frame| match frame.into_trailers() {
+            Ok(mut trailers) => {
+                strip_hop_by_hop(&mut trailers);
+                strip_origin_wide(&mut trailers);
+                http_body::Frame::trailers(trailers)
+            }
+            Err(frame) => frame,
+        });
     let body = if stream_idle_timeout.is_zero() {
         body.boxed_unsync()
     } else {
         IdleTimeout::new(body, stream_idle_timeout).boxed_unsync()
     };
     Ok(Response::from_parts(parts, body))
+}
+
+/// Upstream response headers that speak for the gateway's whole origin, which every route
+/// shares: challenges (an upstream's would send MCP clients to another authorization
+/// server), cookies (`Cookie` is never forwarded either), and origin-wide policies an
+/// upstream could set or clear for every other route (`Strict-Transport-Security`,
+/// `Clear-Site-Data`, `Alt-Svc`, `Service-Worker-Allowed`).
+const ORIGIN_WIDE: [&str; 8] = [
+    "www-authenticate",
+    "authentication-info",
+    "set-cookie",
+    "set-cookie2",
+    "strict-transport-security",
+    "clear-site-data",
+    "alt-svc",
+    "service-worker-allowed",
+];
+
+fn strip_origin_wide(headers: &mut http::HeaderMap) {
+    for name in ORIGIN_WIDE {
+        headers.remove(name);
+    }
 }
 
 /// An error of the client's request body (wrapped by the inline proxy before the body is

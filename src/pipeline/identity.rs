@@ -5,13 +5,15 @@
 //! The upstream must read exactly the identity that was verified, or nothing: a principal
 //! whose identity cannot be written exactly ([`representable`]) is refused at the verify
 //! phase (401 `invalid_token`), never forwarded with a header left out. The encoding:
-//! - single values (user id, name, email, client id, token id) as they are, in UTF-8; one
-//!   with a control character or leading/trailing whitespace (which RFC 9110 field parsing
-//!   trims: `" admin"` would read as `admin`) cannot be represented;
+//! - single values as they are: the identifiers an upstream authorizes on (user id, client
+//!   id, token id) must be ASCII; name and email are sent in UTF-8. One with a control
+//!   character or leading/trailing whitespace (which RFC 9110 field parsing trims: `" admin"`
+//!   would read as `admin`) cannot be represented;
 //! - scopes space-separated; each must be an RFC 6749 §3.3 `scope-token` (no space, `"` or
 //!   `\`), so splitting on spaces gives them back;
-//! - groups comma-separated, each item percent-encoded for `%`, `,`, control characters and
-//!   whitespace at its ends ([`encode_list`]): split on `,` and percent-decode each item
+//! - groups comma-separated, each item percent-encoded (UTF-8) for `%`, `,`, `"`, `\`,
+//!   control characters, non-ASCII and whitespace at its ends ([`encode_list`]), so the header
+//!   is plain ASCII and no list parser sees quotes: split on `,` and percent-decode each item
 //!   ([`decode_list`]) to get the exact names back. An empty group name cannot be
 //!   represented (list parsers drop empty items).
 
@@ -96,6 +98,20 @@ pub fn representable(principal: &Principal) -> Result<(), &'static str> {
     {
         check_single(value)?;
     }
+    // Identifiers an upstream authorizes on must read the same whatever charset it decodes
+    // header bytes with (Node, Starlette and servlets use Latin-1): ASCII only.
+    for id in [
+        Some(principal.subject.as_str()),
+        principal.client_id.as_deref(),
+        principal.token_id.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if !id.is_ascii() {
+            return Err("a subject, client id or token id is not ASCII and cannot be sent to the upstream exactly");
+        }
+    }
     if !principal.scopes.iter().all(|scope| is_scope_token(scope)) {
         return Err("a scope is not an RFC 6749 scope-token and cannot be sent to the upstream");
     }
@@ -127,8 +143,8 @@ pub fn is_scope_token(scope: &str) -> bool {
             .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
 }
 
-/// Groups as one header value: items joined with `,`, each percent-encoded for `%`, `,`,
-/// control characters, and a space or tab at its start or end.
+/// Groups as one header value: items joined with `,`, each percent-encoded (UTF-8) for `%`,
+/// `,`, `"`, `\`, control characters, non-ASCII, and a space or tab at its start or end.
 pub fn encode_list(items: &[String]) -> String {
     let mut out = String::new();
     for (i, item) in items.iter().enumerate() {
@@ -138,8 +154,12 @@ pub fn encode_list(items: &[String]) -> String {
         let last = item.len().saturating_sub(1);
         for (at, ch) in item.char_indices() {
             let edge_space = (at == 0 || at == last) && (ch == ' ' || ch == '\t');
-            if ch == '%' || ch == ',' || ch.is_ascii_control() || edge_space {
-                let _ = write!(out, "%{:02X}", ch as u32);
+            let special = matches!(ch, '%' | ',' | '"' | '\\') || ch.is_ascii_control();
+            if special || edge_space || !ch.is_ascii() {
+                let mut utf8 = [0u8; 4];
+                for byte in ch.encode_utf8(&mut utf8).bytes() {
+                    let _ = write!(out, "%{byte:02X}");
+                }
             } else {
                 out.push(ch);
             }
@@ -190,13 +210,14 @@ mod tests {
 
     #[test]
     fn list_encoding_table() {
-        let cases: [(&[&str], &str); 6] = [
+        let cases: [(&[&str], &str); 7] = [
             (&["admins", "dev ops"], "admins,dev ops"),
             (&["a,b"], "a%2Cb"),
             (&[" admin"], "%20admin"),
             (&["admin "], "admin%20"),
             (&["100%"], "100%25"),
-            (&["é"], "é"),
+            (&["é"], "%C3%A9"),
+            (&["\"admin\""], "%22admin%22"),
         ];
         for (items, want) in cases {
             let items: Vec<String> = items.iter().map(|s| s.to_string()).collect();
@@ -225,8 +246,8 @@ mod tests {
         #[test]
         fn groups_round_trip(items in prop::collection::vec("\\PC{1,12}|[ ,%\t\u{1}a-z]{1,6}", 0..5)) {
             let encoded = encode_list(&items);
-            let header = HeaderValue::from_str(&encoded);
-            prop_assert!(header.is_ok() || !encoded.is_ascii(), "{encoded:?}");
+            prop_assert!(HeaderValue::from_str(&encoded).is_ok(), "{encoded:?}");
+            prop_assert!(!encoded.contains('"') && !encoded.contains('\\'));
             prop_assert_eq!(decode_list(&encoded), items);
         }
 

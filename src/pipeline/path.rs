@@ -9,10 +9,12 @@
 //! Two checks, both pure:
 //! - [`check_path`] — syntax: only RFC 3986 `pchar`s and `/`; no `;`, no `.`/`..` or empty
 //!   segments; a `%XX` escape only where decoding it cannot change the path's structure or
-//!   spelling (never an unreserved character, `/`, `\`, `;`, `%`, `?`, `#` or a control
-//!   character; escaped non-ASCII must be valid, shortest-form UTF-8). After it, decoding,
-//!   dot removal, parameter stripping and backslash conversion are the identity on structure.
-//! - [`fold`] — what a case-insensitive, percent-decoding upstream would route on. The route
+//!   spelling (never an unreserved character, `/`, `\`, `;`, `%`, `?`, `#`, a control
+//!   character or a non-ASCII byte — non-ASCII case-folds or normalizes to ASCII in some
+//!   frameworks). After it, decoding, dot removal, parameter stripping and backslash
+//!   conversion are the identity on structure.
+//! - [`fold`] — what a case-insensitive, percent-decoding upstream would route on (ASCII
+//!   only, since nothing else is admitted). The route
 //!   phase selects on the raw path and on the folded one; if they disagree (another route,
 //!   or public vs protected) the request is refused.
 
@@ -81,8 +83,6 @@ pub fn check_path(path: &str) -> Result<(), PathError> {
         return Err("path must start with /");
     }
     let mut i = 0;
-    // Escaped non-ASCII bytes of the current run, checked as UTF-8 when the run ends.
-    let mut run: Vec<u8> = Vec::new();
     while i < bytes.len() {
         let byte = bytes[i];
         if byte == b'%' {
@@ -90,15 +90,15 @@ pub fn check_path(path: &str) -> Result<(), PathError> {
             if forbidden_escaped(decoded) {
                 return Err("percent-encoded letter, digit, -._~, separator, dot, percent or control character in path");
             }
+            // Non-ASCII folds to ASCII in some frameworks: `İ` lowercases to `i` in Java,
+            // `ſ` matches `s` case-insensitively in Go, full-width `．` normalizes to `.`,
+            // and overlong forms (`%c0%af`) decode to `/` in lenient decoders.
             if decoded >= 0x80 {
-                run.push(decoded);
-            } else {
-                end_utf8_run(&mut run)?;
+                return Err("percent-encoded non-ASCII in path");
             }
             i += 3;
             continue;
         }
-        end_utf8_run(&mut run)?;
         if byte == b';' {
             return Err("path parameter (;) in path");
         }
@@ -112,7 +112,6 @@ pub fn check_path(path: &str) -> Result<(), PathError> {
         }
         i += 1;
     }
-    end_utf8_run(&mut run)?;
     for segment in path[1..].split('/') {
         match segment {
             "." | ".." => return Err("dot segment in path"),
@@ -125,29 +124,11 @@ pub fn check_path(path: &str) -> Result<(), PathError> {
     Ok(())
 }
 
-/// Escaped bytes ≥ 0x80 must decode to valid UTF-8: overlong forms (`%c0%af` for `/`) and
-/// stray continuation bytes are what lenient decoders turn into separators.
-fn end_utf8_run(run: &mut Vec<u8>) -> Result<(), PathError> {
-    if run.is_empty() {
-        return Ok(());
-    }
-    let valid = std::str::from_utf8(run).is_ok();
-    run.clear();
-    if valid {
-        Ok(())
-    } else {
-        Err("percent-encoded bytes are not valid UTF-8 (overlong or truncated)")
-    }
-}
-
 /// The path as a case-insensitive, percent-decoding upstream routes it: decoded, then
-/// lowercased (Unicode: `K` KELVIN SIGN folds to `k`). Borrowed when nothing changes (the
-/// usual lowercase ASCII path). Only for paths [`check_path`] accepted.
+/// ASCII-lowercased ([`check_path`] admits only ASCII). Borrowed when nothing changes (the
+/// usual lowercase path without escapes). Only for paths [`check_path`] accepted.
 pub fn fold(path: &str) -> Cow<'_, str> {
-    if !path
-        .bytes()
-        .any(|b| b.is_ascii_uppercase() || b == b'%' || !b.is_ascii())
-    {
+    if !path.bytes().any(|b| b.is_ascii_uppercase() || b == b'%') {
         return Cow::Borrowed(path);
     }
     let bytes = path.as_bytes();
@@ -156,16 +137,16 @@ pub fn fold(path: &str) -> Cow<'_, str> {
     while i < bytes.len() {
         match (bytes[i], escaped_at(bytes, i)) {
             (b'%', Some(byte)) => {
-                decoded.push(byte);
+                decoded.push(byte.to_ascii_lowercase());
                 i += 3;
             }
             (byte, _) => {
-                decoded.push(byte);
+                decoded.push(byte.to_ascii_lowercase());
                 i += 1;
             }
         }
     }
-    Cow::Owned(String::from_utf8_lossy(&decoded).to_lowercase())
+    Cow::Owned(String::from_utf8_lossy(&decoded).into_owned())
 }
 
 #[cfg(test)]
@@ -183,7 +164,6 @@ mod tests {
             "/mcp/x..",
             "/.well-known/oauth-protected-resource/mcp",
             "/a%20b",
-            "/caf%C3%A9",
             "/MCP",
             "/a:b@c!$&'()*+,=",
         ] {
@@ -234,6 +214,11 @@ mod tests {
             "/mcp/#/../admin",
             "/mcp?x",
             "/mcp/é",
+            "/caf%C3%A9",
+            "/adm%C4%B0n",
+            "/%C5%BFecret",
+            "/%E2%84%AAey",
+            "/mcp/health/%EF%BC%8E%EF%BC%8E%EF%BC%8Fadmin",
             "/mcp/a|b",
         ] {
             assert!(check_path(path).is_err(), "{path}");
@@ -246,6 +231,5 @@ mod tests {
         assert!(matches!(fold("/mcp/x"), Cow::Borrowed(_)));
         assert_eq!(fold("/ADMIN/x"), "/admin/x");
         assert_eq!(fold("/a%20B"), "/a b");
-        assert_eq!(fold("/%E2%84%AAey"), "/key");
     }
 }

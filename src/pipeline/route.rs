@@ -12,7 +12,7 @@ use http::{HeaderName, HeaderValue, Method};
 use super::path::{check_path, fold};
 use super::rejection::Rejection;
 use super::request::RequestView;
-use super::transport::{host_name, HostAllowlist, OriginAllowlist};
+use super::transport::{host_name, valid_host, HostAllowlist, OriginAllowlist};
 use crate::auth::VerifierSet;
 use crate::metadata::Challenge;
 
@@ -186,6 +186,9 @@ impl RouteTable {
 /// Phase 1: a clean path and the route that owns it.
 pub fn resolve(table: &RouteTable, request: &RequestView<'_>) -> Result<Arc<Route>, Rejection> {
     check_path(request.path).map_err(Rejection::AmbiguousPath)?;
+    if request.host.is_some_and(|host| !valid_host(host)) {
+        return Err(Rejection::MalformedHeader("host"));
+    }
     let route = table
         .find(request.host, request.path)
         .ok_or(Rejection::NoRoute)?;

@@ -76,6 +76,38 @@ pub fn split_host(host: &str) -> (&str, Option<&str>) {
     (name.strip_suffix('.').unwrap_or(name), port)
 }
 
+/// Whether a `Host` (or `X-Forwarded-Host`) value is a host: a DNS name or IPv4 address
+/// (letters, digits, `-`, `.`, `_`), or a bracketed IPv6 literal, then optionally `:` and a
+/// port of 1–5 digits. Anything else is refused rather than guessed at: front proxies read
+/// `tenant.example.com:x` as `tenant.example.com` (Go's `SplitHostPort` does not validate the
+/// port), and a gateway reading it whole would pick another route.
+pub fn valid_host(host: &str) -> bool {
+    let port_ok = |port: &str| {
+        (1..=5).contains(&port.len())
+            && port.bytes().all(|b| b.is_ascii_digit())
+            && port.parse::<u32>().is_ok_and(|p| p <= 65_535)
+    };
+    if let Some(v6) = host.strip_prefix('[') {
+        let Some((address, rest)) = v6.split_once(']') else {
+            return false;
+        };
+        let address_ok = !address.is_empty()
+            && address
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+        return address_ok && (rest.is_empty() || rest.strip_prefix(':').is_some_and(port_ok));
+    }
+    let (name, port) = match host.split_once(':') {
+        Some((name, port)) => (name, Some(port)),
+        None => (host, None),
+    };
+    let name_ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+    name_ok && port.is_none_or(port_ok)
+}
+
 /// The host name of a `Host` value: no port, no trailing dot.
 pub fn host_name(host: &str) -> &str {
     split_host(host).0
@@ -276,6 +308,41 @@ mod tests {
         assert_eq!(split_host("gw.example.com."), ("gw.example.com", None));
         assert_eq!(split_host("[::1]:8080"), ("[::1]", Some("8080")));
         assert_eq!(split_host("[::1]"), ("[::1]", None));
+    }
+
+    #[test]
+    fn host_validity_table() {
+        for ok in [
+            "gw.example.com",
+            "gw.example.com:8443",
+            "gw.example.com.",
+            "127.0.0.1:80",
+            "[::1]",
+            "[::1]:8080",
+            "[::ffff:127.0.0.1]",
+            "my_host",
+        ] {
+            assert!(valid_host(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "tenant.example.com:",
+            "tenant.example.com:abc",
+            "tenant.example.com:99999",
+            "tenant.example.com:123456",
+            "a:1:2",
+            "[::1]x",
+            "[::1]:",
+            "[::1]:x",
+            "[zz]",
+            "[]",
+            "user@host",
+            "host/path",
+            "ho st",
+            ":8080",
+        ] {
+            assert!(!valid_host(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -45,6 +45,7 @@ impl ConnectionBudget {
 
     /// A slot for a new connection from `ip`, or `None` (the connection is closed at once).
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Admitted> {
+        let ip = client_key(ip);
         let Ok(slot) = self.slots.clone().try_acquire_owned() else {
             self.refusals.refused("max_connections");
             return None;
@@ -69,6 +70,19 @@ impl ConnectionBudget {
     /// Connections refused since start (for metrics and tests).
     pub fn refused_total(&self) -> u64 {
         self.refusals.total.load(Ordering::Relaxed)
+    }
+}
+
+/// The address a per-client budget is kept for: IPv4-mapped IPv6 as IPv4, and an IPv6
+/// address by its /64 — one subscriber gets a whole /64, so counting single addresses would
+/// give one client an unlimited budget.
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(prefix.into())
+        }
+        v4 => v4,
     }
 }
 
@@ -133,5 +147,19 @@ mod tests {
         assert!(budget.admit(a).is_some(), "slot returned");
         assert_eq!(budget.refused_total(), 2);
         assert!(budget.per_ip.lock().unwrap().len() <= 2);
+    }
+
+    #[test]
+    fn an_ipv6_64_is_one_client_and_mapped_ipv4_is_ipv4() {
+        let budget = ConnectionBudget::new(100, 2);
+        let _a = budget.admit("2001:db8:1:2::1".parse().unwrap()).unwrap();
+        let _b = budget.admit("2001:db8:1:2::ffff".parse().unwrap()).unwrap();
+        assert!(budget
+            .admit("2001:db8:1:2:abcd::9".parse().unwrap())
+            .is_none());
+        assert!(budget.admit("2001:db8:1:3::1".parse().unwrap()).is_some());
+        let _c = budget.admit("192.0.2.9".parse().unwrap()).unwrap();
+        let _d = budget.admit("::ffff:192.0.2.9".parse().unwrap()).unwrap();
+        assert!(budget.admit("192.0.2.9".parse().unwrap()).is_none());
     }
 }

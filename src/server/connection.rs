@@ -8,9 +8,10 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
@@ -108,17 +109,61 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
     }
 }
 
-/// Requests in flight on one connection. Each request holds an [`InFlight`] until its
-/// response body is finished or dropped; the connection is idle when none is held.
+/// Requests in flight on one connection, and whether the client is still taking its
+/// responses. Each request holds an [`InFlight`] until its response body is finished or
+/// dropped; the connection is idle when none is held.
+///
+/// A client that stops reading (an HTTP/2 stream window left at zero, a full TCP receive
+/// buffer) keeps its requests in flight forever: hyper stops polling a body it cannot send.
+/// [`Tracked`] bodies therefore count how many of them wait for hyper to come back for more
+/// (a frame handed over, or a body not polled yet), and the connection notes the last time
+/// hyper polled any of them; waiting without progress for `send_timeout` means the client
+/// is not reading ([`Activity::client_stalled`]).
 #[derive(Clone)]
 pub struct Activity {
     in_flight: Arc<watch::Sender<usize>>,
+    client: Arc<ClientProgress>,
+}
+
+struct ClientProgress {
+    /// Bodies waiting for hyper to poll them again.
+    waiting: AtomicUsize,
+    /// Milliseconds since `epoch` at the last poll (or since waiting began).
+    last_progress_ms: AtomicU64,
+    epoch: Instant,
+}
+
+impl ClientProgress {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn start_waiting(&self) {
+        if self.waiting.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.last_progress_ms
+                .store(self.now_ms(), Ordering::Release);
+        }
+    }
+
+    fn stop_waiting(&self) {
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    fn progressed(&self) {
+        self.last_progress_ms
+            .store(self.now_ms(), Ordering::Release);
+    }
 }
 
 impl Default for Activity {
     fn default() -> Self {
         Self {
             in_flight: Arc::new(watch::Sender::new(0)),
+            client: Arc::new(ClientProgress {
+                waiting: AtomicUsize::new(0),
+                last_progress_ms: AtomicU64::new(0),
+                epoch: Instant::now(),
+            }),
         }
     }
 }
@@ -145,6 +190,17 @@ impl Activity {
             }
         }
     }
+
+    /// Some response has waited for the client for longer than `limit` with no progress.
+    pub fn client_stalled(&self, limit: Duration) -> bool {
+        let client = &self.client;
+        if client.waiting.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        let since = client.last_progress_ms.load(Ordering::Acquire);
+        let limit_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
+        client.now_ms().saturating_sub(since) > limit_ms
+    }
 }
 
 /// One request in flight; dropping it ends the request.
@@ -158,17 +214,32 @@ impl Drop for InFlight {
     }
 }
 
-/// A response body that keeps its request counted as in flight until it ends.
+/// A response body that keeps its request counted as in flight until it ends, and tells the
+/// connection when it waits for the client.
 pub struct Tracked<B> {
     inner: B,
+    client: Arc<ClientProgress>,
+    /// Handed to hyper (or not polled yet) and not polled again since.
+    waiting: bool,
     _in_flight: InFlight,
 }
 
 impl<B> Tracked<B> {
-    pub fn new(inner: B, in_flight: InFlight) -> Self {
+    pub fn new(inner: B, in_flight: InFlight, activity: &Activity) -> Self {
+        activity.client.start_waiting();
         Self {
             inner,
+            client: activity.client.clone(),
+            waiting: true,
             _in_flight: in_flight,
+        }
+    }
+}
+
+impl<B> Drop for Tracked<B> {
+    fn drop(&mut self) {
+        if self.waiting {
+            self.client.stop_waiting();
         }
     }
 }
@@ -181,7 +252,19 @@ impl<B: http_body::Body + Unpin> http_body::Body for Tracked<B> {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let this = &mut *self;
+        // hyper came back for more: the client is taking what was sent.
+        this.client.progressed();
+        if this.waiting {
+            this.waiting = false;
+            this.client.stop_waiting();
+        }
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(_))) = &polled {
+            this.waiting = true;
+            this.client.start_waiting();
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -222,6 +305,26 @@ mod tests {
         let (client, server) = tokio::io::duplex(64);
         drop(client);
         assert!(sniff(server).await.unwrap().is_none());
+    }
+
+    #[test]
+    fn a_body_handed_over_and_not_polled_again_is_a_stalled_client() {
+        let activity = Activity::default();
+        assert!(!activity.client_stalled(Duration::ZERO), "nothing waits");
+        let body = Tracked::new(
+            http_body_util::Full::new(Bytes::from_static(b"x")),
+            activity.start(),
+            &activity,
+        );
+        #[allow(clippy::disallowed_methods)] // a plain #[test]: no runtime to block
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(activity.client_stalled(Duration::from_millis(5)));
+        assert!(!activity.client_stalled(Duration::from_secs(60)));
+        drop(body);
+        assert!(
+            !activity.client_stalled(Duration::ZERO),
+            "a dropped body waits no more"
+        );
     }
 
     #[tokio::test(start_paused = true)]

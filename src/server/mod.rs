@@ -22,11 +22,14 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::app::App;
 use crate::config::Limits;
+use crate::observability::Throttle;
 use crate::outbound::HttpClient;
 use budget::ConnectionBudget;
 use connection::{Activity, Protocol, Tracked};
 
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection asked to close when idle may take to do so.
+const CLOSE_GRACE: Duration = Duration::from_secs(10);
 
 /// What a handler knows about the connection a request came on.
 #[derive(Debug, Clone, Copy)]
@@ -65,7 +68,8 @@ fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(limits.max_header_bytes + 4096).unwrap_or(u32::MAX))
-        .max_concurrent_streams(256)
+        // Each stream can become an upstream exchange: keep the fan-out per connection modest.
+        .max_concurrent_streams(100)
         // Dead HTTP/2 peers are found by ping, not left holding a connection slot.
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(10));
@@ -215,9 +219,12 @@ impl ConnectionTask {
                 let app = app.clone();
                 let upstream = upstream.clone();
                 let in_flight = activity.start();
+                let activity = activity.clone();
                 async move {
                     let response = router::handle(&app, &upstream, request, connection).await;
-                    Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight)))
+                    Ok::<_, Infallible>(
+                        response.map(|body| Tracked::new(body, in_flight, &activity)),
+                    )
                 }
             })
         };
@@ -228,6 +235,14 @@ impl ConnectionTask {
         // GOAWAY) on shutdown, or once no request has been in flight for `idle_timeout`.
         let mut conn = std::pin::pin!(conn);
         let mut stopping = self.stopping.clone();
+        // A client that stops taking its responses is dropped after `send_timeout` without
+        // progress; a connection asked to close when idle gets CLOSE_GRACE to say goodbye.
+        let send_timeout = self.limits.send_timeout;
+        let mut stall_check =
+            tokio::time::interval((send_timeout / 2).max(Duration::from_millis(100)));
+        stall_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let close_deadline = tokio::time::sleep(Duration::MAX);
+        tokio::pin!(close_deadline);
         let mut closing = false;
         loop {
             tokio::select! {
@@ -239,7 +254,19 @@ impl ConnectionTask {
                 _ = activity.idle_for(self.limits.idle_timeout), if !closing => {
                     conn.as_mut().graceful_shutdown();
                     closing = true;
+                    close_deadline.as_mut().reset(tokio::time::Instant::now() + CLOSE_GRACE);
                 }
+                _ = stall_check.tick() => {
+                    if activity.client_stalled(send_timeout) {
+                        static STALLED: Throttle = Throttle::new(Duration::from_secs(10));
+                        if let Some(suppressed) = STALLED.allow() {
+                            tracing::warn!(peer = %self.connection.peer, suppressed,
+                                "client stopped reading its responses; closing the connection (logged at most every 10 s)");
+                        }
+                        return;
+                    }
+                }
+                _ = &mut close_deadline => return,
             }
         }
     }

@@ -182,6 +182,10 @@ async fn respond(state: State, request: Request<Incoming>) -> Response<BoxBody> 
             .header("content-type", "application/json")
             .header("set-cookie", "session=upstream; Path=/")
             .header("set-cookie", "other=1")
+            .header("strict-transport-security", "max-age=0")
+            .header("clear-site-data", "\"cookies\"")
+            .header("alt-svc", "h3=\":443\"; ma=86400")
+            .header("x-upstream-own", "kept")
             .header(
                 "www-authenticate",
                 r#"Bearer resource_metadata="https://evil.example/.well-known/oauth-protected-resource""#,

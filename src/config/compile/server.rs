@@ -64,6 +64,7 @@ pub(super) fn compile_limits(raw: &RawConfig, c: &mut Collector) -> Limits {
         ),
         ("idle_timeout", l.idle_timeout, SECOND, DAY),
         ("body_read_timeout", l.body_read_timeout, MILLISECOND, HOUR),
+        ("send_timeout", l.send_timeout, SECOND, HOUR),
         (
             "stream_idle_timeout",
             l.stream_idle_timeout,
@@ -97,6 +98,7 @@ pub(super) fn compile_limits(raw: &RawConfig, c: &mut Collector) -> Limits {
         max_connections_per_ip: l.max_connections_per_ip,
         idle_timeout: l.idle_timeout.0,
         body_read_timeout: l.body_read_timeout.0,
+        send_timeout: l.send_timeout.0,
     }
 }
 
