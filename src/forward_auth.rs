@@ -27,7 +27,7 @@ use crate::pipeline::policy::Admission;
 use crate::pipeline::rejection::Rejection;
 use crate::pipeline::request::RequestView;
 use crate::pipeline::{admit, transport, Denial};
-use crate::server::router::{is_metadata_path, HEALTH_PATH};
+use crate::server::router::{is_metadata_path, HEALTH_PATH, READY_PATH};
 
 const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
 const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
@@ -56,7 +56,8 @@ pub async fn verify(config: &Config, request: &Request<Incoming>) -> (Response<B
         original.method,
         Method::GET | Method::HEAD | Method::OPTIONS
     );
-    if is_read && (is_metadata_path(path) || path == HEALTH_PATH) && check_path(path).is_ok() {
+    let is_probe = path == HEALTH_PATH || path == READY_PATH;
+    if is_read && (is_metadata_path(path) || is_probe) && check_path(path).is_ok() {
         return (
             allow(),
             Outcome::builtin("verify-public").describing(&original.method, path),

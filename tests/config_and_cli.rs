@@ -926,8 +926,14 @@ impl Drop for Served {
 }
 
 fn serve_config(listen: &str) -> String {
+    // The issuer's keys come from a closed loopback port: tests reach nothing beyond it.
+    let valid = edit(
+        VALID,
+        "jwks_uri = \"https://login.example.com/jwks.json\"",
+        "jwks_uri = \"http://127.0.0.1:9/jwks.json\"",
+    );
     edit(
-        &edit(VALID, "listen = [\"127.0.0.1:0\"]", &format!("listen = [\"{listen}\"]")),
+        &edit(&valid, "listen = [\"127.0.0.1:0\"]", &format!("listen = [\"{listen}\"]")),
         "[[api_keys]]",
         "[log]\nformat = \"json\"\nlevel = \"info\"\n\n[server.limits]\nshutdown_grace = \"5s\"\n\n[[api_keys]]",
     )
@@ -968,18 +974,54 @@ async fn serve_answers_health_and_exits_cleanly_on_sigterm() {
     assert_eq!(health.status, 200);
     assert_eq!(health.json()["status"], "ok");
     // The real process runs the real pipeline: no token, the challenge.
-    let mcp = common::http::get(addr, "/mcp", &[]).await;
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let mcp = common::http::get(
+        addr,
+        "/mcp",
+        &[
+            ("user-agent", "audit-test/1.0"),
+            ("traceparent", traceparent),
+            // Not behind a trusted proxy: a client's own id is replaced.
+            ("x-request-id", "client-chosen"),
+        ],
+    )
+    .await;
     assert_eq!(mcp.status, 401);
     assert!(mcp.header("www-authenticate").is_some());
-    // One audit event per request; a denial names the route it was refused on.
-    let health_event = served.wait_for("request");
-    assert_eq!(health_event["path"], "/healthz", "{health_event}");
+    let request_id = mcp
+        .header("x-request-id")
+        .expect("a request id")
+        .to_string();
+    assert_ne!(request_id, "client-chosen");
+    // One audit event per request (probes are not audited by default); a denial names the
+    // route it was refused on, the client, the request id, the trace and the user agent.
     let denial = served.wait_for("request");
     assert_eq!(denial["path"], "/mcp", "{denial}");
     assert_eq!(denial["verdict"], "deny", "{denial}");
     assert_eq!(denial["status"], 401, "{denial}");
     assert!(denial["route"].is_string(), "{denial}");
     assert_eq!(denial["reason"], "no credentials", "{denial}");
+    assert_eq!(denial["client"], "127.0.0.1", "{denial}");
+    assert_eq!(denial["request_id"], request_id.as_str(), "{denial}");
+    assert_eq!(
+        denial["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736",
+        "{denial}"
+    );
+    assert_eq!(denial["user_agent"], "audit-test/1.0", "{denial}");
+    // An API key's id (never the key) is recorded.
+    let keyed = common::http::get(
+        addr,
+        "/mcp",
+        &[("authorization", "Bearer demo-key-change-me")],
+    )
+    .await;
+    assert_ne!(keyed.status, 401, "{}", keyed.body);
+    let keyed_event = served.wait_for("request");
+    assert_eq!(keyed_event["key_id"], "demo", "{keyed_event}");
+    assert!(
+        !keyed_event.to_string().contains("demo-key-change-me"),
+        "{keyed_event}"
+    );
 
     // SIGHUP (systemctl reload) is acknowledged, not fatal.
     let hup = Command::new("kill")

@@ -132,6 +132,7 @@ impl Default for RawForwardAuth {
 pub struct RawLog {
     pub format: String,
     pub level: String,
+    pub audit_probes: bool,
 }
 
 impl Default for RawLog {
@@ -139,6 +140,7 @@ impl Default for RawLog {
         Self {
             format: "pretty".into(),
             level: "info".into(),
+            audit_probes: false,
         }
     }
 }

@@ -75,6 +75,8 @@ pub enum LogFormat {
 pub struct LogSettings {
     pub format: LogFormat,
     pub level: String,
+    /// Audit `/healthz` and `/readyz` too (off: probes would drown the audit log).
+    pub audit_probes: bool,
 }
 
 /// The externally visible base URL, split for building identifiers.

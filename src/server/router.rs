@@ -14,37 +14,53 @@ use crate::app::App;
 use crate::body::{self, Body};
 use crate::config::Config;
 use crate::metadata::METADATA_PREFIX;
-use crate::observability::{self, Outcome};
+use crate::observability::{self, request_id, Outcome, RequestContext};
 use crate::outbound::HttpClient;
 use crate::pipeline::request::request_host;
 use crate::{forward_auth, proxy};
 
 pub const HEALTH_PATH: &str = "/healthz";
+pub const READY_PATH: &str = "/readyz";
 
 pub async fn handle(
     app: &App,
     upstream: &HttpClient,
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
     connection: Connection,
 ) -> Response<Body> {
     let started = Instant::now();
     let config = app.config();
     let method = request.method().clone();
     let path = request.uri().path().to_string();
+    // The request id goes upstream (with the request's headers), back to the client, and
+    // into the audit event.
+    let context = RequestContext::settle(
+        request.headers_mut(),
+        connection.peer.ip(),
+        config.server.trust_forwarded_headers,
+    );
     // The span gives events logged while handling (JWKS, upstream errors) their request; the
     // audit event itself carries every field, so the span holds no copies of them.
     let span = tracing::info_span!("request", %method, %path);
-    let (response, outcome) = dispatch(&config, upstream, request, connection)
+    let (mut response, outcome) = dispatch(&config, upstream, request, connection)
         .instrument(span)
         .await;
-    // Outside the span: the event carries method and path itself.
-    observability::audit(
-        &method,
-        &path,
-        response.status(),
-        started.elapsed(),
-        &outcome,
-    );
+    response
+        .headers_mut()
+        .insert(request_id::REQUEST_ID, context.id.clone());
+    // Probes every few seconds would drown the audit log; they are audited on request.
+    let is_probe = matches!(outcome.verdict, "health" | "ready");
+    if !is_probe || config.log.audit_probes {
+        // Outside the span: the event carries method and path itself.
+        observability::audit(
+            &method,
+            &path,
+            response.status(),
+            started.elapsed(),
+            &outcome,
+            &context,
+        );
+    }
     response
 }
 
@@ -60,6 +76,9 @@ async fn dispatch(
             json(StatusCode::OK, r#"{"status":"ok"}"#.into()),
             Outcome::builtin("health"),
         );
+    }
+    if path == READY_PATH {
+        return (readiness(config), Outcome::builtin("ready"));
     }
     if is_metadata_path(path) {
         let host = request_host(request.uri(), request.headers())
@@ -84,6 +103,24 @@ async fn dispatch(
         );
     }
     proxy::handle(config, upstream, request, connection).await
+}
+
+/// `/readyz`: 200 once the gateway can decide every kind of request it is configured for —
+/// the configuration is loaded and the listeners bound (it is answering), and every JWT
+/// issuer's keys have loaded at least once. 503 names what it still waits for.
+fn readiness(config: &Config) -> Response<Body> {
+    let waiting: Vec<String> = config
+        .verifiers
+        .issuers
+        .iter()
+        .filter(|issuer| !issuer.keys.has_loaded())
+        .map(|issuer| format!("jwks:{}", issuer.id))
+        .collect();
+    if waiting.is_empty() {
+        return json(StatusCode::OK, r#"{"status":"ready"}"#.into());
+    }
+    let body = serde_json::json!({"status": "not_ready", "waiting_for": waiting});
+    json(StatusCode::SERVICE_UNAVAILABLE, body.to_string().into())
 }
 
 pub fn is_metadata_path(path: &str) -> bool {

@@ -206,6 +206,7 @@ pub(super) fn compile(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigE
             }
         },
         level: raw.log.level.clone(),
+        audit_probes: raw.log.audit_probes,
     };
     if let Err(message) = check_log_level(&raw.log.level) {
         c.push("log.level", message);

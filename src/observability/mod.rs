@@ -1,8 +1,11 @@
 //! Logging and the per-request audit event.
 //!
 //! One event per request (target `audit`): method, path (never the query: it is where a
-//! misplaced token would be), route, subject, auth method, verdict, reason, status, latency
-//! to the response head. Tokens, keys and secrets are never fields of any event.
+//! misplaced token would be), route, subject, auth method, API key id, verdict, reason,
+//! status, latency to the response head, client address, request id, trace id, user agent.
+//! Tokens, keys and secrets are never fields of any event.
+
+pub mod request_id;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -135,6 +138,62 @@ pub struct Outcome {
     pub auth_method: Option<&'static str>,
     pub reason: Option<String>,
     pub forwarded: Option<String>,
+    /// The API key's configured id, when an API key authenticated the request.
+    pub key_id: Option<String>,
+}
+
+/// What is known about a request before it is decided, for its audit event.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub id: http::HeaderValue,
+    pub client: std::net::IpAddr,
+    pub trace_id: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// The longest user agent an audit event carries.
+const MAX_USER_AGENT_CHARS: usize = 200;
+
+impl RequestContext {
+    /// Reads the context off an inbound request and settles its headers: `X-Request-Id` is
+    /// ours unless a trusted front proxy sent a plain one, and a malformed `traceparent` is
+    /// dropped with its `tracestate`.
+    pub fn settle(
+        headers: &mut http::HeaderMap,
+        client: std::net::IpAddr,
+        trust_forwarded: bool,
+    ) -> Self {
+        use request_id::{REQUEST_ID, TRACEPARENT, TRACESTATE};
+        let inbound = headers
+            .get(&REQUEST_ID)
+            .filter(|value| trust_forwarded && request_id::accept(value))
+            .cloned();
+        let id = inbound.unwrap_or_else(request_id::generate);
+        headers.insert(REQUEST_ID, id.clone());
+        let trace_id = match headers.get(&TRACEPARENT) {
+            Some(value) if request_id::valid_traceparent(value) => {
+                request_id::trace_id(value).map(str::to_string)
+            }
+            Some(_) => {
+                headers.remove(&TRACEPARENT);
+                headers.remove(&TRACESTATE);
+                None
+            }
+            None => None,
+        };
+        let user_agent = headers.get(http::header::USER_AGENT).map(|value| {
+            String::from_utf8_lossy(value.as_bytes())
+                .chars()
+                .take(MAX_USER_AGENT_CHARS)
+                .collect()
+        });
+        Self {
+            id,
+            client,
+            trace_id,
+            user_agent,
+        }
+    }
 }
 
 impl Outcome {
@@ -163,6 +222,7 @@ impl Outcome {
             auth_method: principal.map(|p| p.method.as_str()),
             reason: None,
             forwarded: None,
+            key_id: principal.and_then(key_id),
         }
     }
 
@@ -174,6 +234,7 @@ impl Outcome {
             auth_method: denial.principal.as_ref().map(|p| p.method.as_str()),
             reason: Some(denial.rejection.reason()),
             forwarded: None,
+            key_id: denial.principal.as_deref().and_then(key_id),
         }
     }
 
@@ -191,12 +252,21 @@ impl Outcome {
     }
 }
 
+/// An API key's id (never the key): for API keys the principal's token id is the key's
+/// configured `id`.
+fn key_id(principal: &crate::auth::Principal) -> Option<String> {
+    (principal.method == crate::auth::AuthMethod::ApiKey)
+        .then(|| principal.token_id.clone())
+        .flatten()
+}
+
 pub fn audit(
     method: &Method,
     path: &str,
     status: StatusCode,
     latency: Duration,
     outcome: &Outcome,
+    context: &RequestContext,
 ) {
     tracing::info!(
         target: "audit",
@@ -207,9 +277,14 @@ pub fn audit(
         route = outcome.route.as_deref(),
         subject = outcome.subject.as_deref(),
         auth = outcome.auth_method,
+        key_id = outcome.key_id.as_deref(),
         reason = outcome.reason.as_deref(),
         forwarded = outcome.forwarded.as_deref(),
         latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
+        client = %context.client,
+        request_id = context.id.to_str().unwrap_or_default(),
+        trace_id = context.trace_id.as_deref(),
+        user_agent = context.user_agent.as_deref(),
         "request"
     );
 }
