@@ -43,7 +43,7 @@ pub enum StartError {
 /// drain without waiting for it.
 pub struct Gateway {
     addrs: Vec<SocketAddr>,
-    forward_auth_addrs: Vec<SocketAddr>,
+    admin_addrs: Vec<SocketAddr>,
     stop: watch::Sender<bool>,
     workers: Vec<oneshot::Receiver<()>>,
 }
@@ -62,6 +62,7 @@ impl Gateway {
         for switch in &config.dangerous {
             tracing::warn!(switch = %switch, "dangerous configuration switch is on");
         }
+        crate::observability::metrics::METRICS.config_loaded("ok", Some(&config.source_sha256));
         for warning in &config.warnings {
             tracing::warn!(key = %warning.path, "{}", warning.message);
         }
@@ -70,7 +71,7 @@ impl Gateway {
         let mut per_worker: Vec<Vec<(std::net::TcpListener, ListenerRole)>> =
             (0..workers).map(|_| Vec::new()).collect();
         let mut addrs = Vec::new();
-        let mut forward_auth_addrs = Vec::new();
+        let mut admin_addrs = Vec::new();
         let roles = config
             .server
             .listen
@@ -78,10 +79,10 @@ impl Gateway {
             .map(|addr| (addr, ListenerRole::Main))
             .chain(
                 config
-                    .forward_auth
+                    .admin
                     .listen
                     .iter()
-                    .map(|addr| (addr, ListenerRole::ForwardAuth)),
+                    .map(|addr| (addr, ListenerRole::Admin)),
             );
         for (addr, role) in roles {
             let bind_error = |source| StartError::Bind {
@@ -103,9 +104,9 @@ impl Gateway {
                     tracing::info!(addr = %local, tls = config.server.tls.is_some(), workers, "listening");
                     addrs.push(local);
                 }
-                ListenerRole::ForwardAuth => {
-                    tracing::info!(addr = %local, workers, "listening for /verify only");
-                    forward_auth_addrs.push(local);
+                ListenerRole::Admin => {
+                    tracing::info!(addr = %local, workers, "listening (admin: health, metrics, /verify)");
+                    admin_addrs.push(local);
                 }
             }
         }
@@ -151,7 +152,7 @@ impl Gateway {
         }
         Ok(Gateway {
             addrs,
-            forward_auth_addrs,
+            admin_addrs,
             stop,
             workers: done,
         })
@@ -161,9 +162,9 @@ impl Gateway {
         &self.addrs
     }
 
-    /// The addresses of `[forward_auth] listen` (empty when `/verify` shares the main ones).
-    pub fn forward_auth_addrs(&self) -> &[SocketAddr] {
-        &self.forward_auth_addrs
+    /// The addresses of `[admin] listen`.
+    pub fn admin_addrs(&self) -> &[SocketAddr] {
+        &self.admin_addrs
     }
 
     /// Stops accepting, lets in-flight requests finish (up to `shutdown_grace`), returns.
@@ -237,10 +238,10 @@ impl Worker {
                 budget: self.connection_budget.clone(),
             };
             for (listener, role) in registered {
-                // The /verify-only listener is internal plain HTTP.
+                // The admin listener is internal plain HTTP.
                 let tls = match role {
                     ListenerRole::Main => tls.clone(),
-                    ListenerRole::ForwardAuth => None,
+                    ListenerRole::Admin => None,
                 };
                 serving.spawn(server::serve(context.clone(), listener, role, tls));
             }

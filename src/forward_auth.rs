@@ -81,7 +81,8 @@ pub async fn verify(config: &Config, request: &Request<Incoming>) -> (Response<B
                     return (response, outcome.describing(&original.method, path));
                 }
             }
-            let outcome = Outcome::admitted(&admission).describing(&original.method, path);
+            let outcome =
+                crate::pipeline::audit::admitted(&admission).describing(&original.method, path);
             let mut response = allow();
             if let Admission::Granted(grant) = &admission {
                 config.identity_headers.set(grant, response.headers_mut());
@@ -111,7 +112,7 @@ fn deny(denial: Denial) -> (Response<Body>, Outcome) {
         StatusCode::UNAUTHORIZED | StatusCode::SERVICE_UNAVAILABLE => StatusCode::UNAUTHORIZED,
         _ => StatusCode::FORBIDDEN,
     };
-    let outcome = Outcome::rejected(&denial);
+    let outcome = crate::pipeline::audit::rejected(&denial);
     (denial.rejection.respond_with(status), outcome)
 }
 

@@ -8,6 +8,7 @@ use hyper::body::Incoming;
 
 use crate::body::{self, Body, BoxError};
 use crate::config::Config;
+use crate::observability::metrics::METRICS;
 use crate::observability::Outcome;
 use crate::outbound::HttpClient;
 use crate::pipeline::policy::Admission;
@@ -43,7 +44,7 @@ pub async fn handle(
         Ok(admission) => admission,
         Err(denial) => return rejected(denial, &parts.headers),
     };
-    let mut outcome = Outcome::admitted(&admission);
+    let mut outcome = crate::pipeline::audit::admitted(&admission);
 
     if let Admission::Preflight(route) = &admission {
         let mut response = Response::new(body::empty());
@@ -85,6 +86,7 @@ pub async fn handle(
             return (Rejection::UpstreamUnavailable.into_response(), outcome);
         }
     };
+    let sent = std::time::Instant::now();
     match forward::forward(
         upstream,
         upstream_request,
@@ -94,6 +96,7 @@ pub async fn handle(
     .await
     {
         Ok(mut response) => {
+            METRICS.upstream_latency(&admission.route().id, sent.elapsed());
             if let Some(origin) = origin {
                 let mut request_headers = HeaderMap::new();
                 request_headers.insert(http::header::ORIGIN, origin);
@@ -115,7 +118,7 @@ fn clamp(limit: u64) -> usize {
 /// A rejection as the client sees it. Challenges are exposed to allowed browser origins
 /// (the guard already refused the others), so web clients can read `WWW-Authenticate`.
 fn rejected(denial: Denial, request_headers: &HeaderMap) -> (Response<Body>, Outcome) {
-    let outcome = Outcome::rejected(&denial);
+    let outcome = crate::pipeline::audit::rejected(&denial);
     let rejection = denial.rejection;
     let passed_origin_check = !matches!(
         rejection,

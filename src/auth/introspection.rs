@@ -15,6 +15,8 @@
 use std::time::Duration;
 
 use moka::future::Cache;
+
+use crate::observability::metrics::METRICS;
 use tokio::sync::Semaphore;
 
 use base64::engine::general_purpose::STANDARD;
@@ -134,6 +136,7 @@ impl Introspector {
         let digest = super::api_key::sha256(token.as_bytes());
         if let Some(inactive) = &self.inactive {
             if inactive.contains_key(&digest) {
+                METRICS.introspection(&self.id, "cached_inactive");
                 return Err(VerifyError::Invalid("token is not active"));
             }
         }
@@ -144,9 +147,18 @@ impl Introspector {
                 tracing::warn!(introspection = %self.id, suppressed,
                     "introspection calls at their limit; refusing (logged at most every 10 s)");
             }
+            METRICS.introspection(&self.id, "busy");
             return Err(VerifyError::Unavailable("introspection endpoint busy"));
         };
         let result = self.call(token).await;
+        METRICS.introspection(
+            &self.id,
+            match &result {
+                Ok(_) => "active",
+                Err(VerifyError::Invalid(_)) => "inactive",
+                Err(VerifyError::Unavailable(_)) => "unavailable",
+            },
+        );
         if let (Err(VerifyError::Invalid(_)), Some(inactive)) = (&result, &self.inactive) {
             inactive.insert(digest, ()).await;
         }

@@ -6,6 +6,7 @@
 //! task refreshes on an interval; a token with an unknown `kid` triggers at most one refetch
 //! per `min_refetch` (debounced, single-flight), which is how key rotation is picked up early.
 
+use crate::observability::metrics::METRICS;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -261,7 +262,9 @@ impl RemoteJwks {
 
     /// Fetches the JWKS; on success replaces the key set, on failure keeps the old one.
     async fn fetch_and_store(&self) -> bool {
-        match self.fetch().await {
+        let fetched = self.fetch().await;
+        METRICS.jwks_fetch(&self.issuer_id, fetched.is_ok());
+        match fetched {
             Ok(set) => {
                 tracing::debug!(issuer = %self.issuer_id, keys = set.len(), "JWKS loaded");
                 self.current.store(Arc::new(set));

@@ -23,6 +23,8 @@ use introspection::Introspector;
 use jwt::Issuer;
 use token_cache::TokenCache;
 
+use crate::observability::metrics::METRICS;
+
 /// Why a token was not accepted. The reasons are fixed strings: they go into
 /// `error_description` (so they hold no `=` and no quotes) and into the audit log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -118,7 +120,9 @@ impl Verifiers {
                 return Ok(principal);
             }
         }
-        if let Some(principal) = self.cache.get(&digest).await {
+        let cached = self.cache.get(&digest).await;
+        METRICS.token_cache(cached.is_some());
+        if let Some(principal) = cached {
             if set.accepts(principal.verifier) {
                 return Ok(principal);
             }

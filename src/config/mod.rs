@@ -17,7 +17,8 @@ use std::fmt;
 use std::path::Path;
 
 pub use settings::{
-    Config, ForwardAuthSettings, Limits, LogFormat, LogSettings, PublicUrl, ServerSettings,
+    AdminSettings, Config, ForwardAuthSettings, Limits, LogFormat, LogSettings, PublicUrl,
+    ServerSettings,
 };
 
 /// One thing wrong with a configuration file: where (`routes[1].upstream`) and why.
@@ -94,10 +95,19 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// Problems from every stage (syntax, types, unknown keys, `${VAR}`s, compilation) are
 /// reported together, each with its key path and, where it is written, its line.
 pub fn from_toml_str(text: &str, base_dir: &Path) -> Result<Config, ConfigError> {
-    compile_text(text, base_dir).map_err(|mut error| {
-        document::Locator::new(text).locate(&mut error.problems);
-        error
-    })
+    match compile_text(text, base_dir) {
+        Ok(mut config) => {
+            config.source_sha256 = crate::auth::api_key::sha256(text.as_bytes())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            Ok(config)
+        }
+        Err(mut error) => {
+            document::Locator::new(text).locate(&mut error.problems);
+            Err(error)
+        }
+    }
 }
 
 fn compile_text(text: &str, base_dir: &Path) -> Result<Config, ConfigError> {

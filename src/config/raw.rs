@@ -16,6 +16,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub forward_auth: RawForwardAuth,
     #[serde(default)]
+    pub admin: RawAdmin,
+    #[serde(default)]
     pub log: RawLog,
     #[serde(default)]
     pub identity_headers: RawIdentityHeaders,
@@ -112,8 +114,15 @@ impl Default for RawLimits {
 pub struct RawForwardAuth {
     pub enabled: bool,
     pub path: String,
-    /// Addresses that serve only `/verify` (and health); when set, the main listeners no
-    /// longer answer `/verify`.
+}
+
+/// The internal listener: health, readiness, metrics and `/verify`, for probes, scrapers and
+/// the front proxy only.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawAdmin {
+    /// When set, the main listeners no longer answer `/verify`; `/metrics` is served only
+    /// here.
     pub listen: Vec<String>,
 }
 
@@ -122,7 +131,6 @@ impl Default for RawForwardAuth {
         Self {
             enabled: true,
             path: "/verify".into(),
-            listen: Vec::new(),
         }
     }
 }

@@ -13,6 +13,7 @@ use crate::pipeline::route::RouteTable;
 pub struct Config {
     pub server: ServerSettings,
     pub forward_auth: ForwardAuthSettings,
+    pub admin: AdminSettings,
     pub log: LogSettings,
     pub identity_headers: IdentityHeaders,
     pub verifiers: Verifiers,
@@ -23,6 +24,8 @@ pub struct Config {
     pub outbound_tls: rustls::ClientConfig,
     /// Dangerous switches in effect, for the startup warning.
     pub dangerous: Vec<String>,
+    /// SHA-256 (hex) of the configuration text, for `mcp_gateway_config_info`.
+    pub source_sha256: String,
     /// Likely mistakes that do not stop the gateway (`check` prints them, `serve` logs them).
     pub warnings: Vec<super::Problem>,
 }
@@ -61,8 +64,12 @@ pub struct Limits {
 
 pub struct ForwardAuthSettings {
     pub path: Option<String>,
-    /// Listeners of their own for `/verify` (plain HTTP, for the front proxy only); empty =
-    /// `/verify` is served on the main listeners.
+}
+
+/// The internal listener (`[admin]`).
+pub struct AdminSettings {
+    /// Plain-HTTP addresses serving health, readiness, `/metrics` and `/verify`; empty = no
+    /// metrics, and `/verify` on the main listeners.
     pub listen: Vec<SocketAddr>,
 }
 

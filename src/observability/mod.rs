@@ -5,6 +5,7 @@
 //! status, latency to the response head, client address, request id, trace id, user agent.
 //! Tokens, keys and secrets are never fields of any event.
 
+pub mod metrics;
 pub mod request_id;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,8 +16,6 @@ use http::{Method, StatusCode};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, LogSettings};
-use crate::pipeline::policy::Admission;
-use crate::pipeline::Denial;
 
 /// Keeps the log writer thread alive; dropping it flushes what is still queued.
 pub type LogGuard = tracing_appender::non_blocking::WorkerGuard;
@@ -140,6 +139,8 @@ pub struct Outcome {
     pub forwarded: Option<String>,
     /// The API key's configured id, when an API key authenticated the request.
     pub key_id: Option<String>,
+    /// The decision as a bounded metrics label (`allowed`, `invalid_token`, …).
+    pub decision: &'static str,
 }
 
 /// What is known about a request before it is decided, for its audit event.
@@ -200,6 +201,7 @@ impl Outcome {
     pub fn builtin(name: &'static str) -> Self {
         Self {
             verdict: name,
+            decision: "builtin",
             ..Self::default()
         }
     }
@@ -207,35 +209,6 @@ impl Outcome {
     pub fn with_route(mut self, route: &str) -> Self {
         self.route = Some(route.to_string());
         self
-    }
-
-    pub fn admitted(admission: &Admission) -> Self {
-        let principal = admission.principal();
-        Self {
-            verdict: match admission {
-                Admission::Granted(_) => "allow",
-                Admission::Public(_) => "public",
-                Admission::Preflight(_) => "preflight",
-            },
-            route: Some(admission.route().id.clone()),
-            subject: principal.map(|p| p.subject.clone()),
-            auth_method: principal.map(|p| p.method.as_str()),
-            reason: None,
-            forwarded: None,
-            key_id: principal.and_then(key_id),
-        }
-    }
-
-    pub fn rejected(denial: &Denial) -> Self {
-        Self {
-            verdict: "deny",
-            route: denial.route.as_ref().map(|r| r.id.clone()),
-            subject: denial.principal.as_ref().map(|p| p.subject.clone()),
-            auth_method: denial.principal.as_ref().map(|p| p.method.as_str()),
-            reason: Some(denial.rejection.reason()),
-            forwarded: None,
-            key_id: denial.principal.as_deref().and_then(key_id),
-        }
     }
 
     /// For `/verify`: the request the front proxy described (`POST /mcp`), never its query.
@@ -247,17 +220,10 @@ impl Outcome {
     /// Admitted, but the upstream exchange failed.
     pub fn failed(mut self, reason: &str) -> Self {
         self.verdict = "upstream_error";
+        self.decision = "upstream_error";
         self.reason = Some(reason.to_string());
         self
     }
-}
-
-/// An API key's id (never the key): for API keys the principal's token id is the key's
-/// configured `id`.
-fn key_id(principal: &crate::auth::Principal) -> Option<String> {
-    (principal.method == crate::auth::AuthMethod::ApiKey)
-        .then(|| principal.token_id.clone())
-        .flatten()
 }
 
 pub fn audit(

@@ -6,6 +6,7 @@
 //! Phases 7 (MCP policy), 8 (limits) and 11 (response filter) arrive with their own issues;
 //! their slots are marked below.
 
+pub mod audit;
 pub mod credential;
 pub mod forward;
 pub mod identity;

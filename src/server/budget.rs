@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::observability::metrics::METRICS;
 use crate::observability::Throttle;
 
 const WARN_INTERVAL: Duration = Duration::from_secs(10);
@@ -60,6 +61,7 @@ impl ConnectionBudget {
             }
             *open += 1;
         }
+        METRICS.connection_opened();
         Some(Admitted {
             budget: self.clone(),
             ip,
@@ -88,6 +90,7 @@ fn client_key(ip: IpAddr) -> IpAddr {
 
 impl Drop for Admitted {
     fn drop(&mut self) {
+        METRICS.connection_closed();
         if self.budget.max_per_ip == 0 {
             return;
         }
@@ -119,6 +122,7 @@ impl Default for RefusalLog {
 impl RefusalLog {
     fn refused(&self, limit: &'static str) {
         self.total.fetch_add(1, Ordering::Relaxed);
+        METRICS.connection_refused(limit);
         if let Some(suppressed) = self.throttle.allow() {
             tracing::warn!(
                 limit,

@@ -17,6 +17,8 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 
+use crate::observability::metrics::METRICS;
+
 /// RFC 9113 §3.4: what an HTTP/2 client sends first.
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -171,6 +173,7 @@ impl Default for Activity {
 impl Activity {
     pub fn start(&self) -> InFlight {
         self.in_flight.send_modify(|n| *n += 1);
+        METRICS.request_started();
         InFlight {
             in_flight: self.in_flight.clone(),
         }
@@ -210,6 +213,7 @@ pub struct InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
+        METRICS.request_finished();
         self.in_flight.send_modify(|n| *n = n.saturating_sub(1));
     }
 }

@@ -44,8 +44,8 @@ pub struct Connection {
 pub enum ListenerRole {
     /// Routes, discovery, health — and `/verify` unless it has listeners of its own.
     Main,
-    /// `[forward_auth] listen`: `/verify` and health only.
-    ForwardAuth,
+    /// `[admin] listen`: health, readiness, metrics, discovery and `/verify`.
+    Admin,
 }
 
 /// One builder per protocol: the protocol is decided before hyper sees the connection.

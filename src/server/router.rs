@@ -14,13 +14,14 @@ use crate::app::App;
 use crate::body::{self, Body};
 use crate::config::Config;
 use crate::metadata::METADATA_PREFIX;
-use crate::observability::{self, request_id, Outcome, RequestContext};
+use crate::observability::{self, metrics, request_id, Outcome, RequestContext};
 use crate::outbound::HttpClient;
 use crate::pipeline::request::request_host;
 use crate::{forward_auth, proxy};
 
 pub const HEALTH_PATH: &str = "/healthz";
 pub const READY_PATH: &str = "/readyz";
+pub const METRICS_PATH: &str = "/metrics";
 
 pub async fn handle(
     app: &App,
@@ -48,8 +49,16 @@ pub async fn handle(
     response
         .headers_mut()
         .insert(request_id::REQUEST_ID, context.id.clone());
+    metrics::METRICS.request(
+        outcome.route.as_deref(),
+        &method,
+        response.status().as_u16(),
+        outcome.auth_method,
+        outcome.decision,
+        started.elapsed(),
+    );
     // Probes every few seconds would drown the audit log; they are audited on request.
-    let is_probe = matches!(outcome.verdict, "health" | "ready");
+    let is_probe = matches!(outcome.verdict, "health" | "ready" | "metrics");
     if !is_probe || config.log.audit_probes {
         // Outside the span: the event carries method and path itself.
         observability::audit(
@@ -86,18 +95,20 @@ async fn dispatch(
             .flatten();
         return metadata_response(config, request.method(), host, path);
     }
-    let verify_here = match connection.role {
-        ListenerRole::Main => config.forward_auth.listen.is_empty(),
-        ListenerRole::ForwardAuth => true,
-    };
+    let on_admin = connection.role == ListenerRole::Admin;
+    if on_admin && path == METRICS_PATH {
+        return (metrics::render(config), Outcome::builtin("metrics"));
+    }
+    // With an admin listener, /verify lives there only.
+    let verify_here = on_admin || config.admin.listen.is_empty();
     if verify_here && config.forward_auth.path.as_deref() == Some(path) {
         return forward_auth::verify(config, &request).await;
     }
-    if connection.role == ListenerRole::ForwardAuth {
+    if on_admin {
         return (
             json(
                 StatusCode::NOT_FOUND,
-                r#"{"error":"not_found","error_description":"this listener serves only the forward_auth path, health and discovery"}"#.into(),
+                r#"{"error":"not_found","error_description":"the admin listener serves health, readiness, metrics, discovery and the forward_auth path"}"#.into(),
             ),
             Outcome::builtin("not_found"),
         );

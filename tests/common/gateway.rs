@@ -8,8 +8,8 @@ use mcp_auth_gateway::{config, Gateway};
 
 pub struct TestGateway {
     pub addr: SocketAddr,
-    /// `[forward_auth] listen` addresses, if the configuration has any.
-    pub forward_auth_addrs: Vec<SocketAddr>,
+    /// `[admin] listen` addresses, if the configuration has any.
+    pub admin_addrs: Vec<SocketAddr>,
     gateway: Option<Gateway>,
 }
 
@@ -25,7 +25,7 @@ impl TestGateway {
         let gateway = Gateway::start(config).await.expect("gateway starts");
         TestGateway {
             addr: gateway.local_addrs()[0],
-            forward_auth_addrs: gateway.forward_auth_addrs().to_vec(),
+            admin_addrs: gateway.admin_addrs().to_vec(),
             gateway: Some(gateway),
         }
     }

@@ -17,7 +17,7 @@ use crate::auth::introspection::Introspector;
 use crate::auth::jwt::Issuer;
 use crate::auth::Verifiers;
 use crate::config::raw::RawConfig;
-use crate::config::settings::{Config, ForwardAuthSettings, LogFormat, LogSettings};
+use crate::config::settings::{AdminSettings, Config, ForwardAuthSettings, LogFormat, LogSettings};
 use crate::config::{ConfigError, Problem};
 use crate::outbound::{self};
 use crate::pipeline::path::check_path;
@@ -155,25 +155,19 @@ pub(super) fn compile(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigE
     } else {
         None
     };
-    let forward_auth_listen: Vec<SocketAddr> = raw
-        .forward_auth
+    let admin_listen: Vec<SocketAddr> = raw
+        .admin
         .listen
         .iter()
         .enumerate()
         .filter_map(|(i, addr)| {
             c.ok(
-                &format!("forward_auth.listen[{i}]"),
+                &format!("admin.listen[{i}]"),
                 addr.parse::<SocketAddr>()
                     .map_err(|_| format!("{addr:?} is not ip:port (e.g. \"127.0.0.1:9090\")")),
             )
         })
         .collect();
-    if !forward_auth_listen.is_empty() && forward_auth_path.is_none() {
-        c.push(
-            "forward_auth.listen",
-            "forward_auth is disabled: remove listen or set enabled = true",
-        );
-    }
 
     let mut dangerous = Vec::new();
     if allow_http {
@@ -217,7 +211,9 @@ pub(super) fn compile(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigE
             server,
             forward_auth: ForwardAuthSettings {
                 path: forward_auth_path,
-                listen: forward_auth_listen,
+            },
+            admin: AdminSettings {
+                listen: admin_listen,
             },
             log,
             identity_headers,
@@ -232,6 +228,7 @@ pub(super) fn compile(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigE
             outbound_tls: tls,
             dangerous,
             warnings: c.warnings,
+            source_sha256: String::new(),
         }),
         _ => Err(ConfigError {
             problems: c.problems,
