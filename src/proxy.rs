@@ -61,6 +61,8 @@ pub async fn handle(
     // must not hold its connection and an upstream connection).
     let limits = &config.server.limits;
     let limited = Limited::new(incoming, clamp(limits.max_body_bytes)).map_err(BoxError::from);
+    let body_progress = forward::BodyProgress::default();
+    let limited = forward::Completing::new(limited, &body_progress);
     let limited = forward::IdleTimeout::new(limited, limits.body_read_timeout)
         .map_err(|error| BoxError::from(forward::ClientBodyError(error)))
         .map_frame(|frame| {
@@ -92,6 +94,7 @@ pub async fn handle(
         upstream_request,
         config.server.limits.response_timeout,
         config.server.limits.stream_idle_timeout,
+        &body_progress,
     )
     .await
     {

@@ -221,3 +221,40 @@ async fn a_client_that_stops_reading_is_dropped_after_send_timeout() {
     );
     drop(response);
 }
+
+#[tokio::test]
+async fn a_body_trickling_past_response_timeout_is_the_clients_408() {
+    // One byte every 300 ms never trips body_read_timeout, but the upstream, still waiting
+    // for the body, cannot answer: when response_timeout runs out the slow one is the client.
+    // (The standard configuration has response_timeout = "2s".)
+    let (_upstream, gateway) = gateway("body_read_timeout = \"1s\"").await;
+    let mut stream = TcpStream::connect(gateway.addr).await.unwrap();
+    let head = format!(
+        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {API_KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let trickle = tokio::spawn(async move {
+        for _ in 0..40 {
+            if writer.write_all(b" ").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    });
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(15), async {
+        let mut buf = [0u8; 1024];
+        while !String::from_utf8_lossy(&answer).contains("\r\n\r\n{") {
+            match reader.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    trickle.abort();
+    let answer = String::from_utf8_lossy(&answer);
+    assert_eq!(raw_status(&answer), 408, "{answer}");
+}

@@ -6,6 +6,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -24,8 +26,11 @@ pub async fn forward(
     request: Request<Body>,
     response_timeout: Duration,
     stream_idle_timeout: Duration,
+    client_body: &BodyProgress,
 ) -> Result<Response<Body>, Rejection> {
     let response = match tokio::time::timeout(response_timeout, client.request(request)).await {
+        // An upstream still waiting for the client's body is not the slow one (slow-POST).
+        Err(_) if client_body.waiting_for_client() => return Err(Rejection::BodyTimeout),
         Err(_) => return Err(Rejection::UpstreamTimeout),
         Ok(Err(error)) => {
             // The client's own body failing (too long, bad chunked framing) is the client's
@@ -124,6 +129,71 @@ const ORIGIN_WIDE: [&str; 8] = [
 fn strip_origin_wide(headers: &mut http::HeaderMap) {
     for name in ORIGIN_WIDE {
         headers.remove(name);
+    }
+}
+
+/// Where the client's request body stands, told by [`Completing`]: whether it has ended, and
+/// whether the last read of it was left waiting for the client.
+#[derive(Debug, Clone, Default)]
+pub struct BodyProgress(Arc<[AtomicBool; 2]>);
+
+const ENDED: usize = 0;
+const AWAITING_CLIENT: usize = 1;
+
+impl BodyProgress {
+    /// The upstream asked for more of the body and the client has not sent it: the request
+    /// is slow because of the client (not an upstream that never connected or stopped
+    /// reading).
+    pub fn waiting_for_client(&self) -> bool {
+        !self.0[ENDED].load(Ordering::Acquire) && self.0[AWAITING_CLIENT].load(Ordering::Acquire)
+    }
+
+    fn set(&self, which: usize, value: bool) {
+        self.0[which].store(value, Ordering::Release);
+    }
+}
+
+/// A request body that reports when it has ended (read to the end, or empty from the start).
+pub struct Completing<B> {
+    inner: B,
+    progress: BodyProgress,
+}
+
+impl<B> Completing<B> {
+    pub fn new(inner: B, progress: &BodyProgress) -> Self {
+        Self {
+            inner,
+            progress: progress.clone(),
+        }
+    }
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for Completing<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        self.progress.set(AWAITING_CLIENT, polled.is_pending());
+        if matches!(polled, Poll::Ready(None)) {
+            self.progress.set(ENDED, true);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let ended = self.inner.is_end_stream();
+        if ended {
+            self.progress.set(ENDED, true);
+        }
+        ended
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
