@@ -10,7 +10,6 @@ use arc_swap::ArcSwap;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
-use tokio_rustls::TlsAcceptor;
 
 use crate::config::Config;
 use crate::server::budget::ConnectionBudget;
@@ -42,6 +41,7 @@ pub enum StartError {
 /// A started gateway. [`Gateway::shutdown`] drains and waits; dropping it starts the same
 /// drain without waiting for it.
 pub struct Gateway {
+    app: Arc<App>,
     addrs: Vec<SocketAddr>,
     admin_addrs: Vec<SocketAddr>,
     stop: watch::Sender<bool>,
@@ -151,11 +151,43 @@ impl Gateway {
             }
         }
         Ok(Gateway {
+            app,
             addrs,
             admin_addrs,
             stop,
             workers: done,
         })
+    }
+
+    /// Swaps in a new configuration, atomically: requests that started keep the one they
+    /// started with (their `Arc<Config>`), new ones use the new one. JWT issuers whose key
+    /// source is unchanged keep their keys (no cold start), and TLS certificates are read
+    /// from the new configuration for new connections. Settings that shape sockets and
+    /// threads (`listen`, `[admin] listen`, `workers`, `[server.limits]`, `[outbound]`) apply
+    /// at the next restart; the returned list names those that changed.
+    pub fn reload(&self, config: Config) -> Vec<&'static str> {
+        let old = self.app.config();
+        let mut needs_restart = Vec::new();
+        if old.server.listen != config.server.listen {
+            needs_restart.push("server.listen");
+        }
+        if old.admin.listen != config.admin.listen {
+            needs_restart.push("admin.listen");
+        }
+        if old.server.workers != config.server.workers {
+            needs_restart.push("server.workers");
+        }
+        if format!("{:?}", old.server.limits) != format!("{:?}", config.server.limits) {
+            needs_restart.push("server.limits");
+        }
+        config.verifiers.adopt_keys(&old.verifiers);
+        config.verifiers.start_background_tasks();
+        crate::observability::metrics::METRICS.config_loaded("ok", Some(&config.source_sha256));
+        for warning in &config.warnings {
+            tracing::warn!(key = %warning.path, "{}", warning.message);
+        }
+        self.app.config.store(Arc::new(config));
+        needs_restart
     }
 
     pub fn local_addrs(&self) -> &[SocketAddr] {
@@ -215,7 +247,6 @@ impl Worker {
         runtime.block_on(async move {
             let config = self.app.config();
             let limits = config.server.limits.clone();
-            let tls = config.server.tls.clone().map(TlsAcceptor::from);
             let upstream = outbound::client(limits.connect_timeout, config.outbound_tls.clone());
             drop(config);
             let mut registered = Vec::new();
@@ -238,12 +269,7 @@ impl Worker {
                 budget: self.connection_budget.clone(),
             };
             for (listener, role) in registered {
-                // The admin listener is internal plain HTTP.
-                let tls = match role {
-                    ListenerRole::Main => tls.clone(),
-                    ListenerRole::Admin => None,
-                };
-                serving.spawn(server::serve(context.clone(), listener, role, tls));
+                serving.spawn(server::serve(context.clone(), listener, role));
             }
             while let Some(result) = serving.join_next().await {
                 if let Err(error) = result {

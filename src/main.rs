@@ -97,7 +97,9 @@ fn serve(path: PathBuf) -> ExitCode {
             }
         };
         tracing::info!(routes, config = %path.display(), "mcp-auth-gateway started");
-        wait_for_signal().await;
+        while let Signal::Reload = wait_for_signal().await {
+            reload(&gateway, &path);
+        }
         tracing::info!("shutting down: draining in-flight requests");
         gateway.shutdown().await;
         tracing::info!("stopped");
@@ -105,9 +107,14 @@ fn serve(path: PathBuf) -> ExitCode {
     })
 }
 
-/// Waits for SIGTERM or Ctrl-C. SIGHUP (`systemctl reload`) must not kill the gateway: until
-/// configuration reload lands (day-two operations), it is acknowledged with a warning.
-async fn wait_for_signal() {
+enum Signal {
+    Stop,
+    Reload,
+}
+
+/// Waits for SIGTERM or Ctrl-C (stop) or SIGHUP (reload: `systemctl reload`,
+/// `kill -HUP`).
+async fn wait_for_signal() -> Signal {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -116,21 +123,46 @@ async fn wait_for_signal() {
             signal(SignalKind::hangup()),
         ) else {
             let _ = tokio::signal::ctrl_c().await;
-            return;
+            return Signal::Stop;
         };
-        loop {
-            tokio::select! {
-                _ = term.recv() => return,
-                _ = tokio::signal::ctrl_c() => return,
-                _ = hangup.recv() => tracing::warn!(
-                    "SIGHUP received: configuration reload is not implemented yet; restart the gateway to apply changes"
-                ),
-            }
+        tokio::select! {
+            _ = term.recv() => Signal::Stop,
+            _ = tokio::signal::ctrl_c() => Signal::Stop,
+            _ = hangup.recv() => Signal::Reload,
         }
     }
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+        Signal::Stop
+    }
+}
+
+/// Reads and compiles the configuration file again and swaps it in; a file that does not
+/// compile is reported (every problem, with its key path) and the running configuration
+/// keeps serving.
+fn reload(gateway: &Gateway, path: &std::path::Path) {
+    tracing::info!(config = %path.display(), "SIGHUP received: reloading the configuration");
+    match config::load(path) {
+        Ok(config) => {
+            let hash = config.source_sha256.clone();
+            let needs_restart = gateway.reload(config);
+            tracing::info!(sha256 = %hash, "configuration reloaded");
+            if !needs_restart.is_empty() {
+                tracing::warn!(
+                    changed = ?needs_restart,
+                    "these settings changed but apply only at the next restart"
+                );
+            }
+        }
+        Err(error) => {
+            observability::metrics::METRICS.config_loaded("error", None);
+            tracing::error!(
+                config = %path.display(),
+                problems = %error.to_string().trim_end(),
+                "configuration reload failed; the running configuration keeps serving"
+            );
+        }
     }
 }
 

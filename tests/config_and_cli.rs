@@ -1023,13 +1023,39 @@ async fn serve_answers_health_and_exits_cleanly_on_sigterm() {
         "{keyed_event}"
     );
 
-    // SIGHUP (systemctl reload) is acknowledged, not fatal.
-    let hup = Command::new("kill")
-        .args(["-HUP", &served.pid().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(hup.success());
+    // SIGHUP (systemctl reload) with a broken file: reported, and nothing changes.
+    let pid = served.pid().to_string();
+    let hup = || {
+        let status = Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    };
+    let original = std::fs::read_to_string(&good.path).expect("config text");
+    std::fs::write(
+        &good.path,
+        original.replace("upstream = \"http", "upstream = \"ftp"),
+    )
+    .expect("write broken config");
+    hup();
     served.wait_for("SIGHUP received");
+    let failed = served.wait_for("configuration reload failed");
+    assert!(
+        failed["problems"]
+            .as_str()
+            .is_some_and(|p| p.contains("routes[0].upstream")),
+        "{failed}"
+    );
+    assert_eq!(common::http::get(addr, "/mcp", &[]).await.status, 401);
+    // A good file with a new route: reloaded, and the route answers.
+    let with_route = format!(
+        "{original}\n[[routes]]\nid = \"added\"\npath = \"/added\"\nupstream = \"http://127.0.0.1:9/added\"\nverifiers = [\"api_keys\"]\n"
+    );
+    std::fs::write(&good.path, with_route).expect("write new config");
+    hup();
+    served.wait_for("configuration reloaded");
+    assert_eq!(common::http::get(addr, "/added", &[]).await.status, 401);
     assert_eq!(common::http::get(addr, "/healthz", &[]).await.status, 200);
 
     let kill = Command::new("kill")

@@ -187,6 +187,17 @@ impl KeySource {
         }
     }
 
+    /// Takes over the keys another source of the same JWKS already loaded (see
+    /// `Verifiers::adopt_keys`).
+    pub fn adopt(&self, previous: &KeySource) {
+        if let (KeySource::Remote(new), KeySource::Remote(old)) = (self, previous) {
+            if new.uri == old.uri && old.loaded.load(Ordering::Acquire) {
+                new.current.store(old.current.load_full());
+                new.loaded.store(true, Ordering::Release);
+            }
+        }
+    }
+
     pub fn has_loaded(&self) -> bool {
         match self {
             KeySource::Static(_) => true,

@@ -199,6 +199,20 @@ impl Verifiers {
         Err(last_error)
     }
 
+    /// After a reload: issuers whose keys come from the same place with the same algorithms
+    /// take over the keys already fetched, so requests do not wait for a first fetch.
+    pub fn adopt_keys(&self, old: &Verifiers) {
+        for issuer in &self.issuers {
+            if let Some(previous) = old
+                .issuers
+                .iter()
+                .find(|o| o.issuer == issuer.issuer && o.algorithms == issuer.algorithms)
+            {
+                issuer.keys.adopt(&previous.keys);
+            }
+        }
+    }
+
     /// Starts the background JWKS refreshers; called once the runtime exists.
     pub fn start_background_tasks(&self) {
         for issuer in &self.issuers {

@@ -90,12 +90,7 @@ pub struct WorkerContext {
 }
 
 /// Accepts on one listener until `shutdown` flips, then drains for up to `shutdown_grace`.
-pub async fn serve(
-    context: WorkerContext,
-    listener: TcpListener,
-    role: ListenerRole,
-    tls: Option<TlsAcceptor>,
-) {
+pub async fn serve(context: WorkerContext, listener: TcpListener, role: ListenerRole) {
     let WorkerContext {
         app,
         limits,
@@ -128,6 +123,12 @@ pub async fn serve(
         let Some(admitted) = budget.admit(peer.ip()) else {
             continue;
         };
+        // Read per connection from the configuration in service, so a reload picks up renewed
+        // certificates (ACME, cert-manager). The admin listener is internal plain HTTP.
+        let tls = match role {
+            ListenerRole::Main => app.config().server.tls.clone().map(TlsAcceptor::from),
+            ListenerRole::Admin => None,
+        };
         let _ = stream.set_nodelay(true);
         let task = ConnectionTask {
             app: app.clone(),
@@ -141,7 +142,6 @@ pub async fn serve(
             },
             stopping: shutdown.clone(),
         };
-        let tls = tls.clone();
         let alive = alive.clone();
         tokio::spawn(async move {
             task.run(stream, tls).await;

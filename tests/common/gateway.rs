@@ -34,6 +34,16 @@ impl TestGateway {
         Self::start_in(toml, Path::new(".")).await
     }
 
+    /// Compiles `toml` and swaps it in, as SIGHUP does; returns the settings that changed but
+    /// need a restart.
+    pub fn reload(&self, toml: &str) -> Vec<&'static str> {
+        let config = match config::from_toml_str(toml, Path::new(".")) {
+            Ok(config) => config,
+            Err(error) => panic!("reloaded configuration does not compile:\n{error}\n{toml}"),
+        };
+        self.gateway.as_ref().expect("running").reload(config)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
