@@ -47,10 +47,13 @@ fn lookup<'a>(claims: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
     Some(current)
 }
 
+/// A claim as text: a non-empty string, or an integer (numeric ids). Other numbers are not
+/// identities: past 64 bits serde_json reads them as floats, and `1e+22` would name every
+/// user whose id rounds to it.
 fn string(value: Option<&Value>) -> Option<String> {
     match value? {
         Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
+        Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
         _ => None,
     }
 }
@@ -140,5 +143,10 @@ mod tests {
             vec!["literal", "42"],
             "a literal dotted name wins"
         );
+
+        // Numbers beyond 64 bits are floats to serde_json: not an identity.
+        let claims: Map<String, Value> =
+            serde_json::from_str(r#"{"sub": 10000000000000000000001}"#).unwrap();
+        assert_eq!(mapping().extract(&claims).subject, None);
     }
 }

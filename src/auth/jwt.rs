@@ -223,13 +223,11 @@ pub fn select_issuer<'a>(
 
 /// The `iss` claim read without verification — used only to choose which keys to verify with.
 pub fn unverified_issuer(token: &str) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct IssOnly {
-        iss: Option<String>,
-    }
     let payload = token.split('.').nth(1)?;
     let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
-    serde_json::from_slice::<IssOnly>(&bytes).ok()?.iss
+    // A JSON object only: serde would also read a struct from an array (`["https://idp"]`).
+    let claims: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes).ok()?;
+    claims.get("iss")?.as_str().map(str::to_string)
 }
 
 #[cfg(test)]
@@ -263,5 +261,7 @@ mod tests {
         assert_eq!(unverified_issuer("e30.!!!.sig"), None);
         let no_iss = URL_SAFE_NO_PAD.encode(br#"{"sub":"x"}"#);
         assert_eq!(unverified_issuer(&format!("e30.{no_iss}.sig")), None);
+        let array = URL_SAFE_NO_PAD.encode(br#"["https://idp"]"#);
+        assert_eq!(unverified_issuer(&format!("e30.{array}.sig")), None);
     }
 }

@@ -101,10 +101,15 @@ pub fn valid_host(host: &str) -> bool {
         Some((name, port)) => (name, Some(port)),
         None => (host, None),
     };
-    let name_ok = !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+    // Labels are non-empty; one trailing dot (a fully qualified name) is allowed.
+    let labels = name.strip_suffix('.').unwrap_or(name);
+    let name_ok = !labels.is_empty()
+        && labels.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+        });
     name_ok && port.is_none_or(port_ok)
 }
 
@@ -125,6 +130,9 @@ pub fn canonical_origin(origin: &str) -> Option<String> {
         return None;
     }
     let authority = rest.to_ascii_lowercase();
+    if !valid_host(&authority) {
+        return None;
+    }
     let (name, port) = split_host(&authority);
     let default_port = if scheme == "https" { "443" } else { "80" };
     match port {
@@ -288,6 +296,10 @@ mod tests {
             ("chrome-extension://abc", None),
             ("https://app.example.com.", Some("https://app.example.com")),
             ("http://localhost.:3000", Some("http://localhost:3000")),
+            ("https://a..", None),
+            ("http://:80", None),
+            ("https://a:443.", None),
+            ("https://.a", None),
         ];
         for (input, want) in cases {
             assert_eq!(canonical_origin(input).as_deref(), want, "{input}");
@@ -336,6 +348,9 @@ mod tests {
             "[::1]:x",
             "[zz]",
             "[]",
+            "a..",
+            ".a",
+            "a..b",
             "user@host",
             "host/path",
             "ho st",
