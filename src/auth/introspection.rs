@@ -198,7 +198,7 @@ impl Introspector {
         self.principal(&answer)
     }
 
-    fn principal(&self, answer: &Map<String, Value>) -> Result<Principal, VerifyError> {
+    pub fn principal(&self, answer: &Map<String, Value>) -> Result<Principal, VerifyError> {
         if answer.get("active") != Some(&Value::Bool(true)) {
             return Err(VerifyError::Invalid("token is not active"));
         }

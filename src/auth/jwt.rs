@@ -141,7 +141,7 @@ impl Issuer {
         Err(error)
     }
 
-    fn principal(&self, claims: &Map<String, Value>) -> Result<Principal, VerifyError> {
+    pub fn principal(&self, claims: &Map<String, Value>) -> Result<Principal, VerifyError> {
         let extracted = self.claims.extract(claims);
         let subject = extracted
             .subject
