@@ -594,7 +594,11 @@ async fn origin_and_host_allowlists() {
                 host("127.0.0.1@evil.example.com"),
                 INVALID_REQUEST,
             ),
-            row("Host with a junk port", host("127.0.0.1:x"), INVALID_REQUEST),
+            row(
+                "Host with a junk port",
+                host("127.0.0.1:x"),
+                INVALID_REQUEST,
+            ),
             row(
                 "two Host headers",
                 req("GET /mcp")

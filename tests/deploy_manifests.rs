@@ -39,7 +39,14 @@ fn manifests_pass_strict_schema_validation() {
     );
     assert!(output.status.success(), "{report}");
     assert!(!report.contains("ERROR"), "{report}");
-    for kind in ["Deployment", "Service", "ConfigMap", "Secret", "NetworkPolicy", "Ingress"] {
+    for kind in [
+        "Deployment",
+        "Service",
+        "ConfigMap",
+        "Secret",
+        "NetworkPolicy",
+        "Ingress",
+    ] {
         let found = manifests().iter().any(|file| {
             std::fs::read_to_string(file)
                 .unwrap_or_default()
@@ -70,11 +77,20 @@ fn the_configmap_holds_a_configuration_that_compiles() {
     let toml = configmap_toml(&external::repo_root().join("deploy/kubernetes/configmap.yaml"));
     let config = mcp_auth_gateway::config::from_toml_str(&toml, Path::new("."))
         .unwrap_or_else(|error| panic!("{error}\n{toml}"));
-    assert_eq!(config.admin.listen.len(), 1, "probes and /verify use the admin port");
+    assert_eq!(
+        config.admin.listen.len(),
+        1,
+        "probes and /verify use the admin port"
+    );
     let deployment =
         std::fs::read_to_string(external::repo_root().join("deploy/kubernetes/deployment.yaml"))
             .expect("deployment.yaml");
-    for probe in ["path: /healthz", "path: /readyz", "readOnlyRootFilesystem: true", "runAsNonRoot: true"] {
+    for probe in [
+        "path: /healthz",
+        "path: /readyz",
+        "readOnlyRootFilesystem: true",
+        "runAsNonRoot: true",
+    ] {
         assert!(deployment.contains(probe), "{probe}");
     }
 }
