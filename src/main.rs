@@ -1,4 +1,4 @@
-//! The `mcp-auth-gateway` command: serve, check, keygen, hash-key.
+//! The `mcp-auth-gateway` command: serve, check, keygen, hash-key, token.
 
 #![forbid(unsafe_code)]
 
@@ -11,6 +11,8 @@ use clap::{Parser, Subcommand};
 use mcp_auth_gateway::auth::api_key;
 use mcp_auth_gateway::config::{self, Config};
 use mcp_auth_gateway::{observability, Gateway};
+
+mod token_cli;
 
 #[derive(Parser)]
 #[command(
@@ -49,6 +51,9 @@ enum Command {
     Keygen,
     /// Read an API key from stdin and print its `sha256:` hash.
     HashKey,
+    /// Inspect or mint JWTs (for debugging and demos).
+    #[command(subcommand)]
+    Token(token_cli::TokenCommand),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +63,7 @@ fn main() -> ExitCode {
         Command::Check { config } => check(config),
         Command::Keygen => keygen(),
         Command::HashKey => hash_key(),
+        Command::Token(command) => token_cli::run(command),
     }
 }
 

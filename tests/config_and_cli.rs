@@ -834,6 +834,106 @@ fn hash_key_matches_the_shipped_demo_hash_and_refuses_empty_input() {
     }
 }
 
+#[test]
+fn token_mint_then_inspect_and_verify_with_the_configured_issuer() {
+    let Some(openssl) = common::external::require("openssl") else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("mcp-gateway-token-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let openssl_ok = |args: &[&str]| {
+        let status = Command::new(&openssl)
+            .args(args)
+            .current_dir(&dir)
+            .stderr(Stdio::null())
+            .status()
+            .expect("run openssl");
+        assert!(status.success(), "openssl {args:?}");
+    };
+    openssl_ok(&[
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-out",
+        "key.pem",
+    ]);
+    openssl_ok(&["pkey", "-in", "key.pem", "-pubout", "-out", "pub.pem"]);
+    let config = dir.join("gateway.toml");
+    std::fs::write(
+        &config,
+        edit(
+            VALID,
+            "[[routes]]",
+            "[[issuers]]\nid = \"demo\"\nissuer = \"https://demo.test\"\npublic_key_file = \"pub.pem\"\nalgorithms = [\"ES256\"]\n\n[[routes]]",
+        ),
+    )
+    .expect("write config");
+    let key = dir.join("key.pem");
+    let mint = run(gateway()
+        .args(["token", "mint", "--issuer", "https://demo.test"])
+        .args([
+            "--audience",
+            "http://127.0.0.1/mcp",
+            "--subject",
+            "ada",
+            "--scope",
+            "mcp:tools",
+            "--key",
+        ])
+        .arg(&key));
+    assert_eq!(mint.status.code(), Some(0), "{}", text(&mint.stderr));
+    let token = text(&mint.stdout).trim().to_string();
+
+    // Decoded only, and said so.
+    let inspect = run(gateway().args(["token", "inspect", &token]));
+    let stdout = text(&inspect.stdout);
+    assert!(stdout.starts_with("UNVERIFIED"), "{stdout}");
+    assert!(stdout.contains("\"sub\": \"ada\""), "{stdout}");
+
+    // Verified against the configured issuer.
+    let verify = run(gateway()
+        .args(["token", "inspect", "--verify", "--config"])
+        .arg(&config)
+        .arg(&token));
+    let stdout = text(&verify.stdout);
+    assert_eq!(
+        verify.status.code(),
+        Some(0),
+        "{stdout}{}",
+        text(&verify.stderr)
+    );
+    assert!(
+        stdout.starts_with("VERIFIED") && stdout.contains("subject: ada"),
+        "{stdout}"
+    );
+
+    // A changed payload is refused.
+    let mut parts: Vec<&str> = token.split('.').collect();
+    let forged_payload = base64_url(
+        r#"{"iss":"https://demo.test","sub":"root","aud":"http://127.0.0.1/mcp","exp":9999999999}"#,
+    );
+    parts[1] = &forged_payload;
+    let forged = parts.join(".");
+    let verify = run(gateway()
+        .args(["token", "inspect", "--verify", "--config"])
+        .arg(&config)
+        .arg(&forged));
+    assert_eq!(verify.status.code(), Some(1));
+    assert!(
+        text(&verify.stderr).contains("INVALID"),
+        "{}",
+        text(&verify.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn base64_url(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
+}
+
 /// A running `serve` process, killed if the test fails before it exits.
 struct Served {
     child: Option<Child>,
