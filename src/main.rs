@@ -259,7 +259,14 @@ fn keygen() -> ExitCode {
 
 fn hash_key() -> ExitCode {
     let mut input = String::new();
-    if let Err(error) = std::io::stdin().read_to_string(&mut input) {
+    // On a terminal, say what is expected and read one line; piped, read everything.
+    let read = if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        eprint!("API key (then Enter; it is not stored): ");
+        std::io::stdin().read_line(&mut input).map(|_| ())
+    } else {
+        std::io::stdin().read_to_string(&mut input).map(|_| ())
+    };
+    if let Err(error) = read {
         eprintln!("cannot read the key from stdin: {error}");
         return ExitCode::FAILURE;
     }
