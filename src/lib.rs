@@ -12,11 +12,14 @@
 //!                 │                     ▼                                           ▼
 //!                 │     9 rewrite · 10 forward (streaming)          200 + identity headers
 //!                 ▼                                                  or 401/403 + challenge
-//!   built-ins: /healthz, /.well-known/oauth-protected-resource[/…] (metadata), /verify
+//!   built-ins: /healthz, /readyz, /.well-known/oauth-protected-resource[/…] (metadata),
+//!   /verify; on the admin listener also /metrics
 //! ```
 //!
 //! `auth` answers "who is this?" and knows nothing of routes; `pipeline` decides and knows
-//! nothing of listeners; `config` compiles the TOML into the types both run on.
+//! nothing of listeners; `config` compiles the TOML into the types both run on; `server`
+//! owns connections (deadlines, budgets, idle and slow-reader closing); `observability` (a
+//! leaf) holds logging, the audit event, request ids and the metrics registry.
 
 #![forbid(unsafe_code)]
 
