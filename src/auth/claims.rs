@@ -1,4 +1,4 @@
-//! Mapping token claims (JWT payload or introspection response) to a [`Principal`].
+//! Mapping token claims (JWT payload or introspection response) to a [`Principal`](super::Principal).
 //! Claim names are configurable and may be dotted paths (`realm_access.roles`).
 
 use serde_json::{Map, Value};
