@@ -1171,3 +1171,48 @@ async fn serve_answers_health_and_exits_cleanly_on_sigterm() {
     );
     served.wait_for("stopped");
 }
+
+#[test]
+fn the_readme_commands_are_the_ones_that_work() {
+    // The README promises: one command runs the gateway with the shipped gateway.toml, one
+    // runs the tests (and `.ci/run` runs exactly that one), and the "Try it" block starts the
+    // reference server with an npm script that exists.
+    let root = common::external::repo_root();
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let ci = std::fs::read_to_string(root.join(".ci/run")).expect(".ci/run");
+    let blocks: Vec<&str> = readme
+        .split("```sh\n")
+        .skip(1)
+        .filter_map(|rest| rest.split("```").next())
+        .collect();
+    assert!(
+        blocks
+            .iter()
+            .any(|b| b.trim() == "cargo run --release -- serve --config gateway.toml"),
+        "the run command"
+    );
+    assert!(
+        blocks.iter().any(|b| b.trim() == "cargo test --locked"),
+        "the test command"
+    );
+    assert_eq!(
+        ci.lines()
+            .rfind(|l| !l.trim().is_empty() && !l.starts_with('#')),
+        Some("cargo test --locked"),
+        ".ci/run ends with the README's test command"
+    );
+    // The run command's configuration compiles (as `check` would).
+    let output = run(gateway()
+        .args(["check", "--config"])
+        .arg(root.join("gateway.toml")));
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    // The Try-it block's npm script exists and starts the loopback wrapper.
+    assert!(readme.contains("npm run --silent server-everything"));
+    let package =
+        std::fs::read_to_string(root.join("tests/node/package.json")).expect("package.json");
+    let package: serde_json::Value = serde_json::from_str(&package).expect("package.json is JSON");
+    assert_eq!(
+        package["scripts"]["server-everything"],
+        "node loopback.mjs streamableHttp"
+    );
+}
