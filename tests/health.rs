@@ -109,6 +109,18 @@ async fn every_request_has_an_id_the_upstream_and_the_client_see() {
     // Rejections and /verify answers carry an id too.
     let denied = get(gateway.addr, "/mcp", &[]).await;
     assert!(denied.header("x-request-id").is_some());
+    let verified = get(
+        gateway.addr,
+        "/verify",
+        &[
+            ("authorization", &bearer),
+            ("x-forwarded-method", "GET"),
+            ("x-forwarded-uri", "/mcp"),
+        ],
+    )
+    .await;
+    assert_eq!(verified.status, 200);
+    assert!(verified.header("x-request-id").is_some());
 }
 
 #[tokio::test]
