@@ -11,6 +11,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 
+use crate::authorization_server::AuthorizationServer;
 use crate::config::Config;
 use crate::server::budget::ConnectionBudget;
 use crate::server::ListenerRole;
@@ -19,11 +20,17 @@ use crate::{outbound, server};
 /// State shared by every connection.
 pub struct App {
     config: ArcSwap<Config>,
+    /// The built-in authorization server, when `[authorization_server]` is configured.
+    authorization_server: Option<Arc<AuthorizationServer>>,
 }
 
 impl App {
     pub fn config(&self) -> Arc<Config> {
         self.config.load_full()
+    }
+
+    pub fn authorization_server(&self) -> Option<&Arc<AuthorizationServer>> {
+        self.authorization_server.as_ref()
     }
 }
 
@@ -36,6 +43,8 @@ pub enum StartError {
     },
     #[error("cannot start worker thread: {0}")]
     Worker(std::io::Error),
+    #[error("cannot start the authorization server: {0}")]
+    AuthorizationServer(#[from] crate::authorization_server::StartError),
 }
 
 /// A started gateway. [`Gateway::shutdown`] drains and waits; dropping it starts the same
@@ -67,6 +76,16 @@ impl Gateway {
             tracing::warn!(key = %warning.path, "{}", warning.message);
         }
         config.verifiers.start_background_tasks();
+        // Before the listeners: its keys must be published before the first request.
+        let authorization_server = match &config.authorization_server {
+            Some(settings) => {
+                let server = AuthorizationServer::start(settings).await?;
+                tracing::info!(issuer = %settings.issuer, database = %settings.database.display(),
+                    "authorization server started");
+                Some(server)
+            }
+            None => None,
+        };
         let workers = config.server.workers.max(1);
         let mut per_worker: Vec<Vec<(std::net::TcpListener, ListenerRole)>> =
             (0..workers).map(|_| Vec::new()).collect();
@@ -117,6 +136,7 @@ impl Gateway {
         );
         let app = Arc::new(App {
             config: ArcSwap::from_pointee(config),
+            authorization_server,
         });
         let (stop, stopped) = watch::channel(false);
         let mut done = Vec::new();
@@ -179,6 +199,18 @@ impl Gateway {
         }
         if format!("{:?}", old.server.limits) != format!("{:?}", config.server.limits) {
             needs_restart.push("server.limits");
+        }
+        let store_of = |c: &Config| {
+            c.authorization_server.as_ref().map(|s| {
+                (
+                    s.database.clone(),
+                    s.signing_key_file.clone(),
+                    s.signing_algorithm,
+                )
+            })
+        };
+        if store_of(&old) != store_of(&config) {
+            needs_restart.push("authorization_server (on/off, database, signing key)");
         }
         config.verifiers.adopt_keys(&old.verifiers);
         config.verifiers.start_background_tasks();

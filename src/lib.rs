@@ -25,6 +25,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod authorization_server;
 pub mod body;
 pub mod config;
 pub mod forward_auth;

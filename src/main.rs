@@ -1,4 +1,5 @@
-//! The `mcp-auth-gateway` command: serve, check, keygen, hash-key, token.
+//! The `mcp-auth-gateway` command: serve, check, keygen, hash-key, token, and for the
+//! built-in authorization server clients, keys, hash-password.
 
 #![forbid(unsafe_code)]
 
@@ -12,6 +13,7 @@ use mcp_auth_gateway::auth::api_key;
 use mcp_auth_gateway::config::{self, Config};
 use mcp_auth_gateway::{observability, Gateway};
 
+mod as_cli;
 mod token_cli;
 
 #[derive(Parser)]
@@ -54,6 +56,14 @@ enum Command {
     /// Inspect or mint JWTs (for debugging and demos).
     #[command(subcommand)]
     Token(token_cli::TokenCommand),
+    /// Manage the built-in authorization server's registered clients.
+    #[command(subcommand)]
+    Clients(as_cli::ClientsCommand),
+    /// Rotate the built-in authorization server's signing key.
+    #[command(subcommand)]
+    Keys(as_cli::KeysCommand),
+    /// Read a password from stdin and print its Argon2id hash (local users).
+    HashPassword,
 }
 
 fn main() -> ExitCode {
@@ -64,10 +74,13 @@ fn main() -> ExitCode {
         Command::Keygen => keygen(),
         Command::HashKey => hash_key(),
         Command::Token(command) => token_cli::run(command),
+        Command::Clients(command) => as_cli::clients(command),
+        Command::Keys(command) => as_cli::keys(command),
+        Command::HashPassword => as_cli::hash_password(),
     }
 }
 
-fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
+pub(crate) fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
     config::load(path).map_err(|error| {
         eprint!("{}: {error}", path.display());
         ExitCode::FAILURE
@@ -230,6 +243,47 @@ fn check(path: PathBuf) -> ExitCode {
                 format!(" public={:?}", route.public_paths)
             },
         );
+    }
+    if let Some(settings) = &config.authorization_server {
+        println!("authorization_server: issuer={}", settings.issuer);
+        println!("  database: {}", settings.database.display());
+        println!(
+            "  signing: {:?}{}",
+            settings.signing_algorithm,
+            settings
+                .signing_key_file
+                .as_ref()
+                .map(|f| format!(" from {}", f.display()))
+                .unwrap_or_else(|| " (generated, kept in the database)".into())
+        );
+        println!(
+            "  tokens: access {:?}, refresh {:?} (reuse grace {:?}), code {:?}",
+            settings.access_token_ttl,
+            settings.refresh_token_ttl,
+            settings.refresh_reuse_grace,
+            settings.code_ttl
+        );
+        println!(
+            "  clients: {} configured; registration {}; metadata documents {}",
+            settings.clients.len(),
+            if settings.registration.enabled {
+                "on"
+            } else {
+                "off"
+            },
+            if settings.cimd.enabled { "on" } else { "off" }
+        );
+        println!("  users: {}", settings.users.len());
+        for resource in &settings.resources {
+            println!(
+                "  resource: {} scopes=[{}]",
+                resource.uri,
+                resource.scopes.join(" ")
+            );
+        }
+        for warning in mcp_auth_gateway::authorization_server::client_pitfalls(settings) {
+            println!("WARNING authorization_server: {warning}");
+        }
     }
     for switch in &config.dangerous {
         println!("WARNING dangerous: {switch}");

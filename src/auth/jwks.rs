@@ -19,6 +19,7 @@ use serde_json::Value;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
+use super::local::LOCAL_AUTHORITY;
 use crate::body;
 use crate::outbound::{self, HttpClient};
 
@@ -164,6 +165,8 @@ impl VerificationKey {
 pub enum KeySource {
     Static(KeySet),
     Remote(Arc<RemoteJwks>),
+    /// The built-in authorization server's keys, published in process.
+    Local,
 }
 
 impl KeySource {
@@ -172,6 +175,7 @@ impl KeySource {
         match self {
             KeySource::Static(set) => KeysGuard::Static(set),
             KeySource::Remote(remote) => KeysGuard::Remote(remote.current.load_full()),
+            KeySource::Local => KeysGuard::Remote(LOCAL_AUTHORITY.keys()),
         }
     }
 
@@ -179,7 +183,7 @@ impl KeySource {
     /// whether looking again can help (a fetch may also have completed while we waited).
     pub async fn refresh_for_unknown_key(&self) -> bool {
         match self {
-            KeySource::Static(_) => false,
+            KeySource::Static(_) | KeySource::Local => false,
             KeySource::Remote(remote) => {
                 remote.refetch_debounced().await;
                 true
@@ -202,6 +206,7 @@ impl KeySource {
         match self {
             KeySource::Static(_) => true,
             KeySource::Remote(remote) => remote.loaded.load(Ordering::Acquire),
+            KeySource::Local => LOCAL_AUTHORITY.has_published(),
         }
     }
 

@@ -10,6 +10,7 @@ pub mod claims;
 pub mod introspection;
 pub mod jwks;
 pub mod jwt;
+pub mod local;
 pub mod principal;
 mod token_cache;
 
@@ -86,6 +87,8 @@ pub struct Verifiers {
     pub api_keys: ApiKeyStore,
     pub issuers: Vec<Arc<Issuer>>,
     pub introspectors: Vec<Arc<Introspector>>,
+    /// Index of the built-in authorization server's issuer, when it is on.
+    local_issuer: Option<usize>,
     cache: TokenCache,
 }
 
@@ -96,10 +99,15 @@ impl Verifiers {
         introspectors: Vec<Arc<Introspector>>,
         cache_entries: u64,
     ) -> Self {
+        let local_issuer = issuers
+            .iter()
+            .find(|i| matches!(i.keys, jwks::KeySource::Local))
+            .map(|i| i.index);
         Self {
             api_keys,
             issuers,
             introspectors,
+            local_issuer,
             cache: TokenCache::new(cache_entries),
         }
     }
@@ -109,6 +117,24 @@ impl Verifiers {
     /// introspection. Concurrent first uses of one token share a single verification (one
     /// introspection call, one signature check), and the result is cached.
     pub async fn verify(
+        &self,
+        set: &VerifierSet,
+        token: &str,
+    ) -> Result<Arc<Principal>, VerifyError> {
+        let principal = self.verify_cached(set, token).await?;
+        // After the cache: a revocation takes effect on the next request, cached or not.
+        if principal.verifier == VerifierId::Issuer(self.local_issuer.unwrap_or(usize::MAX))
+            && principal
+                .token_id
+                .as_deref()
+                .is_some_and(|jti| local::LOCAL_AUTHORITY.is_revoked(jti))
+        {
+            return Err(VerifyError::Invalid("token revoked"));
+        }
+        Ok(principal)
+    }
+
+    async fn verify_cached(
         &self,
         set: &VerifierSet,
         token: &str,

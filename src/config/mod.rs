@@ -5,6 +5,7 @@
 //! on and reports *every* problem with its key path. Code outside this module never sees an
 //! unvalidated value. Reloading (day-two operations) will reuse `load` and swap the result.
 
+pub mod authorization_server;
 mod compile;
 mod document;
 pub mod duration;

@@ -33,6 +33,138 @@ pub struct RawConfig {
     pub outbound: RawOutbound,
     #[serde(default)]
     pub dangerous: RawDangerous,
+    /// The built-in OAuth 2.1 authorization server; absent = off.
+    pub authorization_server: Option<RawAuthorizationServer>,
+}
+
+/// `[authorization_server]`: the gateway issues the tokens its routes accept.
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct RawAuthorizationServer {
+    /// The issuer identifier; empty = `server.public_url`.
+    pub issuer: String,
+    /// SQLite database file (created on first start).
+    pub database: String,
+    /// ES256 (default), RS256 or EdDSA.
+    pub signing_algorithm: String,
+    /// A PEM private key to sign with instead of a generated one.
+    pub signing_key_file: Option<String>,
+    pub access_token_ttl: ConfigDuration,
+    pub refresh_token_ttl: ConfigDuration,
+    pub authorization_code_ttl: ConfigDuration,
+    /// How long a just-rotated refresh token is still accepted (parallel refreshes by one
+    /// client); "0s" = strict: any reuse revokes the family.
+    pub refresh_reuse_grace: ConfigDuration,
+    pub login_session_ttl: ConfigDuration,
+    /// Scopes offered besides those of the routes.
+    pub scopes: Vec<String>,
+    pub registration: RawRegistration,
+    pub client_id_metadata_documents: RawCimd,
+    pub clients: Vec<RawClient>,
+    pub users: Vec<RawUser>,
+}
+
+impl Default for RawAuthorizationServer {
+    fn default() -> Self {
+        use std::time::Duration;
+        Self {
+            issuer: String::new(),
+            database: "mcp-auth-gateway.db".into(),
+            signing_algorithm: "ES256".into(),
+            signing_key_file: None,
+            access_token_ttl: ConfigDuration(Duration::from_secs(3600)),
+            refresh_token_ttl: ConfigDuration(Duration::from_secs(30 * 24 * 3600)),
+            authorization_code_ttl: ConfigDuration(Duration::from_secs(60)),
+            refresh_reuse_grace: ConfigDuration(Duration::from_secs(30)),
+            login_session_ttl: ConfigDuration(Duration::from_secs(12 * 3600)),
+            scopes: Vec::new(),
+            registration: RawRegistration::default(),
+            client_id_metadata_documents: RawCimd::default(),
+            clients: Vec::new(),
+            users: Vec::new(),
+        }
+    }
+}
+
+/// Dynamic client registration (RFC 7591 / 7592).
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct RawRegistration {
+    pub enabled: bool,
+    /// A registration unused for this long is deleted.
+    pub ttl: ConfigDuration,
+    /// Registrations accepted from one client address per hour.
+    pub per_address_per_hour: u32,
+}
+
+impl Default for RawRegistration {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            ttl: ConfigDuration(std::time::Duration::from_secs(30 * 24 * 3600)),
+            per_address_per_hour: 20,
+        }
+    }
+}
+
+/// Client ID Metadata Documents: `client_id` is an https URL the gateway fetches.
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct RawCimd {
+    pub enabled: bool,
+    /// Hosts (or `*.suffix`) whose documents are accepted; empty = any public host.
+    pub allowed_domains: Vec<String>,
+    pub min_cache: ConfigDuration,
+    pub max_cache: ConfigDuration,
+    pub timeout: ConfigDuration,
+    pub max_bytes: ConfigBytes,
+}
+
+impl Default for RawCimd {
+    fn default() -> Self {
+        use std::time::Duration;
+        Self {
+            enabled: true,
+            allowed_domains: Vec::new(),
+            min_cache: ConfigDuration(Duration::from_secs(60)),
+            max_cache: ConfigDuration(Duration::from_secs(24 * 3600)),
+            timeout: ConfigDuration(Duration::from_secs(5)),
+            max_bytes: ConfigBytes(5 * 1024),
+        }
+    }
+}
+
+/// A pre-registered OAuth client.
+#[derive(Debug, Deserialize)]
+pub struct RawClient {
+    pub client_id: String,
+    pub client_name: Option<String>,
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    /// `sha256:…` of the client secret (`mcp-auth-gateway keygen`); absent = public client.
+    pub secret_hash: Option<String>,
+    /// Default: authorization_code + refresh_token.
+    pub grant_types: Option<Vec<String>>,
+    /// Scopes this client may receive; empty = any offered scope.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Skip the consent page for this client (first-party clients).
+    #[serde(default)]
+    pub trusted: bool,
+}
+
+/// A local user who can log in.
+#[derive(Debug, Deserialize)]
+pub struct RawUser {
+    pub username: String,
+    /// Argon2id PHC string (`mcp-auth-gateway hash-password`).
+    pub password_hash: String,
+    /// Token subject; default `local:<username>`.
+    pub subject: Option<String>,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 /// Calls the gateway makes: upstreams, JWKS, introspection.
@@ -300,4 +432,7 @@ pub struct RawDangerous {
     pub unauthenticated_routes: Vec<String>,
     /// Allow `http://` JWKS and introspection endpoints on non-loopback hosts.
     pub allow_plain_http_identity_endpoints: bool,
+    /// Let client metadata documents be fetched from loopback and private addresses, and
+    /// over plain http (tests only: it opens the authorization server to SSRF).
+    pub cimd_allow_private_addresses: bool,
 }

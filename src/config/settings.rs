@@ -18,6 +18,8 @@ pub struct Config {
     pub identity_headers: IdentityHeaders,
     pub verifiers: Verifiers,
     pub routes: RouteTable,
+    /// `[authorization_server]`, when the gateway issues tokens itself.
+    pub authorization_server: Option<super::authorization_server::AuthorizationServerSettings>,
     /// The pooled client for JWKS and introspection calls.
     pub client: HttpClient,
     /// Trust anchors for outbound TLS; each worker builds its own upstream pool from it.

@@ -11,6 +11,7 @@ use tracing::Instrument;
 
 use super::{Connection, ListenerRole};
 use crate::app::App;
+use crate::authorization_server::AuthorizationServer;
 use crate::body::{self, Body};
 use crate::config::Config;
 use crate::metadata::METADATA_PREFIX;
@@ -43,7 +44,7 @@ pub async fn handle(
     // The span gives events logged while handling (JWKS, upstream errors) their request; the
     // audit event itself carries every field, so the span holds no copies of them.
     let span = tracing::info_span!("request", %method, %path);
-    let (mut response, outcome) = dispatch(&config, upstream, request, connection)
+    let (mut response, outcome) = dispatch(app, &config, upstream, request, connection, &context)
         .instrument(span)
         .await;
     response
@@ -74,10 +75,12 @@ pub async fn handle(
 }
 
 async fn dispatch(
+    app: &App,
     config: &Config,
     upstream: &HttpClient,
     request: Request<Incoming>,
     connection: Connection,
+    context: &RequestContext,
 ) -> (Response<Body>, Outcome) {
     let path = request.uri().path();
     if path == HEALTH_PATH {
@@ -88,6 +91,18 @@ async fn dispatch(
     }
     if path == READY_PATH {
         return (readiness(config), Outcome::builtin("ready"));
+    }
+    // The built-in authorization server, on the main listeners only.
+    if let (Some(server), Some(settings), ListenerRole::Main) = (
+        app.authorization_server(),
+        &config.authorization_server,
+        connection.role,
+    ) {
+        if AuthorizationServer::serves(settings, path) {
+            return server
+                .handle(config, settings, request, context.client)
+                .await;
+        }
     }
     if is_metadata_path(path) {
         let host = request_host(request.uri(), request.headers())

@@ -9,6 +9,7 @@ pub mod gateway;
 pub mod http;
 pub mod jwks;
 pub mod keys;
+pub mod oauth;
 pub mod upstream;
 
 #[allow(unused_imports)]

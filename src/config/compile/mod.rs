@@ -3,6 +3,7 @@
 //! `mcp-auth-gateway check` lists everything to fix. `server` compiles `[server]` and the
 //! identity headers, `verifiers` the credentials, `routes` the routes.
 
+mod authorization_server;
 mod routes;
 mod server;
 mod verifiers;
@@ -100,7 +101,7 @@ pub(super) fn compile(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigE
         &mut HashSet::new(),
         &mut c,
     );
-    let issuers: Vec<Arc<Issuer>> = raw
+    let mut issuers: Vec<Arc<Issuer>> = raw
         .issuers
         .iter()
         .enumerate()
@@ -108,6 +109,25 @@ pub(super) fn compile(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigE
             compile_issuer(i, issuer, base_dir, &client, allow_http, &mut c).map(Arc::new)
         })
         .collect();
+    // The built-in authorization server is one more issuer, accepted by every route.
+    let local_issuer = match (&raw.authorization_server, &server) {
+        (Some(section), Some(server)) => {
+            let identifier = authorization_server::issuer_identifier(section, server, &mut c);
+            if raw.issuers.iter().any(|i| i.issuer == identifier) {
+                c.push(
+                    "authorization_server.issuer",
+                    format!("{identifier:?} is also an [[issuers]] entry: the built-in authorization server is trusted automatically, remove that entry"),
+                );
+            }
+            let issuer = Arc::new(authorization_server::local_issuer(
+                raw.issuers.len(),
+                &identifier,
+            ));
+            issuers.push(issuer.clone());
+            Some(issuer)
+        }
+        _ => None,
+    };
     // Two entries for one `iss` would make the first one win silently.
     let mut seen_issuers: HashMap<&str, usize> = HashMap::new();
     for (i, issuer) in raw.issuers.iter().enumerate() {
@@ -134,7 +154,8 @@ pub(super) fn compile(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigE
         raw.issuers
             .iter()
             .map(|i| i.id.as_str())
-            .chain(raw.introspection.iter().map(|i| i.id.as_str())),
+            .chain(raw.introspection.iter().map(|i| i.id.as_str()))
+            .chain(local_issuer.iter().map(|i| i.id.as_str())),
         "issuers/introspection",
         &mut ids,
         &mut c,
@@ -179,6 +200,7 @@ pub(super) fn compile(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigE
             server,
             &issuers,
             &introspectors,
+            local_issuer.as_ref(),
             base_dir,
             &mut dangerous,
             forward_auth_path.as_deref(),
@@ -186,6 +208,19 @@ pub(super) fn compile(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigE
         ),
         None => RouteTable::default(),
     };
+
+    if raw.dangerous.cimd_allow_private_addresses {
+        dangerous.push("cimd_allow_private_addresses".to_string());
+    }
+    let authorization_server = local_issuer.as_ref().and_then(|issuer| {
+        authorization_server::compile_authorization_server(
+            &raw,
+            issuer.issuer.clone(),
+            &routes,
+            base_dir,
+            &mut c,
+        )
+    });
 
     let log = LogSettings {
         format: match raw.log.format.as_str() {
@@ -224,6 +259,7 @@ pub(super) fn compile(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigE
                 raw.server.limits.token_cache_entries,
             ),
             routes,
+            authorization_server,
             client,
             outbound_tls: tls,
             dangerous,

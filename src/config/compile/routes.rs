@@ -29,6 +29,7 @@ pub(super) fn compile_routes(
     server: &ServerSettings,
     issuers: &[Arc<Issuer>],
     introspectors: &[Arc<Introspector>],
+    local_issuer: Option<&Arc<Issuer>>,
     base_dir: &Path,
     dangerous: &mut Vec<String>,
     forward_auth_path: Option<&str>,
@@ -85,6 +86,7 @@ pub(super) fn compile_routes(
                 server,
                 &raw.server,
                 &by_id,
+                local_issuer,
                 unauthenticated.contains(route.id.as_str()),
                 base_dir,
                 c,
@@ -128,6 +130,7 @@ pub(super) fn compile_route(
     server: &ServerSettings,
     server_raw: &RawServer,
     by_id: &HashMap<&str, VerifierRef>,
+    local_issuer: Option<&Arc<Issuer>>,
     unauthenticated: bool,
     base_dir: &Path,
     c: &mut Collector,
@@ -155,6 +158,13 @@ pub(super) fn compile_route(
                 format!("{path}.verifiers[{j}]"),
                 format!("{id:?} is not \"api_keys\" nor the id of an [[issuers]] or [[introspection]] entry"),
             ),
+        }
+    }
+    // The built-in authorization server's tokens are good on every authenticated route, and
+    // its issuer comes first in the route's metadata.
+    if let Some(local) = local_issuer.filter(|_| !unauthenticated) {
+        if !verifiers.issuers.iter().any(|i| Arc::ptr_eq(i, local)) {
+            verifiers.issuers.insert(0, local.clone());
         }
     }
     if verifiers.is_empty() && !unauthenticated {

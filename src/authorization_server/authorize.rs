@@ -1,0 +1,706 @@
+//! The authorization endpoint and the pages behind it (OAuth 2.1 §4.1, RFC 7636, 8707,
+//! 9207).
+//!
+//! Order matters: the client and its redirect URI are validated first, and until both are
+//! known every error is a page, never a redirect (an unvalidated redirect URI would make us
+//! an open redirector). After that, errors go back to the client with `error=`, `state` and
+//! `iss`. A valid request is stored (10 minutes, single use) and the browser goes through
+//! login and consent; each form carries a CSRF token bound to the browser's session cookie.
+
+use aws_lc_rs::hmac;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use http::header;
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use super::clients::{self, Client, ClientKind, ResolveError};
+use super::error::{ErrorCode, OAuthError};
+use super::http::{html, is_form, read_body, redirect, session_cookie, with_query, Params};
+use super::pages::{self, ConsentView};
+use super::store::{BrowserSession, CodeGrant, Consent, PendingAuthorization, UserIdentity};
+use super::{digest, random_token, Context};
+use crate::auth::audience;
+use crate::auth::principal::now_unix;
+use crate::body::Body;
+use crate::config::authorization_server::{redirect_uri_matches, ProtectedResource};
+
+/// A pending authorization request lives this long (login and consent included).
+const PENDING_TTL: u64 = 600;
+/// Failed logins allowed per client address per minute.
+const LOGIN_ATTEMPTS_PER_MINUTE: u64 = 10;
+/// Longest `state` we echo.
+const MAX_STATE_BYTES: usize = 2048;
+
+fn cookie_name(context: &Context<'_>) -> &'static str {
+    if context.settings.secure_cookies {
+        "__Host-mcp-gateway-session"
+    } else {
+        "mcp-gateway-session"
+    }
+}
+
+fn error_page(status: StatusCode, title: &str, detail: &str) -> Response<Body> {
+    html(status, pages::error(title, detail))
+}
+
+/// The `error=` redirect of RFC 6749 §4.1.2.1, with `iss` (RFC 9207).
+fn error_redirect(
+    context: &Context<'_>,
+    redirect_uri: &str,
+    state: Option<&str>,
+    error: &OAuthError,
+) -> Response<Body> {
+    let mut params = vec![
+        ("error", error.code.as_str()),
+        ("error_description", error.description.as_str()),
+    ];
+    if let Some(state) = state {
+        params.push(("state", state));
+    }
+    params.push(("iss", context.settings.issuer.as_str()));
+    redirect(&with_query(redirect_uri, &params))
+}
+
+fn store_unavailable() -> Response<Body> {
+    error_page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Temporarily unavailable",
+        "The sign-in service cannot reach its storage. Try again in a moment.",
+    )
+}
+
+/// `GET` (or form `POST`) `/authorize`.
+pub async fn authorize(context: &Context<'_>, request: Request<Incoming>) -> Response<Body> {
+    let (parts, body) = request.into_parts();
+    let params = match parts.method {
+        Method::GET | Method::HEAD => Params::parse(parts.uri.query().unwrap_or("").as_bytes()),
+        Method::POST if is_form(&parts.headers) => match read_body(body).await {
+            Ok(bytes) => Params::parse(&bytes),
+            Err(e) => {
+                return error_page(StatusCode::BAD_REQUEST, "Invalid request", &e.to_string())
+            }
+        },
+        _ => {
+            return error_page(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "Invalid request",
+                "The authorization endpoint takes GET or a form POST.",
+            )
+        }
+    };
+
+    // 1. The client and where to send the answer; until both are known, errors are pages.
+    let Some(client_id) = params.get("client_id") else {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            "The request names no client (client_id is missing).",
+        );
+    };
+    let client = match clients::resolve(context, client_id).await {
+        Ok(client) => client,
+        Err(ResolveError::Unknown) => {
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                "Unknown application",
+                "This application is not registered here. It may need to register again.",
+            )
+        }
+        Err(ResolveError::MetadataDocument(why)) => {
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                "Application not accepted",
+                &format!("The application's metadata document was refused: {why}."),
+            )
+        }
+        Err(ResolveError::Unavailable(_)) => return store_unavailable(),
+    };
+    let redirect_uri = match params.get("redirect_uri") {
+        Some(requested) => {
+            if !client
+                .redirect_uris
+                .iter()
+                .any(|registered| redirect_uri_matches(registered, requested))
+            {
+                return error_page(
+                    StatusCode::BAD_REQUEST,
+                    "Invalid redirect",
+                    "The application asked to send the answer to an address it did not register.",
+                );
+            }
+            requested.to_string()
+        }
+        None if client.redirect_uris.len() == 1 => client.redirect_uris[0].clone(),
+        None => {
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                "Invalid request",
+                "The request has no redirect_uri and the application registered several.",
+            )
+        }
+    };
+    let state = params.get("state");
+    if params.duplicated() == Some("redirect_uri") || params.duplicated() == Some("client_id") {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            "A parameter appears more than once.",
+        );
+    }
+
+    // 2. The rest of the request; errors now go back to the client.
+    match validate_request(context, &params, &client) {
+        Ok((resource, scopes, code_challenge)) => {
+            let pending = PendingAuthorization {
+                client_id: client.client_id.clone(),
+                redirect_uri,
+                state: state.map(str::to_string),
+                code_challenge,
+                resource: resource.uri.clone(),
+                scopes,
+                expires_at: now_unix() + PENDING_TTL,
+            };
+            start_interaction(
+                context,
+                &parts.headers,
+                client,
+                pending,
+                params.get("prompt"),
+            )
+            .await
+        }
+        Err(error) => {
+            let state = state.filter(|s| s.len() <= MAX_STATE_BYTES);
+            error_redirect(context, &redirect_uri, state, &error)
+        }
+    }
+}
+
+/// Checks what RFC 6749 §4.1.1, RFC 7636 and RFC 8707 require of the request; returns the
+/// resource, the scopes to grant and the PKCE challenge.
+fn validate_request<'s>(
+    context: &'s Context<'_>,
+    params: &Params,
+    client: &Client,
+) -> Result<(&'s ProtectedResource, Vec<String>, String), OAuthError> {
+    if let Some(name) = params.duplicated() {
+        return Err(OAuthError::invalid_request(format!(
+            "parameter {name} appears more than once"
+        )));
+    }
+    if params
+        .get("state")
+        .is_some_and(|s| s.len() > MAX_STATE_BYTES)
+    {
+        return Err(OAuthError::invalid_request(
+            "state is longer than 2048 bytes",
+        ));
+    }
+    match params.get("response_type") {
+        Some("code") => {}
+        Some(_) => {
+            return Err(OAuthError::new(
+                ErrorCode::UnsupportedResponseType,
+                "only response_type=code is supported",
+            ))
+        }
+        None => return Err(OAuthError::invalid_request("response_type is missing")),
+    }
+    if !client.allows_grant("authorization_code") {
+        return Err(OAuthError::new(
+            ErrorCode::UnauthorizedClient,
+            "this client is not allowed the authorization_code grant",
+        ));
+    }
+    let Some(challenge) = params.get("code_challenge") else {
+        return Err(OAuthError::invalid_request(
+            "PKCE is required: send code_challenge with code_challenge_method=S256",
+        ));
+    };
+    if params.get("code_challenge_method") != Some("S256") {
+        return Err(OAuthError::invalid_request(
+            "code_challenge_method must be S256 (plain is not accepted)",
+        ));
+    }
+    // BASE64URL(SHA-256(verifier)): 43 characters of the base64url alphabet.
+    let well_formed = challenge.len() == 43
+        && challenge
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !well_formed {
+        return Err(OAuthError::invalid_request(
+            "code_challenge is not a base64url SHA-256 value",
+        ));
+    }
+    let resource = resolve_resource(context, params.get("resource"))?;
+    let scopes = clients::grant_scopes(params.get("scope"), &resource.scopes, client)?;
+    Ok((resource, scopes, challenge.to_string()))
+}
+
+/// RFC 8707: the resource must be one of our routes; absent, the only one there is.
+pub(super) fn resolve_resource<'s>(
+    context: &'s Context<'_>,
+    requested: Option<&str>,
+) -> Result<&'s ProtectedResource, OAuthError> {
+    let resources = &context.settings.resources;
+    match requested {
+        Some(uri) => {
+            if uri.contains('#') || url::Url::parse(uri).is_err() {
+                return Err(OAuthError::new(
+                    ErrorCode::InvalidTarget,
+                    "resource must be an absolute URI without a fragment",
+                ));
+            }
+            let canonical = audience::canonical(uri);
+            context.settings.resource(&canonical).ok_or_else(|| {
+                OAuthError::new(
+                    ErrorCode::InvalidTarget,
+                    "resource is not a protected resource of this server",
+                )
+            })
+        }
+        None if resources.len() == 1 => Ok(&resources[0]),
+        None => Err(OAuthError::new(
+            ErrorCode::InvalidTarget,
+            "resource is required: this server protects several resources",
+        )),
+    }
+}
+
+/// The browser's session: the one its cookie names, or a new anonymous one.
+async fn browser_session(
+    context: &Context<'_>,
+    headers: &http::HeaderMap,
+) -> Result<(String, BrowserSession, bool), OAuthError> {
+    let now = now_unix();
+    if let Some(id) = super::http::cookie(headers, cookie_name(context)) {
+        if let Some(session) = context.store().session(digest(id), now).await? {
+            return Ok((id.to_string(), session, false));
+        }
+    }
+    let id = random_token();
+    let session = BrowserSession {
+        user: None,
+        expires_at: now + context.settings.login_session_ttl.as_secs(),
+    };
+    context
+        .store()
+        .put_session(digest(&id), session.clone())
+        .await?;
+    Ok((id, session, true))
+}
+
+fn set_cookie(context: &Context<'_>, response: &mut Response<Body>, session_id: &str) {
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        session_cookie(
+            cookie_name(context),
+            session_id,
+            context.settings.login_session_ttl.as_secs(),
+            context.settings.secure_cookies,
+        ),
+    );
+}
+
+/// The CSRF token of a form: an HMAC of the session and the pending request, so a form
+/// only works in the browser it was shown in, for the request it was shown for.
+fn csrf_token(context: &Context<'_>, session_id: &str, request_id: &str) -> String {
+    let tag = hmac::sign(
+        &context.server.csrf_key,
+        format!("{session_id}|{request_id}").as_bytes(),
+    );
+    URL_SAFE_NO_PAD.encode(tag.as_ref())
+}
+
+fn csrf_valid(context: &Context<'_>, session_id: &str, request_id: &str, presented: &str) -> bool {
+    URL_SAFE_NO_PAD.decode(presented).is_ok_and(|tag| {
+        hmac::verify(
+            &context.server.csrf_key,
+            format!("{session_id}|{request_id}").as_bytes(),
+            &tag,
+        )
+        .is_ok()
+    })
+}
+
+async fn start_interaction(
+    context: &Context<'_>,
+    headers: &http::HeaderMap,
+    client: Client,
+    pending: PendingAuthorization,
+    prompt: Option<&str>,
+) -> Response<Body> {
+    let request_id = random_token();
+    if context
+        .store()
+        .put_pending(digest(&request_id), pending.clone())
+        .await
+        .is_err()
+    {
+        return store_unavailable();
+    }
+    let Ok((session_id, session, fresh)) = browser_session(context, headers).await else {
+        return store_unavailable();
+    };
+    let force_login = prompt.is_some_and(|p| p.split(' ').any(|v| v == "login"));
+    let force_consent = prompt.is_some_and(|p| p.split(' ').any(|v| v == "consent"));
+    let mut response = match session.user.filter(|_| !force_login) {
+        Some(user) => {
+            proceed(
+                context,
+                &client,
+                &request_id,
+                &pending,
+                &user,
+                &session_id,
+                force_consent,
+            )
+            .await
+        }
+        None => {
+            let csrf = csrf_token(context, &session_id, &request_id);
+            html(
+                StatusCode::OK,
+                pages::login(&client.display_name(), &request_id, &csrf, None),
+            )
+        }
+    };
+    if fresh {
+        set_cookie(context, &mut response, &session_id);
+    }
+    response
+}
+
+/// After login: straight back to the client when consent is remembered (or the client is
+/// trusted), else the consent page.
+async fn proceed(
+    context: &Context<'_>,
+    client: &Client,
+    request_id: &str,
+    pending: &PendingAuthorization,
+    user: &UserIdentity,
+    session_id: &str,
+    force_consent: bool,
+) -> Response<Body> {
+    let remembered = match context
+        .store()
+        .consent(&user.subject, &client.client_id)
+        .await
+    {
+        Ok(consent) => consent.is_some_and(|c| {
+            c.resource == pending.resource && pending.scopes.iter().all(|s| c.scopes.contains(s))
+        }),
+        Err(_) => return store_unavailable(),
+    };
+    if client.trusted || (remembered && !force_consent) {
+        return finish(context, request_id, pending, user.clone()).await;
+    }
+    let redirect_host = url::Url::parse(&pending.redirect_uri)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .unwrap_or_else(|| pending.redirect_uri.clone());
+    let client_host = url::Url::parse(&client.client_id)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string));
+    let redirect_is_loopback =
+        matches!(redirect_host.as_str(), "localhost" | "127.0.0.1" | "[::1]");
+    let resource_name = context
+        .settings
+        .resource(&pending.resource)
+        .and_then(|r| r.name.clone());
+    let csrf = csrf_token(context, session_id, request_id);
+    let user_label = user
+        .name
+        .clone()
+        .or(user.email.clone())
+        .unwrap_or_else(|| user.subject.clone());
+    html(
+        StatusCode::OK,
+        pages::consent(&ConsentView {
+            client_name: &client.display_name(),
+            client_id: &client.client_id,
+            logo_uri: client.logo_uri.as_deref(),
+            redirect_host: &redirect_host,
+            redirect_host_differs: client.kind == ClientKind::MetadataDocument
+                && client_host.as_deref() != Some(redirect_host.as_str())
+                && !redirect_is_loopback,
+            redirect_is_loopback,
+            resource: &pending.resource,
+            resource_name: resource_name.as_deref(),
+            scopes: &pending.scopes,
+            user: &user_label,
+            request: request_id,
+            csrf: &csrf,
+        }),
+    )
+}
+
+/// Issues the code and sends the browser back to the client (RFC 6749 §4.1.2, RFC 9207).
+async fn finish(
+    context: &Context<'_>,
+    request_id: &str,
+    pending: &PendingAuthorization,
+    user: UserIdentity,
+) -> Response<Body> {
+    let code = random_token();
+    let now = now_unix();
+    let grant = CodeGrant {
+        client_id: pending.client_id.clone(),
+        redirect_uri: pending.redirect_uri.clone(),
+        code_challenge: pending.code_challenge.clone(),
+        resource: pending.resource.clone(),
+        scopes: pending.scopes.clone(),
+        user,
+        family_id: random_token(),
+        expires_at: now + context.settings.code_ttl.as_secs(),
+    };
+    let store = context.store();
+    if store.put_code(digest(&code), grant).await.is_err()
+        || store.delete_pending(digest(request_id)).await.is_err()
+    {
+        return store_unavailable();
+    }
+    let _ = store
+        .touch_client(
+            &pending.client_id,
+            now + context.settings.registration.ttl.as_secs(),
+        )
+        .await;
+    let mut params = vec![("code", code.as_str())];
+    if let Some(state) = &pending.state {
+        params.push(("state", state));
+    }
+    params.push(("iss", context.settings.issuer.as_str()));
+    redirect(&with_query(&pending.redirect_uri, &params))
+}
+
+/// The form fields every page posts back, checked against the session and the request.
+struct FormContext {
+    params: Params,
+    session_id: String,
+    session: BrowserSession,
+    request_id: String,
+    pending: PendingAuthorization,
+    client: Client,
+}
+
+async fn read_form(
+    context: &Context<'_>,
+    request: Request<Incoming>,
+) -> Result<FormContext, Response<Body>> {
+    let (parts, body) = request.into_parts();
+    if parts.method != Method::POST || !is_form(&parts.headers) {
+        return Err(error_page(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Invalid request",
+            "This page only accepts its own form.",
+        ));
+    }
+    let params = match read_body(body).await {
+        Ok(bytes) => Params::parse(&bytes),
+        Err(e) => {
+            return Err(error_page(
+                StatusCode::BAD_REQUEST,
+                "Invalid request",
+                &e.to_string(),
+            ))
+        }
+    };
+    let expired = || {
+        error_page(
+            StatusCode::BAD_REQUEST,
+            "Sign-in expired",
+            "This sign-in request is no longer valid. Start again from your application.",
+        )
+    };
+    let now = now_unix();
+    let session_id = super::http::cookie(&parts.headers, cookie_name(context))
+        .map(str::to_string)
+        .ok_or_else(expired)?;
+    let session = match context.store().session(digest(&session_id), now).await {
+        Ok(Some(session)) => session,
+        Ok(None) => return Err(expired()),
+        Err(_) => return Err(store_unavailable()),
+    };
+    let request_id = params.get("request").ok_or_else(expired)?.to_string();
+    let csrf = params.get("csrf").unwrap_or("");
+    if !csrf_valid(context, &session_id, &request_id, csrf) {
+        return Err(error_page(
+            StatusCode::FORBIDDEN,
+            "Request refused",
+            "This form was not issued to this browser (CSRF check failed). Start again from your application.",
+        ));
+    }
+    let pending = match context.store().pending(digest(&request_id)).await {
+        Ok(Some(pending)) => pending,
+        Ok(None) => return Err(expired()),
+        Err(_) => return Err(store_unavailable()),
+    };
+    let client = match clients::resolve(context, &pending.client_id).await {
+        Ok(client) => client,
+        Err(ResolveError::Unavailable(_)) => return Err(store_unavailable()),
+        Err(_) => return Err(expired()),
+    };
+    Ok(FormContext {
+        params,
+        session_id,
+        session,
+        request_id,
+        pending,
+        client,
+    })
+}
+
+/// `POST /login`: local users (Argon2 hashes from the configuration).
+pub async fn login(context: &Context<'_>, request: Request<Incoming>) -> Response<Body> {
+    let form = match read_form(context, request).await {
+        Ok(form) => form,
+        Err(response) => return response,
+    };
+    let again = |status: StatusCode, message: &str| {
+        let csrf = csrf_token(context, &form.session_id, &form.request_id);
+        html(
+            status,
+            pages::login(
+                &form.client.display_name(),
+                &form.request_id,
+                &csrf,
+                Some(message),
+            ),
+        )
+    };
+    let key = format!("login:{}", context.client_address);
+    match context.store().hit(&key, now_unix(), 60).await {
+        Ok(count) if count > LOGIN_ATTEMPTS_PER_MINUTE => {
+            return again(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many sign-in attempts. Wait a minute and try again.",
+            )
+        }
+        Ok(_) => {}
+        Err(_) => return store_unavailable(),
+    }
+    let username = form.params.get("username").unwrap_or("");
+    let password = form.params.get("password").unwrap_or("").to_string();
+    let user = context
+        .settings
+        .users
+        .iter()
+        .find(|u| u.username == username)
+        .cloned();
+    // Unknown users cost the same hash as known ones: no user enumeration by timing.
+    let hash = user
+        .as_ref()
+        .map(|u| u.password_hash.clone())
+        .unwrap_or_else(|| DUMMY_HASH.to_string());
+    let verified = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
+        .await
+        .unwrap_or(false);
+    let Some(user) = user.filter(|_| verified) else {
+        tracing::info!(client = %context.client_address, "local login failed");
+        return again(StatusCode::OK, "Wrong username or password.");
+    };
+    let identity = UserIdentity {
+        subject: user.subject.clone(),
+        name: user.name.clone(),
+        email: user.email.clone(),
+        groups: user.groups.clone(),
+    };
+    // A new session id at login: a session id planted before login is worth nothing.
+    let session_id = random_token();
+    let session = BrowserSession {
+        user: Some(identity.clone()),
+        expires_at: now_unix() + context.settings.login_session_ttl.as_secs(),
+    };
+    if context
+        .store()
+        .put_session(digest(&session_id), session)
+        .await
+        .is_err()
+    {
+        return store_unavailable();
+    }
+    tracing::info!(subject = %identity.subject, "local login");
+    let mut response = proceed(
+        context,
+        &form.client,
+        &form.request_id,
+        &form.pending,
+        &identity,
+        &session_id,
+        false,
+    )
+    .await;
+    set_cookie(context, &mut response, &session_id);
+    let _ = form.session;
+    response
+}
+
+/// `POST /consent`: allow or deny; an allowance is remembered per user and client.
+pub async fn consent(context: &Context<'_>, request: Request<Incoming>) -> Response<Body> {
+    let form = match read_form(context, request).await {
+        Ok(form) => form,
+        Err(response) => return response,
+    };
+    let Some(user) = form.session.user.clone() else {
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "Not signed in",
+            "Sign in first. Start again from your application.",
+        );
+    };
+    match form.params.get("decision") {
+        Some("approve") => {
+            let consent = Consent {
+                scopes: form.pending.scopes.clone(),
+                resource: form.pending.resource.clone(),
+                granted_at: now_unix(),
+            };
+            if context
+                .store()
+                .put_consent(&user.subject, &form.client.client_id, consent)
+                .await
+                .is_err()
+            {
+                return store_unavailable();
+            }
+            finish(context, &form.request_id, &form.pending, user).await
+        }
+        _ => {
+            let _ = context
+                .store()
+                .delete_pending(digest(&form.request_id))
+                .await;
+            error_redirect(
+                context,
+                &form.pending.redirect_uri,
+                form.pending.state.as_deref(),
+                &OAuthError::new(ErrorCode::AccessDenied, "the user denied access"),
+            )
+        }
+    }
+}
+
+/// A valid Argon2id hash of a random password nobody knows, verified for unknown users.
+const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$3cDtkX5M0SBmvUn9nyyVx6DyBsmYkqJgR8Rj7J1TbjA";
+
+fn verify_password(password: &str, hash: &str) -> bool {
+    use argon2::{Argon2, PasswordHash, PasswordVerifier};
+    PasswordHash::new(hash).is_ok_and(|parsed| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok()
+    })
+}
+
+/// `hash-password`: an Argon2id PHC string with a random salt.
+pub fn hash_password(password: &str) -> Result<String, String> {
+    use argon2::{Argon2, PasswordHasher};
+    let mut salt = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut salt).map_err(|_| "no randomness".to_string())?;
+    Argon2::default()
+        .hash_password_with_salt(password.as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|e| e.to_string())
+}

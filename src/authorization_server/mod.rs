@@ -1,0 +1,381 @@
+//! The built-in OAuth 2.1 authorization server: what MCP clients need to log in with nothing
+//! else deployed.
+//!
+//! ```text
+//!  discovery ── RFC 8414 / OIDC metadata, JWKS
+//!  clients ──── configured · registered (DCR, RFC 7591/7592) · metadata documents (CIMD)
+//!  authorize ── validate client + redirect → request → login → consent → code (+ iss)
+//!  token ────── authorization_code (PKCE S256) · refresh_token (rotation) · client_credentials
+//!  revoke / introspect (RFC 7009 / 7662)
+//!  store ────── one trait; SQLite embedded
+//! ```
+//!
+//! Tokens are RFC 9068 JWTs signed with keys from [`keys`]; the routes verify them like any
+//! issuer's, with the keys and revocations shared in process (`auth::local`). This module
+//! never imports `pipeline` (nor the reverse): `server::router` mounts both.
+
+mod authorize;
+pub mod cimd;
+pub mod cli;
+mod clients;
+mod discovery;
+mod error;
+mod http;
+pub mod keys;
+mod pages;
+mod register;
+mod revoke;
+pub mod store;
+mod token;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::http::{Method, Request, Response};
+use arc_swap::ArcSwap;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use hyper::body::Incoming;
+use serde_json::json;
+
+use crate::auth::api_key::sha256;
+use crate::auth::jwks::KeySet;
+use crate::auth::local::LOCAL_AUTHORITY;
+use crate::auth::principal::now_unix;
+use crate::body::Body;
+use crate::config::authorization_server::AuthorizationServerSettings;
+use crate::config::Config;
+use crate::observability::Outcome;
+use keys::SigningKey;
+use store::sqlite::SqliteStore;
+use store::{Store, StoreError, StoredKey};
+
+/// Paths the authorization server answers (relative to where the gateway is mounted).
+pub const AUTHORIZE_PATH: &str = "/authorize";
+pub const TOKEN_PATH: &str = "/token";
+pub const REGISTER_PATH: &str = "/register";
+pub const REVOKE_PATH: &str = "/revoke";
+pub const INTROSPECT_PATH: &str = "/introspect";
+pub const JWKS_PATH: &str = "/jwks.json";
+pub const LOGIN_PATH: &str = "/login";
+pub const CONSENT_PATH: &str = "/consent";
+pub const AS_METADATA_PREFIX: &str = "/.well-known/oauth-authorization-server";
+pub const OIDC_METADATA_SUFFIX: &str = "/.well-known/openid-configuration";
+
+/// How often the keys are re-read from the store (a rotation by the CLI or another
+/// replica) and expired rows purged.
+const KEY_REFRESH: Duration = Duration::from_secs(30);
+const PURGE_INTERVAL: Duration = Duration::from_secs(600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("signing key: {0}")]
+    Key(String),
+}
+
+/// The keys in use: the one that signs, and the JWKS that publishes every live public key.
+struct KeyRing {
+    active: SigningKey,
+    jwks: serde_json::Value,
+}
+
+pub struct AuthorizationServer {
+    store: Arc<dyn Store>,
+    keys: ArcSwap<KeyRing>,
+    /// HMAC key for CSRF tokens (shared by replicas through the store).
+    csrf_key: aws_lc_rs::hmac::Key,
+    cimd: cimd::CimdFetcher,
+}
+
+impl AuthorizationServer {
+    /// Opens the store, loads (or creates) the signing key, publishes the keys and the
+    /// revocations to the routes' verifier, and starts the background upkeep.
+    pub async fn start(
+        settings: &AuthorizationServerSettings,
+    ) -> Result<Arc<AuthorizationServer>, StartError> {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&settings.database)?);
+        let server = Self::with_store(settings, store).await?;
+        for (jti, expires_at) in server.store.revoked_access_tokens(now_unix()).await? {
+            LOCAL_AUTHORITY.revoke(&jti, expires_at);
+        }
+        server.spawn_upkeep(settings.clone());
+        Ok(server)
+    }
+
+    async fn with_store(
+        settings: &AuthorizationServerSettings,
+        store: Arc<dyn Store>,
+    ) -> Result<Arc<AuthorizationServer>, StartError> {
+        let ring = load_keys(store.as_ref(), settings).await?;
+        LOCAL_AUTHORITY.publish_keys(published_key_set(&ring.jwks));
+        let secret = store.server_secret("csrf").await?;
+        Ok(Arc::new(AuthorizationServer {
+            store,
+            keys: ArcSwap::from_pointee(ring),
+            csrf_key: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &secret),
+            cimd: cimd::CimdFetcher::new(),
+        }))
+    }
+
+    fn spawn_upkeep(self: &Arc<Self>, settings: AuthorizationServerSettings) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut since_purge = Duration::ZERO;
+            loop {
+                tokio::time::sleep(KEY_REFRESH).await;
+                let Some(server) = weak.upgrade() else { return };
+                match load_keys(server.store.as_ref(), &settings).await {
+                    Ok(ring) => {
+                        if ring.jwks != server.keys.load().jwks
+                            || ring.active.kid != server.keys.load().active.kid
+                        {
+                            tracing::info!(kid = %ring.active.kid, "authorization server keys changed");
+                            LOCAL_AUTHORITY.publish_keys(published_key_set(&ring.jwks));
+                            server.keys.store(Arc::new(ring));
+                        }
+                    }
+                    Err(error) => tracing::warn!(%error, "cannot re-read the signing keys"),
+                }
+                since_purge += KEY_REFRESH;
+                if since_purge >= PURGE_INTERVAL {
+                    since_purge = Duration::ZERO;
+                    let now = now_unix();
+                    LOCAL_AUTHORITY.purge_expired(now);
+                    match server.store.purge_expired(now).await {
+                        Ok(removed) => {
+                            tracing::debug!(removed, "expired authorization state purged")
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, "purging expired authorization state failed")
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// Whether `path` is one of ours (checked before the routes).
+    pub fn serves(settings: &AuthorizationServerSettings, path: &str) -> bool {
+        matches!(
+            path,
+            AUTHORIZE_PATH
+                | TOKEN_PATH
+                | REGISTER_PATH
+                | REVOKE_PATH
+                | INTROSPECT_PATH
+                | JWKS_PATH
+                | LOGIN_PATH
+                | CONSENT_PATH
+                | OIDC_METADATA_SUFFIX
+        ) || path
+            .strip_prefix(REGISTER_PATH)
+            .is_some_and(|rest| rest.starts_with('/'))
+            || discovery::is_metadata_path(settings, path)
+    }
+
+    /// Answers one request to an authorization server path.
+    pub async fn handle(
+        &self,
+        config: &Config,
+        settings: &AuthorizationServerSettings,
+        request: Request<Incoming>,
+        client_address: IpAddr,
+    ) -> (Response<Body>, Outcome) {
+        let path = request.uri().path().to_string();
+        let method = request.method().clone();
+        let context = Context {
+            server: self,
+            config,
+            settings,
+            client_address,
+        };
+        // Browser clients preflight the endpoints they call with fetch().
+        if method == Method::OPTIONS && !matches!(path.as_str(), LOGIN_PATH | CONSENT_PATH) {
+            return (http::preflight(), Outcome::builtin("oauth_preflight"));
+        }
+        let (mut response, verdict) = match path.as_str() {
+            AUTHORIZE_PATH => (
+                authorize::authorize(&context, request).await,
+                "oauth_authorize",
+            ),
+            LOGIN_PATH => (authorize::login(&context, request).await, "oauth_login"),
+            CONSENT_PATH => (authorize::consent(&context, request).await, "oauth_consent"),
+            TOKEN_PATH => (token::token(&context, request).await, "oauth_token"),
+            REVOKE_PATH => (revoke::revoke(&context, request).await, "oauth_revoke"),
+            INTROSPECT_PATH => (
+                revoke::introspect(&context, request).await,
+                "oauth_introspect",
+            ),
+            JWKS_PATH => (discovery::jwks(&context, &method), "oauth_jwks"),
+            p if p == REGISTER_PATH || p.starts_with("/register/") => {
+                (register::handle(&context, request).await, "oauth_register")
+            }
+            _ => (
+                discovery::metadata(&context, &method, &path),
+                "oauth_metadata",
+            ),
+        };
+        if !matches!(path.as_str(), AUTHORIZE_PATH | LOGIN_PATH | CONSENT_PATH) {
+            http::allow_cors(&mut response);
+        }
+        (response, Outcome::builtin(verdict))
+    }
+}
+
+/// What every endpoint handler gets.
+pub(crate) struct Context<'a> {
+    server: &'a AuthorizationServer,
+    config: &'a Config,
+    settings: &'a AuthorizationServerSettings,
+    client_address: IpAddr,
+}
+
+impl Context<'_> {
+    fn store(&self) -> &dyn Store {
+        self.server.store.as_ref()
+    }
+
+    fn signing_key(&self) -> Arc<KeyRing> {
+        self.server.keys.load_full()
+    }
+}
+
+/// A high-entropy random value for codes, tokens and ids (256 bits, base64url).
+pub(crate) fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    // aws-lc's generator does not fail once initialised; an all-zero value would still be
+    // unique per use only by chance, so treat failure as fatal for this request's value.
+    if aws_lc_rs::rand::fill(&mut bytes).is_err() {
+        tracing::error!("the system random generator failed");
+    }
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The digest a secret value is stored under.
+pub(crate) fn digest(value: &str) -> [u8; 32] {
+    sha256(value.as_bytes())
+}
+
+/// Loads the signing key: from `signing_key_file`, else the newest unretired key of the
+/// configured algorithm in the store, else a new one (stored). Every unexpired public key
+/// is published, so tokens signed before a rotation stay valid until they expire.
+async fn load_keys(
+    store: &dyn Store,
+    settings: &AuthorizationServerSettings,
+) -> Result<KeyRing, StartError> {
+    let now = now_unix();
+    let wanted = keys::algorithm_name(settings.signing_algorithm);
+    let mut stored = store.signing_keys().await?;
+    let active = match &settings.signing_key_file {
+        Some(path) => keys::load_pem(path, settings.signing_algorithm).map_err(StartError::Key)?,
+        None => {
+            let current = stored
+                .iter()
+                .rev()
+                .find(|k| k.retired_at.is_none() && k.algorithm == wanted);
+            match current {
+                Some(key) => {
+                    SigningKey::from_stored(key).map_err(|e| StartError::Key(e.to_string()))?
+                }
+                None => {
+                    let key = new_stored_key(settings.signing_algorithm, now)?;
+                    store.put_signing_key(key.clone()).await?;
+                    // An algorithm change retires the old keys like a rotation would.
+                    store
+                        .retire_keys_except(&key.kid, now, now + retire_horizon(settings))
+                        .await?;
+                    let active = SigningKey::from_stored(&key)
+                        .map_err(|e| StartError::Key(e.to_string()))?;
+                    stored = store.signing_keys().await?;
+                    active
+                }
+            }
+        }
+    };
+    let mut published = vec![active.public_jwk().clone()];
+    for key in &stored {
+        let live = key.publish_until.is_none_or(|until| until > now);
+        if key.kid != active.kid && live {
+            if let Ok(parsed) = SigningKey::from_stored(key) {
+                published.push(parsed.public_jwk().clone());
+            }
+        }
+    }
+    Ok(KeyRing {
+        active,
+        jwks: json!({ "keys": published }),
+    })
+}
+
+fn new_stored_key(algorithm: jsonwebtoken::Algorithm, now: u64) -> Result<StoredKey, StartError> {
+    let der = SigningKey::generate_der(algorithm).map_err(|e| StartError::Key(e.to_string()))?;
+    let kid = SigningKey::from_der(algorithm, &der)
+        .map_err(|e| StartError::Key(e.to_string()))?
+        .kid;
+    Ok(StoredKey {
+        kid,
+        algorithm: keys::algorithm_name(algorithm).to_string(),
+        private_der: der,
+        created_at: now,
+        retired_at: None,
+        publish_until: None,
+    })
+}
+
+/// A retired key stays published until every token it signed has expired (plus leeway).
+fn retire_horizon(settings: &AuthorizationServerSettings) -> u64 {
+    settings.access_token_ttl.as_secs() + 300
+}
+
+fn published_key_set(jwks: &serde_json::Value) -> KeySet {
+    use jsonwebtoken::Algorithm;
+    KeySet::from_jwks(
+        jwks.to_string().as_bytes(),
+        &[Algorithm::ES256, Algorithm::RS256, Algorithm::EdDSA],
+    )
+    .unwrap_or_default()
+}
+
+/// `keys rotate`: a new signing key takes over now; the old ones stay published until the
+/// tokens they signed have expired. Running gateways pick it up within `KEY_REFRESH`.
+pub async fn rotate_keys(settings: &AuthorizationServerSettings) -> Result<String, StartError> {
+    let store = SqliteStore::open(&settings.database)?;
+    let now = now_unix();
+    let key = new_stored_key(settings.signing_algorithm, now)?;
+    let kid = key.kid.clone();
+    store.put_signing_key(key).await?;
+    store
+        .retire_keys_except(&kid, now, now + retire_horizon(settings))
+        .await?;
+    Ok(kid)
+}
+
+/// What MCP clients are known to trip on with this configuration (`check` prints it).
+pub fn client_pitfalls(settings: &AuthorizationServerSettings) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if !settings.issuer.starts_with("https://") {
+        warnings.push(format!(
+            "the issuer {} is not https: MCP clients accept that only on localhost",
+            settings.issuer
+        ));
+    }
+    if settings.resources.len() > 1 {
+        warnings.push(
+            "several routes: clients that send no `resource` (2025-03-26 clients) are refused with invalid_target".into(),
+        );
+    }
+    if !settings.registration.enabled && !settings.cimd.enabled && settings.clients.is_empty() {
+        warnings.push(
+            "no registration, no metadata documents and no configured client: no MCP client can obtain a client_id".into(),
+        );
+    }
+    if settings.access_token_ttl > Duration::from_secs(3600) {
+        warnings.push(
+            "access tokens live longer than an hour: a revocation still takes effect at once here, but other resource servers trusting these tokens would honour them until they expire".into(),
+        );
+    }
+    warnings
+}

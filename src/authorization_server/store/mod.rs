@@ -1,0 +1,219 @@
+//! Everything the authorization server remembers, behind one [`Store`] trait: clients
+//! registered at run time, pending authorization requests, codes, refresh-token families,
+//! consents, revocations, signing keys, browser sessions and rate-limit counters.
+//!
+//! SQLite ([`sqlite::SqliteStore`]) is the embedded default; a Redis implementation (several
+//! replicas) implements the same trait. Secrets are never stored: tokens, codes, session ids
+//! and registration access tokens are stored as SHA-256 digests of high-entropy values, so a
+//! copy of the database cannot be replayed. The hot path (verifying access tokens) never
+//! calls the store.
+
+pub mod sqlite;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use serde::{Deserialize, Serialize};
+
+/// A store call failed (I/O, corruption, the backend is down). Rendered as 503.
+#[derive(Debug, thiserror::Error)]
+#[error("store: {0}")]
+pub struct StoreError(pub String);
+
+pub type StoreResult<T> = Result<T, StoreError>;
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = StoreResult<T>> + Send + 'a>>;
+
+/// A SHA-256 digest of a secret value, the key under which it is stored.
+pub type Digest = [u8; 32];
+
+/// Who a token is about: the claims copied into access tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserIdentity {
+    pub subject: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+}
+
+/// A client registered through DCR (RFC 7591).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegisteredClient {
+    pub client_id: String,
+    /// The registered metadata, as echoed to the client (no secrets inside).
+    pub metadata: serde_json::Value,
+    pub secret_sha256: Option<Digest>,
+    pub registration_token_sha256: Digest,
+    /// Hash of the metadata and the registering address: identical re-registrations.
+    pub fingerprint: String,
+    pub issued_at: u64,
+    pub expires_at: u64,
+    /// Whether any code or token was ever issued to it.
+    pub used: bool,
+}
+
+/// An authorization request waiting for login and consent (≤ 10 minutes).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PendingAuthorization {
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub state: Option<String>,
+    pub code_challenge: String,
+    pub resource: String,
+    pub scopes: Vec<String>,
+    pub expires_at: u64,
+}
+
+/// An authorization code, bound to everything the token request must repeat.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CodeGrant {
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub code_challenge: String,
+    pub resource: String,
+    pub scopes: Vec<String>,
+    pub user: UserIdentity,
+    /// The refresh family tokens issued from this code belong to (revoked on replay).
+    pub family_id: String,
+    pub expires_at: u64,
+}
+
+/// What a code redemption found.
+#[derive(Debug)]
+pub enum Redemption {
+    Fresh(CodeGrant),
+    /// Used before: whatever it issued must be revoked.
+    Replayed(CodeGrant),
+    Unknown,
+}
+
+/// One refresh token of a family (a login's chain of rotations).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RefreshGrant {
+    pub family_id: String,
+    pub client_id: String,
+    pub resource: String,
+    pub scopes: Vec<String>,
+    pub user: UserIdentity,
+    pub expires_at: u64,
+}
+
+/// What presenting a refresh token found.
+#[derive(Debug)]
+pub enum Rotation {
+    /// Valid: it is now rotated out and `successor` is the live token.
+    Rotated(RefreshGrant),
+    /// Rotated out before, outside the grace window (or its successor already used): the
+    /// family is now revoked; the access tokens it issued are returned for revocation.
+    Reused { revoked_access: Vec<(String, u64)> },
+    /// Unknown, expired or of a revoked family.
+    Invalid,
+}
+
+/// A signing key pair.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredKey {
+    pub kid: String,
+    pub algorithm: String,
+    /// PKCS#8 DER.
+    pub private_der: Vec<u8>,
+    pub created_at: u64,
+    /// Set when a newer key took over: it no longer signs.
+    pub retired_at: Option<u64>,
+    /// After this the public key is no longer published (every token it signed expired).
+    pub publish_until: Option<u64>,
+}
+
+/// A browser session at the authorization server (login cookie).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BrowserSession {
+    pub user: Option<UserIdentity>,
+    pub expires_at: u64,
+}
+
+/// A remembered consent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Consent {
+    pub scopes: Vec<String>,
+    pub resource: String,
+    pub granted_at: u64,
+}
+
+pub trait Store: Send + Sync {
+    // Keys and server secrets.
+    fn signing_keys(&self) -> StoreFuture<'_, Vec<StoredKey>>;
+    fn put_signing_key(&self, key: StoredKey) -> StoreFuture<'_, ()>;
+    /// Marks every key but `active_kid` retired at `now`, published until `publish_until`.
+    fn retire_keys_except(
+        &self,
+        active_kid: &str,
+        now: u64,
+        publish_until: u64,
+    ) -> StoreFuture<'_, ()>;
+    /// A random secret created on first use (HMAC key for CSRF tokens), shared by replicas.
+    fn server_secret(&self, name: &str) -> StoreFuture<'_, Vec<u8>>;
+
+    // Registered clients.
+    fn put_client(&self, client: RegisteredClient) -> StoreFuture<'_, ()>;
+    fn client(&self, client_id: &str) -> StoreFuture<'_, Option<RegisteredClient>>;
+    fn delete_client(&self, client_id: &str) -> StoreFuture<'_, bool>;
+    /// Deletes never-used registrations with this fingerprint; returns how many.
+    fn delete_unused_clients(&self, fingerprint: &str) -> StoreFuture<'_, u64>;
+    /// Records use and pushes the expiry to `expires_at`.
+    fn touch_client(&self, client_id: &str, expires_at: u64) -> StoreFuture<'_, ()>;
+    fn list_clients(&self) -> StoreFuture<'_, Vec<RegisteredClient>>;
+
+    // Authorization requests and codes.
+    fn put_pending(&self, id: Digest, pending: PendingAuthorization) -> StoreFuture<'_, ()>;
+    fn pending(&self, id: Digest) -> StoreFuture<'_, Option<PendingAuthorization>>;
+    fn delete_pending(&self, id: Digest) -> StoreFuture<'_, ()>;
+    fn put_code(&self, code: Digest, grant: CodeGrant) -> StoreFuture<'_, ()>;
+    /// Atomically marks the code used; a second redemption sees `Replayed`.
+    fn redeem_code(&self, code: Digest, now: u64) -> StoreFuture<'_, Redemption>;
+
+    // Refresh families and access tokens.
+    /// Records an issued access token (its `jti`) under its family, for family revocation.
+    fn record_access_token(
+        &self,
+        family_id: &str,
+        jti: &str,
+        expires_at: u64,
+    ) -> StoreFuture<'_, ()>;
+    fn put_refresh(&self, token: Digest, grant: RefreshGrant) -> StoreFuture<'_, ()>;
+    /// Presents a refresh token: rotation with a grace window (see [`Rotation`]). On
+    /// success `successor` is stored as the family's live token.
+    fn rotate_refresh(
+        &self,
+        token: Digest,
+        successor: Digest,
+        successor_expires_at: u64,
+        now: u64,
+        grace_secs: u64,
+    ) -> StoreFuture<'_, Rotation>;
+    /// The grant of a live refresh token, without rotating it (revocation, introspection).
+    fn refresh(&self, token: Digest, now: u64) -> StoreFuture<'_, Option<RefreshGrant>>;
+    /// Revokes a family: its refresh tokens die; returns its unexpired access tokens.
+    fn revoke_family(&self, family_id: &str, now: u64) -> StoreFuture<'_, Vec<(String, u64)>>;
+    /// Remembers a revoked access token until it expires.
+    fn revoke_access_token(&self, jti: &str, expires_at: u64) -> StoreFuture<'_, ()>;
+    /// The family an access token was issued under.
+    fn access_token_family(&self, jti: &str) -> StoreFuture<'_, Option<String>>;
+    /// Revoked, unexpired access tokens (loaded at start into memory).
+    fn revoked_access_tokens(&self, now: u64) -> StoreFuture<'_, Vec<(String, u64)>>;
+
+    // Consent and browser sessions.
+    fn consent(&self, subject: &str, client_id: &str) -> StoreFuture<'_, Option<Consent>>;
+    fn put_consent(&self, subject: &str, client_id: &str, consent: Consent) -> StoreFuture<'_, ()>;
+    fn put_session(&self, id: Digest, session: BrowserSession) -> StoreFuture<'_, ()>;
+    fn session(&self, id: Digest, now: u64) -> StoreFuture<'_, Option<BrowserSession>>;
+
+    // Rate limiting.
+    /// Counts one hit on `key` in the fixed window of `window_secs` containing `now`;
+    /// returns the count including this hit.
+    fn hit(&self, key: &str, now: u64, window_secs: u64) -> StoreFuture<'_, u64>;
+
+    /// Deletes everything past its lifetime; returns the number of rows removed.
+    fn purge_expired(&self, now: u64) -> StoreFuture<'_, u64>;
+}

@@ -1,0 +1,709 @@
+//! The embedded store: one SQLite file in WAL mode, schema migrations numbered by
+//! `PRAGMA user_version`. Calls run on Tokio's blocking pool behind one connection mutex:
+//! the authorization server's traffic is logins and token requests, never the proxy's hot
+//! path, and one writer is what SQLite allows anyway.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::{
+    BrowserSession, CodeGrant, Consent, Digest, PendingAuthorization, Redemption, RefreshGrant,
+    RegisteredClient, Rotation, Store, StoreError, StoreFuture, StoreResult, StoredKey,
+};
+
+/// Schema versions, applied in order; a database is at version = number applied.
+const MIGRATIONS: &[&str] = &[
+    // 1: the first schema.
+    "CREATE TABLE meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);
+     CREATE TABLE signing_keys (kid TEXT PRIMARY KEY, record TEXT NOT NULL,
+        created_at INTEGER NOT NULL, publish_until INTEGER);
+     CREATE TABLE clients (client_id TEXT PRIMARY KEY, record TEXT NOT NULL,
+        fingerprint TEXT NOT NULL, used INTEGER NOT NULL, expires_at INTEGER NOT NULL);
+     CREATE INDEX clients_fingerprint ON clients (fingerprint);
+     CREATE TABLE pending (id BLOB PRIMARY KEY, record TEXT NOT NULL,
+        expires_at INTEGER NOT NULL);
+     CREATE TABLE codes (code BLOB PRIMARY KEY, record TEXT NOT NULL, used INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL);
+     CREATE TABLE families (family_id TEXT PRIMARY KEY, revoked INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL);
+     CREATE TABLE refresh_tokens (token BLOB PRIMARY KEY, family_id TEXT NOT NULL,
+        record TEXT NOT NULL, rotated_at INTEGER, successor BLOB,
+        expires_at INTEGER NOT NULL);
+     CREATE INDEX refresh_family ON refresh_tokens (family_id);
+     CREATE TABLE access_tokens (jti TEXT PRIMARY KEY, family_id TEXT NOT NULL,
+        expires_at INTEGER NOT NULL);
+     CREATE INDEX access_family ON access_tokens (family_id);
+     CREATE TABLE revoked_access (jti TEXT PRIMARY KEY, expires_at INTEGER NOT NULL);
+     CREATE TABLE consents (subject TEXT NOT NULL, client_id TEXT NOT NULL,
+        record TEXT NOT NULL, PRIMARY KEY (subject, client_id));
+     CREATE TABLE sessions (id BLOB PRIMARY KEY, record TEXT NOT NULL,
+        expires_at INTEGER NOT NULL);
+     CREATE TABLE rate_counters (key TEXT PRIMARY KEY, window_start INTEGER NOT NULL,
+        count INTEGER NOT NULL);",
+];
+
+/// A refresh token row joined with its family: record, rotated_at, successor, expires_at,
+/// family revoked.
+type RefreshRow = (String, Option<u64>, Option<Vec<u8>>, u64, bool);
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    connection: Arc<Mutex<Connection>>,
+}
+
+fn fail(error: impl std::fmt::Display) -> StoreError {
+    StoreError(error.to_string())
+}
+
+fn to_json<T: Serialize>(value: &T) -> StoreResult<String> {
+    serde_json::to_string(value).map_err(fail)
+}
+
+fn from_json<T: DeserializeOwned>(text: &str) -> StoreResult<T> {
+    serde_json::from_str(text).map_err(|e| StoreError(format!("corrupt record: {e}")))
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database and brings its schema up to date. A database
+    /// from a newer version of the gateway is refused rather than misread.
+    pub fn open(path: &Path) -> StoreResult<SqliteStore> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| StoreError(format!("cannot create {}: {e}", parent.display())))?;
+        }
+        let mut connection = Connection::open(path)
+            .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
+        restrict_permissions(path);
+        connection
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+            )
+            .map_err(fail)?;
+        connection
+            .busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(fail)?;
+        migrate(&mut connection)?;
+        Ok(SqliteStore {
+            connection: Arc::new(Mutex::new(connection)),
+        })
+    }
+
+    /// Runs `work` on the blocking pool with the connection.
+    fn run<T, F>(&self, work: F) -> StoreFuture<'_, T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let connection = self.connection.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let mut guard = connection
+                    .lock()
+                    .map_err(|_| StoreError("connection lock poisoned".into()))?;
+                work(&mut guard)
+            })
+            .await
+            .map_err(fail)?
+        })
+    }
+}
+
+#[cfg(unix)]
+fn restrict_permissions(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    // Signing keys live here.
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+}
+
+#[cfg(not(unix))]
+fn restrict_permissions(_: &Path) {}
+
+fn migrate(connection: &mut Connection) -> StoreResult<()> {
+    let version: u32 = connection
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(fail)?;
+    if version as usize > MIGRATIONS.len() {
+        return Err(StoreError(format!(
+            "the database schema is version {version}, newer than this gateway knows ({}): use the newer gateway or another database file",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let tx = connection.transaction().map_err(fail)?;
+        tx.execute_batch(migration).map_err(fail)?;
+        tx.pragma_update(None, "user_version", (i + 1) as u32)
+            .map_err(fail)?;
+        tx.commit().map_err(fail)?;
+    }
+    Ok(())
+}
+
+fn revoke_family_in(
+    tx: &rusqlite::Transaction<'_>,
+    family_id: &str,
+    now: u64,
+) -> StoreResult<Vec<(String, u64)>> {
+    tx.execute(
+        "UPDATE families SET revoked = 1 WHERE family_id = ?1",
+        params![family_id],
+    )
+    .map_err(fail)?;
+    tx.execute(
+        "DELETE FROM refresh_tokens WHERE family_id = ?1",
+        params![family_id],
+    )
+    .map_err(fail)?;
+    let mut statement = tx
+        .prepare(
+            "SELECT jti, expires_at FROM access_tokens WHERE family_id = ?1 AND expires_at > ?2",
+        )
+        .map_err(fail)?;
+    let access: Vec<(String, u64)> = statement
+        .query_map(params![family_id, now], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
+        .map_err(fail)?
+        .collect::<Result<_, _>>()
+        .map_err(fail)?;
+    for (jti, expires_at) in &access {
+        tx.execute(
+            "INSERT OR REPLACE INTO revoked_access (jti, expires_at) VALUES (?1, ?2)",
+            params![jti, expires_at],
+        )
+        .map_err(fail)?;
+    }
+    Ok(access)
+}
+
+impl Store for SqliteStore {
+    fn signing_keys(&self) -> StoreFuture<'_, Vec<StoredKey>> {
+        self.run(|c| {
+            let mut statement = c
+                .prepare("SELECT record FROM signing_keys ORDER BY created_at")
+                .map_err(fail)?;
+            let rows: Vec<String> = statement
+                .query_map([], |row| row.get(0))
+                .map_err(fail)?
+                .collect::<Result<_, _>>()
+                .map_err(fail)?;
+            rows.iter().map(|r| from_json(r)).collect()
+        })
+    }
+
+    fn put_signing_key(&self, key: StoredKey) -> StoreFuture<'_, ()> {
+        self.run(move |c| {
+            c.execute(
+                "INSERT OR REPLACE INTO signing_keys (kid, record, created_at, publish_until) VALUES (?1, ?2, ?3, ?4)",
+                params![key.kid, to_json(&key)?, key.created_at, key.publish_until],
+            )
+            .map_err(fail)?;
+            Ok(())
+        })
+    }
+
+    fn retire_keys_except(
+        &self,
+        active_kid: &str,
+        now: u64,
+        publish_until: u64,
+    ) -> StoreFuture<'_, ()> {
+        let active_kid = active_kid.to_string();
+        self.run(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(fail)?;
+            let records: Vec<String> = {
+                let mut statement = tx
+                    .prepare("SELECT record FROM signing_keys WHERE kid != ?1")
+                    .map_err(fail)?;
+                let rows = statement
+                    .query_map(params![active_kid], |row| row.get(0))
+                    .map_err(fail)?
+                    .collect::<Result<_, _>>()
+                    .map_err(fail)?;
+                rows
+            };
+            for record in records {
+                let mut key: StoredKey = from_json(&record)?;
+                if key.retired_at.is_none() {
+                    key.retired_at = Some(now);
+                    key.publish_until = Some(publish_until);
+                    tx.execute(
+                        "UPDATE signing_keys SET record = ?2, publish_until = ?3 WHERE kid = ?1",
+                        params![key.kid, to_json(&key)?, publish_until],
+                    )
+                    .map_err(fail)?;
+                }
+            }
+            tx.commit().map_err(fail)
+        })
+    }
+
+    fn server_secret(&self, name: &str) -> StoreFuture<'_, Vec<u8>> {
+        let name = name.to_string();
+        self.run(move |c| {
+            let mut fresh = vec![0u8; 32];
+            aws_lc_rs::rand::fill(&mut fresh).map_err(|_| StoreError("no randomness".into()))?;
+            c.execute(
+                "INSERT OR IGNORE INTO meta (name, value) VALUES (?1, ?2)",
+                params![name, fresh],
+            )
+            .map_err(fail)?;
+            c.query_row(
+                "SELECT value FROM meta WHERE name = ?1",
+                params![name],
+                |row| row.get(0),
+            )
+            .map_err(fail)
+        })
+    }
+
+    fn put_client(&self, client: RegisteredClient) -> StoreFuture<'_, ()> {
+        self.run(move |c| {
+            c.execute(
+                "INSERT OR REPLACE INTO clients (client_id, record, fingerprint, used, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![client.client_id, to_json(&client)?, client.fingerprint, client.used, client.expires_at],
+            )
+            .map_err(fail)?;
+            Ok(())
+        })
+    }
+
+    fn client(&self, client_id: &str) -> StoreFuture<'_, Option<RegisteredClient>> {
+        let client_id = client_id.to_string();
+        self.run(move |c| {
+            let record: Option<(String, bool)> = c
+                .query_row(
+                    "SELECT record, used FROM clients WHERE client_id = ?1 AND expires_at > ?2",
+                    params![client_id, crate::auth::principal::now_unix()],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .optional()
+                .map_err(fail)?;
+            record
+                .map(|(r, used)| {
+                    let mut client: RegisteredClient = from_json(&r)?;
+                    client.used = used;
+                    Ok(client)
+                })
+                .transpose()
+        })
+    }
+
+    fn delete_client(&self, client_id: &str) -> StoreFuture<'_, bool> {
+        let client_id = client_id.to_string();
+        self.run(move |c| {
+            let n = c
+                .execute(
+                    "DELETE FROM clients WHERE client_id = ?1",
+                    params![client_id],
+                )
+                .map_err(fail)?;
+            Ok(n > 0)
+        })
+    }
+
+    fn delete_unused_clients(&self, fingerprint: &str) -> StoreFuture<'_, u64> {
+        let fingerprint = fingerprint.to_string();
+        self.run(move |c| {
+            let n = c
+                .execute(
+                    "DELETE FROM clients WHERE fingerprint = ?1 AND used = 0",
+                    params![fingerprint],
+                )
+                .map_err(fail)?;
+            Ok(n as u64)
+        })
+    }
+
+    fn touch_client(&self, client_id: &str, expires_at: u64) -> StoreFuture<'_, ()> {
+        let client_id = client_id.to_string();
+        self.run(move |c| {
+            c.execute(
+                "UPDATE clients SET used = 1, expires_at = MAX(expires_at, ?2) WHERE client_id = ?1",
+                params![client_id, expires_at],
+            )
+            .map_err(fail)?;
+            Ok(())
+        })
+    }
+
+    fn list_clients(&self) -> StoreFuture<'_, Vec<RegisteredClient>> {
+        self.run(|c| {
+            let mut statement = c
+                .prepare("SELECT record, used FROM clients ORDER BY client_id")
+                .map_err(fail)?;
+            let rows: Vec<(String, bool)> = statement
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+                .map_err(fail)?
+                .collect::<Result<_, _>>()
+                .map_err(fail)?;
+            rows.iter()
+                .map(|(r, used)| {
+                    let mut client: RegisteredClient = from_json(r)?;
+                    client.used = *used;
+                    Ok(client)
+                })
+                .collect()
+        })
+    }
+
+    fn put_pending(&self, id: Digest, pending: PendingAuthorization) -> StoreFuture<'_, ()> {
+        self.run(move |c| {
+            c.execute(
+                "INSERT OR REPLACE INTO pending (id, record, expires_at) VALUES (?1, ?2, ?3)",
+                params![id.as_slice(), to_json(&pending)?, pending.expires_at],
+            )
+            .map_err(fail)?;
+            Ok(())
+        })
+    }
+
+    fn pending(&self, id: Digest) -> StoreFuture<'_, Option<PendingAuthorization>> {
+        self.run(move |c| {
+            let record: Option<String> = c
+                .query_row(
+                    "SELECT record FROM pending WHERE id = ?1 AND expires_at > ?2",
+                    params![id.as_slice(), crate::auth::principal::now_unix()],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(fail)?;
+            record.map(|r| from_json(&r)).transpose()
+        })
+    }
+
+    fn delete_pending(&self, id: Digest) -> StoreFuture<'_, ()> {
+        self.run(move |c| {
+            c.execute("DELETE FROM pending WHERE id = ?1", params![id.as_slice()])
+                .map_err(fail)?;
+            Ok(())
+        })
+    }
+
+    fn put_code(&self, code: Digest, grant: CodeGrant) -> StoreFuture<'_, ()> {
+        self.run(move |c| {
+            let tx = c.transaction().map_err(fail)?;
+            tx.execute(
+                "INSERT INTO codes (code, record, used, expires_at) VALUES (?1, ?2, 0, ?3)",
+                params![code.as_slice(), to_json(&grant)?, grant.expires_at],
+            )
+            .map_err(fail)?;
+            tx.execute(
+                "INSERT OR IGNORE INTO families (family_id, revoked, expires_at) VALUES (?1, 0, ?2)",
+                params![grant.family_id, grant.expires_at],
+            )
+            .map_err(fail)?;
+            tx.commit().map_err(fail)
+        })
+    }
+
+    fn redeem_code(&self, code: Digest, now: u64) -> StoreFuture<'_, Redemption> {
+        self.run(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(fail)?;
+            let row: Option<(String, bool, u64)> = tx
+                .query_row(
+                    "SELECT record, used, expires_at FROM codes WHERE code = ?1",
+                    params![code.as_slice()],
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+                )
+                .optional()
+                .map_err(fail)?;
+            let outcome = match row {
+                None => Redemption::Unknown,
+                Some((record, true, _)) => Redemption::Replayed(from_json(&record)?),
+                // Expired codes stay until purged so a late replay is still recognised.
+                Some((_, false, expires_at)) if expires_at <= now => Redemption::Unknown,
+                Some((record, false, _)) => {
+                    tx.execute(
+                        "UPDATE codes SET used = 1 WHERE code = ?1",
+                        params![code.as_slice()],
+                    )
+                    .map_err(fail)?;
+                    Redemption::Fresh(from_json(&record)?)
+                }
+            };
+            tx.commit().map_err(fail)?;
+            Ok(outcome)
+        })
+    }
+
+    fn record_access_token(
+        &self,
+        family_id: &str,
+        jti: &str,
+        expires_at: u64,
+    ) -> StoreFuture<'_, ()> {
+        let (family_id, jti) = (family_id.to_string(), jti.to_string());
+        self.run(move |c| {
+            c.execute(
+                "INSERT OR REPLACE INTO access_tokens (jti, family_id, expires_at) VALUES (?1, ?2, ?3)",
+                params![jti, family_id, expires_at],
+            )
+            .map_err(fail)?;
+            Ok(())
+        })
+    }
+
+    fn put_refresh(&self, token: Digest, grant: RefreshGrant) -> StoreFuture<'_, ()> {
+        self.run(move |c| {
+            let tx = c.transaction().map_err(fail)?;
+            tx.execute(
+                "INSERT INTO families (family_id, revoked, expires_at) VALUES (?1, 0, ?2)
+                 ON CONFLICT (family_id) DO UPDATE SET expires_at = MAX(expires_at, ?2)",
+                params![grant.family_id, grant.expires_at],
+            )
+            .map_err(fail)?;
+            tx.execute(
+                "INSERT INTO refresh_tokens (token, family_id, record, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                params![token.as_slice(), grant.family_id, to_json(&grant)?, grant.expires_at],
+            )
+            .map_err(fail)?;
+            tx.commit().map_err(fail)
+        })
+    }
+
+    fn rotate_refresh(
+        &self,
+        token: Digest,
+        successor: Digest,
+        successor_expires_at: u64,
+        now: u64,
+        grace_secs: u64,
+    ) -> StoreFuture<'_, Rotation> {
+        self.run(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(fail)?;
+            let row: Option<RefreshRow> = tx
+                .query_row(
+                    "SELECT r.record, r.rotated_at, r.successor, r.expires_at, f.revoked
+                     FROM refresh_tokens r JOIN families f ON f.family_id = r.family_id
+                     WHERE r.token = ?1",
+                    params![token.as_slice()],
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?)),
+                )
+                .optional()
+                .map_err(fail)?;
+            let Some((record, rotated_at, previous_successor, expires_at, revoked)) = row else {
+                return Ok(Rotation::Invalid);
+            };
+            if revoked || expires_at <= now {
+                return Ok(Rotation::Invalid);
+            }
+            let grant: RefreshGrant = from_json(&record)?;
+            if let Some(rotated_at) = rotated_at {
+                // Rotated before. Within the grace window, and while the token that replaced
+                // it has not been used yet, this is a parallel refresh by the same client
+                // (two requests raced with one token): it gets a successor of its own, and
+                // whichever of the two the client keeps goes on working.
+                let successor_unused = match &previous_successor {
+                    Some(next) => tx
+                        .query_row(
+                            "SELECT rotated_at IS NULL FROM refresh_tokens WHERE token = ?1",
+                            params![next],
+                            |row| row.get::<_, bool>(0),
+                        )
+                        .optional()
+                        .map_err(fail)?
+                        .unwrap_or(false),
+                    None => false,
+                };
+                let in_grace = now.saturating_sub(rotated_at) <= grace_secs && grace_secs > 0;
+                if !(in_grace && successor_unused) {
+                    let revoked_access = revoke_family_in(&tx, &grant.family_id, now)?;
+                    tx.commit().map_err(fail)?;
+                    return Ok(Rotation::Reused { revoked_access });
+                }
+            }
+            // A rotated-out token keeps its first rotation time and successor: the grace
+            // window does not slide with every parallel use.
+            tx.execute(
+                "UPDATE refresh_tokens SET rotated_at = COALESCE(rotated_at, ?2), successor = COALESCE(successor, ?3) WHERE token = ?1",
+                params![token.as_slice(), now, successor.as_slice()],
+            )
+            .map_err(fail)?;
+            let next = RefreshGrant {
+                expires_at: successor_expires_at,
+                ..grant.clone()
+            };
+            tx.execute(
+                "INSERT INTO refresh_tokens (token, family_id, record, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                params![successor.as_slice(), next.family_id, to_json(&next)?, successor_expires_at],
+            )
+            .map_err(fail)?;
+            tx.execute(
+                "UPDATE families SET expires_at = MAX(expires_at, ?2) WHERE family_id = ?1",
+                params![next.family_id, successor_expires_at],
+            )
+            .map_err(fail)?;
+            tx.commit().map_err(fail)?;
+            Ok(Rotation::Rotated(grant))
+        })
+    }
+
+    fn refresh(&self, token: Digest, now: u64) -> StoreFuture<'_, Option<RefreshGrant>> {
+        self.run(move |c| {
+            let record: Option<String> = c
+                .query_row(
+                    "SELECT r.record FROM refresh_tokens r JOIN families f ON f.family_id = r.family_id
+                     WHERE r.token = ?1 AND r.rotated_at IS NULL AND f.revoked = 0 AND r.expires_at > ?2",
+                    params![token.as_slice(), now],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(fail)?;
+            record.map(|r| from_json(&r)).transpose()
+        })
+    }
+
+    fn revoke_family(&self, family_id: &str, now: u64) -> StoreFuture<'_, Vec<(String, u64)>> {
+        let family_id = family_id.to_string();
+        self.run(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(fail)?;
+            let revoked = revoke_family_in(&tx, &family_id, now)?;
+            tx.commit().map_err(fail)?;
+            Ok(revoked)
+        })
+    }
+
+    fn revoke_access_token(&self, jti: &str, expires_at: u64) -> StoreFuture<'_, ()> {
+        let jti = jti.to_string();
+        self.run(move |c| {
+            c.execute(
+                "INSERT OR REPLACE INTO revoked_access (jti, expires_at) VALUES (?1, ?2)",
+                params![jti, expires_at],
+            )
+            .map_err(fail)?;
+            Ok(())
+        })
+    }
+
+    fn access_token_family(&self, jti: &str) -> StoreFuture<'_, Option<String>> {
+        let jti = jti.to_string();
+        self.run(move |c| {
+            c.query_row(
+                "SELECT family_id FROM access_tokens WHERE jti = ?1",
+                params![jti],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(fail)
+        })
+    }
+
+    fn revoked_access_tokens(&self, now: u64) -> StoreFuture<'_, Vec<(String, u64)>> {
+        self.run(move |c| {
+            let mut statement = c
+                .prepare("SELECT jti, expires_at FROM revoked_access WHERE expires_at > ?1")
+                .map_err(fail)?;
+            let rows = statement
+                .query_map(params![now], |row| Ok((row.get(0)?, row.get(1)?)))
+                .map_err(fail)?
+                .collect::<Result<_, _>>()
+                .map_err(fail)?;
+            Ok(rows)
+        })
+    }
+
+    fn consent(&self, subject: &str, client_id: &str) -> StoreFuture<'_, Option<Consent>> {
+        let (subject, client_id) = (subject.to_string(), client_id.to_string());
+        self.run(move |c| {
+            let record: Option<String> = c
+                .query_row(
+                    "SELECT record FROM consents WHERE subject = ?1 AND client_id = ?2",
+                    params![subject, client_id],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(fail)?;
+            record.map(|r| from_json(&r)).transpose()
+        })
+    }
+
+    fn put_consent(&self, subject: &str, client_id: &str, consent: Consent) -> StoreFuture<'_, ()> {
+        let (subject, client_id) = (subject.to_string(), client_id.to_string());
+        self.run(move |c| {
+            c.execute(
+                "INSERT OR REPLACE INTO consents (subject, client_id, record) VALUES (?1, ?2, ?3)",
+                params![subject, client_id, to_json(&consent)?],
+            )
+            .map_err(fail)?;
+            Ok(())
+        })
+    }
+
+    fn put_session(&self, id: Digest, session: BrowserSession) -> StoreFuture<'_, ()> {
+        self.run(move |c| {
+            c.execute(
+                "INSERT OR REPLACE INTO sessions (id, record, expires_at) VALUES (?1, ?2, ?3)",
+                params![id.as_slice(), to_json(&session)?, session.expires_at],
+            )
+            .map_err(fail)?;
+            Ok(())
+        })
+    }
+
+    fn session(&self, id: Digest, now: u64) -> StoreFuture<'_, Option<BrowserSession>> {
+        self.run(move |c| {
+            let record: Option<String> = c
+                .query_row(
+                    "SELECT record FROM sessions WHERE id = ?1 AND expires_at > ?2",
+                    params![id.as_slice(), now],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(fail)?;
+            record.map(|r| from_json(&r)).transpose()
+        })
+    }
+
+    fn hit(&self, key: &str, now: u64, window_secs: u64) -> StoreFuture<'_, u64> {
+        let key = key.to_string();
+        self.run(move |c| {
+            let window_start = now - now % window_secs.max(1);
+            c.query_row(
+                "INSERT INTO rate_counters (key, window_start, count) VALUES (?1, ?2, 1)
+                 ON CONFLICT (key) DO UPDATE SET
+                   count = CASE WHEN window_start = ?2 THEN count + 1 ELSE 1 END,
+                   window_start = ?2
+                 RETURNING count",
+                params![key, window_start],
+                |row| row.get(0),
+            )
+            .map_err(fail)
+        })
+    }
+
+    fn purge_expired(&self, now: u64) -> StoreFuture<'_, u64> {
+        self.run(move |c| {
+            let tx = c.transaction().map_err(fail)?;
+            let mut removed = 0;
+            for statement in [
+                "DELETE FROM pending WHERE expires_at <= ?1",
+                // Used codes are kept a little past expiry to recognise replays.
+                "DELETE FROM codes WHERE expires_at + 600 <= ?1",
+                "DELETE FROM refresh_tokens WHERE expires_at <= ?1",
+                "DELETE FROM families WHERE expires_at <= ?1",
+                "DELETE FROM access_tokens WHERE expires_at <= ?1",
+                "DELETE FROM revoked_access WHERE expires_at <= ?1",
+                "DELETE FROM sessions WHERE expires_at <= ?1",
+                "DELETE FROM clients WHERE expires_at <= ?1",
+                "DELETE FROM signing_keys WHERE publish_until IS NOT NULL AND publish_until <= ?1",
+                "DELETE FROM rate_counters WHERE window_start + 86400 <= ?1",
+            ] {
+                removed += tx.execute(statement, params![now]).map_err(fail)? as u64;
+            }
+            tx.commit().map_err(fail)?;
+            Ok(removed)
+        })
+    }
+}
