@@ -314,3 +314,128 @@ async fn clients_and_key_rotation_from_the_command_line() {
     assert_eq!(gone.status.code(), Some(1));
     gateway.shutdown().await;
 }
+
+#[test]
+fn check_prints_the_authorization_server_and_what_clients_trip_on() {
+    let dir = oauth::temp_dir("check");
+    let toml = format!(
+        "{}\n[[routes]]\nid = \"second\"\npath = \"/other\"\nupstream = \"http://127.0.0.1:9/\"\n{}",
+        base("http://127.0.0.1:9/mcp"),
+        oauth::as_toml(&dir, "")
+    );
+    let path = dir.join("gateway.toml");
+    std::fs::write(&path, toml).expect("write");
+    let output = run(&["check", "--config", path.to_str().unwrap()], b"");
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.contains("authorization_server: issuer=http://127.0.0.1"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("resource: http://127.0.0.1/mcp scopes=[mcp:tools]"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("jwt:authorization_server"), "{stdout}");
+    assert!(stdout.contains("is not https"), "{stdout}");
+    assert!(stdout.contains("several routes"), "{stdout}");
+
+    // A route on an authorization server path is refused, naming the route.
+    let clash = format!(
+        "{}\n[[routes]]\nid = \"tok\"\npath = \"/token\"\nupstream = \"http://127.0.0.1:9/\"\n{}",
+        base("http://127.0.0.1:9/mcp"),
+        oauth::as_toml(&dir, "")
+    );
+    std::fs::write(&path, clash).expect("write");
+    let output = run(&["check", "--config", path.to_str().unwrap()], b"");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output.stderr).contains("served by the built-in authorization server"),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
+/// A configured confidential machine client: `client_credentials` with secret "machine-secret".
+fn machine_client() -> String {
+    use mcp_auth_gateway::auth::api_key::{format_hash, sha256};
+    format!(
+        "[[authorization_server.clients]]\nclient_id = \"machine\"\nsecret_hash = \"{}\"\ngrant_types = [\"client_credentials\"]\n",
+        format_hash(&sha256(b"machine-secret"))
+    )
+}
+
+async fn machine_token(gateway: &TestGateway) -> String {
+    use base64::Engine;
+    let basic = base64::engine::general_purpose::STANDARD.encode("machine:machine-secret");
+    let answer = post_form(
+        gateway.addr,
+        "/token",
+        "grant_type=client_credentials",
+        &[("authorization", &format!("Basic {basic}"))],
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(answer.json().get("refresh_token").is_none());
+    answer.json()["access_token"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn signing_key_from_a_file_and_other_algorithms() {
+    use base64::Engine;
+    use mcp_auth_gateway::authorization_server::keys::SigningKey;
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let upstream = Upstream::start().await;
+    for (algorithm, name, from_file) in [
+        (jsonwebtoken::Algorithm::ES256, "ES256", true),
+        (jsonwebtoken::Algorithm::EdDSA, "EdDSA", false),
+        (jsonwebtoken::Algorithm::RS256, "RS256", false),
+    ] {
+        let dir = oauth::temp_dir(&format!("alg-{name}"));
+        let mut extra = format!("signing_algorithm = \"{name}\"\n");
+        let mut expected_kid = None;
+        if from_file {
+            let der = SigningKey::generate_der(algorithm).unwrap();
+            expected_kid = Some(SigningKey::from_der(algorithm, &der).unwrap().kid);
+            let body = base64::engine::general_purpose::STANDARD.encode(&der);
+            let lines: Vec<&str> = body
+                .as_bytes()
+                .chunks(64)
+                .map(|c| std::str::from_utf8(c).unwrap())
+                .collect();
+            let pem = format!(
+                "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+                lines.join("\n")
+            );
+            std::fs::write(dir.join("signing.pem"), pem).unwrap();
+            extra.push_str("signing_key_file = \"signing.pem\"\n");
+        }
+        let toml = format!(
+            "{}\n{}\n{}",
+            base(&upstream.url("/mcp")),
+            oauth::as_toml(&dir, &extra),
+            machine_client()
+        );
+        let gateway = TestGateway::start_in(&toml, &dir).await;
+        let token = machine_token(&gateway).await;
+        let header = jsonwebtoken::decode_header(&token).unwrap();
+        assert_eq!(header.alg, algorithm, "{name}");
+        if let Some(kid) = &expected_kid {
+            assert_eq!(header.kid.as_ref(), Some(kid), "the file's key signs");
+        }
+        let jwks = get(gateway.addr, "/jwks.json", &[]).await.json();
+        assert_eq!(jwks["keys"][0]["alg"], name);
+        assert_eq!(jwks["keys"][0]["kid"].as_str(), header.kid.as_deref());
+        let answer = common::http::post_json(
+            gateway.addr,
+            "/mcp",
+            &[("authorization", &format!("Bearer {token}"))],
+            "{}",
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{name}: {}", answer.body);
+        let seen = upstream.requests().pop().unwrap();
+        assert_eq!(seen.header("x-user-id"), Some("machine"));
+        gateway.shutdown().await;
+    }
+}

@@ -280,9 +280,11 @@ async fn browser_session(
         }
     }
     let id = random_token();
+    // Anonymous until login: it only has to outlive one pending request, and unauthenticated
+    // visitors must not be able to fill the store with long-lived rows.
     let session = BrowserSession {
         user: None,
-        expires_at: now + context.settings.login_session_ttl.as_secs(),
+        expires_at: now + PENDING_TTL,
     };
     context
         .store()

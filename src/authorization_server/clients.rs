@@ -213,7 +213,9 @@ pub async fn authenticate(
 }
 
 /// The scopes to grant: what was asked (or, when nothing was, everything the resource
-/// offers), each one offered by the resource and allowed to the client.
+/// offers), intersected with what the resource offers and the client may have. Scopes the
+/// resource does not know are dropped (clients routinely add `openid` or `profile`); a
+/// request of which nothing remains is refused with `invalid_scope`.
 pub fn grant_scopes(
     requested: Option<&str>,
     offered: &[String],
@@ -225,17 +227,19 @@ pub fn grant_scopes(
     };
     let mut granted: Vec<String> = match requested {
         Some(text) => {
-            let mut scopes = Vec::new();
-            for scope in text.split(' ').filter(|s| !s.is_empty()) {
-                if !allowed(scope) {
-                    return Err(OAuthError::new(
-                        ErrorCode::InvalidScope,
-                        format!("scope {scope} is not offered to this client for this resource"),
-                    ));
-                }
-                scopes.push(scope.to_string());
+            let asked: Vec<&str> = text.split(' ').filter(|s| !s.is_empty()).collect();
+            let kept: Vec<String> = asked
+                .iter()
+                .filter(|s| allowed(s))
+                .map(|s| s.to_string())
+                .collect();
+            if kept.is_empty() && !asked.is_empty() {
+                return Err(OAuthError::new(
+                    ErrorCode::InvalidScope,
+                    "none of the requested scopes is offered to this client for this resource",
+                ));
             }
-            scopes
+            kept
         }
         None => offered.iter().filter(|s| allowed(s)).cloned().collect(),
     };

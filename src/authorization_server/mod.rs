@@ -196,6 +196,9 @@ impl AuthorizationServer {
         if method == Method::OPTIONS && !matches!(path.as_str(), LOGIN_PATH | CONSENT_PATH) {
             return (http::preflight(), Outcome::builtin("oauth_preflight"));
         }
+        if let Some(refused) = context.rate_limited(&path).await {
+            return (refused, Outcome::builtin("oauth_rate_limited"));
+        }
         let (mut response, verdict) = match path.as_str() {
             AUTHORIZE_PATH => (
                 authorize::authorize(&context, request).await,
@@ -240,6 +243,37 @@ impl Context<'_> {
 
     fn signing_key(&self) -> Arc<KeyRing> {
         self.server.keys.load_full()
+    }
+
+    /// Per client address and minute: generous for people and well-behaved clients, a wall
+    /// for floods (every `/authorize` stores a pending request). Registration and login
+    /// failures have their own, tighter limits.
+    async fn rate_limited(&self, path: &str) -> Option<Response<Body>> {
+        let (class, limit) = match path {
+            AUTHORIZE_PATH => ("authorize", 60),
+            TOKEN_PATH | REVOKE_PATH | INTROSPECT_PATH => ("token", 600),
+            _ => return None,
+        };
+        let key = format!("{class}:{}", self.client_address);
+        match self.store().hit(&key, now_unix(), 60).await {
+            Ok(count) if count > limit => {
+                tracing::warn!(client = %self.client_address, endpoint = class, "authorization server rate limit reached");
+                Some(if class == "authorize" {
+                    http::html(
+                        ::http::StatusCode::TOO_MANY_REQUESTS,
+                        pages::error("Too many requests", "Wait a minute and try again."),
+                    )
+                } else {
+                    error::OAuthError::new(
+                        error::ErrorCode::SlowDown,
+                        "too many requests from this address; retry in a minute",
+                    )
+                    .response()
+                })
+            }
+            Ok(_) => None,
+            Err(error) => Some(error::OAuthError::from(error).response()),
+        }
     }
 }
 

@@ -365,3 +365,31 @@ fn compile_users(section: &RawAuthorizationServer, c: &mut Collector) -> Vec<Loc
         })
         .collect()
 }
+
+/// The authorization server answers these paths ahead of the routes: a route there would
+/// never see a request.
+const RESERVED_PATHS: [&str; 8] = [
+    "/authorize",
+    "/token",
+    "/register",
+    "/revoke",
+    "/introspect",
+    "/jwks.json",
+    "/login",
+    "/consent",
+];
+
+pub(super) fn check_route_paths(routes: &RouteTable, c: &mut Collector) {
+    for route in routes.iter() {
+        let path = route.path.to_ascii_lowercase();
+        if let Some(reserved) = RESERVED_PATHS
+            .iter()
+            .find(|r| path == **r || path.starts_with(&format!("{r}/")))
+        {
+            c.push(
+                format!("routes (id {:?}).path", route.id),
+                format!("{:?} is served by the built-in authorization server ({reserved}): choose another path", route.path),
+            );
+        }
+    }
+}

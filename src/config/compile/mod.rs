@@ -212,6 +212,9 @@ pub(super) fn compile(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigE
     if raw.dangerous.cimd_allow_private_addresses {
         dangerous.push("cimd_allow_private_addresses".to_string());
     }
+    if local_issuer.is_some() {
+        authorization_server::check_route_paths(&routes, &mut c);
+    }
     let authorization_server = local_issuer.as_ref().and_then(|issuer| {
         authorization_server::compile_authorization_server(
             &raw,
