@@ -1,0 +1,940 @@
+//! Real MCP SDK clients log in through the gateway's built-in authorization server, starting
+//! from nothing but the MCP URL: the TypeScript SDK (`tests/node/sdk_oauth.mjs`) and the
+//! Python SDK (`tests/python/sdk_oauth.py`) get the 401, discover the protected resource and
+//! authorization server metadata, register (or use a Client ID Metadata Document), play the
+//! browser part of the login themselves (login form as alice, consent form), exchange the
+//! code and call the `echo` tool of the real `@modelcontextprotocol/server-everything` through
+//! the in-process gateway. Then: the same client state keeps working after a gateway restart,
+//! and a refused access token is replaced with the refresh token.
+//!
+//! Needs node (with the packages of tests/node, installed with `npm ci` on first use),
+//! python3 with the `mcp` package (`pip install mcp==2.3.0`, see tests/python/README.md) and
+//! the openssl CLI: a test whose program is missing fails when `CI=true` and skips loudly
+//! otherwise.
+
+// `common` re-exports helpers this file does not use.
+#[allow(unused_imports)]
+mod common;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::external::{self, ChildGuard};
+use common::oauth::{self, as_toml, form, post_form, PASSWORD};
+use common::{free_port, TestGateway};
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde_json::Value;
+
+/// One built-in authorization server per process: its keys are published process-wide, so
+/// the tests of this file run their gateways one at a time.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The pinned Python SDK (also in tests/python/README.md and .ci/run).
+const PIP_INSTALL: &str = "pip install mcp==2.3.0";
+
+const MESSAGE: &str = "hello through the gateway";
+
+// ---------------------------------------------------------------------------------------
+// External programs.
+
+/// node, with the packages of tests/node installed; `None` after a loud local skip.
+fn node() -> Option<PathBuf> {
+    let node = external::require("node")?;
+    external::node_packages()?;
+    Some(node)
+}
+
+/// python3 that can import the Python MCP SDK; `None` after a loud local skip.
+fn python_with_sdk() -> Option<PathBuf> {
+    let python = external::require("python3")?;
+    let check = Command::new(&python)
+        .args([
+            "-c",
+            "import mcp.client.auth, mcp.client.streamable_http, httpx2",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run python3");
+    if !check.status.success() {
+        external::skip(
+            "python3 -m mcp",
+            &format!(
+                "{} cannot import the Python MCP SDK ({}); install it with `{PIP_INSTALL}`",
+                python.display(),
+                String::from_utf8_lossy(&check.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("no error output")
+            ),
+        );
+        return None;
+    }
+    Some(python)
+}
+
+/// Two ports that were free a moment ago, different from each other.
+fn two_free_ports() -> (u16, u16) {
+    let first = free_port();
+    loop {
+        let second = free_port();
+        if second != first {
+            return (first, second);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// server-everything, and the gateway in front of it.
+
+/// The reference MCP server on 127.0.0.1.
+struct Everything {
+    port: u16,
+    log: PathBuf,
+    _child: ChildGuard,
+}
+
+impl Everything {
+    async fn start(node: &Path, name: &str, port: u16) -> Everything {
+        let root = external::repo_root();
+        let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("server-everything-oauth-{name}.log"));
+        let stderr = std::fs::File::create(&log).expect("server log file");
+        // Its get-env tool dumps the environment: give it nothing.
+        let child = Command::new(node)
+            .arg(root.join("tests/node/loopback.mjs"))
+            .arg("streamableHttp")
+            .current_dir(&root)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", std::env::var_os("HOME").unwrap_or_default())
+            .env("PORT", port.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn server-everything");
+        let mut child = ChildGuard(child);
+        external::wait_for_port(port, "server-everything").await;
+        // free_port is only a snapshot: make sure the listener is ours.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Some(status) = child.0.try_wait().expect("server status") {
+            panic!(
+                "server-everything exited ({status}) right after start:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        Everything {
+            port,
+            log,
+            _child: child,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// The gateway (fixed port, so that it can be restarted on it) with the built-in
+/// authorization server and one route `/mcp` → server-everything.
+struct Stack {
+    gw_port: u16,
+    dir: PathBuf,
+    toml: String,
+    gateway: Option<TestGateway>,
+    server: Everything,
+}
+
+impl Stack {
+    /// `extra` goes after the authorization server's section (more tables).
+    async fn start(node: &Path, name: &str, extra: &str) -> Stack {
+        let (gw_port, server_port) = two_free_ports();
+        let server = Everything::start(node, name, server_port).await;
+        let dir = oauth::temp_dir(&format!("sdk-oauth-{name}"));
+        let toml = format!(
+            r#"
+[server]
+listen = ["127.0.0.1:{gw_port}"]
+public_url = "http://127.0.0.1:{gw_port}"
+
+[server.limits]
+shutdown_grace = "1s"
+
+[[routes]]
+id = "mcp"
+path = "/mcp"
+upstream = "http://127.0.0.1:{server_port}/mcp"
+scopes_supported = ["mcp:tools"]
+resource_name = "Everything"
+{as_section}
+{extra}
+"#,
+            server_port = server.port,
+            as_section = as_toml(&dir, ""),
+        );
+        let gateway = TestGateway::start(&toml).await;
+        assert_eq!(gateway.addr.port(), gw_port);
+        Stack {
+            gw_port,
+            dir,
+            toml,
+            gateway: Some(gateway),
+            server,
+        }
+    }
+
+    fn gateway(&self) -> &TestGateway {
+        self.gateway.as_ref().expect("gateway running")
+    }
+
+    fn issuer(&self) -> String {
+        format!("http://127.0.0.1:{}", self.gw_port)
+    }
+
+    fn mcp_url(&self) -> String {
+        format!("http://127.0.0.1:{}/mcp", self.gw_port)
+    }
+
+    /// A loopback redirect URI for the client; nothing listens there, the clients read the
+    /// code from the redirect's Location without following it.
+    fn redirect_uri(&self) -> String {
+        "http://127.0.0.1:33418/callback".to_string()
+    }
+
+    /// Shuts the gateway down and starts it again with the same configuration: same port,
+    /// same database.
+    async fn restart(&mut self) {
+        self.gateway
+            .take()
+            .expect("gateway running")
+            .shutdown()
+            .await;
+        let gateway = TestGateway::start(&self.toml).await;
+        assert_eq!(gateway.addr.port(), self.gw_port);
+        self.gateway = Some(gateway);
+    }
+
+    async fn shutdown(mut self) {
+        if let Some(gateway) = self.gateway.take() {
+            gateway.shutdown().await;
+        }
+    }
+
+    /// Revokes an access token at the authorization server's revocation endpoint, and
+    /// checks that the route refuses it from now on.
+    async fn revoke(&self, token: &str, client_id: &str) {
+        let addr = self.gateway().addr;
+        let answer = post_form(
+            addr,
+            "/revoke",
+            &form(&[("token", token), ("client_id", client_id)]),
+            &[],
+        )
+        .await;
+        assert_eq!(answer.status, 200, "revoke: {}", answer.body);
+        let refused = common::http::post_json(
+            addr,
+            "/mcp",
+            &[("authorization", &format!("Bearer {token}"))],
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
+        )
+        .await;
+        assert_eq!(refused.status, 401, "revoked token: {}", refused.body);
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // Best effort on a failing path; passing tests shut down explicitly.
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Running the client scripts.
+
+#[derive(Clone, Copy)]
+enum Sdk {
+    TypeScript,
+    Python,
+}
+
+struct ClientRun {
+    json: Value,
+    stderr: String,
+    server_log: String,
+}
+
+impl ClientRun {
+    fn get(&self, pointer: &str) -> &Value {
+        self.json.pointer(pointer).unwrap_or(&Value::Null)
+    }
+
+    fn context(&self) -> String {
+        format!(
+            "result: {}\nclient stderr:\n{}\nserver-everything stderr:\n{}",
+            serde_json::to_string_pretty(&self.json).unwrap_or_default(),
+            self.stderr,
+            self.server_log
+        )
+    }
+
+    #[track_caller]
+    fn assert_ok(&self) {
+        assert_eq!(self.json["ok"], true, "{}", self.context());
+        assert_eq!(
+            self.get("/toolResultText"),
+            format!("Echo: {MESSAGE}").as_str(),
+            "{}",
+            self.context()
+        );
+        assert_eq!(
+            self.get("/serverName"),
+            "mcp-servers/everything",
+            "{}",
+            self.context()
+        );
+    }
+
+    /// The grant types the client used at the token endpoint, each answered 200.
+    #[track_caller]
+    fn assert_grants(&self, expected: &[&str]) {
+        let grants = self
+            .get("/tokenGrants")
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let types: Vec<&str> = grants
+            .iter()
+            .map(|g| g["grantType"].as_str().unwrap_or(""))
+            .collect();
+        assert_eq!(types, expected, "{}", self.context());
+        for grant in &grants {
+            assert_eq!(grant["status"], 200, "{}", self.context());
+        }
+    }
+
+    /// Which pages the browser part went through (`login`, `consent`, `redirect`).
+    fn pages(&self) -> Vec<String> {
+        self.get("/browser")
+            .as_array()
+            .map(|steps| {
+                steps
+                    .iter()
+                    .map(|s| s["page"].as_str().unwrap_or("?").to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn requested(&self, method: &str, path: &str) -> usize {
+        self.get("/http")
+            .as_array()
+            .map(|log| {
+                log.iter()
+                    .filter(|e| {
+                        e["method"] == method
+                            && e["url"]
+                                .as_str()
+                                .and_then(|u| url::Url::parse(u).ok())
+                                .is_some_and(|u| u.path() == path)
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+}
+
+struct ClientOptions<'a> {
+    state: Option<&'a Path>,
+    client_metadata_url: Option<&'a str>,
+}
+
+const NO_OPTIONS: ClientOptions<'static> = ClientOptions {
+    state: None,
+    client_metadata_url: None,
+};
+
+async fn run_client(
+    stack: &Stack,
+    sdk: Sdk,
+    program: &Path,
+    options: ClientOptions<'_>,
+) -> ClientRun {
+    let root = external::repo_root();
+    let mut command = tokio::process::Command::new(program);
+    let name = match sdk {
+        Sdk::TypeScript => {
+            command
+                .arg(root.join("tests/node/sdk_oauth.mjs"))
+                .args(["--timeout-ms", "30000"]);
+            "sdk_oauth.mjs"
+        }
+        Sdk::Python => {
+            command
+                .arg(root.join("tests/python/sdk_oauth.py"))
+                .args(["--timeout", "30"]);
+            "sdk_oauth.py"
+        }
+    };
+    command
+        .args(["--url", &stack.mcp_url()])
+        .args(["--redirect-uri", &stack.redirect_uri()])
+        .args(["--message", MESSAGE])
+        .current_dir(&root)
+        // The password on the environment, not on the command line.
+        .env("SDK_OAUTH_PASSWORD", PASSWORD)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    // Loopback only: no proxy in between.
+    for proxy in [
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+    ] {
+        command.env_remove(proxy);
+    }
+    if let Some(state) = options.state {
+        command.arg("--state").arg(state);
+    }
+    if let Some(url) = options.client_metadata_url {
+        assert!(
+            matches!(sdk, Sdk::TypeScript),
+            "only the TS script takes it"
+        );
+        command.args(["--client-metadata-url", url]);
+    }
+    let child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("{name} finishes within 60 s (it has its own 30 s timeout)"))
+        .unwrap_or_else(|e| panic!("{name} output: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let line = stdout
+        .lines()
+        .rfind(|l| !l.trim().is_empty())
+        .unwrap_or_else(|| panic!("{name} printed nothing on stdout\nstderr:\n{stderr}"));
+    let json: Value = serde_json::from_str(line)
+        .unwrap_or_else(|e| panic!("{name} output is not JSON ({e}): {line}\nstderr:\n{stderr}"));
+    assert_eq!(
+        output.status.success(),
+        json["ok"] == true,
+        "{name}: exit status and \"ok\" disagree: {json}\nstderr:\n{stderr}"
+    );
+    ClientRun {
+        json,
+        stderr,
+        server_log: stack.server.log(),
+    }
+}
+
+/// What a first login from nothing looks like, for either SDK: the 401, discovery,
+/// registration (unless `client_id` is a metadata document URL), the browser part with login
+/// and consent, the code grant, and a token for alice, this client and this route.
+#[track_caller]
+fn assert_first_login(stack: &Stack, run: &ClientRun, expected_client_id: Option<&str>) {
+    run.assert_ok();
+    let ctx = run.context();
+    let issuer = stack.issuer();
+
+    // It started with nothing but the URL: the first MCP request had no token and was
+    // challenged with the protected resource metadata URL.
+    let first = run.get("/http/0");
+    assert_eq!(first["authorization"], false, "{ctx}");
+    assert_eq!(first["status"], 401, "{ctx}");
+    assert!(
+        first["wwwAuthenticate"]
+            .as_str()
+            .is_some_and(|c| c.contains(&format!(
+                "resource_metadata=\"{issuer}/.well-known/oauth-protected-resource/mcp\""
+            ))),
+        "{ctx}"
+    );
+    assert_eq!(run.get("/storedTokensAtStart"), false, "{ctx}");
+    assert_eq!(
+        run.requested("GET", "/.well-known/oauth-protected-resource/mcp"),
+        1,
+        "{ctx}"
+    );
+    assert_eq!(
+        run.requested("GET", "/.well-known/oauth-authorization-server"),
+        1,
+        "{ctx}"
+    );
+
+    let client_id = run.get("/clientId").as_str().unwrap_or("").to_string();
+    match expected_client_id {
+        Some(expected) => {
+            assert_eq!(client_id, expected, "{ctx}");
+            assert_eq!(run.get("/registrations"), 0, "{ctx}");
+            assert_eq!(run.requested("POST", "/register"), 0, "{ctx}");
+        }
+        None => {
+            assert!(!client_id.is_empty(), "{ctx}");
+            assert!(!client_id.starts_with("https://"), "{ctx}");
+            assert_eq!(run.get("/registrations"), 1, "{ctx}");
+        }
+    }
+
+    // One authorization, through the login form and the consent form, answered on the
+    // redirect URI with the issuer (RFC 9207).
+    assert_eq!(run.get("/authorizations"), 1, "{ctx}");
+    assert_eq!(run.pages(), ["login", "consent", "redirect"], "{ctx}");
+    assert_eq!(run.get("/iss"), issuer.as_str(), "{ctx}");
+    assert_eq!(
+        run.get("/authorizationRequest/client_id"),
+        client_id.as_str(),
+        "{ctx}"
+    );
+    assert_eq!(
+        run.get("/authorizationRequest/resource"),
+        stack.mcp_url().as_str(),
+        "{ctx}"
+    );
+    assert_eq!(
+        run.get("/authorizationRequest/code_challenge_method"),
+        "S256",
+        "{ctx}"
+    );
+    run.assert_grants(&["authorization_code"]);
+
+    // The token the client holds: issued by the gateway for alice, this client and the
+    // route, with the route's scope.
+    assert_eq!(run.get("/accessTokenClaims/iss"), issuer.as_str(), "{ctx}");
+    assert_eq!(
+        run.get("/accessTokenClaims/aud"),
+        stack.mcp_url().as_str(),
+        "{ctx}"
+    );
+    assert_eq!(run.get("/accessTokenClaims/sub"), "local:alice", "{ctx}");
+    assert_eq!(
+        run.get("/accessTokenClaims/client_id"),
+        client_id.as_str(),
+        "{ctx}"
+    );
+    assert_eq!(run.get("/accessTokenClaims/scope"), "mcp:tools", "{ctx}");
+    assert_eq!(run.get("/hasRefreshToken"), true, "{ctx}");
+}
+
+/// A later run on stored state: no registration, no login.
+#[track_caller]
+fn assert_no_login(run: &ClientRun) {
+    run.assert_ok();
+    let ctx = run.context();
+    assert_eq!(run.get("/storedTokensAtStart"), true, "{ctx}");
+    assert_eq!(run.get("/authorizations"), 0, "{ctx}");
+    assert_eq!(run.get("/registrations"), 0, "{ctx}");
+    assert!(run.pages().is_empty(), "{ctx}");
+}
+
+fn read_json(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("client state {}: {e}", path.display()));
+    serde_json::from_str(&text).expect("client state is JSON")
+}
+
+// ---------------------------------------------------------------------------------------
+// The scenarios.
+
+#[tokio::test]
+async fn typescript_sdk_registers_logs_in_and_calls_a_tool() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let Some(node) = node() else {
+        return;
+    };
+    let stack = Stack::start(&node, "ts-dcr", "").await;
+    let run = run_client(&stack, Sdk::TypeScript, &node, NO_OPTIONS).await;
+    assert_first_login(&stack, &run, None);
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn typescript_sdk_logs_in_with_a_client_id_metadata_document() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let Some(node) = node() else {
+        return;
+    };
+    let cert_dir = oauth::temp_dir("sdk-oauth-cimd-certs");
+    if !make_certificates(&cert_dir) {
+        return;
+    }
+    let documents = DocumentServer::start(&cert_dir).await;
+    let document_url = documents.url("/oauth/client.json");
+    let extra = format!(
+        "[outbound]\nca_files = [\"{ca}\"]\n\n[dangerous]\ncimd_allow_private_addresses = true\n",
+        ca = cert_dir.join("ca.pem").display()
+    );
+    let stack = Stack::start(&node, "ts-cimd", &extra).await;
+    documents.publish(
+        "/oauth/client.json",
+        serde_json::json!({
+            "client_id": document_url,
+            "client_name": "mcp-auth-gateway e2e (TypeScript SDK, CIMD)",
+            "redirect_uris": [stack.redirect_uri()],
+            "grant_types": ["authorization_code", "refresh_token"],
+            "response_types": ["code"],
+            "token_endpoint_auth_method": "none",
+        }),
+    );
+
+    let run = run_client(
+        &stack,
+        Sdk::TypeScript,
+        &node,
+        ClientOptions {
+            state: None,
+            client_metadata_url: Some(&document_url),
+        },
+    )
+    .await;
+    // The client_id is the document's URL, no registration happened, and the token the
+    // gateway issued names that URL as its client.
+    assert_first_login(&stack, &run, Some(&document_url));
+    assert!(
+        documents.hits("/oauth/client.json") >= 1,
+        "the gateway never fetched the document: {}",
+        run.context()
+    );
+    stack.shutdown().await;
+    let _ = std::fs::remove_dir_all(&cert_dir);
+}
+
+#[tokio::test]
+async fn python_sdk_registers_logs_in_and_calls_a_tool() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let Some(node) = node() else {
+        return;
+    };
+    let Some(python) = python_with_sdk() else {
+        return;
+    };
+    let stack = Stack::start(&node, "py-dcr", "").await;
+    let run = run_client(&stack, Sdk::Python, &python, NO_OPTIONS).await;
+    assert_first_login(&stack, &run, None);
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn typescript_sdk_keeps_working_across_a_gateway_restart() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let Some(node) = node() else {
+        return;
+    };
+    let mut stack = Stack::start(&node, "ts-restart", "").await;
+    let state = stack.dir.join("ts-client.json");
+    let with_state = || ClientOptions {
+        state: Some(&state),
+        client_metadata_url: None,
+    };
+
+    let first = run_client(&stack, Sdk::TypeScript, &node, with_state()).await;
+    assert_first_login(&stack, &first, None);
+
+    // Same port, same database: the stored access token still works, without a login.
+    stack.restart().await;
+    let second = run_client(&stack, Sdk::TypeScript, &node, with_state()).await;
+    assert_no_login(&second);
+    second.assert_grants(&[]);
+    assert_eq!(second.get("/mcpUnauthorized"), 0, "{}", second.context());
+
+    // The access token is revoked: the SDK gets a 401 and uses its refresh token.
+    let saved = read_json(&state);
+    let access = saved["tokens"]["access_token"].as_str().expect("token");
+    let client_id = saved["clientInformation"]["client_id"]
+        .as_str()
+        .expect("client_id");
+    stack.revoke(access, client_id).await;
+    let third = run_client(&stack, Sdk::TypeScript, &node, with_state()).await;
+    assert_no_login(&third);
+    assert_eq!(third.get("/mcpUnauthorized"), 1, "{}", third.context());
+    third.assert_grants(&["refresh_token"]);
+    let renewed = read_json(&state);
+    assert_ne!(renewed["tokens"]["access_token"], access);
+    assert_ne!(
+        renewed["tokens"]["refresh_token"], saved["tokens"]["refresh_token"],
+        "the refresh token rotates"
+    );
+    assert_eq!(
+        third.get("/accessTokenClaims/client_id"),
+        client_id,
+        "{}",
+        third.context()
+    );
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn python_sdk_keeps_working_across_a_gateway_restart() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let Some(node) = node() else {
+        return;
+    };
+    let Some(python) = python_with_sdk() else {
+        return;
+    };
+    let mut stack = Stack::start(&node, "py-restart", "").await;
+    let state = stack.dir.join("py-client.json");
+    let with_state = || ClientOptions {
+        state: Some(&state),
+        client_metadata_url: None,
+    };
+
+    let first = run_client(&stack, Sdk::Python, &python, with_state()).await;
+    assert_first_login(&stack, &first, None);
+
+    // Same port, same database: the stored access token still works, without a login.
+    stack.restart().await;
+    let second = run_client(&stack, Sdk::Python, &python, with_state()).await;
+    assert_no_login(&second);
+    second.assert_grants(&[]);
+    assert_eq!(second.get("/mcpUnauthorized"), 0, "{}", second.context());
+
+    // The Python SDK refreshes when it knows its access token has expired, not on a 401
+    // (python-sdk issue #3250): the stored token is marked as expired while the client was
+    // not running, and the SDK refreshes before its first request.
+    let mut saved = read_json(&state);
+    saved["access_token_expires_at"] = serde_json::json!(1);
+    std::fs::write(&state, saved.to_string()).expect("write client state");
+    let third = run_client(&stack, Sdk::Python, &python, with_state()).await;
+    assert_no_login(&third);
+    third.assert_grants(&["refresh_token"]);
+    assert_eq!(third.get("/mcpUnauthorized"), 0, "{}", third.context());
+    let renewed = read_json(&state);
+    let access = renewed["tokens"]["access_token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    assert_ne!(
+        renewed["tokens"]["access_token"],
+        saved["tokens"]["access_token"]
+    );
+    assert_ne!(
+        renewed["tokens"]["refresh_token"], saved["tokens"]["refresh_token"],
+        "the refresh token rotates"
+    );
+
+    // A revoked access token: on the 401 this SDK authorizes again, with the client it
+    // registered before (no new registration); the consent is remembered, so the browser
+    // part is only the login.
+    let client_id = renewed["client_info"]["client_id"]
+        .as_str()
+        .expect("client_id")
+        .to_string();
+    stack.revoke(&access, &client_id).await;
+    let fourth = run_client(&stack, Sdk::Python, &python, with_state()).await;
+    fourth.assert_ok();
+    let ctx = fourth.context();
+    assert_eq!(fourth.get("/mcpUnauthorized"), 1, "{ctx}");
+    assert_eq!(fourth.get("/registrations"), 0, "{ctx}");
+    assert_eq!(fourth.get("/authorizations"), 1, "{ctx}");
+    assert_eq!(fourth.pages(), ["login", "redirect"], "{ctx}");
+    fourth.assert_grants(&["authorization_code"]);
+    assert_eq!(
+        fourth.get("/accessTokenClaims/client_id"),
+        client_id.as_str(),
+        "{ctx}"
+    );
+    stack.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Client ID Metadata Documents over HTTPS on loopback, signed by a private CA.
+
+/// A private CA (`ca.pem`) and a leaf for localhost / 127.0.0.1 signed by it (`cert.pem`,
+/// `key.pem`), made with the openssl CLI (as in tests/tls.rs). `false` after a loud local
+/// skip when openssl is missing.
+fn make_certificates(dir: &Path) -> bool {
+    if external::require("openssl").is_none() {
+        return false;
+    }
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"],
+        &ec[..],
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=sdk-oauth-test-ca",
+        ],
+    ]
+    .concat());
+    run(&[
+        &["req", "-new"],
+        &ec[..],
+        &[
+            "-keyout",
+            "key.pem",
+            "-out",
+            "leaf.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    ]
+    .concat());
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "basicConstraints=critical,CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("write leaf.ext");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "cert.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "leaf.ext",
+    ]);
+    true
+}
+
+type Documents = Arc<Mutex<HashMap<String, (String, usize)>>>;
+
+/// An HTTPS server on 127.0.0.1 that serves the documents published on it (JSON) and
+/// counts the requests for each.
+struct DocumentServer {
+    addr: SocketAddr,
+    documents: Documents,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl DocumentServer {
+    async fn start(dir: &Path) -> DocumentServer {
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_file_iter(dir.join("cert.pem"))
+                .expect("cert.pem")
+                .map(|c| c.expect("certificate"))
+                .collect();
+        let key = PrivateKeyDer::from_pem_file(dir.join("key.pem")).expect("key.pem");
+        let mut config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .expect("server TLS configuration");
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let documents: Documents = Arc::default();
+        let served = documents.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                let served = served.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service = service_fn(move |request: Request<Incoming>| {
+                        let served = served.clone();
+                        async move {
+                            let path = request.uri().path().to_string();
+                            let found = served.lock().unwrap().get_mut(&path).map(|entry| {
+                                entry.1 += 1;
+                                entry.0.clone()
+                            });
+                            let response = match found {
+                                Some(body) => Response::builder()
+                                    .header("content-type", "application/json")
+                                    .header("cache-control", "max-age=60")
+                                    .body(Full::new(Bytes::from(body))),
+                                None => Response::builder()
+                                    .status(404)
+                                    .header("content-type", "text/plain")
+                                    .body(Full::new(Bytes::from_static(b"not found"))),
+                            };
+                            Ok::<_, Infallible>(response.expect("response"))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        DocumentServer {
+            addr,
+            documents,
+            task,
+        }
+    }
+
+    /// The URL of `path`, by IP literal (the certificate has the IP SAN).
+    fn url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.addr.port())
+    }
+
+    fn publish(&self, path: &str, document: Value) {
+        self.documents
+            .lock()
+            .unwrap()
+            .insert(path.to_string(), (document.to_string(), 0));
+    }
+
+    fn hits(&self, path: &str) -> usize {
+        self.documents
+            .lock()
+            .unwrap()
+            .get(path)
+            .map_or(0, |entry| entry.1)
+    }
+}
+
+impl Drop for DocumentServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -1,0 +1,453 @@
+#!/usr/bin/env node
+// The real TypeScript MCP SDK client logging in through an OAuth 2.1 authorization server
+// from nothing but the MCP URL, for mcp-auth-gateway's end-to-end tests:
+//
+//   node tests/node/sdk_oauth.mjs --url http://127.0.0.1:PORT/mcp \
+//        [--state FILE] [--client-metadata-url https://…/client.json] \
+//        [--redirect-uri http://127.0.0.1:PORT/callback] [--username alice] [--password PW] \
+//        [--message TEXT] [--timeout-ms 30000]
+//
+// The SDK gets the 401, discovers the protected resource and authorization server metadata,
+// registers (dynamic registration, or a URL client_id with --client-metadata-url), and calls
+// the provider's redirectToAuthorization. That handler plays the browser itself: it GETs the
+// authorization URL with a cookie jar, submits the login form (password from --password or
+// the SDK_OAUTH_PASSWORD environment variable), submits the consent form if one is shown, and
+// reads `code`, `state` and `iss` from the final redirect's Location without following it.
+// The SDK then exchanges the code (finishAuth), connects, and the script calls the `echo`
+// tool of server-everything.
+//
+// With --state FILE the client information and tokens are read from and written to FILE
+// (JSON), so a later run reuses them: it calls without logging in, and refreshes with the
+// stored refresh token when the access token is refused.
+//
+// Prints exactly ONE line of JSON on stdout and exits 0 ({"ok":true,...}) or 1
+// ({"ok":false,"error":...}). Diagnostics go to stderr. tests/mcp_sdk_oauth.rs runs it.
+
+import { readFileSync, writeFileSync, renameSync, existsSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { UnauthorizedError } from '@modelcontextprotocol/sdk/client/auth.js';
+
+// stdout is reserved for the single result line.
+for (const name of ['log', 'info', 'debug', 'warn']) {
+    console[name] = (...a) => console.error(...a);
+}
+
+const TOOL = 'echo';
+
+// ---------------------------------------------------------------------------
+// Result output: exactly once.
+let finished = false;
+let phase = 'startup';
+const report = {
+    http: [], // every request the SDK made (MCP and OAuth endpoints)
+    browser: [], // what the redirect handler did
+    authorizations: 0 // redirectToAuthorization calls (= logins attempted)
+};
+
+function emit(obj, code) {
+    if (finished) return;
+    finished = true;
+    process.stdout.write(JSON.stringify(obj) + '\n', () => process.exit(code));
+    setTimeout(() => process.exit(code), 2000).unref();
+}
+
+function errText(e) {
+    if (!(e instanceof Error)) return String(e);
+    const c = e.cause;
+    if (c) return `${e.name}: ${e.message}: ${c instanceof Error ? (c.code ?? c.message) : String(c)}`;
+    return `${e.name}: ${e.message}`;
+}
+
+function fail(err) {
+    const out = { ok: false, phase, error: errText(err), ...report };
+    if (err && typeof err === 'object' && err.code !== undefined) out.errorCode = err.code;
+    emit(out, 1);
+}
+
+process.on('unhandledRejection', err => fail(err));
+process.on('uncaughtException', err => fail(err));
+
+// ---------------------------------------------------------------------------
+// Arguments.
+function parseArgs(argv) {
+    const out = {
+        timeoutMs: 30000,
+        username: 'alice',
+        password: process.env.SDK_OAUTH_PASSWORD,
+        redirectUri: 'http://127.0.0.1:33418/callback',
+        message: 'hello through the gateway'
+    };
+    for (let i = 0; i < argv.length; i++) {
+        const a = argv[i];
+        const next = () => {
+            if (i + 1 >= argv.length) throw new Error(`missing value for ${a}`);
+            return argv[++i];
+        };
+        switch (a) {
+            case '--url':
+                out.url = next();
+                break;
+            case '--state':
+                out.state = next();
+                break;
+            case '--client-metadata-url':
+                out.clientMetadataUrl = next();
+                break;
+            case '--redirect-uri':
+                out.redirectUri = next();
+                break;
+            case '--username':
+                out.username = next();
+                break;
+            case '--password':
+                out.password = next();
+                break;
+            case '--message':
+                out.message = next();
+                break;
+            case '--timeout-ms':
+                out.timeoutMs = Number(next());
+                break;
+            default:
+                throw new Error(`unknown argument: ${a}`);
+        }
+    }
+    if (!out.url) throw new Error('--url is required');
+    new URL(out.url);
+    new URL(out.redirectUri);
+    if (!Number.isFinite(out.timeoutMs) || out.timeoutMs <= 0) throw new Error('--timeout-ms must be a positive number');
+    return out;
+}
+
+let args;
+try {
+    args = parseArgs(process.argv.slice(2));
+} catch (e) {
+    fail(e);
+}
+
+const t0 = Date.now();
+
+// ---------------------------------------------------------------------------
+// A fetch that records what the SDK sends: method, URL, status, and for form posts to the
+// token endpoint the grant type.
+function recordingFetch(input, init = {}) {
+    const entry = {
+        method: (init.method ?? (input instanceof Request ? input.method : 'GET')).toUpperCase(),
+        url: String(input instanceof Request ? input.url : input),
+        status: null
+    };
+    const body = init.body;
+    if (body instanceof URLSearchParams) {
+        entry.grantType = body.get('grant_type') ?? undefined;
+        entry.resource = body.get('resource') ?? undefined;
+    } else if (typeof body === 'string') {
+        try {
+            const json = JSON.parse(body);
+            if (json && typeof json === 'object' && !Array.isArray(json) && json.method) entry.rpc = json.method;
+        } catch {
+            const form = new URLSearchParams(body);
+            if (form.get('grant_type')) entry.grantType = form.get('grant_type');
+        }
+    }
+    const headers = new Headers(init.headers ?? {});
+    entry.authorization = headers.has('authorization');
+    report.http.push(entry);
+    return fetch(input, init).then(
+        res => {
+            entry.status = res.status;
+            if (res.status === 401 || res.status === 403) entry.wwwAuthenticate = res.headers.get('www-authenticate');
+            return res;
+        },
+        e => {
+            entry.error = errText(e);
+            throw e;
+        }
+    );
+}
+
+// ---------------------------------------------------------------------------
+// The browser part: a cookie-keeping client that follows nothing by itself.
+class Browser {
+    constructor() {
+        this.cookies = new Map();
+    }
+
+    async request(method, url, body) {
+        const headers = { Accept: 'text/html' };
+        if (this.cookies.size) headers.Cookie = [...this.cookies].map(([k, v]) => `${k}=${v}`).join('; ');
+        if (body !== undefined) headers['Content-Type'] = 'application/x-www-form-urlencoded';
+        const res = await fetch(url, { method, headers, body, redirect: 'manual', signal: AbortSignal.timeout(10000) });
+        for (const cookie of res.headers.getSetCookie()) {
+            const [pair] = cookie.split(';');
+            const eq = pair.indexOf('=');
+            if (eq > 0) this.cookies.set(pair.slice(0, eq).trim(), pair.slice(eq + 1).trim());
+        }
+        const text = await res.text();
+        const step = { method, path: new URL(url).pathname, status: res.status };
+        report.browser.push(step);
+        return { status: res.status, location: res.headers.get('location'), text, url, step };
+    }
+}
+
+function unescapeHtml(s) {
+    return s
+        .replace(/&quot;/g, '"')
+        .replace(/&#39;/g, "'")
+        .replace(/&lt;/g, '<')
+        .replace(/&gt;/g, '>')
+        .replace(/&amp;/g, '&');
+}
+
+function attributes(tag) {
+    const attrs = {};
+    const re = /([a-zA-Z_:][-a-zA-Z0-9_:.]*)\s*(?:=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'=<>`]+)))?/g;
+    let m;
+    const inner = tag.replace(/^<\s*[a-zA-Z]+/, '').replace(/\/?>$/, '');
+    while ((m = re.exec(inner)) !== null) {
+        attrs[m[1].toLowerCase()] = unescapeHtml(m[2] ?? m[3] ?? m[4] ?? '');
+    }
+    return attrs;
+}
+
+// The form with this id: its action (resolved against the page URL), method and named inputs.
+function findForm(page, id) {
+    const forms = page.text.match(/<form\b[^>]*>[\s\S]*?<\/form>/gi) ?? [];
+    for (const form of forms) {
+        const open = attributes(form.match(/<form\b[^>]*>/i)[0]);
+        if (open.id !== id) continue;
+        const fields = {};
+        for (const input of form.match(/<input\b[^>]*>/gi) ?? []) {
+            const a = attributes(input);
+            if (a.name) fields[a.name] = a.value ?? '';
+        }
+        return {
+            action: new URL(open.action ?? '', page.url).href,
+            method: (open.method ?? 'get').toUpperCase(),
+            fields
+        };
+    }
+    return null;
+}
+
+// GET the authorization URL, log in, consent, and return the redirect's parameters.
+async function playBrowser(authorizationUrl) {
+    const browser = new Browser();
+    let page = await browser.request('GET', authorizationUrl);
+    const login = page.status === 200 ? findForm(page, 'login') : null;
+    if (login) {
+        page.step.page = 'login';
+        if (!args.password) throw new Error('a login form is shown but no password was given (--password or SDK_OAUTH_PASSWORD)');
+        const form = new URLSearchParams({ ...login.fields, username: args.username, password: args.password });
+        page = await browser.request(login.method, login.action, form.toString());
+    }
+    const consent = page.status === 200 ? findForm(page, 'consent') : null;
+    if (consent) {
+        page.step.page = 'consent';
+        const form = new URLSearchParams({ ...consent.fields, decision: 'approve' });
+        page = await browser.request(consent.method, consent.action, form.toString());
+    }
+    if (page.status !== 302 && page.status !== 303) {
+        const text = page.text.replace(/<[^>]+>/g, ' ').replace(/\s+/g, ' ').slice(0, 500);
+        throw new Error(`the authorization did not end in a redirect: ${page.status} at ${page.step.path}: ${text}`);
+    }
+    page.step.page = 'redirect';
+    // Not followed: the redirect goes to this client's callback, which only needs the query.
+    const location = new URL(page.location, page.url);
+    const expected = new URL(args.redirectUri);
+    if (location.origin !== expected.origin || location.pathname !== expected.pathname) {
+        throw new Error(`redirected to ${location.href}, not to the redirect URI ${expected.href}`);
+    }
+    const params = Object.fromEntries(location.searchParams);
+    if (params.error) throw new Error(`authorization error: ${params.error}: ${params.error_description ?? ''}`);
+    return params;
+}
+
+// ---------------------------------------------------------------------------
+// The OAuthClientProvider: client information and tokens in memory, and in --state FILE.
+class Provider {
+    constructor() {
+        this.saved = args.state && existsSync(args.state) ? JSON.parse(readFileSync(args.state, 'utf8')) : {};
+        this.verifier = undefined;
+        this.expectedState = undefined;
+        this.discovery = undefined;
+        this.result = undefined; // {code, state, iss} from the browser part
+        if (args.clientMetadataUrl) this.clientMetadataUrl = args.clientMetadataUrl;
+    }
+
+    persist() {
+        if (!args.state) return;
+        const tmp = `${args.state}.tmp`;
+        writeFileSync(tmp, JSON.stringify(this.saved, null, 2), { mode: 0o600 });
+        renameSync(tmp, args.state);
+    }
+
+    get redirectUrl() {
+        return args.redirectUri;
+    }
+
+    get clientMetadata() {
+        return {
+            client_name: 'mcp-auth-gateway e2e (TypeScript SDK)',
+            redirect_uris: [args.redirectUri],
+            grant_types: ['authorization_code', 'refresh_token'],
+            response_types: ['code'],
+            token_endpoint_auth_method: 'none'
+        };
+    }
+
+    state() {
+        this.expectedState = randomBytes(16).toString('hex');
+        return this.expectedState;
+    }
+
+    clientInformation() {
+        return this.saved.clientInformation;
+    }
+
+    saveClientInformation(info) {
+        this.saved.clientInformation = info;
+        this.persist();
+    }
+
+    tokens() {
+        return this.saved.tokens;
+    }
+
+    saveTokens(tokens) {
+        this.saved.tokens = tokens;
+        this.persist();
+    }
+
+    saveCodeVerifier(verifier) {
+        this.verifier = verifier;
+    }
+
+    codeVerifier() {
+        if (!this.verifier) throw new Error('no PKCE code verifier saved');
+        return this.verifier;
+    }
+
+    saveDiscoveryState(state) {
+        this.discovery = state;
+    }
+
+    discoveryState() {
+        return this.discovery;
+    }
+
+    invalidateCredentials(scope) {
+        console.error(`[sdk_oauth] SDK invalidates credentials: ${scope}`);
+        if (scope === 'all' || scope === 'client') delete this.saved.clientInformation;
+        if (scope === 'all' || scope === 'tokens') delete this.saved.tokens;
+        if (scope === 'all' || scope === 'verifier') this.verifier = undefined;
+        if (scope === 'all' || scope === 'discovery') this.discovery = undefined;
+        this.persist();
+    }
+
+    async redirectToAuthorization(authorizationUrl) {
+        report.authorizations++;
+        phase = 'browser';
+        const url = new URL(authorizationUrl);
+        report.authorizationRequest = Object.fromEntries(
+            [...url.searchParams].filter(([k]) => !['state', 'code_challenge'].includes(k))
+        );
+        const params = await playBrowser(url.href);
+        if (!params.code) throw new Error('the redirect carries no code');
+        if (params.state !== this.expectedState) throw new Error(`state mismatch: ${params.state} != ${this.expectedState}`);
+        // RFC 9207: the SDK (1.32.2) does not check `iss`; this client does.
+        const issuer = this.discovery?.authorizationServerMetadata?.issuer;
+        if (issuer && params.iss !== issuer) throw new Error(`iss ${params.iss} is not the issuer ${issuer}`);
+        report.iss = params.iss ?? null;
+        this.result = params;
+        phase = 'authorize';
+    }
+}
+
+function jwtClaims(token) {
+    const parts = typeof token === 'string' ? token.split('.') : [];
+    if (parts.length !== 3) return null;
+    try {
+        return JSON.parse(Buffer.from(parts[1], 'base64url').toString('utf8'));
+    } catch {
+        return null;
+    }
+}
+
+// ---------------------------------------------------------------------------
+async function run() {
+    const url = new URL(args.url);
+    const provider = new Provider();
+    report.storedTokensAtStart = Boolean(provider.saved.tokens);
+    const newTransport = () =>
+        new StreamableHTTPClientTransport(url, {
+            authProvider: provider,
+            fetch: recordingFetch,
+            reconnectionOptions: { initialReconnectionDelay: 1000, maxReconnectionDelay: 1000, reconnectionDelayGrowFactor: 1, maxRetries: 0 }
+        });
+    const newClient = () => {
+        const c = new Client({ name: 'mcp-auth-gateway-e2e-oauth', version: '0.0.0' }, { capabilities: {} });
+        c.onerror = e => console.error(`[sdk_oauth] transport error during ${phase}: ${errText(e)}`);
+        return c;
+    };
+
+    phase = 'connect';
+    let client = newClient();
+    let transport = newTransport();
+    try {
+        await client.connect(transport);
+    } catch (e) {
+        if (!(e instanceof UnauthorizedError) || !provider.result) throw e;
+        // The SDK handed the authorization to us and we have the code: as an application
+        // whose callback received it would, finish and connect again.
+        phase = 'finish-auth';
+        await transport.finishAuth(provider.result.code);
+        phase = 'reconnect';
+        await client.close().catch(() => {});
+        client = newClient();
+        transport = newTransport();
+        await client.connect(transport);
+    }
+    const serverInfo = client.getServerVersion();
+
+    phase = 'tools/call';
+    const result = await client.callTool({ name: TOOL, arguments: { message: args.message } });
+    const text = result.content?.find(c => c.type === 'text')?.text ?? null;
+    if (result.isError) throw new Error(`${TOOL} returned isError: ${text}`);
+    if (text !== `Echo: ${args.message}`) throw new Error(`unexpected ${TOOL} result: ${text}`);
+
+    phase = 'close';
+    await transport.terminateSession().catch(() => {});
+    await client.close();
+
+    const tokens = provider.saved.tokens;
+    const oauthRequests = report.http.filter(e => e.url.split('?')[0] !== url.href);
+    return {
+        ok: true,
+        serverName: serverInfo?.name ?? null,
+        toolResultText: text,
+        clientId: provider.saved.clientInformation?.client_id ?? null,
+        registrations: oauthRequests.filter(e => e.method === 'POST' && new URL(e.url).pathname.endsWith('/register')).length,
+        tokenGrants: oauthRequests.filter(e => e.grantType).map(e => ({ grantType: e.grantType, status: e.status })),
+        mcpUnauthorized: report.http.filter(e => e.url.split('?')[0] === url.href && e.status === 401).length,
+        accessTokenClaims: jwtClaims(tokens?.access_token),
+        hasRefreshToken: Boolean(tokens?.refresh_token),
+        ...report,
+        elapsedMs: Date.now() - t0
+    };
+}
+
+if (!finished) {
+    const timer = setTimeout(() => fail(new Error(`global timeout of ${args.timeoutMs} ms exceeded (phase: ${phase})`)), args.timeoutMs);
+    run()
+        .then(result => {
+            clearTimeout(timer);
+            emit(result, result.ok ? 0 : 1);
+        })
+        .catch(err => {
+            clearTimeout(timer);
+            fail(err);
+        });
+}
