@@ -170,10 +170,8 @@ pub async fn authorize(context: &Context<'_>, request: Request<Incoming>) -> Res
             )
             .await
         }
-        Err(error) => {
-            let state = state.filter(|s| s.len() <= MAX_STATE_BYTES);
-            error_redirect(context, &redirect_uri, state, &error)
-        }
+        // RFC 6749 §4.1.2.1: the state goes back, even with the error about its length.
+        Err(error) => error_redirect(context, &redirect_uri, state, &error),
     }
 }
 

@@ -61,6 +61,8 @@ pub struct OAuthError {
     pub description: String,
     /// The client authenticated with HTTP Basic: a 401 then carries `WWW-Authenticate`.
     pub basic_challenge: bool,
+    /// Seconds until a rate limit lets the client in again (`slow_down`).
+    pub retry_after: u64,
 }
 
 impl OAuthError {
@@ -69,6 +71,7 @@ impl OAuthError {
             code,
             description: sanitize(&description.into()),
             basic_challenge: false,
+            retry_after: 60,
         }
     }
 
@@ -82,6 +85,11 @@ impl OAuthError {
 
     pub fn invalid_client(description: impl Into<String>) -> Self {
         Self::new(ErrorCode::InvalidClient, description)
+    }
+
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = seconds.max(1);
+        self
     }
 
     pub fn with_basic_challenge(mut self, basic: bool) -> Self {
@@ -113,7 +121,7 @@ impl OAuthError {
         if self.code == ErrorCode::SlowDown {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+                .insert(header::RETRY_AFTER, HeaderValue::from(self.retry_after));
         }
         response
     }

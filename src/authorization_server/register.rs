@@ -186,7 +186,8 @@ async fn register(
         return Err(OAuthError::new(
             ErrorCode::SlowDown,
             "too many registrations from this address; retry later",
-        ));
+        )
+        .with_retry_after(3600 - now % 3600));
     }
     let metadata = validate(context, &read_metadata(request).await?)?;
     let fingerprint = {

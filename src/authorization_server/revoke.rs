@@ -80,7 +80,9 @@ async fn revoke_token(
 ) -> Result<(), OAuthError> {
     let now = now_unix();
     let store = context.store();
-    if let Some(grant) = store.refresh(digest(token), now).await? {
+    // Rotated out or not: a refresh token that can still be presented ends its family.
+    if let Some(found) = store.refresh(digest(token), now).await? {
+        let grant = found.grant;
         if grant.client_id == client.client_id {
             // Revoking a refresh token ends its whole grant, access tokens included.
             for (jti, expires_at) in store.revoke_family(&grant.family_id, now).await? {
@@ -119,7 +121,13 @@ pub async fn introspect(context: &Context<'_>, request: Request<Incoming>) -> Re
 async fn describe(context: &Context<'_>, token: &str) -> Result<Value, OAuthError> {
     let inactive = json!({"active": false});
     let now = now_unix();
-    if let Some(grant) = context.store().refresh(digest(token), now).await? {
+    if let Some(found) = context.store().refresh(digest(token), now).await? {
+        // A rotated-out token is not active: its grace window is for one racing client,
+        // not a second life.
+        if found.rotated {
+            return Ok(inactive);
+        }
+        let grant = found.grant;
         return Ok(json!({
             "active": true,
             "token_type": "refresh_token",

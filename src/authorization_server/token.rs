@@ -166,14 +166,24 @@ async fn refresh_token(
         .get("refresh_token")
         .ok_or_else(|| OAuthError::invalid_request("refresh_token is missing"))?;
     let now = now_unix();
-    // Check ownership before rotating: another client's token must not be burnt by a
-    // request that could never use it.
-    if let Some(live) = context.store().refresh(digest(presented), now).await? {
-        if live.client_id != client.client_id {
-            return Err(OAuthError::invalid_grant(
-                "the refresh token was issued to another client",
-            ));
-        }
+    // Everything that can be checked is checked before rotating (RFC 6749 §6): a request
+    // that cannot succeed — another client's token, a wider scope, another resource — must
+    // not spend the token. A token already rotated out goes to the rotation first, whose
+    // reuse detection must not be sidestepped by a bad parameter.
+    let found = context
+        .store()
+        .refresh(digest(presented), now)
+        .await?
+        .ok_or_else(|| {
+            OAuthError::invalid_grant("the refresh token is unknown, expired or revoked")
+        })?;
+    if found.grant.client_id != client.client_id {
+        return Err(OAuthError::invalid_grant(
+            "the refresh token was issued to another client",
+        ));
+    }
+    if !found.rotated {
+        refresh_parameters(params, &found.grant)?;
     }
     let successor = random_token();
     let successor_expires = now + context.settings.refresh_token_ttl.as_secs();
@@ -205,11 +215,23 @@ async fn refresh_token(
             ))
         }
     };
-    if grant.client_id != client.client_id {
-        return Err(OAuthError::invalid_grant(
-            "the refresh token was issued to another client",
-        ));
-    }
+    let scopes = refresh_parameters(params, &grant)?;
+    let mut answer = access_token_answer(
+        context,
+        client,
+        &grant.user,
+        &grant.resource,
+        &scopes,
+        Some(&grant.family_id),
+    )
+    .await?;
+    answer["refresh_token"] = json!(successor);
+    Ok(answer)
+}
+
+/// The scopes of a refresh: RFC 6749 §6 allows a narrower scope, never a wider one, and
+/// RFC 8707 the same resource only.
+fn refresh_parameters(params: &Params, grant: &RefreshGrant) -> Result<Vec<String>, OAuthError> {
     if let Some(resource) = params.get("resource") {
         if audience::canonical(resource) != grant.resource {
             return Err(OAuthError::new(
@@ -218,8 +240,7 @@ async fn refresh_token(
             ));
         }
     }
-    // RFC 6749 §6: a narrower scope may be asked for, never a wider one.
-    let scopes = match params.get("scope") {
+    match params.get("scope") {
         Some(requested) => {
             let asked: Vec<String> = requested
                 .split(' ')
@@ -232,21 +253,10 @@ async fn refresh_token(
                     format!("scope {extra} was not part of the original grant"),
                 ));
             }
-            asked
+            Ok(asked)
         }
-        None => grant.scopes.clone(),
-    };
-    let mut answer = access_token_answer(
-        context,
-        client,
-        &grant.user,
-        &grant.resource,
-        &scopes,
-        Some(&grant.family_id),
-    )
-    .await?;
-    answer["refresh_token"] = json!(successor);
-    Ok(answer)
+        None => Ok(grant.scopes.clone()),
+    }
 }
 
 async fn client_credentials(

@@ -100,6 +100,14 @@ pub struct RefreshGrant {
     pub expires_at: u64,
 }
 
+/// A refresh token found without being used.
+#[derive(Debug)]
+pub struct RefreshLookup {
+    pub grant: RefreshGrant,
+    /// Rotated out: usable only within the grace window (see [`Rotation`]).
+    pub rotated: bool,
+}
+
 /// What presenting a refresh token found.
 #[derive(Debug)]
 pub enum Rotation {
@@ -192,8 +200,9 @@ pub trait Store: Send + Sync {
         now: u64,
         grace_secs: u64,
     ) -> StoreFuture<'_, Rotation>;
-    /// The grant of a live refresh token, without rotating it (revocation, introspection).
-    fn refresh(&self, token: Digest, now: u64) -> StoreFuture<'_, Option<RefreshGrant>>;
+    /// The grant of a refresh token of a live family, rotated out or not, without rotating
+    /// it (checks before a rotation, revocation, introspection).
+    fn refresh(&self, token: Digest, now: u64) -> StoreFuture<'_, Option<RefreshLookup>>;
     /// Revokes a family: its refresh tokens die; returns its unexpired access tokens.
     fn revoke_family(&self, family_id: &str, now: u64) -> StoreFuture<'_, Vec<(String, u64)>>;
     /// Remembers a revoked access token until it expires.

@@ -12,7 +12,8 @@ use serde::Serialize;
 
 use super::{
     BrowserSession, CodeGrant, Consent, Digest, PendingAuthorization, Redemption, RefreshGrant,
-    RegisteredClient, Rotation, Store, StoreError, StoreFuture, StoreResult, StoredKey,
+    RefreshLookup, RegisteredClient, Rotation, Store, StoreError, StoreFuture, StoreResult,
+    StoredKey,
 };
 
 /// Schema versions, applied in order; a database is at version = number applied.
@@ -548,18 +549,25 @@ impl Store for SqliteStore {
         })
     }
 
-    fn refresh(&self, token: Digest, now: u64) -> StoreFuture<'_, Option<RefreshGrant>> {
+    fn refresh(&self, token: Digest, now: u64) -> StoreFuture<'_, Option<RefreshLookup>> {
         self.run(move |c| {
-            let record: Option<String> = c
+            let row: Option<(String, bool)> = c
                 .query_row(
-                    "SELECT r.record FROM refresh_tokens r JOIN families f ON f.family_id = r.family_id
-                     WHERE r.token = ?1 AND r.rotated_at IS NULL AND f.revoked = 0 AND r.expires_at > ?2",
+                    "SELECT r.record, r.rotated_at IS NOT NULL FROM refresh_tokens r
+                     JOIN families f ON f.family_id = r.family_id
+                     WHERE r.token = ?1 AND f.revoked = 0 AND r.expires_at > ?2",
                     params![token.as_slice(), now],
-                    |row| row.get(0),
+                    |row| Ok((row.get(0)?, row.get(1)?)),
                 )
                 .optional()
                 .map_err(fail)?;
-            record.map(|r| from_json(&r)).transpose()
+            row.map(|(record, rotated)| {
+                Ok(RefreshLookup {
+                    grant: from_json(&record)?,
+                    rotated,
+                })
+            })
+            .transpose()
         })
     }
 
