@@ -174,7 +174,9 @@ async fn register_log_in_call_refresh_and_revoke() {
     assert_eq!(seen.header("x-auth-client-id"), Some(client_id.as_str()));
     assert!(seen.header("authorization").is_none());
 
-    // A second login of the same user for the same client skips consent.
+    // A second authorization by the same (logged-in) user: no login page. This public
+    // client answers on loopback, which any local program could claim to be, so consent is
+    // asked again (RFC 8252 §8.6) rather than remembered.
     let (_, challenge2) = pkce();
     let again = browser
         .get(
@@ -185,7 +187,9 @@ async fn register_log_in_call_refresh_and_revoke() {
             ),
         )
         .await;
-    assert_eq!(again.status, 302, "consent remembered: {}", again.body);
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert!(again.body.contains("id=\"consent\""), "{}", again.body);
+    assert!(!again.body.contains("id=\"login\""));
 
     // Refresh rotates; the rotated token still works within the grace window once, then
     // reuse after the successor was used revokes the family.
@@ -288,5 +292,237 @@ async fn a_refresh_token_survives_a_restart() {
         .unwrap()
         .to_string();
     assert_eq!(call_mcp(&gateway, &access2).await.status, 200);
+    gateway.shutdown().await;
+}
+
+/// Two routes: `/mcp` lists no verifier (so it takes the built-in server's tokens), `/keys`
+/// names API keys only (so it must not).
+async fn start_two_routes(
+    dir: &std::path::Path,
+    upstream: &Upstream,
+    extra: &str,
+) -> (TestGateway, String) {
+    let toml = format!(
+        r#"
+[server]
+listen = ["127.0.0.1:0"]
+public_url = "http://127.0.0.1"
+trust_forwarded_headers = true
+
+{keys}
+
+[[routes]]
+id = "mcp"
+path = "/mcp"
+upstream = "{upstream}"
+scopes_supported = ["mcp:tools"]
+
+[[routes]]
+id = "keys"
+path = "/keys"
+upstream = "{upstream}"
+verifiers = ["api_keys"]
+{as_section}
+"#,
+        keys = common::gateway::api_key_toml("svc", &[]),
+        upstream = upstream.url("/mcp"),
+        as_section = as_toml(dir, extra),
+    );
+    (TestGateway::start(&toml).await, toml)
+}
+
+#[tokio::test]
+async fn only_routes_that_accept_the_server_get_its_tokens() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let dir = oauth::temp_dir("opt-in");
+    let upstream = Upstream::start().await;
+    let (gateway, _) = start_two_routes(&dir, &upstream, "").await;
+    let prm = get(
+        gateway.addr,
+        "/.well-known/oauth-protected-resource/keys",
+        &[],
+    )
+    .await;
+    assert!(
+        prm.json()["authorization_servers"]
+            .as_array()
+            .is_none_or(|a| a.is_empty()),
+        "{}",
+        prm.body
+    );
+    let metadata = get(gateway.addr, "/.well-known/oauth-authorization-server", &[])
+        .await
+        .json();
+    assert_eq!(
+        metadata["protected_resources"],
+        serde_json::json!(["http://127.0.0.1/mcp"])
+    );
+
+    let client_id = oauth::register_public(gateway.addr, REDIRECT).await;
+    let (_, challenge) = pkce();
+    let mut browser = Browser::default();
+    let query_for_keys = form(&[
+        ("response_type", "code"),
+        ("client_id", &client_id),
+        ("redirect_uri", REDIRECT),
+        ("code_challenge", &challenge),
+        ("code_challenge_method", "S256"),
+        ("resource", "http://127.0.0.1/keys"),
+    ]);
+    let answer = browser
+        .get(gateway.addr, &format!("/authorize?{query_for_keys}"))
+        .await;
+    assert_eq!(answer.status, 302);
+    assert_eq!(
+        query(answer.header("location").unwrap())["error"],
+        "invalid_target"
+    );
+
+    // A token for /mcp does not open /keys.
+    let (verifier, challenge) = pkce();
+    let location = browser_login(
+        &mut browser,
+        gateway.addr,
+        &authorize_query(&client_id, &challenge, "s"),
+    )
+    .await;
+    let token = redeem(&gateway, &client_id, &query(&location)["code"], &verifier)
+        .await
+        .json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let keys = post_json(
+        gateway.addr,
+        "/keys",
+        &[("authorization", &format!("Bearer {token}"))],
+        "{}",
+    )
+    .await;
+    assert_eq!(keys.status, 401, "{}", keys.body);
+    assert_eq!(call_mcp(&gateway, &token).await.status, 200);
+    gateway.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_removed_user_gets_no_more_tokens() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let dir = oauth::temp_dir("removed-user");
+    let upstream = Upstream::start().await;
+    let (gateway, toml) = start_two_routes(&dir, &upstream, "").await;
+    let client_id = oauth::register_public(gateway.addr, REDIRECT).await;
+    let (verifier, challenge) = pkce();
+    let mut browser = Browser::default();
+    let location = browser_login(
+        &mut browser,
+        gateway.addr,
+        &authorize_query(&client_id, &challenge, "s"),
+    )
+    .await;
+    let tokens = redeem(&gateway, &client_id, &query(&location)["code"], &verifier)
+        .await
+        .json();
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_string();
+
+    // alice leaves the configuration (bob takes her place) and the file is reloaded.
+    let without_alice = toml.replace("username = \"alice\"", "username = \"bob\"");
+    gateway.reload(&without_alice);
+    let refused = post_form(
+        gateway.addr,
+        "/token",
+        &form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &refresh),
+            ("client_id", &client_id),
+        ]),
+        &[],
+    )
+    .await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert_eq!(refused.json()["error"], "invalid_grant");
+    // Her browser session no longer counts as logged in.
+    let (_, challenge) = pkce();
+    let page = browser
+        .get(
+            gateway.addr,
+            &format!(
+                "/authorize?{}",
+                authorize_query(&client_id, &challenge, "s")
+            ),
+        )
+        .await;
+    assert!(page.body.contains("id=\"login\""), "{}", page.body);
+    gateway.shutdown().await;
+}
+
+#[tokio::test]
+async fn limits_count_the_client_a_trusted_proxy_names_and_registration_drops_what_it_cannot_use() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let dir = oauth::temp_dir("forwarded-limits");
+    let upstream = Upstream::start().await;
+    let (gateway, _) = start_two_routes(
+        &dir,
+        &upstream,
+        "[authorization_server.registration]\nper_address_per_hour = 2\n",
+    )
+    .await;
+    let register = |from: &'static str| {
+        let addr = gateway.addr;
+        async move {
+            post_json(
+                addr,
+                "/register",
+                &[("x-forwarded-for", from)],
+                &serde_json::json!({
+                    "redirect_uris": [REDIRECT],
+                    "grant_types": ["authorization_code", "refresh_token", "urn:ietf:params:oauth:grant-type:device_code"],
+                    "scope": "openid mcp:tools",
+                    "token_endpoint_auth_method": "none",
+                    "client_name": from,
+                })
+                .to_string(),
+            )
+            .await
+        }
+    };
+    let first = register("203.0.113.7").await;
+    assert_eq!(first.status, 201, "{}", first.body);
+    // What cannot be used is dropped, not refused.
+    assert_eq!(
+        first.json()["grant_types"],
+        serde_json::json!(["authorization_code", "refresh_token"])
+    );
+    assert_eq!(first.json()["scope"], "mcp:tools");
+    assert_eq!(register("203.0.113.7").await.status, 201);
+    let third = register("203.0.113.7").await;
+    assert_eq!(third.status, 429, "{}", third.body);
+    // Another client behind the same proxy is not punished for it.
+    assert_eq!(register("198.51.100.9").await.status, 201);
+
+    // Introspection is not for self-registered clients, even confidential ones.
+    let confidential = post_json(
+        gateway.addr,
+        "/register",
+        &[("x-forwarded-for", "192.0.2.1")],
+        &serde_json::json!({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "client_secret_post"}).to_string(),
+    )
+    .await
+    .json();
+    let answer = post_form(
+        gateway.addr,
+        "/introspect",
+        &form(&[
+            ("token", "anything"),
+            ("client_id", confidential["client_id"].as_str().unwrap()),
+            (
+                "client_secret",
+                confidential["client_secret"].as_str().unwrap(),
+            ),
+        ]),
+        &[],
+    )
+    .await;
+    assert_eq!(answer.status, 401, "{}", answer.body);
+    assert_eq!(answer.json()["error"], "invalid_client");
     gateway.shutdown().await;
 }

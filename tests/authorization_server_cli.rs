@@ -164,12 +164,18 @@ fn the_shipped_example_compiles_when_uncommented() {
         }
         uncommented.push('\n');
     }
+    // As the comment says: the route that should accept its tokens names it.
+    let uncommented = uncommented.replace(
+        "verifiers = [\"api_keys\"]",
+        "verifiers = [\"api_keys\", \"authorization_server\"]",
+    );
     let dir = oauth::temp_dir("shipped");
     let config = mcp_auth_gateway::config::from_toml_str(&uncommented, &dir)
         .unwrap_or_else(|e| panic!("{e}\n{uncommented}"));
     let settings = config.authorization_server.expect("the section is on");
     assert_eq!(settings.users.len(), 1);
     assert!(settings.registration.enabled);
+    assert_eq!(settings.resources.len(), 1, "the route accepts its tokens");
 }
 
 #[test]

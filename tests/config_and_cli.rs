@@ -184,7 +184,7 @@ fn each_problem_names_its_key_path_and_the_fix() {
             "verifiers = [\"api_keys\", \"corp\"]",
             "verifiers = [\"api_keys\", \"crop\"]",
             "routes[0].verifiers[1]",
-            "\"crop\" is not \"api_keys\" nor the id of an [[issuers]] or [[introspection]] entry",
+            "\"crop\" is not \"api_keys\", \"authorization_server\" (with [authorization_server] on) nor the id of an [[issuers]] or [[introspection]] entry",
         ),
         (
             "route without verifiers",

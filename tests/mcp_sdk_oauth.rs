@@ -735,8 +735,8 @@ async fn python_sdk_keeps_working_across_a_gateway_restart() {
     );
 
     // A revoked access token: on the 401 this SDK authorizes again, with the client it
-    // registered before (no new registration); the consent is remembered, so the browser
-    // part is only the login.
+    // registered before (no new registration); a public client on a loopback redirect is
+    // asked for consent again (RFC 8252 §8.6), so the browser part is login and consent.
     let client_id = renewed["client_info"]["client_id"]
         .as_str()
         .expect("client_id")
@@ -748,7 +748,7 @@ async fn python_sdk_keeps_working_across_a_gateway_restart() {
     assert_eq!(fourth.get("/mcpUnauthorized"), 1, "{ctx}");
     assert_eq!(fourth.get("/registrations"), 0, "{ctx}");
     assert_eq!(fourth.get("/authorizations"), 1, "{ctx}");
-    assert_eq!(fourth.pages(), ["login", "redirect"], "{ctx}");
+    assert_eq!(fourth.pages(), ["login", "consent", "redirect"], "{ctx}");
     fourth.assert_grants(&["authorization_code"]);
     assert_eq!(
         fourth.get("/accessTokenClaims/client_id"),

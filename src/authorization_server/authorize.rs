@@ -23,12 +23,16 @@ use super::{digest, random_token, Context};
 use crate::auth::audience;
 use crate::auth::principal::now_unix;
 use crate::body::Body;
-use crate::config::authorization_server::{redirect_uri_matches, ProtectedResource};
+use crate::config::authorization_server::{redirect_uri_matches, LocalUser, ProtectedResource};
 
 /// A pending authorization request lives this long (login and consent included).
 const PENDING_TTL: u64 = 600;
 /// Failed logins allowed per client address per minute.
 const LOGIN_ATTEMPTS_PER_MINUTE: u64 = 10;
+/// Sign-in attempts for one username per five minutes, from anywhere.
+const LOGIN_ATTEMPTS_PER_ACCOUNT: u64 = 20;
+/// Password hashes verified at once (process-wide).
+static ARGON2_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 /// Longest `state` we echo.
 const MAX_STATE_BYTES: usize = 2048;
 
@@ -345,7 +349,11 @@ async fn start_interaction(
     };
     let force_login = prompt.is_some_and(|p| p.split(' ').any(|v| v == "login"));
     let force_consent = prompt.is_some_and(|p| p.split(' ').any(|v| v == "consent"));
-    let mut response = match session.user.filter(|_| !force_login) {
+    let user = session
+        .user
+        .filter(|_| !force_login)
+        .filter(|user| still_valid(context, user));
+    let mut response = match user {
         Some(user) => {
             proceed(
                 context,
@@ -393,7 +401,10 @@ async fn proceed(
         }),
         Err(_) => return store_unavailable(),
     };
-    if client.trusted || (remembered && !force_consent) {
+    // RFC 8252 §8.6: a public client answering on loopback or a custom scheme cannot prove
+    // who it is (any local program can claim its client_id), so it always gets the page.
+    let provable = client.secret_sha256.is_some() || pending.redirect_uri.starts_with("https://");
+    if client.trusted || (remembered && provable && !force_consent) {
         return finish(context, request_id, pending, user.clone()).await;
     }
     let redirect_host = url::Url::parse(&pending.redirect_uri)
@@ -456,9 +467,20 @@ async fn finish(
         expires_at: now + context.settings.code_ttl.as_secs(),
     };
     let store = context.store();
-    if store.put_code(digest(&code), grant).await.is_err()
-        || store.delete_pending(digest(request_id)).await.is_err()
-    {
+    // The pending request goes first, atomically: a consent form submitted twice yields
+    // one code.
+    match store.delete_pending(digest(request_id)).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                "Sign-in expired",
+                "This sign-in request was already completed. Start again from your application.",
+            )
+        }
+        Err(_) => return store_unavailable(),
+    }
+    if store.put_code(digest(&code), grant).await.is_err() {
         return store_unavailable();
     }
     let _ = store
@@ -570,18 +592,28 @@ pub async fn login(context: &Context<'_>, request: Request<Incoming>) -> Respons
             ),
         )
     };
-    let key = format!("login:{}", context.client_address);
-    match context.store().hit(&key, now_unix(), 60).await {
-        Ok(count) if count > LOGIN_ATTEMPTS_PER_MINUTE => {
+    let username = form.params.get("username").unwrap_or("");
+    // Per address (or IPv6 /64) and per account: spreading guesses over many addresses
+    // still meets the account's limit.
+    let now = now_unix();
+    let by_address = context
+        .store()
+        .hit(&format!("login:{}", context.rate_key()), now, 60)
+        .await;
+    let by_account = context
+        .store()
+        .hit(&format!("login-user:{}", username.to_lowercase()), now, 300)
+        .await;
+    match (by_address, by_account) {
+        (Ok(a), Ok(u)) if a > LOGIN_ATTEMPTS_PER_MINUTE || u > LOGIN_ATTEMPTS_PER_ACCOUNT => {
             return again(
                 StatusCode::TOO_MANY_REQUESTS,
-                "Too many sign-in attempts. Wait a minute and try again.",
+                "Too many sign-in attempts. Wait a few minutes and try again.",
             )
         }
-        Ok(_) => {}
-        Err(_) => return store_unavailable(),
+        (Ok(_), Ok(_)) => {}
+        _ => return store_unavailable(),
     }
-    let username = form.params.get("username").unwrap_or("");
     let password = form.params.get("password").unwrap_or("").to_string();
     let user = context
         .settings
@@ -594,6 +626,11 @@ pub async fn login(context: &Context<'_>, request: Request<Incoming>) -> Respons
         .as_ref()
         .map(|u| u.password_hash.clone())
         .unwrap_or_else(|| DUMMY_HASH.to_string());
+    // Argon2 costs ~20 MB and tens of milliseconds: at most two at a time, so a login
+    // flood cannot take the memory or the blocking pool the store also runs on.
+    let Ok(_permit) = ARGON2_SLOTS.acquire().await else {
+        return store_unavailable();
+    };
     let verified = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
         .await
         .unwrap_or(false);
@@ -601,12 +638,7 @@ pub async fn login(context: &Context<'_>, request: Request<Incoming>) -> Respons
         tracing::info!(client = %context.client_address, "local login failed");
         return again(StatusCode::OK, "Wrong username or password.");
     };
-    let identity = UserIdentity {
-        subject: user.subject.clone(),
-        name: user.name.clone(),
-        email: user.email.clone(),
-        groups: user.groups.clone(),
-    };
+    let identity = identity_of(&user);
     // A new session id at login: a session id planted before login is worth nothing.
     let session_id = random_token();
     let session = BrowserSession {
@@ -637,13 +669,40 @@ pub async fn login(context: &Context<'_>, request: Request<Incoming>) -> Respons
     response
 }
 
+/// A session's user is still one of ours (a local user removed from the configuration is
+/// logged out), with the claims the configuration has now.
+fn still_valid(context: &Context<'_>, user: &UserIdentity) -> bool {
+    user.provider.is_some()
+        || context
+            .settings
+            .users
+            .iter()
+            .any(|u| u.subject == user.subject)
+}
+
+/// The claims of a local user.
+pub(super) fn identity_of(user: &LocalUser) -> UserIdentity {
+    UserIdentity {
+        subject: user.subject.clone(),
+        provider: None,
+        name: user.name.clone(),
+        email: user.email.clone(),
+        groups: user.groups.clone(),
+    }
+}
+
 /// `POST /consent`: allow or deny; an allowance is remembered per user and client.
 pub async fn consent(context: &Context<'_>, request: Request<Incoming>) -> Response<Body> {
     let form = match read_form(context, request).await {
         Ok(form) => form,
         Err(response) => return response,
     };
-    let Some(user) = form.session.user.clone() else {
+    let Some(user) = form
+        .session
+        .user
+        .clone()
+        .filter(|user| still_valid(context, user))
+    else {
         return error_page(
             StatusCode::FORBIDDEN,
             "Not signed in",

@@ -10,7 +10,10 @@ use super::error::{ErrorCode, OAuthError};
 use super::http::{basic_credentials, Params};
 use super::Context;
 use crate::auth::api_key::sha256;
-use crate::auth::principal::now_unix;
+
+/// Client metadata documents resolved at once (cache hits are quick, fetches take up to
+/// the configured timeout).
+static CIMD_FETCH_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(8);
 
 /// Where a client's registration comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +89,19 @@ pub async fn resolve(context: &Context<'_>, client_id: &str) -> Result<Client, R
                 "client metadata documents are not accepted here".into(),
             ));
         }
+        // Anyone can make us resolve a URL client id (at /authorize, /token, …): a few
+        // fetches at a time, process-wide, so they cannot become an outbound flood.
+        let permit = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            CIMD_FETCH_SLOTS.acquire(),
+        )
+        .await;
+        let Ok(Ok(_permit)) = permit else {
+            return Err(ResolveError::Unavailable(OAuthError::new(
+                ErrorCode::TemporarilyUnavailable,
+                "too many client metadata documents are being fetched; retry shortly",
+            )));
+        };
         let document = context
             .server
             .cimd
@@ -96,6 +112,13 @@ pub async fn resolve(context: &Context<'_>, client_id: &str) -> Result<Client, R
             )
             .await
             .map_err(|e| ResolveError::MetadataDocument(e.to_string()))?;
+        // Until client assertions are verified, a document asking for private_key_jwt would
+        // be a confidential client authenticated by nothing.
+        if document.token_endpoint_auth_method != "none" {
+            return Err(ResolveError::MetadataDocument(
+                "only token_endpoint_auth_method none is supported for metadata documents".into(),
+            ));
+        }
         return Ok(Client {
             client_id: document.client_id.clone(),
             name: document.client_name.clone(),
@@ -201,13 +224,6 @@ pub async fn authenticate(
             ))
         }
         (None, None) => {}
-    }
-    if client.kind == ClientKind::Registered {
-        let expires_at = now_unix() + context.settings.registration.ttl.as_secs();
-        context
-            .store()
-            .touch_client(&client.client_id, expires_at)
-            .await?;
     }
     Ok(client)
 }

@@ -87,6 +87,8 @@ pub struct AuthorizationServer {
     keys: ArcSwap<KeyRing>,
     /// HMAC key for CSRF tokens (shared by replicas through the store).
     csrf_key: aws_lc_rs::hmac::Key,
+    /// HMAC key deriving a refresh token's successor from it (see `refresh_successor`).
+    refresh_key: aws_lc_rs::hmac::Key,
     cimd: cimd::CimdFetcher,
 }
 
@@ -112,10 +114,12 @@ impl AuthorizationServer {
         let ring = load_keys(store.as_ref(), settings).await?;
         LOCAL_AUTHORITY.publish_keys(published_key_set(&ring.jwks));
         let secret = store.server_secret("csrf").await?;
+        let refresh_secret = store.server_secret("refresh").await?;
         Ok(Arc::new(AuthorizationServer {
             store,
             keys: ArcSwap::from_pointee(ring),
             csrf_key: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &secret),
+            refresh_key: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &refresh_secret),
             cimd: cimd::CimdFetcher::new(),
         }))
     }
@@ -186,6 +190,11 @@ impl AuthorizationServer {
     ) -> (Response<Body>, Outcome) {
         let path = request.uri().path().to_string();
         let method = request.method().clone();
+        let client_address = if config.server.trust_forwarded_headers {
+            forwarded_client(request.headers()).unwrap_or(client_address)
+        } else {
+            client_address
+        };
         let context = Context {
             server: self,
             config,
@@ -241,6 +250,21 @@ impl Context<'_> {
         self.server.store.as_ref()
     }
 
+    /// Who a per-address limit counts: the address, or for IPv6 its /64 (one subscriber
+    /// usually holds a whole /64 and could otherwise rotate through it).
+    fn rate_key(&self) -> String {
+        match self.client_address {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => v4.to_string(),
+                None => {
+                    let s = v6.segments();
+                    format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+                }
+            },
+        }
+    }
+
     fn signing_key(&self) -> Arc<KeyRing> {
         self.server.keys.load_full()
     }
@@ -254,7 +278,7 @@ impl Context<'_> {
             TOKEN_PATH | REVOKE_PATH | INTROSPECT_PATH => ("token", 600),
             _ => return None,
         };
-        let key = format!("{class}:{}", self.client_address);
+        let key = format!("{class}:{}", self.rate_key());
         match self.store().hit(&key, now_unix(), 60).await {
             Ok(count) if count > limit => {
                 tracing::warn!(client = %self.client_address, endpoint = class, "authorization server rate limit reached");
@@ -277,6 +301,19 @@ impl Context<'_> {
     }
 }
 
+/// The client as the trusted front proxy saw it: the last `X-Forwarded-For` entry (the
+/// proxy appends the address it accepted the connection from).
+fn forwarded_client(headers: &::http::HeaderMap) -> Option<IpAddr> {
+    let last = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .rfind(|v| !v.is_empty())?;
+    last.parse().ok()
+}
+
 /// A high-entropy random value for codes, tokens and ids (256 bits, base64url).
 pub(crate) fn random_token() -> String {
     let mut bytes = [0u8; 32];
@@ -286,6 +323,18 @@ pub(crate) fn random_token() -> String {
         tracing::error!("the system random generator failed");
     }
     URL_SAFE_NO_PAD.encode(bytes)
+}
+
+impl AuthorizationServer {
+    /// The refresh token that replaces `presented`: derived, not drawn, so that two requests
+    /// racing with one token (within the grace window) get the same successor and a login
+    /// stays one chain whose reuse can be detected.
+    pub(crate) fn refresh_successor(&self, presented: &str) -> String {
+        URL_SAFE_NO_PAD.encode(aws_lc_rs::hmac::sign(
+            &self.refresh_key,
+            presented.as_bytes(),
+        ))
+    }
 }
 
 /// The digest a secret value is stored under.

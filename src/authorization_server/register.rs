@@ -23,6 +23,10 @@ use crate::config::authorization_server::check_redirect_uri;
 
 const MAX_REDIRECT_URIS: usize = 20;
 const MAX_TEXT: usize = 2048;
+const MAX_CONTACTS: usize = 5;
+const MAX_REGISTRATION_BYTES: usize = 8 * 1024;
+/// A registration never used for a grant lives this long (used ones: `registration.ttl`).
+const UNUSED_REGISTRATION_SECS: u64 = 24 * 3600;
 const AUTH_METHODS: [&str; 3] = ["none", "client_secret_basic", "client_secret_post"];
 const GRANTS: [&str; 2] = ["authorization_code", "refresh_token"];
 
@@ -102,11 +106,16 @@ fn validate(
             "token_endpoint_auth_method must be none, client_secret_basic or client_secret_post",
         ));
     }
-    let grant_types = list("grant_types", &["authorization_code"])?;
-    if let Some(other) = grant_types.iter().find(|g| !GRANTS.contains(&g.as_str())) {
-        return Err(invalid_metadata(format!(
-            "grant type {other} cannot be registered: use authorization_code and refresh_token"
-        )));
+    // Grant types we do not offer are dropped, not refused (clients list what they can do,
+    // e.g. the device flow); what is registered is echoed back.
+    let grant_types: Vec<String> = list("grant_types", &["authorization_code"])?
+        .into_iter()
+        .filter(|g| GRANTS.contains(&g.as_str()))
+        .collect();
+    if grant_types.is_empty() {
+        return Err(invalid_metadata(
+            "no usable grant type: register authorization_code (and refresh_token)",
+        ));
     }
     let response_types = list("response_types", &["code"])?;
     if response_types.iter().any(|r| r != "code") {
@@ -137,15 +146,6 @@ fn validate(
             }
         }
     }
-    if let Some(scope) = text("scope")? {
-        if let Some(unknown) = scope.split(' ').filter(|s| !s.is_empty()).find(|s| {
-            !context.settings.scopes_supported.iter().any(|o| o == s) && *s != "offline_access"
-        }) {
-            return Err(invalid_metadata(format!(
-                "scope {unknown} is not offered here"
-            )));
-        }
-    }
     let mut registered = Map::new();
     registered.insert("redirect_uris".into(), json!(redirect_uris));
     registered.insert("token_endpoint_auth_method".into(), json!(auth_method));
@@ -166,10 +166,34 @@ fn validate(
             registered.insert(name.into(), json!(value));
         }
     }
+    // Scopes we do not offer are dropped (clients add `openid`, `profile`, …).
+    if let Some(scope) = text("scope")? {
+        let kept: Vec<&str> = scope
+            .split(' ')
+            .filter(|s| {
+                context.settings.scopes_supported.iter().any(|o| o == s) || *s == "offline_access"
+            })
+            .collect();
+        if kept.is_empty() {
+            registered.remove("scope");
+        } else {
+            registered.insert("scope".into(), json!(kept.join(" ")));
+        }
+    }
     if let Some(contacts) = metadata.get("contacts") {
         if contacts.is_array() {
-            registered.insert("contacts".into(), json!(list("contacts", &[])?));
+            let contacts = list("contacts", &[])?;
+            if contacts.len() > MAX_CONTACTS {
+                return Err(invalid_metadata("at most 5 contacts"));
+            }
+            registered.insert("contacts".into(), json!(contacts));
         }
+    }
+    // Every registration is a stored row an anonymous caller creates: keep each small.
+    if Value::Object(registered.clone()).to_string().len() > MAX_REGISTRATION_BYTES {
+        return Err(invalid_metadata(
+            "the registered metadata is larger than 8 KB",
+        ));
     }
     Ok(registered)
 }
@@ -179,7 +203,7 @@ async fn register(
     request: Request<Incoming>,
 ) -> Result<Response<Body>, OAuthError> {
     let now = now_unix();
-    let address_key = format!("register:{}", context.client_address);
+    let address_key = format!("register:{}", context.rate_key());
     let count = context.store().hit(&address_key, now, 3600).await?;
     if count > u64::from(context.settings.registration.per_address_per_hour) {
         tracing::warn!(client = %context.client_address, "client registration rate limit reached");
@@ -210,7 +234,13 @@ async fn register(
         registration_token_sha256: digest(&registration_token),
         fingerprint,
         issued_at: now,
-        expires_at: now + context.settings.registration.ttl.as_secs(),
+        expires_at: now
+            + context
+                .settings
+                .registration
+                .ttl
+                .as_secs()
+                .min(UNUSED_REGISTRATION_SECS),
         used: false,
     };
     context.store().put_client(client.clone()).await?;

@@ -21,6 +21,10 @@ use crate::auth::local::LOCAL_AUTHORITY;
 use crate::auth::principal::now_unix;
 use crate::body::Body;
 
+/// A refresh-token family lives at most this many `refresh_token_ttl`s, however often it
+/// is refreshed (30 days sliding → 90 days absolute by default).
+const FAMILY_LIFETIME_FACTOR: u64 = 3;
+
 pub async fn token(context: &Context<'_>, request: Request<Incoming>) -> Response<Body> {
     match exchange(context, request).await {
         Ok(body) => json_no_store(StatusCode::OK, &body),
@@ -100,7 +104,11 @@ async fn authorization_code(
         OAuthError::invalid_request("code_verifier is missing (PKCE is required)")
     })?;
     let now = now_unix();
-    let grant: CodeGrant = match context.store().redeem_code(digest(code), now).await? {
+    let grant: CodeGrant = match context
+        .store()
+        .redeem_code(digest(code), &client.client_id, now)
+        .await?
+    {
         Redemption::Fresh(grant) => grant,
         Redemption::Replayed(grant) => {
             // OAuth 2.1 §4.1.3: a code used twice was stolen or leaked; what it issued dies.
@@ -185,8 +193,12 @@ async fn refresh_token(
     if !found.rotated {
         refresh_parameters(params, &found.grant)?;
     }
-    let successor = random_token();
-    let successor_expires = now + context.settings.refresh_token_ttl.as_secs();
+    let user = current_user(context, &found.grant.user)?;
+    let successor = context.server.refresh_successor(presented);
+    let mut successor_expires = now + context.settings.refresh_token_ttl.as_secs();
+    if found.grant.family_expires_at > 0 {
+        successor_expires = successor_expires.min(found.grant.family_expires_at);
+    }
     let grant: RefreshGrant = match context
         .store()
         .rotate_refresh(
@@ -198,7 +210,7 @@ async fn refresh_token(
         )
         .await?
     {
-        Rotation::Rotated(grant) => grant,
+        Rotation::Rotated(grant) => *grant,
         Rotation::Reused { revoked_access } => {
             for (jti, expires_at) in &revoked_access {
                 LOCAL_AUTHORITY.revoke(jti, *expires_at);
@@ -219,7 +231,7 @@ async fn refresh_token(
     let mut answer = access_token_answer(
         context,
         client,
-        &grant.user,
+        &user,
         &grant.resource,
         &scopes,
         Some(&grant.family_id),
@@ -227,6 +239,22 @@ async fn refresh_token(
     .await?;
     answer["refresh_token"] = json!(successor);
     Ok(answer)
+}
+
+/// The user a refresh token speaks for, as the configuration has them now: a local user
+/// who was removed gets no more tokens, and changed names or groups show at the next
+/// refresh.
+fn current_user(context: &Context<'_>, stored: &UserIdentity) -> Result<UserIdentity, OAuthError> {
+    if stored.provider.is_some() {
+        return Ok(stored.clone());
+    }
+    context
+        .settings
+        .users
+        .iter()
+        .find(|u| u.subject == stored.subject)
+        .map(super::authorize::identity_of)
+        .ok_or_else(|| OAuthError::invalid_grant("the user of this grant no longer exists"))
 }
 
 /// The scopes of a refresh: RFC 6749 §6 allows a narrower scope, never a wider one, and
@@ -274,6 +302,7 @@ async fn client_credentials(
     let scopes = clients::grant_scopes(params.get("scope"), &resource.scopes, client)?;
     let user = UserIdentity {
         subject: client.client_id.clone(),
+        provider: Some("client_credentials".into()),
         name: client.name.clone(),
         email: None,
         groups: Vec::new(),
@@ -294,13 +323,17 @@ async fn issue(
         access_token_answer(context, client, user, resource, scopes, family_id).await?;
     if let (true, Some(family_id)) = (client.allows_grant("refresh_token"), family_id) {
         let refresh = random_token();
+        let now = now_unix();
+        let ttl = context.settings.refresh_token_ttl.as_secs();
         let grant = RefreshGrant {
             family_id: family_id.to_string(),
             client_id: client.client_id.clone(),
             resource: resource.to_string(),
             scopes: scopes.to_vec(),
             user: user.clone(),
-            expires_at: now_unix() + context.settings.refresh_token_ttl.as_secs(),
+            expires_at: now + ttl,
+            // Sliding by `refresh_token_ttl`, but a login ends after three of them.
+            family_expires_at: now + ttl.saturating_mul(FAMILY_LIFETIME_FACTOR),
         };
         context.store().put_refresh(digest(&refresh), grant).await?;
         answer["refresh_token"] = json!(refresh);
@@ -346,9 +379,23 @@ async fn access_token_answer(
         .sign("at+jwt", &claims)
         .map_err(|e| OAuthError::new(ErrorCode::ServerError, e.to_string()))?;
     if let Some(family_id) = family_id {
-        context
+        let live = context
             .store()
             .record_access_token(family_id, &jti, now + ttl)
+            .await?;
+        if !live {
+            LOCAL_AUTHORITY.revoke(&jti, now + ttl);
+            return Err(OAuthError::invalid_grant("this grant was revoked"));
+        }
+    }
+    // Only a grant that succeeded counts as use of a registration.
+    if client.kind == super::clients::ClientKind::Registered {
+        context
+            .store()
+            .touch_client(
+                &client.client_id,
+                now + context.settings.registration.ttl.as_secs(),
+            )
             .await?;
     }
     tracing::info!(client_id = %client.client_id, subject = %user.subject, %resource,

@@ -30,6 +30,10 @@ pub type Digest = [u8; 32];
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserIdentity {
     pub subject: String,
+    /// Where the user logged in: `None` = a local user of the configuration (federated
+    /// providers name themselves).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -98,6 +102,9 @@ pub struct RefreshGrant {
     pub scopes: Vec<String>,
     pub user: UserIdentity,
     pub expires_at: u64,
+    /// The family's absolute end: rotation never extends a login past it (0 = none).
+    #[serde(default)]
+    pub family_expires_at: u64,
 }
 
 /// A refresh token found without being used.
@@ -112,7 +119,7 @@ pub struct RefreshLookup {
 #[derive(Debug)]
 pub enum Rotation {
     /// Valid: it is now rotated out and `successor` is the live token.
-    Rotated(RefreshGrant),
+    Rotated(Box<RefreshGrant>),
     /// Rotated out before, outside the grace window (or its successor already used): the
     /// family is now revoked; the access tokens it issued are returned for revocation.
     Reused { revoked_access: Vec<(String, u64)> },
@@ -176,22 +183,29 @@ pub trait Store: Send + Sync {
     // Authorization requests and codes.
     fn put_pending(&self, id: Digest, pending: PendingAuthorization) -> StoreFuture<'_, ()>;
     fn pending(&self, id: Digest) -> StoreFuture<'_, Option<PendingAuthorization>>;
-    fn delete_pending(&self, id: Digest) -> StoreFuture<'_, ()>;
+    /// Deletes a pending request; `false` when it was already gone (a second submission of
+    /// the same consent form must not produce a second code).
+    fn delete_pending(&self, id: Digest) -> StoreFuture<'_, bool>;
     fn put_code(&self, code: Digest, grant: CodeGrant) -> StoreFuture<'_, ()>;
-    /// Atomically marks the code used; a second redemption sees `Replayed`.
-    fn redeem_code(&self, code: Digest, now: u64) -> StoreFuture<'_, Redemption>;
+    /// Atomically marks the code used when `client_id` is the one it was issued to; a
+    /// second redemption by that client sees `Replayed`. Another client learns nothing and
+    /// spends nothing (`Unknown`): holding someone's code must not let you burn it.
+    fn redeem_code(&self, code: Digest, client_id: &str, now: u64) -> StoreFuture<'_, Redemption>;
 
     // Refresh families and access tokens.
     /// Records an issued access token (its `jti`) under its family, for family revocation.
+    /// `false` when the family was revoked meanwhile (then the token must not be handed out).
     fn record_access_token(
         &self,
         family_id: &str,
         jti: &str,
         expires_at: u64,
-    ) -> StoreFuture<'_, ()>;
+    ) -> StoreFuture<'_, bool>;
     fn put_refresh(&self, token: Digest, grant: RefreshGrant) -> StoreFuture<'_, ()>;
     /// Presents a refresh token: rotation with a grace window (see [`Rotation`]). On
-    /// success `successor` is stored as the family's live token.
+    /// success `successor` is stored as the family's live token. The successor is derived
+    /// from the presented token by the caller, so a parallel refresh within the grace window
+    /// gets the very same successor: one chain per login, never two.
     fn rotate_refresh(
         &self,
         token: Digest,

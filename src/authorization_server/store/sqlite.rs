@@ -378,11 +378,12 @@ impl Store for SqliteStore {
         })
     }
 
-    fn delete_pending(&self, id: Digest) -> StoreFuture<'_, ()> {
+    fn delete_pending(&self, id: Digest) -> StoreFuture<'_, bool> {
         self.run(move |c| {
-            c.execute("DELETE FROM pending WHERE id = ?1", params![id.as_slice()])
+            let deleted = c
+                .execute("DELETE FROM pending WHERE id = ?1", params![id.as_slice()])
                 .map_err(fail)?;
-            Ok(())
+            Ok(deleted > 0)
         })
     }
 
@@ -403,7 +404,8 @@ impl Store for SqliteStore {
         })
     }
 
-    fn redeem_code(&self, code: Digest, now: u64) -> StoreFuture<'_, Redemption> {
+    fn redeem_code(&self, code: Digest, client_id: &str, now: u64) -> StoreFuture<'_, Redemption> {
+        let client_id = client_id.to_string();
         self.run(move |c| {
             let tx = c
                 .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -416,6 +418,13 @@ impl Store for SqliteStore {
                 )
                 .optional()
                 .map_err(fail)?;
+            let grant: Option<CodeGrant> = row
+                .as_ref()
+                .map(|(record, _, _)| from_json(record))
+                .transpose()?;
+            if grant.as_ref().is_some_and(|g| g.client_id != client_id) {
+                return Ok(Redemption::Unknown);
+            }
             let outcome = match row {
                 None => Redemption::Unknown,
                 Some((record, true, _)) => Redemption::Replayed(from_json(&record)?),
@@ -440,15 +449,33 @@ impl Store for SqliteStore {
         family_id: &str,
         jti: &str,
         expires_at: u64,
-    ) -> StoreFuture<'_, ()> {
+    ) -> StoreFuture<'_, bool> {
         let (family_id, jti) = (family_id.to_string(), jti.to_string());
         self.run(move |c| {
-            c.execute(
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(fail)?;
+            // A family revoked between the grant check and now (a replay racing a
+            // redemption) must not gain a token nobody will ever revoke.
+            let revoked: bool = tx
+                .query_row(
+                    "SELECT revoked FROM families WHERE family_id = ?1",
+                    params![family_id],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(fail)?
+                .unwrap_or(false);
+            if revoked {
+                return Ok(false);
+            }
+            tx.execute(
                 "INSERT OR REPLACE INTO access_tokens (jti, family_id, expires_at) VALUES (?1, ?2, ?3)",
                 params![jti, family_id, expires_at],
             )
             .map_err(fail)?;
-            Ok(())
+            tx.commit().map_err(fail)?;
+            Ok(true)
         })
     }
 
@@ -502,8 +529,7 @@ impl Store for SqliteStore {
             if let Some(rotated_at) = rotated_at {
                 // Rotated before. Within the grace window, and while the token that replaced
                 // it has not been used yet, this is a parallel refresh by the same client
-                // (two requests raced with one token): it gets a successor of its own, and
-                // whichever of the two the client keeps goes on working.
+                // (two requests raced with one token): it gets the same successor.
                 let successor_unused = match &previous_successor {
                     Some(next) => tx
                         .query_row(
@@ -534,8 +560,10 @@ impl Store for SqliteStore {
                 expires_at: successor_expires_at,
                 ..grant.clone()
             };
+            // Within the grace window the successor already exists (it is derived from the
+            // presented token): the racing request gets the same one.
             tx.execute(
-                "INSERT INTO refresh_tokens (token, family_id, record, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT OR IGNORE INTO refresh_tokens (token, family_id, record, expires_at) VALUES (?1, ?2, ?3, ?4)",
                 params![successor.as_slice(), next.family_id, to_json(&next)?, successor_expires_at],
             )
             .map_err(fail)?;
@@ -545,7 +573,7 @@ impl Store for SqliteStore {
             )
             .map_err(fail)?;
             tx.commit().map_err(fail)?;
-            Ok(Rotation::Rotated(grant))
+            Ok(Rotation::Rotated(Box::new(grant)))
         })
     }
 

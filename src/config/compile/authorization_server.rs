@@ -150,9 +150,16 @@ pub(super) fn compile_authorization_server(
         "use 1m to 30d",
     );
 
+    // The routes that accept our tokens are the resources tokens can be issued for.
     let resources: Vec<ProtectedResource> = routes
         .iter()
-        .filter(|route| !route.unauthenticated)
+        .filter(|route| {
+            route
+                .verifiers
+                .issuers
+                .iter()
+                .any(|i| i.id == LOCAL_ISSUER_ID)
+        })
         .map(|route| {
             let raw_route = raw.routes.iter().find(|r| r.id == route.id);
             let mut scopes: Vec<String> = raw_route
@@ -181,6 +188,12 @@ pub(super) fn compile_authorization_server(
         scopes_supported.insert(scope.clone());
     }
 
+    if resources.is_empty() {
+        c.warn(
+            "authorization_server",
+            "no route accepts its tokens: leave a route's `verifiers` empty, or add \"authorization_server\" to it",
+        );
+    }
     let clients = compile_clients(section, c);
     let users = compile_users(section, c);
     if users.is_empty() {

@@ -156,21 +156,28 @@ pub(super) fn compile_route(
             (_, Some(VerifierRef::Introspection(x))) => verifiers.introspectors.push(x.clone()),
             (_, None) => c.push(
                 format!("{path}.verifiers[{j}]"),
-                format!("{id:?} is not \"api_keys\" nor the id of an [[issuers]] or [[introspection]] entry"),
+                format!("{id:?} is not \"api_keys\", \"authorization_server\" (with [authorization_server] on) nor the id of an [[issuers]] or [[introspection]] entry"),
             ),
         }
     }
-    // The built-in authorization server's tokens are good on every authenticated route, and
-    // its issuer comes first in the route's metadata.
-    if let Some(local) = local_issuer.filter(|_| !unauthenticated) {
-        if !verifiers.issuers.iter().any(|i| Arc::ptr_eq(i, local)) {
-            verifiers.issuers.insert(0, local.clone());
-        }
+    // The built-in authorization server's tokens are good on routes that list it, and on
+    // routes that list no verifier at all (the one-file setup). A route that names its
+    // verifiers without it does not accept them: turning the authorization server on must
+    // not open routes that were meant for API keys or another identity provider.
+    if let Some(local) = local_issuer.filter(|_| !unauthenticated && raw.verifiers.is_empty()) {
+        verifiers.issuers.push(local.clone());
+    }
+    // Its issuer comes first in the route's metadata (clients use the first one).
+    if let Some(position) =
+        local_issuer.and_then(|local| verifiers.issuers.iter().position(|i| Arc::ptr_eq(i, local)))
+    {
+        let local = verifiers.issuers.remove(position);
+        verifiers.issuers.insert(0, local);
     }
     if verifiers.is_empty() && !unauthenticated {
         c.push(
             format!("{path}.verifiers"),
-            "no verifier: list \"api_keys\" or issuer / introspection ids (routes are closed by default)",
+            "no verifier: list \"api_keys\" or issuer / introspection ids, or turn on [authorization_server] (routes are closed by default)",
         );
     }
 
