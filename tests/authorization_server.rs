@@ -526,3 +526,80 @@ async fn limits_count_the_client_a_trusted_proxy_names_and_registration_drops_wh
     assert_eq!(answer.json()["error"], "invalid_client");
     gateway.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_issuer_with_a_path_is_discovered_at_the_path_inserted_urls_and_browsers_may_call_it() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let dir = oauth::temp_dir("issuer-path");
+    let upstream = Upstream::start().await;
+    let toml = format!(
+        r#"
+[server]
+listen = ["127.0.0.1:0"]
+public_url = "http://127.0.0.1/t1"
+
+[[routes]]
+id = "mcp"
+path = "/mcp"
+upstream = "{}"
+{}
+"#,
+        upstream.url("/mcp"),
+        as_toml(&dir, "")
+    );
+    let gateway = TestGateway::start(&toml).await;
+    // RFC 8414 §3.1 inserts the issuer's path after the well-known prefix; OIDC appends it.
+    for path in [
+        "/.well-known/oauth-authorization-server/t1",
+        "/.well-known/openid-configuration/t1",
+        "/.well-known/openid-configuration",
+    ] {
+        let doc = get(gateway.addr, path, &[]).await;
+        assert_eq!(doc.status, 200, "{path}");
+        assert_eq!(doc.json()["issuer"], "http://127.0.0.1/t1", "{path}");
+        assert_eq!(doc.json()["token_endpoint"], "http://127.0.0.1/t1/token");
+    }
+    let prm = get(
+        gateway.addr,
+        "/.well-known/oauth-protected-resource/t1/mcp",
+        &[],
+    )
+    .await;
+    assert_eq!(
+        prm.json()["authorization_servers"][0],
+        "http://127.0.0.1/t1",
+        "{}",
+        prm.body
+    );
+
+    // CORS: a browser client may preflight and call the endpoints it uses directly.
+    for path in [
+        "/token",
+        "/register",
+        "/revoke",
+        "/.well-known/oauth-authorization-server/t1",
+    ] {
+        let preflight = common::http::exchange(
+            gateway.addr,
+            common::http::request("OPTIONS", gateway.addr, path)
+                .header("origin", "https://app.example")
+                .header("access-control-request-method", "POST")
+                .body(common::http::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(preflight.status, 204, "{path}");
+        assert_eq!(
+            preflight.header("access-control-allow-origin"),
+            Some("*"),
+            "{path}"
+        );
+        assert!(preflight
+            .header("access-control-allow-methods")
+            .unwrap_or("")
+            .contains("POST"));
+    }
+    let token_error = post_form(gateway.addr, "/token", "grant_type=nope", &[]).await;
+    assert_eq!(token_error.header("access-control-allow-origin"), Some("*"));
+    gateway.shutdown().await;
+}

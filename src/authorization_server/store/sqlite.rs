@@ -743,3 +743,234 @@ impl Store for SqliteStore {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::authorization_server::store::UserIdentity;
+
+    fn store() -> SqliteStore {
+        let dir = std::env::temp_dir().join(format!(
+            "mcp-gw-store-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        SqliteStore::open(&dir.join("as.db")).expect("open")
+    }
+
+    fn user() -> UserIdentity {
+        UserIdentity {
+            subject: "local:alice".into(),
+            provider: None,
+            name: None,
+            email: None,
+            groups: vec![],
+        }
+    }
+
+    fn grant(family: &str, expires_at: u64) -> RefreshGrant {
+        RefreshGrant {
+            family_id: family.into(),
+            client_id: "c".into(),
+            resource: "https://r".into(),
+            scopes: vec!["s".into()],
+            user: user(),
+            expires_at,
+            family_expires_at: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn codes_are_single_use_and_only_their_client_can_spend_them() {
+        let store = store();
+        let code = [1u8; 32];
+        store
+            .put_code(
+                code,
+                CodeGrant {
+                    client_id: "c".into(),
+                    redirect_uri: "https://a/cb".into(),
+                    code_challenge: "x".into(),
+                    resource: "https://r".into(),
+                    scopes: vec![],
+                    user: user(),
+                    family_id: "f".into(),
+                    expires_at: 2_000,
+                },
+            )
+            .await
+            .unwrap();
+        assert!(matches!(
+            store.redeem_code(code, "other", 1_000).await.unwrap(),
+            Redemption::Unknown
+        ));
+        assert!(matches!(
+            store.redeem_code(code, "c", 1_000).await.unwrap(),
+            Redemption::Fresh(_)
+        ));
+        assert!(matches!(
+            store.redeem_code(code, "c", 1_001).await.unwrap(),
+            Redemption::Replayed(_)
+        ));
+        assert!(matches!(
+            store.redeem_code([2u8; 32], "c", 1_000).await.unwrap(),
+            Redemption::Unknown
+        ));
+    }
+
+    #[tokio::test]
+    async fn rotation_grace_and_reuse() {
+        let store = store();
+        let (t0, t1, t2) = ([10u8; 32], [11u8; 32], [12u8; 32]);
+        store.put_refresh(t0, grant("f", 10_000)).await.unwrap();
+        assert!(store
+            .record_access_token("f", "jti-1", 5_000)
+            .await
+            .unwrap());
+        // First use rotates; a racing second use within the grace window gets the same
+        // successor and nothing new.
+        assert!(matches!(
+            store
+                .rotate_refresh(t0, t1, 10_000, 1_000, 30)
+                .await
+                .unwrap(),
+            Rotation::Rotated(_)
+        ));
+        assert!(matches!(
+            store
+                .rotate_refresh(t0, t1, 10_000, 1_010, 30)
+                .await
+                .unwrap(),
+            Rotation::Rotated(_)
+        ));
+        assert!(store.refresh(t0, 1_010).await.unwrap().unwrap().rotated);
+        assert!(!store.refresh(t1, 1_010).await.unwrap().unwrap().rotated);
+        // The successor is used: from now on the old token is a reuse.
+        assert!(matches!(
+            store
+                .rotate_refresh(t1, t2, 10_000, 1_020, 30)
+                .await
+                .unwrap(),
+            Rotation::Rotated(_)
+        ));
+        match store
+            .rotate_refresh(t0, [13u8; 32], 10_000, 1_021, 30)
+            .await
+            .unwrap()
+        {
+            Rotation::Reused { revoked_access } => {
+                assert_eq!(revoked_access, vec![("jti-1".to_string(), 5_000)])
+            }
+            other => panic!("{other:?}"),
+        }
+        // The family is dead: every member is invalid, no more access tokens are recorded.
+        assert!(matches!(
+            store
+                .rotate_refresh(t2, [14u8; 32], 10_000, 1_022, 30)
+                .await
+                .unwrap(),
+            Rotation::Invalid
+        ));
+        assert!(store.refresh(t2, 1_022).await.unwrap().is_none());
+        assert!(!store
+            .record_access_token("f", "jti-2", 5_000)
+            .await
+            .unwrap());
+        assert_eq!(
+            store.revoked_access_tokens(1_022).await.unwrap(),
+            vec![("jti-1".to_string(), 5_000)]
+        );
+    }
+
+    #[tokio::test]
+    async fn outside_the_grace_window_any_reuse_revokes() {
+        let store = store();
+        let (t0, t1) = ([20u8; 32], [21u8; 32]);
+        store.put_refresh(t0, grant("g", 10_000)).await.unwrap();
+        assert!(matches!(
+            store
+                .rotate_refresh(t0, t1, 10_000, 1_000, 30)
+                .await
+                .unwrap(),
+            Rotation::Rotated(_)
+        ));
+        assert!(matches!(
+            store
+                .rotate_refresh(t0, t1, 10_000, 1_031, 30)
+                .await
+                .unwrap(),
+            Rotation::Reused { .. }
+        ));
+        assert!(store.refresh(t1, 1_031).await.unwrap().is_none());
+        // Strict mode: the very next reuse revokes.
+        let (u0, u1) = ([30u8; 32], [31u8; 32]);
+        store.put_refresh(u0, grant("h", 10_000)).await.unwrap();
+        assert!(matches!(
+            store
+                .rotate_refresh(u0, u1, 10_000, 1_000, 0)
+                .await
+                .unwrap(),
+            Rotation::Rotated(_)
+        ));
+        assert!(matches!(
+            store
+                .rotate_refresh(u0, u1, 10_000, 1_000, 0)
+                .await
+                .unwrap(),
+            Rotation::Reused { .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn expired_rows_are_purged_and_rate_windows_reset() {
+        let store = store();
+        store
+            .put_refresh([40u8; 32], grant("old", 100))
+            .await
+            .unwrap();
+        store
+            .put_refresh([41u8; 32], grant("new", 10_000))
+            .await
+            .unwrap();
+        store
+            .put_session(
+                [42u8; 32],
+                BrowserSession {
+                    user: None,
+                    expires_at: 100,
+                },
+            )
+            .await
+            .unwrap();
+        let removed = store.purge_expired(1_000).await.unwrap();
+        assert!(removed >= 3, "{removed}"); // refresh token, family, session
+        assert!(store.refresh([41u8; 32], 1_000).await.unwrap().is_some());
+        assert!(store.session([42u8; 32], 50).await.unwrap().is_none());
+
+        assert_eq!(store.hit("k", 120, 60).await.unwrap(), 1);
+        assert_eq!(store.hit("k", 150, 60).await.unwrap(), 2);
+        assert_eq!(store.hit("k", 180, 60).await.unwrap(), 1, "a new window");
+    }
+
+    #[test]
+    fn a_database_from_a_newer_gateway_is_refused() {
+        let dir = std::env::temp_dir().join(format!("mcp-gw-store-newer-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("as.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.pragma_update(None, "user_version", 99u32).unwrap();
+        }
+        let error = SqliteStore::open(&path).err().expect("refused");
+        assert!(
+            error.to_string().contains("newer than this gateway"),
+            "{error}"
+        );
+        // And a current one opens twice (migrations are idempotent).
+        let fresh = dir.join("fresh.db");
+        drop(SqliteStore::open(&fresh).unwrap());
+        drop(SqliteStore::open(&fresh).unwrap());
+    }
+}
