@@ -5,7 +5,11 @@
 //! browser part of the login themselves (login form as alice, consent form), exchange the
 //! code and call the `echo` tool of the real `@modelcontextprotocol/server-everything` through
 //! the in-process gateway. Then: the same client state keeps working after a gateway restart,
-//! and a refused access token is replaced with the refresh token.
+//! and a refused access token is replaced with the refresh token. Both SDKs also log in with
+//! a Client ID Metadata Document the test serves over HTTPS on 127.0.0.1 (private CA).
+//! Without an SDK: the consent page of a metadata-document client whose redirect URI is on
+//! another host warns about it, and with registration turned off `/register` answers 404 and
+//! the metadata does not advertise it.
 //!
 //! Needs node (with the packages of tests/node, installed with `npm ci` on first use),
 //! python3 with the `mcp` package (`pip install mcp==2.3.0`, see tests/python/README.md) and
@@ -26,7 +30,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::external::{self, ChildGuard};
-use common::oauth::{self, as_toml, form, post_form, PASSWORD};
+use common::oauth::{self, as_toml, form, hidden, pkce, post_form, Browser, PASSWORD};
 use common::{free_port, TestGateway};
 use http::{Request, Response};
 use http_body_util::Full;
@@ -147,6 +151,32 @@ impl Everything {
     }
 }
 
+/// The configuration of the gateway on `gw_port` with the built-in authorization server
+/// (database in `dir`) and one route `/mcp` → `upstream_port`; `extra` goes after the
+/// authorization server's section (more tables).
+fn gateway_toml(gw_port: u16, upstream_port: u16, dir: &Path, extra: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = ["127.0.0.1:{gw_port}"]
+public_url = "http://127.0.0.1:{gw_port}"
+
+[server.limits]
+shutdown_grace = "1s"
+
+[[routes]]
+id = "mcp"
+path = "/mcp"
+upstream = "http://127.0.0.1:{upstream_port}/mcp"
+scopes_supported = ["mcp:tools"]
+resource_name = "Everything"
+{as_section}
+{extra}
+"#,
+        as_section = as_toml(dir, ""),
+    )
+}
+
 /// The gateway (fixed port, so that it can be restarted on it) with the built-in
 /// authorization server and one route `/mcp` → server-everything.
 struct Stack {
@@ -163,27 +193,7 @@ impl Stack {
         let (gw_port, server_port) = two_free_ports();
         let server = Everything::start(node, name, server_port).await;
         let dir = oauth::temp_dir(&format!("sdk-oauth-{name}"));
-        let toml = format!(
-            r#"
-[server]
-listen = ["127.0.0.1:{gw_port}"]
-public_url = "http://127.0.0.1:{gw_port}"
-
-[server.limits]
-shutdown_grace = "1s"
-
-[[routes]]
-id = "mcp"
-path = "/mcp"
-upstream = "http://127.0.0.1:{server_port}/mcp"
-scopes_supported = ["mcp:tools"]
-resource_name = "Everything"
-{as_section}
-{extra}
-"#,
-            server_port = server.port,
-            as_section = as_toml(&dir, ""),
-        );
+        let toml = gateway_toml(gw_port, server.port, &dir, extra);
         let gateway = TestGateway::start(&toml).await;
         assert_eq!(gateway.addr.port(), gw_port);
         Stack {
@@ -416,10 +426,6 @@ async fn run_client(
         command.arg("--state").arg(state);
     }
     if let Some(url) = options.client_metadata_url {
-        assert!(
-            matches!(sdk, Sdk::TypeScript),
-            "only the TS script takes it"
-        );
         command.args(["--client-metadata-url", url]);
     }
     let child = command
@@ -575,49 +581,63 @@ async fn typescript_sdk_logs_in_with_a_client_id_metadata_document() {
     let Some(node) = node() else {
         return;
     };
-    let cert_dir = oauth::temp_dir("sdk-oauth-cimd-certs");
-    if !make_certificates(&cert_dir) {
+    logs_in_with_a_client_id_metadata_document(&node, Sdk::TypeScript, &node, "ts-cimd").await;
+}
+
+#[tokio::test]
+async fn python_sdk_logs_in_with_a_client_id_metadata_document() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let Some(node) = node() else {
         return;
-    }
-    let documents = DocumentServer::start(&cert_dir).await;
-    let document_url = documents.url("/oauth/client.json");
-    let extra = format!(
-        "[outbound]\nca_files = [\"{ca}\"]\n\n[dangerous]\ncimd_allow_private_addresses = true\n",
-        ca = cert_dir.join("ca.pem").display()
-    );
-    let stack = Stack::start(&node, "ts-cimd", &extra).await;
-    documents.publish(
+    };
+    let Some(python) = python_with_sdk() else {
+        return;
+    };
+    logs_in_with_a_client_id_metadata_document(&node, Sdk::Python, &python, "py-cimd").await;
+}
+
+/// The client is given the https URL of a metadata document the test publishes (listing the
+/// client's loopback redirect URI): it uses that URL as its client_id and registers nothing;
+/// the gateway fetches the document, and the token it issues names that URL as its client.
+async fn logs_in_with_a_client_id_metadata_document(
+    node: &Path,
+    sdk: Sdk,
+    program: &Path,
+    name: &str,
+) {
+    let Some(cimd) = Cimd::start(name).await else {
+        return;
+    };
+    let document_url = cimd.documents.url("/oauth/client.json");
+    let stack = Stack::start(node, name, &cimd.config).await;
+    let client_name = match sdk {
+        Sdk::TypeScript => "mcp-auth-gateway e2e (TypeScript SDK, CIMD)",
+        Sdk::Python => "mcp-auth-gateway e2e (Python SDK, CIMD)",
+    };
+    cimd.documents.publish(
         "/oauth/client.json",
-        serde_json::json!({
-            "client_id": document_url,
-            "client_name": "mcp-auth-gateway e2e (TypeScript SDK, CIMD)",
-            "redirect_uris": [stack.redirect_uri()],
-            "grant_types": ["authorization_code", "refresh_token"],
-            "response_types": ["code"],
-            "token_endpoint_auth_method": "none",
-        }),
+        client_document(&document_url, client_name, &stack.redirect_uri()),
     );
 
     let run = run_client(
         &stack,
-        Sdk::TypeScript,
-        &node,
+        sdk,
+        program,
         ClientOptions {
             state: None,
             client_metadata_url: Some(&document_url),
         },
     )
     .await;
-    // The client_id is the document's URL, no registration happened, and the token the
-    // gateway issued names that URL as its client.
+    // The client_id (of the authorization request, and of the token) is the document's URL,
+    // and no registration happened.
     assert_first_login(&stack, &run, Some(&document_url));
     assert!(
-        documents.hits("/oauth/client.json") >= 1,
+        cimd.documents.hits("/oauth/client.json") >= 1,
         "the gateway never fetched the document: {}",
         run.context()
     );
     stack.shutdown().await;
-    let _ = std::fs::remove_dir_all(&cert_dir);
 }
 
 #[tokio::test]
@@ -759,7 +779,263 @@ async fn python_sdk_keeps_working_across_a_gateway_restart() {
 }
 
 // ---------------------------------------------------------------------------------------
+// The authorization server's pages and endpoints, driven without an SDK.
+
+/// The gateway alone, with the built-in authorization server and the route `/mcp` to a port
+/// where nothing listens (these tests never reach the upstream). Returns the gateway and the
+/// directory of its database.
+async fn start_gateway_only(name: &str, extra: &str) -> (TestGateway, PathBuf) {
+    let (gw_port, upstream_port) = two_free_ports();
+    let dir = oauth::temp_dir(&format!("sdk-oauth-{name}"));
+    let gateway = TestGateway::start(&gateway_toml(gw_port, upstream_port, &dir, extra)).await;
+    assert_eq!(gateway.addr.port(), gw_port);
+    (gateway, dir)
+}
+
+/// The browser part up to the consent page: GET /authorize for `client_id` and
+/// `redirect_uri` (state `xyz`), the login form as alice. Returns the browser (with its
+/// session) and the consent page.
+async fn consent_page(
+    addr: SocketAddr,
+    client_id: &str,
+    redirect_uri: &str,
+) -> (Browser, common::http::Answer) {
+    let (_verifier, challenge) = pkce();
+    let resource = format!("http://{addr}/mcp");
+    let query = form(&[
+        ("response_type", "code"),
+        ("client_id", client_id),
+        ("redirect_uri", redirect_uri),
+        ("code_challenge", &challenge),
+        ("code_challenge_method", "S256"),
+        ("state", "xyz"),
+        ("scope", "mcp:tools"),
+        ("resource", &resource),
+    ]);
+    let mut browser = Browser::default();
+    let login = browser.get(addr, &format!("/authorize?{query}")).await;
+    assert_eq!(
+        login.status, 200,
+        "authorize for {client_id}: {}",
+        login.body
+    );
+    assert!(
+        login.body.contains("id=\"login\""),
+        "the login form: {}",
+        login.body
+    );
+    let login_form = form(&[
+        (
+            "request",
+            &hidden(&login.body, "request").expect("request field"),
+        ),
+        ("csrf", &hidden(&login.body, "csrf").expect("csrf field")),
+        ("username", "alice"),
+        ("password", PASSWORD),
+    ]);
+    let consent = browser.post_form(addr, "/login", &login_form).await;
+    assert_eq!(consent.status, 200, "login: {}", consent.body);
+    assert!(
+        consent.body.contains("id=\"consent\""),
+        "the consent form for {client_id}: {}",
+        consent.body
+    );
+    (browser, consent)
+}
+
+const OTHER_HOST_WARNING: &str = "which is not the host that published its identity";
+
+#[tokio::test]
+async fn consent_page_warns_when_a_metadata_document_client_redirects_to_another_host() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let Some(cimd) = Cimd::start("consent-warning").await else {
+        return;
+    };
+    let (gateway, dir) = start_gateway_only("consent-warning", &cimd.config).await;
+    let addr = gateway.addr;
+    let redirect_uri = "https://other.example/cb";
+    // A document published on 127.0.0.1 whose only redirect URI is on another host.
+    let document_url = cimd.documents.url("/oauth/elsewhere.json");
+    cimd.documents.publish(
+        "/oauth/elsewhere.json",
+        client_document(&document_url, "Sends you elsewhere", redirect_uri),
+    );
+
+    let (mut browser, page) = consent_page(addr, &document_url, redirect_uri).await;
+    assert!(
+        cimd.documents.hits("/oauth/elsewhere.json") >= 1,
+        "the gateway never fetched the document"
+    );
+    assert!(page.body.contains(OTHER_HOST_WARNING), "{}", page.body);
+    assert!(
+        page.body
+            .contains("sends you back to <strong>other.example</strong>"),
+        "the warning names the redirect URI's host: {}",
+        page.body
+    );
+    assert!(page.body.contains(&document_url), "{}", page.body);
+
+    // A warning, not a refusal: approving sends the code to that redirect URI.
+    let approve = form(&[
+        (
+            "request",
+            &hidden(&page.body, "request").expect("request field"),
+        ),
+        ("csrf", &hidden(&page.body, "csrf").expect("csrf field")),
+        ("decision", "approve"),
+    ]);
+    let answer = browser.post_form(addr, "/consent", &approve).await;
+    assert_eq!(answer.status, 302, "consent: {}", answer.body);
+    let location = answer.header("location").expect("location");
+    assert!(
+        location.starts_with(&format!("{redirect_uri}?")),
+        "{location}"
+    );
+    let params = oauth::query(location);
+    assert!(
+        params.get("code").is_some_and(|c| !c.is_empty()),
+        "{location}"
+    );
+    assert_eq!(
+        params.get("state").map(String::as_str),
+        Some("xyz"),
+        "{location}"
+    );
+    assert_eq!(
+        params.get("iss").map(String::as_str),
+        Some(format!("http://{addr}").as_str()),
+        "{location}"
+    );
+
+    // Control: a registered client with the same redirect URI published no identity on a
+    // host, so its consent page has no such warning.
+    let registered = oauth::register_public(addr, redirect_uri).await;
+    let (_, page) = consent_page(addr, &registered, redirect_uri).await;
+    assert!(!page.body.contains(OTHER_HOST_WARNING), "{}", page.body);
+
+    gateway.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn registration_turned_off_answers_404_and_is_not_advertised() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let metadata_paths = [
+        "/.well-known/oauth-authorization-server",
+        "/.well-known/openid-configuration",
+    ];
+    let registration = serde_json::json!({
+        "client_name": "Test Client",
+        "redirect_uris": ["http://127.0.0.1:33418/callback"],
+        "grant_types": ["authorization_code", "refresh_token"],
+        "token_endpoint_auth_method": "none",
+    })
+    .to_string();
+
+    // Control: by default the metadata names the registration endpoint, which answers 201.
+    let (gateway, dir) = start_gateway_only("registration-on", "").await;
+    let addr = gateway.addr;
+    for path in metadata_paths {
+        let metadata = common::http::get(addr, path, &[]).await;
+        assert_eq!(metadata.status, 200, "{path}: {}", metadata.body);
+        assert_eq!(
+            metadata.json()["registration_endpoint"],
+            format!("http://{addr}/register"),
+            "{path}: {}",
+            metadata.body
+        );
+    }
+    let answer = common::http::post_json(addr, "/register", &[], &registration).await;
+    assert_eq!(answer.status, 201, "{}", answer.body);
+    gateway.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let (gateway, dir) = start_gateway_only(
+        "registration-off",
+        "[authorization_server.registration]\nenabled = false\n",
+    )
+    .await;
+    let addr = gateway.addr;
+    for path in metadata_paths {
+        let metadata = common::http::get(addr, path, &[]).await;
+        assert_eq!(metadata.status, 200, "{path}: {}", metadata.body);
+        let document = metadata.json();
+        assert!(
+            document.get("registration_endpoint").is_none(),
+            "{path}: {}",
+            metadata.body
+        );
+        // The rest of the document is still there, and metadata documents remain the way
+        // to a client_id.
+        assert_eq!(
+            document["authorization_endpoint"],
+            format!("http://{addr}/authorize"),
+            "{path}: {}",
+            metadata.body
+        );
+        assert_eq!(
+            document["client_id_metadata_document_supported"], true,
+            "{path}: {}",
+            metadata.body
+        );
+    }
+    let answer = common::http::post_json(addr, "/register", &[], &registration).await;
+    assert_eq!(answer.status, 404, "{}", answer.body);
+    assert!(answer.json().get("client_id").is_none(), "{}", answer.body);
+    gateway.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---------------------------------------------------------------------------------------
 // Client ID Metadata Documents over HTTPS on loopback, signed by a private CA.
+
+/// A metadata document server with its private CA, and the configuration (`config`, more
+/// tables) that lets the gateway fetch from it: the CA as an outbound trust anchor, private
+/// addresses (127.0.0.1) allowed.
+struct Cimd {
+    cert_dir: PathBuf,
+    documents: DocumentServer,
+    config: String,
+}
+
+impl Cimd {
+    /// `None` after a loud local skip when openssl is missing.
+    async fn start(name: &str) -> Option<Cimd> {
+        let cert_dir = oauth::temp_dir(&format!("sdk-oauth-{name}-certs"));
+        if !make_certificates(&cert_dir) {
+            let _ = std::fs::remove_dir_all(&cert_dir);
+            return None;
+        }
+        let documents = DocumentServer::start(&cert_dir).await;
+        let config = format!(
+            "[outbound]\nca_files = [\"{ca}\"]\n\n[dangerous]\ncimd_allow_private_addresses = true\n",
+            ca = cert_dir.join("ca.pem").display()
+        );
+        Some(Cimd {
+            cert_dir,
+            documents,
+            config,
+        })
+    }
+}
+
+impl Drop for Cimd {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.cert_dir);
+    }
+}
+
+/// A public client's metadata document, published at `client_id`.
+fn client_document(client_id: &str, client_name: &str, redirect_uri: &str) -> Value {
+    serde_json::json!({
+        "client_id": client_id,
+        "client_name": client_name,
+        "redirect_uris": [redirect_uri],
+        "grant_types": ["authorization_code", "refresh_token"],
+        "response_types": ["code"],
+        "token_endpoint_auth_method": "none",
+    })
+}
 
 /// A private CA (`ca.pem`) and a leaf for localhost / 127.0.0.1 signed by it (`cert.pem`,
 /// `key.pem`), made with the openssl CLI (as in tests/tls.rs). `false` after a loud local

@@ -3,17 +3,21 @@
 nothing but the MCP URL, for mcp-auth-gateway's end-to-end tests.
 
     python3 tests/python/sdk_oauth.py --url http://127.0.0.1:PORT/mcp \
-        [--state FILE] [--redirect-uri http://127.0.0.1:PORT/callback] \
-        [--username alice] [--password PW] [--message TEXT] [--timeout 30]
+        [--state FILE] [--client-metadata-url https://HOST/client.json] \
+        [--redirect-uri http://127.0.0.1:PORT/callback] [--username alice] \
+        [--password PW] [--message TEXT] [--timeout 30]
 
 The SDK's OAuthClientProvider gets the 401, discovers the protected resource and
-authorization server metadata, registers (dynamic client registration) and calls the
-redirect handler. That handler plays the browser itself: it GETs the authorization URL with a
-cookie-keeping HTTP client, submits the login form (password from --password or the
-SDK_OAUTH_PASSWORD environment variable), submits the consent form if one is shown, and
-reads `code`, `state` and `iss` from the final redirect's Location without following it; the
-callback handler hands them to the SDK, which exchanges the code. The script then calls the
-`echo` tool of server-everything.
+authorization server metadata, registers (dynamic client registration) or, with
+--client-metadata-url, uses that https URL as its client_id (a Client ID Metadata Document:
+the SDK's `client_metadata_url`, used when the authorization server advertises
+`client_id_metadata_document_supported`; the authorization server fetches the document, the
+SDK does not), and calls the redirect handler. That handler plays the browser itself: it GETs
+the authorization URL with a cookie-keeping HTTP client, submits the login form (password
+from --password or the SDK_OAUTH_PASSWORD environment variable), submits the consent form if
+one is shown, and reads `code`, `state` and `iss` from the final redirect's Location without
+following it; the callback handler hands them to the SDK, which exchanges the code. The
+script then calls the `echo` tool of server-everything.
 
 With --state FILE the client information and tokens are kept in FILE (JSON) through the SDK's
 TokenStorage protocol, so a later run reuses them. The file also keeps the access token's
@@ -90,6 +94,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", required=True)
     parser.add_argument("--state")
+    parser.add_argument("--client-metadata-url", help="an https URL to use as client_id (CIMD) instead of registering")
     parser.add_argument("--redirect-uri", default="http://127.0.0.1:33418/callback")
     parser.add_argument("--username", default="alice")
     parser.add_argument("--password", default=os.environ.get("SDK_OAUTH_PASSWORD"))
@@ -304,6 +309,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         ),
         redirect_handler=browser.redirect_handler,
         callback_handler=browser.callback_handler,
+        client_metadata_url=args.client_metadata_url,
     )
     http_client = httpx2.AsyncClient(
         auth=provider,
