@@ -243,6 +243,11 @@ fn check(path: PathBuf) -> ExitCode {
                 format!(" public={:?}", route.public_paths)
             },
         );
+        if let Some(mcp) = &route.mcp {
+            for line in mcp_auth_gateway::model::rules::describe(mcp) {
+                println!("    {line}");
+            }
+        }
     }
     if let Some(settings) = &config.authorization_server {
         println!("authorization_server: issuer={}", settings.issuer);

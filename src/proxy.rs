@@ -15,7 +15,7 @@ use crate::pipeline::policy::Admission;
 use crate::pipeline::rejection::Rejection;
 use crate::pipeline::request::{request_host, RequestView};
 use crate::pipeline::rewrite::{self, ClientSide};
-use crate::pipeline::{admit, forward, transport, Denial};
+use crate::pipeline::{admit, forward, mcp_policy, transport, Denial};
 use crate::server::Connection;
 
 pub async fn handle(
@@ -53,6 +53,41 @@ pub async fn handle(
         return (response, outcome);
     }
 
+    // 7. MCP policy — routes with rules read the body (bounded), judge each message and
+    //    forward the very bytes they judged; other routes stream it untouched.
+    let judged_body = match (&admission.route().mcp, parts.method == http::Method::POST) {
+        (Some(policy), true) => {
+            let limits = &config.server.limits;
+            let limit = policy.max_body_bytes.min(clamp(limits.max_body_bytes));
+            let deny = |rejection: Rejection, judged: mcp_policy::Judged| {
+                let denial = Denial {
+                    rejection,
+                    route: Some(admission.route().clone()),
+                    principal: admission.shared_principal().cloned(),
+                };
+                let (response, outcome) = rejected(denial, &parts.headers);
+                (response, with_mcp(outcome, judged))
+            };
+            let bytes = match read_for_policy(incoming, limit, limits.body_read_timeout).await {
+                Ok(bytes) => bytes,
+                Err(rejection) => return deny(rejection, mcp_policy::Judged::default()),
+            };
+            match mcp_policy::judge(
+                admission.route(),
+                policy,
+                admission.principal(),
+                &bytes,
+                &parts.headers,
+            ) {
+                (judged, None) => {
+                    outcome = with_mcp(outcome, judged);
+                    RequestBody::Judged(bytes)
+                }
+                (judged, Some(rejection)) => return deny(rejection, judged),
+            }
+        }
+        _ => RequestBody::Streaming(incoming),
+    };
     let origin = parts.headers.get(http::header::ORIGIN).cloned();
     // Request trailers (HTTP/2, or chunked HTTP/1.1) are dropped: they would reach the
     // upstream after the identity headers were set and could carry spoofed ones; MCP sends
@@ -60,19 +95,27 @@ pub async fn handle(
     // The body is bounded in size and in silence (slow-POST: a client that stops sending
     // must not hold its connection and an upstream connection).
     let limits = &config.server.limits;
-    let limited = Limited::new(incoming, clamp(limits.max_body_bytes)).map_err(BoxError::from);
     let body_progress = forward::BodyProgress::default();
-    let limited = forward::Completing::new(limited, &body_progress);
-    let limited = forward::IdleTimeout::new(limited, limits.body_read_timeout)
-        .map_err(|error| BoxError::from(forward::ClientBodyError(error)))
-        .map_frame(|frame| {
-            if frame.is_trailers() {
-                http_body::Frame::data(bytes::Bytes::new())
-            } else {
-                frame
-            }
-        })
-        .boxed_unsync();
+    let limited = match judged_body {
+        RequestBody::Judged(bytes) => {
+            forward::Completing::new(body::full(bytes), &body_progress).boxed_unsync()
+        }
+        RequestBody::Streaming(incoming) => {
+            let limited =
+                Limited::new(incoming, clamp(limits.max_body_bytes)).map_err(BoxError::from);
+            let limited = forward::Completing::new(limited, &body_progress);
+            forward::IdleTimeout::new(limited, limits.body_read_timeout)
+                .map_err(|error| BoxError::from(forward::ClientBodyError(error)))
+                .map_frame(|frame| {
+                    if frame.is_trailers() {
+                        http_body::Frame::data(bytes::Bytes::new())
+                    } else {
+                        frame
+                    }
+                })
+                .boxed_unsync()
+        }
+    };
     let client = ClientSide {
         peer: connection.peer.ip(),
         scheme: if connection.tls { "https" } else { "http" },
@@ -112,6 +155,39 @@ pub async fn handle(
             (rejection.into_response(), outcome)
         }
     }
+}
+
+/// The request body on its way upstream.
+enum RequestBody {
+    /// Read whole and judged by the route's MCP rules: these exact bytes are forwarded.
+    Judged(bytes::Bytes),
+    /// Streamed through untouched (bounded in size and silence).
+    Streaming(Incoming),
+}
+
+/// Reads the body a route's MCP rules judge: at most `limit` bytes, with the slow-POST
+/// guard between chunks.
+async fn read_for_policy(
+    incoming: Incoming,
+    limit: usize,
+    idle: std::time::Duration,
+) -> Result<bytes::Bytes, Rejection> {
+    let limited = Limited::new(incoming, limit);
+    match forward::IdleTimeout::new(limited, idle).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+            Err(Rejection::McpBodyTooLarge)
+        }
+        Err(error) if error.is::<forward::StreamIdle>() => Err(Rejection::BodyTimeout),
+        Err(_) => Err(Rejection::MalformedBody),
+    }
+}
+
+fn with_mcp(mut outcome: Outcome, judged: mcp_policy::Judged) -> Outcome {
+    outcome.mcp_method = judged.method;
+    outcome.mcp_target = judged.target;
+    outcome.rule = judged.rule;
+    outcome
 }
 
 fn clamp(limit: u64) -> usize {

@@ -122,6 +122,7 @@ mod tests {
             audiences: None,
             issuer_audience_matched: false,
             expires_at: None,
+            tools: None,
         }
     }
 

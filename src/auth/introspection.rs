@@ -255,6 +255,7 @@ impl Introspector {
             audiences: (self.require_audience || !audiences.is_empty()).then_some(audiences),
             // Cache horizon: the token's own expiry or the configured TTL, whichever is first.
             expires_at: Some(extracted.expires_at.map_or(ttl_end, |exp| exp.min(ttl_end))),
+            tools: None,
         })
     }
 }

@@ -166,6 +166,7 @@ impl Issuer {
             audiences: Some(audiences),
             issuer_audience_matched,
             expires_at: extracted.expires_at,
+            tools: None,
         })
     }
 }

@@ -55,6 +55,8 @@ pub struct Principal {
     pub issuer_audience_matched: bool,
     /// Expiry as seconds since the Unix epoch, when the credential has one.
     pub expires_at: Option<u64>,
+    /// An API key's own tool list (`[[api_keys]] tools`): a hard limit on `tools/call`.
+    pub tools: Option<std::sync::Arc<Vec<crate::model::glob::Glob>>>,
 }
 
 impl Principal {

@@ -326,6 +326,8 @@ pub struct RawApiKey {
     pub groups: Vec<String>,
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// Tool name patterns this key may call (`tools/call`); absent = no limit of its own.
+    pub tools: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -422,6 +424,50 @@ pub struct RawRoute {
     pub allowed_clients: Vec<String>,
     #[serde(default)]
     pub upstream_headers: BTreeMap<String, SecretSource>,
+    /// MCP-aware rules (per tool / prompt / resource); absent = the route decides per
+    /// request only and streams bodies untouched.
+    pub mcp: Option<RawMcp>,
+}
+
+/// `[routes.mcp]`.
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct RawMcp {
+    /// "allow" or "deny": for tool calls, prompt reads and resource reads no rule matched.
+    pub default: String,
+    /// The OAuth convention: `tools/call NAME` needs scope `mcp:tool:NAME` or `mcp:tool:*`.
+    pub tool_scopes: bool,
+    /// Largest request body read to decide; more → 413.
+    pub max_body_bytes: ConfigBytes,
+    pub rules: Vec<RawRule>,
+}
+
+impl Default for RawMcp {
+    fn default() -> Self {
+        Self {
+            default: "allow".into(),
+            tool_scopes: false,
+            max_body_bytes: ConfigBytes(1024 * 1024),
+            rules: Vec::new(),
+        }
+    }
+}
+
+/// `[[routes.mcp.rules]]`: what it matches, then what it does (allow, deny, or require).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawRule {
+    pub name: String,
+    pub methods: Vec<String>,
+    pub tools: Option<Vec<String>>,
+    pub prompts: Option<Vec<String>>,
+    pub resources: Option<Vec<String>>,
+    pub allow: bool,
+    pub deny: bool,
+    pub scopes: Vec<String>,
+    pub groups: Vec<String>,
+    pub subjects: Vec<String>,
+    pub clients: Vec<String>,
 }
 
 /// Switches that weaken security. Off by default; each one is logged at WARN when set.

@@ -141,6 +141,11 @@ pub struct Outcome {
     pub key_id: Option<String>,
     /// The decision as a bounded metrics label (`allowed`, `invalid_token`, …).
     pub decision: &'static str,
+    /// Phase 7 (routes with MCP rules): the JSON-RPC method, the tool / prompt / resource
+    /// it acts on (never its arguments), and the rule that refused it.
+    pub mcp_method: Option<String>,
+    pub mcp_target: Option<String>,
+    pub rule: Option<String>,
 }
 
 /// What is known about a request before it is decided, for its audit event.
@@ -246,6 +251,9 @@ pub fn audit(
         key_id = outcome.key_id.as_deref(),
         reason = outcome.reason.as_deref(),
         forwarded = outcome.forwarded.as_deref(),
+        mcp_method = outcome.mcp_method.as_deref(),
+        mcp_target = outcome.mcp_target.as_deref(),
+        rule = outcome.rule.as_deref(),
         latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
         client = %context.client,
         request_id = context.id.to_str().unwrap_or_default(),

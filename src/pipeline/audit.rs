@@ -24,6 +24,7 @@ pub fn admitted(admission: &Admission) -> Outcome {
         key_id: principal.and_then(key_id),
         reason: None,
         forwarded: None,
+        ..Outcome::default()
     }
 }
 
@@ -37,6 +38,7 @@ pub fn rejected(denial: &Denial) -> Outcome {
         key_id: denial.principal.as_deref().and_then(key_id),
         reason: Some(denial.rejection.reason()),
         forwarded: None,
+        ..Outcome::default()
     }
 }
 
@@ -54,7 +56,11 @@ fn decision(rejection: &Rejection) -> &'static str {
         Rejection::MissingCredential(_) => "missing_credential",
         Rejection::MalformedCredential(..) | Rejection::InvalidToken(..) => "invalid_token",
         Rejection::InsufficientScope(_) => "insufficient_scope",
-        Rejection::AccessDenied => "denied_by_rule",
+        Rejection::AccessDenied | Rejection::McpRefused { .. } => "denied_by_rule",
+        Rejection::McpStepUp { .. } => "insufficient_scope",
+        Rejection::McpUnreadable(_)
+        | Rejection::McpBodyTooLarge
+        | Rejection::McpHeaderMismatch(_) => "refused_request",
         Rejection::VerifierUnavailable(..) => "verifier_unavailable",
         Rejection::AmbiguousPath(_)
         | Rejection::NoRoute

@@ -249,7 +249,7 @@ impl<B> IdleTimeout<B> {
 
 #[derive(Debug, thiserror::Error)]
 #[error("upstream stream idle for longer than {0:?}")]
-pub struct StreamIdle(Duration);
+pub struct StreamIdle(pub Duration);
 
 impl<B> http_body::Body for IdleTimeout<B>
 where

@@ -23,6 +23,10 @@ impl Grant {
     pub fn principal(&self) -> &Principal {
         &self.principal
     }
+
+    pub fn shared_principal(&self) -> &Arc<Principal> {
+        &self.principal
+    }
 }
 
 /// How a request was let through.
@@ -47,6 +51,13 @@ impl Admission {
     pub fn principal(&self) -> Option<&Principal> {
         match self {
             Admission::Granted(grant) => Some(grant.principal()),
+            Admission::Public(_) | Admission::Preflight(_) => None,
+        }
+    }
+
+    pub fn shared_principal(&self) -> Option<&Arc<Principal>> {
+        match self {
+            Admission::Granted(grant) => Some(grant.shared_principal()),
             Admission::Public(_) | Admission::Preflight(_) => None,
         }
     }

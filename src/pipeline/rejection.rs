@@ -59,6 +59,27 @@ pub enum Rejection {
     UpstreamRefusedGateway,
     #[error("upstream timed out")]
     UpstreamTimeout,
+    /// Phase 7: the body could not be read as MCP messages; never forwarded.
+    #[error("unreadable MCP message: {0}")]
+    McpUnreadable(crate::mcp::jsonrpc::PeekError),
+    /// Phase 7: the body is larger than the route reads to decide.
+    #[error("request body larger than the route's MCP rules read")]
+    McpBodyTooLarge,
+    /// Phase 7: `Mcp-Method` / `Mcp-Name` disagree with the body.
+    #[error("{0}")]
+    McpHeaderMismatch(&'static str),
+    /// Phase 7: a call needs scopes the token lacks (step-up); `answer` is the JSON-RPC error.
+    #[error("insufficient scope for this call")]
+    McpStepUp {
+        challenge: Challenge,
+        answer: serde_json::Value,
+    },
+    /// Phase 7: refused by a rule; `answer` holds the JSON-RPC error(s) to send.
+    #[error("refused by an MCP rule")]
+    McpRefused {
+        answer: serde_json::Value,
+        notifications_only: bool,
+    },
 }
 
 impl Rejection {
@@ -69,16 +90,30 @@ impl Rejection {
             | Rejection::MalformedHeader(_)
             | Rejection::MissingHost
             | Rejection::MalformedBody
+            | Rejection::McpUnreadable(_)
+            | Rejection::McpHeaderMismatch(_)
             | Rejection::MalformedCredential(..) => StatusCode::BAD_REQUEST,
             Rejection::NoRoute => StatusCode::NOT_FOUND,
             Rejection::HostNotAllowed
             | Rejection::OriginNotAllowed
             | Rejection::InsufficientScope(_)
+            | Rejection::McpStepUp { .. }
             | Rejection::AccessDenied => StatusCode::FORBIDDEN,
+            // The transport specification: a refused notification gets an HTTP error; a
+            // refused request is answered (a JSON-RPC error is an answer).
+            Rejection::McpRefused {
+                notifications_only, ..
+            } => {
+                if *notifications_only {
+                    StatusCode::FORBIDDEN
+                } else {
+                    StatusCode::OK
+                }
+            }
             Rejection::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Rejection::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Rejection::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            Rejection::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Rejection::BodyTooLarge | Rejection::McpBodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Rejection::MissingCredential(_) | Rejection::InvalidToken(..) => {
                 StatusCode::UNAUTHORIZED
             }
@@ -104,6 +139,10 @@ impl Rejection {
                 BearerError::InsufficientScope,
                 "the token lacks a required scope",
             )))),
+            Rejection::McpStepUp { challenge, .. } => Some(challenge.header(Some((
+                BearerError::InsufficientScope,
+                "this call needs another scope",
+            )))),
             Rejection::VerifierUnavailable(..)
             | Rejection::AccessDenied
             | Rejection::AmbiguousPath(_)
@@ -120,7 +159,11 @@ impl Rejection {
             | Rejection::BodyTimeout
             | Rejection::UpstreamUnavailable
             | Rejection::UpstreamRefusedGateway
-            | Rejection::UpstreamTimeout => None,
+            | Rejection::UpstreamTimeout
+            | Rejection::McpUnreadable(_)
+            | Rejection::McpBodyTooLarge
+            | Rejection::McpHeaderMismatch(_)
+            | Rejection::McpRefused { .. } => None,
         }
     }
 
@@ -173,6 +216,19 @@ impl Rejection {
                 "id": null,
                 "error": {"code": -32000, "message": description},
             }),
+            Rejection::McpUnreadable(error) => json!({
+                "jsonrpc": "2.0",
+                "id": null,
+                "error": {"code": error.code(), "message": description},
+            }),
+            Rejection::McpBodyTooLarge | Rejection::McpHeaderMismatch(_) => json!({
+                "jsonrpc": "2.0",
+                "id": null,
+                "error": {"code": -32600, "message": description},
+            }),
+            Rejection::McpStepUp { answer, .. } | Rejection::McpRefused { answer, .. } => {
+                answer.clone()
+            }
         }
     }
 

@@ -58,6 +58,9 @@ pub struct Route {
     /// The gateway's own credentials for the upstream (values are marked sensitive).
     pub upstream_headers: Vec<(HeaderName, HeaderValue)>,
     pub access: AccessRules,
+    /// MCP-aware rules: with them, request bodies are read (bounded) and judged per
+    /// message; without them, bodies stream untouched.
+    pub mcp: Option<Arc<crate::model::rules::McpPolicy>>,
 }
 
 /// Who may use a route, beyond holding its scopes. An empty list does not restrict; when

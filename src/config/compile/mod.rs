@@ -4,6 +4,7 @@
 //! identity headers, `verifiers` the credentials, `routes` the routes.
 
 mod authorization_server;
+mod mcp;
 mod routes;
 mod server;
 mod verifiers;

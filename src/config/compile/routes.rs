@@ -362,6 +362,10 @@ pub(super) fn compile_route(
             groups: raw.allowed_groups.clone(),
             clients: raw.allowed_clients.clone(),
         },
+        mcp: raw
+            .mcp
+            .as_ref()
+            .map(|mcp| Arc::new(super::mcp::compile_mcp(mcp, &format!("{path}.mcp"), c))),
     })
 }
 

@@ -63,6 +63,20 @@ pub(super) fn compile_api_key(
     let mut scopes = raw.scopes.clone();
     scopes.sort();
     scopes.dedup();
+    let tools = raw.tools.as_ref().map(|patterns| {
+        std::sync::Arc::new(
+            patterns
+                .iter()
+                .enumerate()
+                .filter_map(|(i, pattern)| {
+                    c.ok(
+                        &format!("{path}.tools[{i}]"),
+                        crate::model::glob::Glob::new(pattern),
+                    )
+                })
+                .collect::<Vec<_>>(),
+        )
+    });
     Some(ApiKey::new(
         raw.id.clone(),
         hash,
@@ -80,6 +94,7 @@ pub(super) fn compile_api_key(
             audiences: None,
             issuer_audience_matched: false,
             expires_at: None,
+            tools,
         },
     ))
 }

@@ -1,0 +1,48 @@
+//! `mcp::jsonrpc::peek`: phase 7's reading of request bodies on routes with MCP rules.
+//!
+//! Input: the bytes of a request body.
+//!
+//! Properties:
+//! - never panics;
+//! - whenever it accepts a body, a generic JSON parser (serde_json's `Value`, standing in
+//!   for the upstream's) reads the same thing: the same number of messages, the same
+//!   `method` each, and the same tool / prompt `name` or resource `uri` — so the gateway
+//!   never judges one call while the server executes another;
+//! - a `tools/call`, `prompts/get` or `resources/*` message it accepts always has its
+//!   target (a named operation is never judged as if it had none).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use mcp_auth_gateway::mcp::jsonrpc::{peek, Message};
+use serde_json::Value;
+
+fn target_of(value: &Value, method: Option<&str>) -> Option<String> {
+    let member = match method? {
+        "tools/call" | "prompts/get" => "name",
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => "uri",
+        _ => return None,
+    };
+    value["params"][member].as_str().map(str::to_string)
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(body) = peek(data) else { return };
+    let value: Value = serde_json::from_slice(data).expect("accepted bodies are JSON");
+    let values: Vec<&Value> = match &value {
+        Value::Array(items) => items.iter().collect(),
+        other => vec![other],
+    };
+    let messages: &[Message] = body.messages();
+    assert_eq!(values.len(), messages.len());
+    for (value, message) in values.iter().zip(messages) {
+        assert_eq!(value["method"].as_str(), message.method.as_deref());
+        let expected = target_of(value, message.method.as_deref());
+        assert_eq!(expected.as_deref(), message.target.as_ref().map(|t| t.name()));
+        if matches!(
+            message.method.as_deref(),
+            Some("tools/call" | "prompts/get" | "resources/read" | "resources/subscribe" | "resources/unsubscribe")
+        ) {
+            assert!(message.target.is_some());
+        }
+    }
+});

@@ -1,0 +1,444 @@
+//! Phase 7's reading of a request body: the JSON-RPC envelope of each MCP message, and only
+//! what policy needs — `method`, the tool or prompt `name`, the resource `uri`, the `id`.
+//! The body itself is never rewritten: the bytes judged are the bytes forwarded.
+//!
+//! Hand-written on top of serde rather than a generic JSON-RPC crate because the security
+//! property is about *disagreement*: whatever the upstream's parser could read differently
+//! from ours must be refused, not guessed. So duplicate members are an error (JavaScript's
+//! `JSON.parse` keeps the last one, serde's derive refuses), trailing bytes are an error,
+//! a `tools/call` without a string `name` is an error, and any error means "refuse".
+
+use std::fmt;
+
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use serde_json::Value;
+
+/// The most messages one batch may carry.
+pub const MAX_BATCH: usize = 64;
+
+/// What a message is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Has a method and an id: expects an answer.
+    Request,
+    /// Has a method, no id.
+    Notification,
+    /// No method: a response to a request the server sent (sampling, elicitation, roots).
+    Response,
+}
+
+pub use crate::model::rules::Target;
+
+/// What policy reads of one message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub kind: Kind,
+    pub method: Option<String>,
+    pub target: Option<Target>,
+    /// The request id (string, number or null), echoed in our answers.
+    pub id: Option<Value>,
+}
+
+/// A body: one message or a batch (2025-03-26 and earlier; later revisions have none).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Body {
+    Single(Message),
+    Batch(Vec<Message>),
+}
+
+impl Body {
+    pub fn messages(&self) -> &[Message] {
+        match self {
+            Body::Single(message) => std::slice::from_ref(message),
+            Body::Batch(messages) => messages,
+        }
+    }
+}
+
+/// Why a body could not be read. Every one of these refuses the request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PeekError {
+    #[error("the body is not JSON")]
+    NotJson,
+    #[error("the body is not a JSON-RPC 2.0 message: {0}")]
+    NotJsonRpc(&'static str),
+    #[error("a batch must hold 1 to 64 messages")]
+    BatchSize,
+    #[error("{0} needs a string `params.{1}`")]
+    MissingTarget(&'static str, &'static str),
+}
+
+impl PeekError {
+    /// The JSON-RPC error code (JSON-RPC 2.0 §5.1).
+    pub fn code(&self) -> i64 {
+        match self {
+            PeekError::NotJson => -32700,
+            PeekError::NotJsonRpc(_) | PeekError::BatchSize => -32600,
+            PeekError::MissingTarget(..) => -32602,
+        }
+    }
+}
+
+/// Reads the body. Strict: see the module documentation.
+pub fn peek(bytes: &[u8]) -> Result<Body, PeekError> {
+    let first = bytes
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'));
+    if first == Some(&b'[') {
+        let envelopes: Vec<Envelope> = serde_json::from_slice(bytes).map_err(|e| classify(&e))?;
+        if envelopes.is_empty() || envelopes.len() > MAX_BATCH {
+            return Err(PeekError::BatchSize);
+        }
+        let messages = envelopes
+            .into_iter()
+            .map(Envelope::into_message)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Body::Batch(messages))
+    } else {
+        let envelope: Envelope = serde_json::from_slice(bytes).map_err(|e| classify(&e))?;
+        Ok(Body::Single(envelope.into_message()?))
+    }
+}
+
+/// Syntax errors are parse errors (-32700); well-formed JSON of the wrong shape (duplicate
+/// members, wrong types) is an invalid request.
+fn classify(error: &serde_json::Error) -> PeekError {
+    match error.classify() {
+        serde_json::error::Category::Data => PeekError::NotJsonRpc("unexpected member or type"),
+        _ => PeekError::NotJson,
+    }
+}
+
+/// The envelope as sent. Unknown members are ignored; known ones twice are an error.
+#[derive(Deserialize)]
+struct Envelope {
+    jsonrpc: Option<String>,
+    method: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    id: Option<Value>,
+    #[serde(default)]
+    params: Option<Params>,
+    result: Option<IgnoredAny>,
+    error: Option<IgnoredAny>,
+}
+
+/// `id` present (even as `null`) versus absent.
+fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
+    let value = Value::deserialize(deserializer)?;
+    match value {
+        Value::String(_) | Value::Number(_) | Value::Null => Ok(Some(value)),
+        _ => Err(de::Error::custom("id must be a string, a number or null")),
+    }
+}
+
+/// The two members of `params` policy reads; the rest (tool arguments) is skipped without
+/// being built. Positional (array) params carry no name.
+#[derive(Default)]
+struct Params {
+    name: Option<Value>,
+    uri: Option<Value>,
+}
+
+impl<'de> Deserialize<'de> for Params {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ParamsVisitor;
+        impl<'de> Visitor<'de> for ParamsVisitor {
+            type Value = Params;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object or an array")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Params, A::Error> {
+                let mut params = Params::default();
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    let slot = match key.as_ref() {
+                        "name" => &mut params.name,
+                        "uri" => &mut params.uri,
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    if slot.is_some() {
+                        return Err(de::Error::custom(format!("duplicate member `{key}`")));
+                    }
+                    *slot = Some(map.next_value::<Value>()?);
+                }
+                Ok(params)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Params, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Params::default())
+            }
+        }
+        deserializer.deserialize_any(ParamsVisitor)
+    }
+}
+
+impl Envelope {
+    fn into_message(self) -> Result<Message, PeekError> {
+        if self.jsonrpc.as_deref() != Some("2.0") {
+            return Err(PeekError::NotJsonRpc("jsonrpc must be \"2.0\""));
+        }
+        let kind = match (&self.method, &self.id) {
+            (Some(_), Some(_)) => Kind::Request,
+            (Some(_), None) => Kind::Notification,
+            (None, Some(_)) if self.result.is_some() != self.error.is_some() => Kind::Response,
+            _ => {
+                return Err(PeekError::NotJsonRpc(
+                    "neither a request, a notification nor a response",
+                ))
+            }
+        };
+        if kind != Kind::Response && (self.result.is_some() || self.error.is_some()) {
+            return Err(PeekError::NotJsonRpc(
+                "a request carries no result or error",
+            ));
+        }
+        let params = self.params.unwrap_or_default();
+        let target = match self.method.as_deref() {
+            Some("tools/call") => Some(Target::Tool(string(params.name, "tools/call", "name")?)),
+            Some("prompts/get") => {
+                Some(Target::Prompt(string(params.name, "prompts/get", "name")?))
+            }
+            Some(method @ ("resources/read" | "resources/subscribe" | "resources/unsubscribe")) => {
+                let method: &'static str = match method {
+                    "resources/read" => "resources/read",
+                    "resources/subscribe" => "resources/subscribe",
+                    _ => "resources/unsubscribe",
+                };
+                Some(Target::Resource(string(params.uri, method, "uri")?))
+            }
+            _ => None,
+        };
+        Ok(Message {
+            kind,
+            method: self.method,
+            target,
+            id: self.id,
+        })
+    }
+}
+
+fn string(
+    value: Option<Value>,
+    method: &'static str,
+    member: &'static str,
+) -> Result<String, PeekError> {
+    match value {
+        Some(Value::String(text)) => Ok(text),
+        _ => Err(PeekError::MissingTarget(method, member)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(body: &str) -> Result<Message, PeekError> {
+        match peek(body.as_bytes())? {
+            Body::Single(message) => Ok(message),
+            Body::Batch(_) => panic!("batch"),
+        }
+    }
+
+    #[test]
+    fn reads_what_policy_needs() {
+        let call = one(r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"deploy","arguments":{"name":"x","uri":[1,{"a":2}]}}}"#).unwrap();
+        assert_eq!(call.kind, Kind::Request);
+        assert_eq!(call.method.as_deref(), Some("tools/call"));
+        assert_eq!(call.target, Some(Target::Tool("deploy".into())));
+        assert_eq!(call.id, Some(Value::from(7)));
+        let read = one(r#"{"jsonrpc":"2.0","id":"a","method":"resources/read","params":{"uri":"file:///r/x"}}"#).unwrap();
+        assert_eq!(read.target, Some(Target::Resource("file:///r/x".into())));
+        let prompt =
+            one(r#"{"jsonrpc":"2.0","id":null,"method":"prompts/get","params":{"name":"p"}}"#)
+                .unwrap();
+        assert_eq!(prompt.target, Some(Target::Prompt("p".into())));
+        assert_eq!(prompt.id, Some(Value::Null));
+        let note = one(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).unwrap();
+        assert_eq!(note.kind, Kind::Notification);
+        let response = one(r#"{"jsonrpc":"2.0","id":3,"result":{}}"#).unwrap();
+        assert_eq!(response.kind, Kind::Response);
+        let list = one(r#" {"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}} "#).unwrap();
+        assert_eq!(list.target, None);
+        // Escaped spellings are the same names to every JSON parser.
+        let escaped = one(r#"{"jsonrpc":"2.0","id":1,"method":"tools\/call","par\u0061ms":{"n\u0061me":"dep\u006coy"}}"#).unwrap();
+        assert_eq!(escaped.target, Some(Target::Tool("deploy".into())));
+    }
+
+    #[test]
+    fn anything_ambiguous_is_refused() {
+        let refused = [
+            ("", PeekError::NotJson),
+            ("{", PeekError::NotJson),
+            ("{}{}", PeekError::NotJson),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"} x"#,
+                PeekError::NotJson,
+            ),
+            ("\u{feff}{}", PeekError::NotJson),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","method":"tools/list"}"#,
+                PeekError::NotJsonRpc("unexpected member or type"),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","name":"b"}}"#,
+                PeekError::NotJsonRpc("unexpected member or type"),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":5}}"#,
+                PeekError::MissingTarget("tools/call", "name"),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":["deploy"]}"#,
+                PeekError::MissingTarget("tools/call", "name"),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call"}"#,
+                PeekError::MissingTarget("tools/call", "name"),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"name":"x"}}"#,
+                PeekError::MissingTarget("resources/read", "uri"),
+            ),
+            (
+                r#"{"jsonrpc":"1.0","id":1,"method":"tools/list"}"#,
+                PeekError::NotJsonRpc("jsonrpc must be \"2.0\""),
+            ),
+            (
+                r#"{"id":1,"method":"tools/list"}"#,
+                PeekError::NotJsonRpc("jsonrpc must be \"2.0\""),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":{},"method":"tools/list"}"#,
+                PeekError::NotJsonRpc("unexpected member or type"),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","method":5}"#,
+                PeekError::NotJsonRpc("unexpected member or type"),
+            ),
+            (
+                r#"{"jsonrpc":"2.0"}"#,
+                PeekError::NotJsonRpc("neither a request, a notification nor a response"),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"x","result":1}"#,
+                PeekError::NotJsonRpc("a request carries no result or error"),
+            ),
+            ("[]", PeekError::BatchSize),
+            ("5", PeekError::NotJsonRpc("unexpected member or type")),
+        ];
+        for (body, expected) in refused {
+            assert_eq!(peek(body.as_bytes()), Err(expected), "{body}");
+        }
+    }
+
+    #[test]
+    fn batches_are_read_message_by_message() {
+        let body = r#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a"}},{"jsonrpc":"2.0","method":"notifications/x"}]"#;
+        let Body::Batch(messages) = peek(body.as_bytes()).unwrap() else {
+            panic!("batch")
+        };
+        assert_eq!(messages.len(), 2);
+        assert_eq!(messages[0].target, Some(Target::Tool("a".into())));
+        assert_eq!(messages[1].kind, Kind::Notification);
+        let big = format!(
+            "[{}]",
+            vec![r#"{"jsonrpc":"2.0","method":"n"}"#; 65].join(",")
+        );
+        assert_eq!(peek(big.as_bytes()), Err(PeekError::BatchSize));
+        // One bad message refuses the batch.
+        let bad = r#"[{"jsonrpc":"2.0","id":1,"method":"tools/list"},{"jsonrpc":"2.0","id":2,"method":"tools/call"}]"#;
+        assert!(peek(bad.as_bytes()).is_err());
+    }
+
+    use proptest::prelude::*;
+
+    /// What a generic JSON parser (the kind an upstream uses) reads from an accepted body
+    /// must be what `peek` read: same methods, same names.
+    pub(super) fn agrees_with_a_generic_parser(bytes: &[u8]) -> bool {
+        let Ok(body) = peek(bytes) else { return true };
+        let Ok(value) = serde_json::from_slice::<Value>(bytes) else {
+            return false;
+        };
+        let values: Vec<&Value> = match &value {
+            Value::Array(items) => items.iter().collect(),
+            other => vec![other],
+        };
+        values.len() == body.messages().len()
+            && values.iter().zip(body.messages()).all(|(v, m)| {
+                let name = match m.method.as_deref() {
+                    Some("resources/read" | "resources/subscribe" | "resources/unsubscribe") => {
+                        v["params"]["uri"].as_str()
+                    }
+                    Some("tools/call" | "prompts/get") => v["params"]["name"].as_str(),
+                    _ => None,
+                };
+                v["method"].as_str() == m.method.as_deref()
+                    && name == m.target.as_ref().map(|t| t.name())
+            })
+    }
+
+    fn escape_some(text: &str, mask: u64) -> String {
+        text.chars()
+            .enumerate()
+            .map(|(i, c)| {
+                if mask >> (i % 64) & 1 == 1 {
+                    format!("\\u{:04x}", c as u32)
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn generated_calls_are_read_as_any_parser_reads_them(
+            method in prop::sample::select(vec!["tools/call", "prompts/get", "resources/read", "tools/list", "x/y"]),
+            name in "[a-z_:/.*]{1,12}",
+            id in 0u32..1000,
+            mask in any::<u64>(),
+            space in "[ \t\r\n]{0,3}",
+            extra in "[a-z]{0,6}",
+        ) {
+            let member = if method.starts_with("resources/") { "uri" } else { "name" };
+            let body = format!(
+                r#"{space}{{"jsonrpc":"2.0",{space}"id":{id},"method":"{}","params":{{"{extra}x":[1,{{"name":"decoy"}}],"{}":"{}"}}}}{space}"#,
+                escape_some(method, mask),
+                escape_some(member, mask >> 7),
+                escape_some(&name, mask >> 13),
+            );
+            let message = match peek(body.as_bytes()) {
+                Ok(Body::Single(message)) => message,
+                other => return Err(TestCaseError::fail(format!("{other:?} for {body}"))),
+            };
+            prop_assert_eq!(message.method.as_deref(), Some(method));
+            let expected = match method {
+                "tools/call" => Some(Target::Tool(name.clone())),
+                "prompts/get" => Some(Target::Prompt(name.clone())),
+                "resources/read" => Some(Target::Resource(name.clone())),
+                _ => None,
+            };
+            prop_assert_eq!(message.target, expected);
+            prop_assert!(agrees_with_a_generic_parser(body.as_bytes()));
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic_and_never_disagree(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            prop_assert!(agrees_with_a_generic_parser(&bytes));
+        }
+
+        #[test]
+        fn mangled_json_rpc_never_disagrees(
+            cut in 0usize..120,
+            insert in "[{}\\[\\],:\"a-z0-9 ]{0,6}",
+        ) {
+            let base = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"deploy","arguments":{"name":"x"}}}"#;
+            let cut = cut.min(base.len());
+            let mangled = format!("{}{}{}", &base[..cut], insert, &base[cut..]);
+            prop_assert!(agrees_with_a_generic_parser(mangled.as_bytes()));
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! Phase 7 — MCP policy: the route's rules applied to each JSON-RPC message of the body
+//! (read by `mcp::jsonrpc::peek`, never rewritten), after the `Mcp-Method` / `Mcp-Name`
+//! headers of protocol 2026-07-28 were checked against it.
+//!
+//! Answers, per the MCP transport and authorization specifications:
+//! - a call refused for want of a scope: 403 with an `insufficient_scope` challenge naming
+//!   the scopes this call needs (the client steps up and retries);
+//! - any other refused request: a JSON-RPC error with the request's `id` that names the rule
+//!   (and nothing about other tools);
+//! - refused notifications (no `id`): an HTTP error status with a JSON-RPC error without id;
+//! - a batch with any refused message is not forwarded: every request in it is answered,
+//!   refused ones with their rule, the others saying they were not sent.
+
+use std::sync::Arc;
+
+use http::HeaderMap;
+use serde_json::{json, Value};
+
+use super::rejection::Rejection;
+use super::route::Route;
+use crate::auth::Principal;
+use crate::mcp::jsonrpc::{self, Body, Kind};
+use crate::model::rules::{Caller, McpPolicy, Verdict};
+
+/// JSON-RPC code of a refusal by the gateway (implementation-defined server error range).
+pub const REFUSED_CODE: i64 = -32001;
+
+/// What the policy learned, for the audit event.
+#[derive(Debug, Clone, Default)]
+pub struct Judged {
+    pub method: Option<String>,
+    pub target: Option<String>,
+    pub rule: Option<String>,
+}
+
+/// Judges a body for `route`: what it asks (for the audit event) and, if refused, why.
+/// No refusal = forward the body as received.
+pub fn judge(
+    route: &Arc<Route>,
+    policy: &McpPolicy,
+    principal: Option<&Principal>,
+    body: &[u8],
+    headers: &HeaderMap,
+) -> (Judged, Option<Rejection>) {
+    match judge_body(route, policy, principal, body, headers) {
+        Ok(judged) => (judged, None),
+        Err((rejection, judged)) => (judged, Some(*rejection)),
+    }
+}
+
+type Refused = (Box<Rejection>, Judged);
+
+fn judge_body(
+    route: &Arc<Route>,
+    policy: &McpPolicy,
+    principal: Option<&Principal>,
+    body: &[u8],
+    headers: &HeaderMap,
+) -> Result<Judged, Refused> {
+    let parsed = jsonrpc::peek(body)
+        .map_err(|e| (Box::new(Rejection::McpUnreadable(e)), Judged::default()))?;
+    let messages = parsed.messages();
+    let judged = Judged {
+        method: messages.first().and_then(|m| m.method.clone()),
+        target: messages
+            .first()
+            .and_then(|m| m.target.as_ref())
+            .map(|t| t.name().to_string()),
+        rule: None,
+    };
+    check_headers(&parsed, headers).map_err(|r| (Box::new(r), judged.clone()))?;
+
+    let caller = principal.map(|p| Caller {
+        subject: &p.subject,
+        scopes: &p.scopes,
+        groups: &p.groups,
+        client_id: p.client_id.as_deref(),
+        tools: p.tools.as_deref().map(Vec::as_slice),
+    });
+    let verdicts: Vec<Verdict> = messages
+        .iter()
+        .map(|m| policy.evaluate(caller.as_ref(), m.method.as_deref(), m.target.as_ref()))
+        .collect();
+    if verdicts.iter().all(|v| *v == Verdict::Allow) {
+        return Ok(judged);
+    }
+    let refused_rule = verdicts.iter().find_map(|v| match v {
+        Verdict::Deny { rule } | Verdict::NeedScopes { rule, .. } => Some(rule.clone()),
+        Verdict::Allow => None,
+    });
+    let judged = Judged {
+        rule: refused_rule,
+        ..judged
+    };
+    // One call short of scopes: the step-up challenge (a batch is answered message by
+    // message instead; a client cannot step up half a batch).
+    if let (Body::Single(message), [Verdict::NeedScopes { scopes, rule }]) =
+        (&parsed, verdicts.as_slice())
+    {
+        let mut needed: Vec<String> = route.required_scopes.clone();
+        for scope in scopes {
+            if !needed.contains(scope) {
+                needed.push(scope.clone());
+            }
+        }
+        let mut challenge = route.challenge.clone();
+        challenge.scope = Some(needed.join(" ").into());
+        return Err((
+            Box::new(Rejection::McpStepUp {
+                challenge,
+                answer: error_object(
+                    message.id.clone(),
+                    &format!(
+                        "insufficient_scope: this call needs scope {} (rule {rule})",
+                        scopes.join(" ")
+                    ),
+                ),
+            }),
+            judged,
+        ));
+    }
+    let answers: Vec<Value> = messages
+        .iter()
+        .zip(&verdicts)
+        .filter(|(m, _)| m.kind == Kind::Request)
+        .map(|(m, v)| error_object(m.id.clone(), &describe(v)))
+        .collect();
+    let notifications_only = answers.is_empty();
+    let answer = match (&parsed, notifications_only) {
+        (_, true) => error_object(None, &describe(first_refusal(&verdicts))),
+        (Body::Single(_), false) => answers.into_iter().next().unwrap_or(Value::Null),
+        (Body::Batch(_), false) => Value::Array(answers),
+    };
+    Err((
+        Box::new(Rejection::McpRefused {
+            answer,
+            notifications_only,
+        }),
+        judged,
+    ))
+}
+
+fn first_refusal(verdicts: &[Verdict]) -> &Verdict {
+    verdicts
+        .iter()
+        .find(|v| **v != Verdict::Allow)
+        .unwrap_or(&Verdict::Allow)
+}
+
+fn describe(verdict: &Verdict) -> String {
+    match verdict {
+        Verdict::Allow => "not sent: another message of this batch was refused".into(),
+        Verdict::Deny { rule } => format!("refused by the gateway (rule {rule})"),
+        Verdict::NeedScopes { scopes, rule } => format!(
+            "insufficient_scope: this call needs scope {} (rule {rule})",
+            scopes.join(" ")
+        ),
+    }
+}
+
+fn error_object(id: Option<Value>, message: &str) -> Value {
+    json!({
+        "jsonrpc": "2.0",
+        "id": id.unwrap_or(Value::Null),
+        "error": {"code": REFUSED_CODE, "message": message},
+    })
+}
+
+/// Protocol 2026-07-28 carries `Mcp-Method` (and `Mcp-Name` for named operations) in
+/// headers so that proxies can route without the body; inline, they must agree with it, or
+/// the gateway and the server could be judging different calls.
+fn check_headers(body: &Body, headers: &HeaderMap) -> Result<(), Rejection> {
+    let header = |name: &str| -> Result<Option<&str>, Rejection> {
+        let mut values = headers.get_all(name).iter();
+        let first = values.next();
+        if values.next().is_some() {
+            return Err(Rejection::McpHeaderMismatch(
+                "the header appears more than once",
+            ));
+        }
+        first
+            .map(|v| {
+                v.to_str()
+                    .map_err(|_| Rejection::McpHeaderMismatch("the header is not text"))
+            })
+            .transpose()
+    };
+    let method = header("mcp-method")?;
+    let name = header("mcp-name")?;
+    if method.is_none() && name.is_none() {
+        return Ok(());
+    }
+    let Body::Single(message) = body else {
+        return Err(Rejection::McpHeaderMismatch(
+            "Mcp-Method / Mcp-Name with a batch",
+        ));
+    };
+    if method != message.method.as_deref() {
+        return Err(Rejection::McpHeaderMismatch(
+            "Mcp-Method differs from the body's method",
+        ));
+    }
+    if name.is_some() && name != message.target.as_ref().map(|t| t.name()) {
+        return Err(Rejection::McpHeaderMismatch(
+            "Mcp-Name differs from the body",
+        ));
+    }
+    Ok(())
+}
