@@ -8,6 +8,10 @@ use hyper::body::Incoming;
 
 use crate::body::{self, Body, BoxError};
 use crate::config::Config;
+use crate::mcp::{
+    self,
+    filter::{ListFilter, OwnedCaller, SseFilter},
+};
 use crate::observability::metrics::METRICS;
 use crate::observability::Outcome;
 use crate::outbound::HttpClient;
@@ -24,7 +28,7 @@ pub async fn handle(
     request: Request<Incoming>,
     connection: Connection,
 ) -> (Response<Body>, Outcome) {
-    let (parts, incoming) = request.into_parts();
+    let (mut parts, incoming) = request.into_parts();
     let host = match request_host(&parts.uri, &parts.headers) {
         Ok(host) => host.map(str::to_string),
         Err(rejection) => return rejected(rejection.into(), &parts.headers),
@@ -55,6 +59,7 @@ pub async fn handle(
 
     // 7. MCP policy — routes with rules read the body (bounded), judge each message and
     //    forward the very bytes they judged; other routes stream it untouched.
+    let mut list_filter: Option<ListFilter> = None;
     let judged_body = match (&admission.route().mcp, parts.method == http::Method::POST) {
         (Some(policy), true) => {
             let limits = &config.server.limits;
@@ -80,6 +85,13 @@ pub async fn handle(
                 &parts.headers,
             ) {
                 (judged, None) => {
+                    if !judged.lists.is_empty() {
+                        list_filter = Some(ListFilter {
+                            requests: judged.lists.clone(),
+                            policy: policy.clone(),
+                            caller: admission.principal().map(owned_caller),
+                        });
+                    }
                     outcome = with_mcp(outcome, judged);
                     RequestBody::Judged(bytes)
                 }
@@ -88,6 +100,10 @@ pub async fn handle(
         }
         _ => RequestBody::Streaming(incoming),
     };
+    // A list answer is filtered (phase 11): it must come uncompressed.
+    if list_filter.is_some() {
+        parts.headers.remove(http::header::ACCEPT_ENCODING);
+    }
     let origin = parts.headers.get(http::header::ORIGIN).cloned();
     // Request trailers (HTTP/2, or chunked HTTP/1.1) are dropped: they would reach the
     // upstream after the identity headers were set and could carry spoofed ones; MCP sends
@@ -143,6 +159,10 @@ pub async fn handle(
     {
         Ok(mut response) => {
             METRICS.upstream_latency(&admission.route().id, sent.elapsed());
+            // 11. Response filter — lists show only what the caller may use.
+            if let Some(filter) = list_filter {
+                response = filter_lists(response, filter).await;
+            }
             if let Some(origin) = origin {
                 let mut request_headers = HeaderMap::new();
                 request_headers.insert(http::header::ORIGIN, origin);
@@ -181,6 +201,76 @@ async fn read_for_policy(
         Err(error) if error.is::<forward::StreamIdle>() => Err(Rejection::BodyTimeout),
         Err(_) => Err(Rejection::MalformedBody),
     }
+}
+
+fn owned_caller(principal: &crate::auth::Principal) -> OwnedCaller {
+    OwnedCaller {
+        subject: principal.subject.clone(),
+        scopes: principal.scopes.clone(),
+        groups: principal.groups.clone(),
+        client_id: principal.client_id.clone(),
+        tools: principal.tools.clone(),
+    }
+}
+
+/// Phase 11 on an upstream answer: a JSON answer is read (bounded) and rewritten, a stream
+/// is rewritten event by event as it passes; anything else (202, errors) is left alone. An
+/// answer the filter cannot read is not passed on unfiltered.
+async fn filter_lists(response: Response<Body>, filter: ListFilter) -> Response<Body> {
+    if response.status() != StatusCode::OK {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let encoded = parts
+        .headers
+        .get(http::header::CONTENT_ENCODING)
+        .is_some_and(|e| !e.as_bytes().eq_ignore_ascii_case(b"identity"));
+    let media = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default();
+    let unfilterable = || {
+        tracing::warn!("a list answer could not be filtered; it is not passed on");
+        Rejection::UpstreamUnavailable.into_response()
+    };
+    match media.as_str() {
+        _ if encoded => unfilterable(),
+        "application/json" => {
+            let Some(bytes) = read_list(body).await else {
+                return unfilterable();
+            };
+            let bytes = filter.filter_json(&bytes).unwrap_or(bytes);
+            parts.headers.remove(http::header::CONTENT_LENGTH);
+            Response::from_parts(parts, body::full(bytes))
+        }
+        "text/event-stream" => {
+            parts.headers.remove(http::header::CONTENT_LENGTH);
+            Response::from_parts(parts, SseFilter::new(body, filter).boxed_unsync())
+        }
+        _ => Response::from_parts(parts, body),
+    }
+}
+
+/// A JSON list answer, whole, if it is within `MAX_LIST_BYTES` and arrives intact.
+async fn read_list(mut body: Body) -> Option<bytes::Bytes> {
+    let mut buffer = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.ok()?.into_data() {
+            if buffer.len() + data.len() > mcp::filter::MAX_LIST_BYTES {
+                return None;
+            }
+            buffer.extend_from_slice(&data);
+        }
+    }
+    Some(buffer.freeze())
 }
 
 fn with_mcp(mut outcome: Outcome, judged: mcp_policy::Judged) -> Outcome {

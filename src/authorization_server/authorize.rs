@@ -236,7 +236,7 @@ fn validate_request<'s>(
         ));
     }
     let resource = resolve_resource(context, params.get("resource"))?;
-    let scopes = clients::grant_scopes(params.get("scope"), &resource.scopes, client)?;
+    let scopes = clients::grant_scopes(params.get("scope"), resource, client)?;
     Ok((resource, scopes, challenge.to_string()))
 }
 

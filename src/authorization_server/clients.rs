@@ -10,6 +10,7 @@ use super::error::{ErrorCode, OAuthError};
 use super::http::{basic_credentials, Params};
 use super::Context;
 use crate::auth::api_key::sha256;
+use crate::config::authorization_server::ProtectedResource;
 
 /// Client metadata documents resolved at once (cache hits are quick, fetches take up to
 /// the configured timeout).
@@ -234,11 +235,12 @@ pub async fn authenticate(
 /// request of which nothing remains is refused with `invalid_scope`.
 pub fn grant_scopes(
     requested: Option<&str>,
-    offered: &[String],
+    resource: &ProtectedResource,
     client: &Client,
 ) -> Result<Vec<String>, OAuthError> {
+    let offered = &resource.scopes;
     let allowed = |scope: &str| {
-        (offered.iter().any(|s| s == scope) || scope == "offline_access")
+        (resource.offers(scope) || scope == "offline_access")
             && (client.scopes.is_empty() || client.scopes.iter().any(|s| s == scope))
     };
     let mut granted: Vec<String> = match requested {

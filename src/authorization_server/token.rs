@@ -299,7 +299,7 @@ async fn client_credentials(
         ));
     }
     let resource = resolve_resource(context, params.get("resource"))?;
-    let scopes = clients::grant_scopes(params.get("scope"), &resource.scopes, client)?;
+    let scopes = clients::grant_scopes(params.get("scope"), resource, client)?;
     let user = UserIdentity {
         subject: client.client_id.clone(),
         provider: Some("client_credentials".into()),

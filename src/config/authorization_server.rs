@@ -46,6 +46,19 @@ pub struct ProtectedResource {
     pub name: Option<String>,
     /// Scopes this route offers.
     pub scopes: Vec<String>,
+    /// The route follows the `mcp:tool:NAME` convention: any such scope can be granted
+    /// (clients step up to the tool scope a 403 names).
+    pub tool_scopes: bool,
+}
+
+impl ProtectedResource {
+    pub fn offers(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
+            || (self.tool_scopes
+                && scope
+                    .strip_prefix(crate::model::rules::TOOL_SCOPE_PREFIX)
+                    .is_some_and(|tool| !tool.is_empty()))
+    }
 }
 
 /// A client from the configuration file.

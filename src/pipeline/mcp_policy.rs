@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use super::rejection::Rejection;
 use super::route::Route;
 use crate::auth::Principal;
+use crate::mcp::filter::ListKind;
 use crate::mcp::jsonrpc::{self, Body, Kind};
 use crate::model::rules::{Caller, McpPolicy, Verdict};
 
@@ -31,6 +32,8 @@ pub struct Judged {
     pub method: Option<String>,
     pub target: Option<String>,
     pub rule: Option<String>,
+    /// The list requests and their ids (phase 11 filters their answers).
+    pub lists: Vec<(ListKind, Value)>,
 }
 
 /// Judges a body for `route`: what it asks (for the audit event) and, if refused, why.
@@ -67,6 +70,16 @@ fn judge_body(
             .and_then(|m| m.target.as_ref())
             .map(|t| t.name().to_string()),
         rule: None,
+        lists: messages
+            .iter()
+            .filter(|m| m.kind == Kind::Request)
+            .filter_map(|m| {
+                m.method
+                    .as_deref()
+                    .and_then(ListKind::of_method)
+                    .zip(m.id.clone())
+            })
+            .collect(),
     };
     check_headers(&parsed, headers).map_err(|r| (Box::new(r), judged.clone()))?;
 

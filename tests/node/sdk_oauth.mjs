@@ -5,7 +5,8 @@
 //   node tests/node/sdk_oauth.mjs --url http://127.0.0.1:PORT/mcp \
 //        [--state FILE] [--client-metadata-url https://…/client.json] \
 //        [--redirect-uri http://127.0.0.1:PORT/callback] [--username alice] [--password PW] \
-//        [--message TEXT] [--timeout-ms 30000]
+//        [--message TEXT] [--timeout-ms 30000] [--list-tools] [--call NAME[=JSON]]... \
+//        [--grant-types authorization_code,refresh_token]
 //
 // The SDK gets the 401, discovers the protected resource and authorization server metadata,
 // registers (dynamic registration, or a URL client_id with --client-metadata-url), and calls
@@ -19,6 +20,19 @@
 // With --state FILE the client information and tokens are read from and written to FILE
 // (JSON), so a later run reuses them: it calls without logging in, and refreshes with the
 // stored refresh token when the access token is refused.
+//
+// After `echo`: --list-tools lists the tools (`toolNames`), and each --call NAME[=JSON] calls
+// one more tool with those arguments (default {}), in order. Their outcomes are reported in
+// `calls` (result text, or the error with its JSON-RPC / HTTP code) and do not fail the run,
+// so a refused call can be asserted. When the SDK answers a call with UnauthorizedError after
+// it sent the user to authorize again (a step-up: a 403 `insufficient_scope` makes the SDK
+// re-run its authorization with the challenge's scope), the script does what it does after
+// the first login: it finishes the authorization with the code the browser part got, and
+// retries that call once.
+//
+// --grant-types sets the grant types the client registers with (default
+// authorization_code,refresh_token); with only authorization_code the authorization server
+// issues no refresh token.
 //
 // Prints exactly ONE line of JSON on stdout and exits 0 ({"ok":true,...}) or 1
 // ({"ok":false,"error":...}). Diagnostics go to stderr. tests/mcp_sdk_oauth.rs runs it.
@@ -43,7 +57,9 @@ let phase = 'startup';
 const report = {
     http: [], // every request the SDK made (MCP and OAuth endpoints)
     browser: [], // what the redirect handler did
-    authorizations: 0 // redirectToAuthorization calls (= logins attempted)
+    authorizations: 0, // redirectToAuthorization calls (= logins attempted)
+    authorizationRequests: [], // each authorization URL's parameters, in order
+    savedTokens: [] // each saveTokens: {scope, claimsScope, hasRefreshToken}
 };
 
 function emit(obj, code) {
@@ -77,7 +93,10 @@ function parseArgs(argv) {
         username: 'alice',
         password: process.env.SDK_OAUTH_PASSWORD,
         redirectUri: 'http://127.0.0.1:33418/callback',
-        message: 'hello through the gateway'
+        message: 'hello through the gateway',
+        listTools: false,
+        calls: [],
+        grantTypes: ['authorization_code', 'refresh_token']
     };
     for (let i = 0; i < argv.length; i++) {
         const a = argv[i];
@@ -110,6 +129,25 @@ function parseArgs(argv) {
             case '--timeout-ms':
                 out.timeoutMs = Number(next());
                 break;
+            case '--grant-types':
+                out.grantTypes = next().split(',').map(g => g.trim()).filter(Boolean);
+                if (!out.grantTypes.length) throw new Error('--grant-types needs at least one grant type');
+                break;
+            case '--list-tools':
+                out.listTools = true;
+                break;
+            case '--call': {
+                const spec = next();
+                const eq = spec.indexOf('=');
+                const name = eq < 0 ? spec : spec.slice(0, eq);
+                const callArgs = eq < 0 ? {} : JSON.parse(spec.slice(eq + 1));
+                if (!name) throw new Error(`--call needs a tool name: ${spec}`);
+                if (callArgs === null || typeof callArgs !== 'object' || Array.isArray(callArgs)) {
+                    throw new Error(`--call ${name}: the arguments must be a JSON object`);
+                }
+                out.calls.push({ name, arguments: callArgs });
+                break;
+            }
             default:
                 throw new Error(`unknown argument: ${a}`);
         }
@@ -146,7 +184,10 @@ function recordingFetch(input, init = {}) {
     } else if (typeof body === 'string') {
         try {
             const json = JSON.parse(body);
-            if (json && typeof json === 'object' && !Array.isArray(json) && json.method) entry.rpc = json.method;
+            if (json && typeof json === 'object' && !Array.isArray(json) && json.method) {
+                entry.rpc = json.method;
+                if (typeof json.params?.name === 'string') entry.rpcName = json.params.name;
+            }
         } catch {
             const form = new URLSearchParams(body);
             if (form.get('grant_type')) entry.grantType = form.get('grant_type');
@@ -154,6 +195,10 @@ function recordingFetch(input, init = {}) {
     }
     const headers = new Headers(init.headers ?? {});
     entry.authorization = headers.has('authorization');
+    // Protocol 2026-07-28 routing headers, when the SDK sends them.
+    if (headers.has('mcp-method')) entry.mcpMethod = headers.get('mcp-method');
+    if (headers.has('mcp-name')) entry.mcpName = headers.get('mcp-name');
+    if (headers.has('mcp-protocol-version')) entry.protocolVersion = headers.get('mcp-protocol-version');
     report.http.push(entry);
     return fetch(input, init).then(
         res => {
@@ -292,7 +337,7 @@ class Provider {
         return {
             client_name: 'mcp-auth-gateway e2e (TypeScript SDK)',
             redirect_uris: [args.redirectUri],
-            grant_types: ['authorization_code', 'refresh_token'],
+            grant_types: args.grantTypes,
             response_types: ['code'],
             token_endpoint_auth_method: 'none'
         };
@@ -317,6 +362,11 @@ class Provider {
     }
 
     saveTokens(tokens) {
+        report.savedTokens.push({
+            scope: tokens?.scope ?? null,
+            claimsScope: jwtClaims(tokens?.access_token)?.scope ?? null,
+            hasRefreshToken: Boolean(tokens?.refresh_token)
+        });
         this.saved.tokens = tokens;
         this.persist();
     }
@@ -354,6 +404,7 @@ class Provider {
         report.authorizationRequest = Object.fromEntries(
             [...url.searchParams].filter(([k]) => !['state', 'code_challenge'].includes(k))
         );
+        report.authorizationRequests.push(report.authorizationRequest);
         const params = await playBrowser(url.href);
         if (!params.code) throw new Error('the redirect carries no code');
         if (params.state !== this.expectedState) throw new Error(`state mismatch: ${params.state} != ${this.expectedState}`);
@@ -374,6 +425,39 @@ function jwtClaims(token) {
     } catch {
         return null;
     }
+}
+
+// One --call: its outcome, never thrown. An UnauthorizedError right after the SDK sent the
+// user to authorize (a step-up) is finished as after the first login, and the call retried
+// once.
+async function callOnce(client, transport, provider, call) {
+    const outcome = { name: call.name, finishedAuthorization: false };
+    const attempt = async () => {
+        const result = await client.callTool({ name: call.name, arguments: call.arguments });
+        outcome.ok = !result.isError;
+        outcome.isError = Boolean(result.isError);
+        outcome.text = result.content?.find(c => c.type === 'text')?.text ?? null;
+    };
+    const authorizationsBefore = report.authorizations;
+    try {
+        try {
+            await attempt();
+        } catch (e) {
+            if (!(e instanceof UnauthorizedError) || report.authorizations === authorizationsBefore || !provider.result) throw e;
+            outcome.firstError = errText(e);
+            phase = `finish-auth ${call.name}`;
+            await transport.finishAuth(provider.result.code);
+            outcome.finishedAuthorization = true;
+            phase = `tools/call ${call.name} (retry)`;
+            await attempt();
+        }
+    } catch (e) {
+        outcome.ok = false;
+        outcome.error = errText(e);
+        if (e && typeof e === 'object' && e.code !== undefined) outcome.errorCode = e.code;
+    }
+    outcome.authorizations = report.authorizations - authorizationsBefore;
+    return outcome;
 }
 
 // ---------------------------------------------------------------------------
@@ -417,6 +501,17 @@ async function run() {
     const text = result.content?.find(c => c.type === 'text')?.text ?? null;
     if (result.isError) throw new Error(`${TOOL} returned isError: ${text}`);
     if (text !== `Echo: ${args.message}`) throw new Error(`unexpected ${TOOL} result: ${text}`);
+
+    if (args.listTools) {
+        phase = 'tools/list';
+        const listed = await client.listTools();
+        report.toolNames = listed.tools.map(t => t.name);
+    }
+    if (args.calls.length) report.calls = [];
+    for (const call of args.calls) {
+        phase = `tools/call ${call.name}`;
+        report.calls.push(await callOnce(client, transport, provider, call));
+    }
 
     phase = 'close';
     await transport.terminateSession().catch(() => {});

@@ -5,7 +5,9 @@ nothing but the MCP URL, for mcp-auth-gateway's end-to-end tests.
     python3 tests/python/sdk_oauth.py --url http://127.0.0.1:PORT/mcp \
         [--state FILE] [--client-metadata-url https://HOST/client.json] \
         [--redirect-uri http://127.0.0.1:PORT/callback] [--username alice] \
-        [--password PW] [--message TEXT] [--timeout 30]
+        [--password PW] [--message TEXT] [--timeout 30] [--list-tools] \
+        [--call NAME[=JSON]]... [--grant-types authorization_code,refresh_token] \
+        [--mode auto|legacy|2026-07-28]
 
 The SDK's OAuthClientProvider gets the 401, discovers the protected resource and
 authorization server metadata, registers (dynamic client registration) or, with
@@ -25,6 +27,15 @@ absolute expiry (`access_token_expires_at`), which this client restores when it 
 SDK (2.3.0) reloads stored tokens but not their expiry, so it would never refresh a stored
 token on its own (python-sdk issue #3250). An expired stored token is refreshed with the
 stored refresh token before the first request.
+
+After `echo`: --list-tools lists the tools (`toolNames`), and each --call NAME[=JSON] calls one
+more tool with those arguments (default {}), in order. Their outcomes are reported in `calls`
+(result text, or the error with its JSON-RPC code) and do not fail the run, so a refused call
+can be asserted. A step-up (403 `insufficient_scope`) is the SDK's own business: it
+authorizes again inside its httpx auth flow (through the same redirect and callback
+handlers) and retries the request. --grant-types sets the grant types the client registers
+with; --mode is the SDK's `Client(mode=...)` (default `auto`: probe `server/discover`, fall
+back to `initialize`).
 
 Prints exactly ONE line of JSON on stdout and exits 0 ({"ok": true, ...}) or 1
 ({"ok": false, "error": ...}). Diagnostics go to stderr. See README.md next to this file;
@@ -55,6 +66,8 @@ state_of_run: dict[str, Any] = {
     "http": [],  # every request the SDK made (MCP and OAuth endpoints)
     "browser": [],  # what the redirect handler did
     "authorizations": 0,  # redirect handler calls (= logins attempted)
+    "authorizationRequests": [],  # each authorization URL's parameters, in order
+    "savedTokens": [],  # each set_tokens: {scope, claimsScope, hasRefreshToken}
 }
 
 
@@ -86,6 +99,7 @@ try:
     from mcp.client.auth import OAuthClientProvider
     from mcp.client.streamable_http import streamable_http_client
     from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+    from mcp.shared.exceptions import MCPError
 except ImportError as e:  # pragma: no cover - reported as a result line
     fail(f"the Python MCP SDK is not installed ({e}); see tests/python/README.md")
 
@@ -100,7 +114,29 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--password", default=os.environ.get("SDK_OAUTH_PASSWORD"))
     parser.add_argument("--message", default="hello through the gateway")
     parser.add_argument("--timeout", type=float, default=30.0, help="global timeout in seconds")
+    parser.add_argument("--list-tools", action="store_true", help="list the tools after calling echo")
+    parser.add_argument(
+        "--call", action="append", default=[], metavar="NAME[=JSON]", help="call one more tool after echo (repeatable)"
+    )
+    parser.add_argument("--grant-types", default="authorization_code,refresh_token", help="grant types to register with")
+    parser.add_argument("--mode", default="auto", help="the SDK's Client(mode=...): auto, legacy or a protocol version")
     args = parser.parse_args()
+    calls = []
+    for spec in args.call:
+        name, _, text = spec.partition("=")
+        if not name:
+            parser.error(f"--call needs a tool name: {spec}")
+        try:
+            arguments = json.loads(text) if text else {}
+        except ValueError as e:
+            parser.error(f"--call {name}: the arguments are not JSON ({e})")
+        if not isinstance(arguments, dict):
+            parser.error(f"--call {name}: the arguments must be a JSON object")
+        calls.append((name, arguments))
+    args.call = calls
+    args.grant_types = [g.strip() for g in args.grant_types.split(",") if g.strip()]
+    if not args.grant_types:
+        parser.error("--grant-types needs at least one grant type")
     if urlparse(args.url).scheme not in ("http", "https"):
         parser.error("--url must be an http(s) URL")
     return args
@@ -129,6 +165,13 @@ class FileTokenStorage:
         return OAuthToken.model_validate(tokens) if tokens else None
 
     async def set_tokens(self, tokens: OAuthToken) -> None:
+        state_of_run["savedTokens"].append(
+            {
+                "scope": tokens.scope,
+                "claimsScope": (jwt_claims(tokens.access_token) or {}).get("scope"),
+                "hasRefreshToken": bool(tokens.refresh_token),
+            }
+        )
         self.data["tokens"] = tokens.model_dump(mode="json", exclude_none=True)
         if tokens.expires_in is not None:
             self.data["access_token_expires_at"] = time.time() + int(tokens.expires_in)
@@ -215,6 +258,7 @@ class BrowserPart:
         state_of_run["phase"] = "browser"
         query = dict(parse_qsl(urlparse(authorization_url).query))
         state_of_run["authorizationRequest"] = {k: v for k, v in query.items() if k not in ("state", "code_challenge")}
+        state_of_run["authorizationRequests"].append(state_of_run["authorizationRequest"])
         # A fresh cookie jar, redirects not followed: every step is looked at.
         async with httpx2.AsyncClient(follow_redirects=False, timeout=10.0) as browser:
             page = await self._step(browser, "GET", authorization_url)
@@ -278,9 +322,16 @@ async def record_request(request: httpx2.Request) -> None:
             message = json.loads(body)
             if isinstance(message, dict) and "method" in message:
                 entry["rpc"] = message["method"]
+                params = message.get("params")
+                if isinstance(params, dict) and isinstance(params.get("name"), str):
+                    entry["rpcName"] = params["name"]
         except ValueError:
             pass
     entry["authorization"] = "authorization" in request.headers
+    # Protocol 2026-07-28 routing headers, when the SDK sends them.
+    for header, key in (("mcp-method", "mcpMethod"), ("mcp-name", "mcpName"), ("mcp-protocol-version", "protocolVersion")):
+        if header in request.headers:
+            entry[key] = request.headers[header]
     request.extensions["e2e_entry"] = entry
     state_of_run["http"].append(entry)
 
@@ -291,6 +342,25 @@ async def record_response(response: httpx2.Response) -> None:
         entry["status"] = response.status_code
         if response.status_code in (401, 403):
             entry["wwwAuthenticate"] = response.headers.get("www-authenticate")
+        if response.status_code >= 400 and "text/event-stream" not in response.headers.get("content-type", ""):
+            # Who refused: the gateway's and the upstream's error bodies differ.
+            entry["errorBody"] = (await response.aread()).decode("utf-8", "replace")[:300]
+
+
+async def call_once(client: Any, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    """One --call: its outcome, never raised (a step-up happens inside the SDK's auth flow)."""
+    outcome: dict[str, Any] = {"name": name}
+    authorizations_before = state_of_run["authorizations"]
+    try:
+        result = await client.call_tool(name, arguments)
+        texts = [c.text for c in result.content if getattr(c, "type", None) == "text"]
+        outcome.update(ok=not result.is_error, isError=bool(result.is_error), text=texts[0] if texts else None)
+    except MCPError as e:
+        outcome.update(ok=False, error=err_text(e), errorCode=e.code, errorMessage=e.message)
+    except Exception as e:  # noqa: BLE001 - reported, asserted by the caller
+        outcome.update(ok=False, error=err_text(e))
+    outcome["authorizations"] = state_of_run["authorizations"] - authorizations_before
+    return outcome
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -303,7 +373,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         client_metadata=OAuthClientMetadata(
             client_name="mcp-auth-gateway e2e (Python SDK)",
             redirect_uris=[args.redirect_uri],
-            grant_types=["authorization_code", "refresh_token"],
+            grant_types=args.grant_types,
             response_types=["code"],
             token_endpoint_auth_method="none",
         ),
@@ -318,7 +388,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     state_of_run["phase"] = "connect"
     async with http_client:
-        async with Client(streamable_http_client(args.url, http_client=http_client)) as client:
+        async with Client(streamable_http_client(args.url, http_client=http_client), mode=args.mode) as client:
             server_info = client.server_info
             state_of_run["phase"] = "tools/call"
             result = await client.call_tool(TOOL, {"message": args.message})
@@ -328,6 +398,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 raise RuntimeError(f"{TOOL} returned isError: {text}")
             if text != f"Echo: {args.message}":
                 raise RuntimeError(f"unexpected {TOOL} result: {text}")
+            if args.list_tools:
+                state_of_run["phase"] = "tools/list"
+                listed = await client.list_tools()
+                state_of_run["toolNames"] = [t.name for t in listed.tools]
+            if args.call:
+                state_of_run["calls"] = []
+            for name, arguments in args.call:
+                state_of_run["phase"] = f"tools/call {name}"
+                state_of_run["calls"].append(await call_once(client, name, arguments))
             state_of_run["phase"] = "close"
 
     mcp_url = args.url.split("?")[0]

@@ -171,6 +171,7 @@ pub(super) fn compile_authorization_server(
                 uri: route.resource.clone(),
                 name: raw_route.and_then(|r| r.resource_name.clone()),
                 scopes,
+                tool_scopes: route.mcp.as_ref().is_some_and(|m| m.tool_scopes),
             }
         })
         .collect();

@@ -1,0 +1,412 @@
+//! Phase 11 — response filter: `tools/list`, `prompts/list`, `resources/list` and
+//! `resources/templates/list` answers keep only what the caller may use, whether the
+//! upstream answered `application/json` or `text/event-stream`.
+//!
+//! "May use" is the route's rules asked about the corresponding operation (`tools/call`
+//! of the tool, `prompts/get` of the prompt, `resources/read` of the resource or
+//! template): refused → hidden. A tool that needs a scope the caller can step up to stays
+//! listed, or the client could never learn to ask for it.
+//!
+//! In a stream only the event that carries the list's response is rewritten; every other
+//! event passes as soon as it is complete, byte for byte. Everything else of the answer —
+//! `nextCursor` included — is kept.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body as HttpBody, Frame};
+use serde_json::Value;
+
+use crate::body::BoxError;
+use crate::model::glob::Glob;
+use crate::model::rules::{Caller, McpPolicy, Target, Verdict};
+
+/// The largest list answer (JSON body or one SSE event) the filter reads. A bigger one is
+/// not passed through unfiltered: the answer fails instead.
+pub const MAX_LIST_BYTES: usize = 16 * 1024 * 1024;
+
+/// Which list a request asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListKind {
+    Tools,
+    Prompts,
+    Resources,
+    ResourceTemplates,
+}
+
+impl ListKind {
+    pub fn of_method(method: &str) -> Option<ListKind> {
+        match method {
+            "tools/list" => Some(ListKind::Tools),
+            "prompts/list" => Some(ListKind::Prompts),
+            "resources/list" => Some(ListKind::Resources),
+            "resources/templates/list" => Some(ListKind::ResourceTemplates),
+            _ => None,
+        }
+    }
+
+    /// The result member holding the items, and the item member naming each.
+    fn members(self) -> (&'static str, &'static str) {
+        match self {
+            ListKind::Tools => ("tools", "name"),
+            ListKind::Prompts => ("prompts", "name"),
+            ListKind::Resources => ("resources", "uri"),
+            ListKind::ResourceTemplates => ("resourceTemplates", "uriTemplate"),
+        }
+    }
+
+    fn operation(self, name: &str) -> (&'static str, Target) {
+        match self {
+            ListKind::Tools => ("tools/call", Target::Tool(name.to_string())),
+            ListKind::Prompts => ("prompts/get", Target::Prompt(name.to_string())),
+            ListKind::Resources | ListKind::ResourceTemplates => {
+                ("resources/read", Target::Resource(name.to_string()))
+            }
+        }
+    }
+}
+
+/// The caller, owned (the filter outlives the request's borrow of the principal).
+#[derive(Debug, Clone)]
+pub struct OwnedCaller {
+    pub subject: String,
+    pub scopes: Vec<String>,
+    pub groups: Vec<String>,
+    pub client_id: Option<String>,
+    pub tools: Option<Arc<Vec<Glob>>>,
+}
+
+/// What to filter, for whom.
+#[derive(Debug, Clone)]
+pub struct ListFilter {
+    /// The list requests (one, or several in a batch) and their ids: only their responses
+    /// are rewritten.
+    pub requests: Vec<(ListKind, Value)>,
+    pub policy: Arc<McpPolicy>,
+    pub caller: Option<OwnedCaller>,
+}
+
+impl ListFilter {
+    fn visible(&self, kind: ListKind, name: &str) -> bool {
+        let caller = self.caller.as_ref().map(|c| Caller {
+            subject: &c.subject,
+            scopes: &c.scopes,
+            groups: &c.groups,
+            client_id: c.client_id.as_deref(),
+            tools: c.tools.as_deref().map(Vec::as_slice),
+        });
+        let (method, target) = kind.operation(name);
+        !matches!(
+            self.policy
+                .evaluate(caller.as_ref(), Some(method), Some(&target)),
+            Verdict::Deny { .. }
+        )
+    }
+
+    /// Filters one JSON-RPC message in place; `true` if it was the list's response.
+    fn filter_message(&self, message: &mut Value) -> bool {
+        if message.get("jsonrpc") != Some(&Value::from("2.0")) {
+            return false;
+        }
+        let Some(kind) = self
+            .requests
+            .iter()
+            .find(|(_, id)| message.get("id") == Some(id))
+            .map(|(kind, _)| *kind)
+        else {
+            return false;
+        };
+        let (list, key) = kind.members();
+        if let Some(items) = message
+            .get_mut("result")
+            .and_then(|r| r.get_mut(list))
+            .and_then(Value::as_array_mut)
+        {
+            // An item without a readable name is not shown: it could not be judged.
+            items.retain(|item| {
+                item.get(key)
+                    .and_then(Value::as_str)
+                    .is_some_and(|n| self.visible(kind, n))
+            });
+        }
+        true
+    }
+
+    /// A whole JSON body: the response, or (batch) an array holding it. `None`: not ours to
+    /// change (it stays as it is).
+    pub fn filter_json(&self, body: &[u8]) -> Option<Bytes> {
+        let mut value: Value = serde_json::from_slice(body).ok()?;
+        let changed = match &mut value {
+            Value::Array(messages) => {
+                // Every message is looked at (no short circuit): a batch may hold several.
+                let mut found = false;
+                for message in messages.iter_mut() {
+                    found |= self.filter_message(message);
+                }
+                found
+            }
+            message => self.filter_message(message),
+        };
+        changed.then(|| Bytes::from(value.to_string()))
+    }
+
+    /// One complete SSE event (without its terminating blank line): rewritten if its data
+    /// is the list's response, else `None` (pass it as it was).
+    fn filter_event(&self, event: &[u8]) -> Option<Vec<u8>> {
+        let text = std::str::from_utf8(event).ok()?;
+        let mut data = String::new();
+        let mut others = Vec::new();
+        for line in sse_lines(text) {
+            if let Some(rest) = line.strip_prefix("data") {
+                if rest.is_empty() || rest.starts_with(':') {
+                    let value = rest.strip_prefix(':').unwrap_or(rest);
+                    let value = value.strip_prefix(' ').unwrap_or(value);
+                    if !data.is_empty() {
+                        data.push('\n');
+                    }
+                    data.push_str(value);
+                    continue;
+                }
+            }
+            // (An event holds no blank line; the one its end leaves is not part of it.)
+            if !line.is_empty() {
+                others.push(line);
+            }
+        }
+        let filtered = self.filter_json(data.as_bytes())?;
+        let mut out = Vec::with_capacity(filtered.len() + 64);
+        for line in others {
+            out.extend_from_slice(line.as_bytes());
+            out.push(b'\n');
+        }
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(&filtered);
+        out.push(b'\n');
+        Some(out)
+    }
+}
+
+/// The lines of an event: SSE ends a line with CRLF, LF or a lone CR.
+fn sse_lines(text: &str) -> impl Iterator<Item = &str> {
+    text.split('\n')
+        .map(|l| l.strip_suffix('\r').unwrap_or(l))
+        .flat_map(|l| l.split('\r'))
+}
+
+/// The end of the first complete event in `buffer`: (event end, separator end).
+fn event_boundary(buffer: &[u8]) -> Option<(usize, usize)> {
+    let mut i = 0;
+    while i < buffer.len() {
+        // A blank line: a line terminator right after another (or at the very start).
+        let terminator = |at: usize| -> Option<usize> {
+            match buffer.get(at) {
+                Some(b'\n') => Some(1),
+                Some(b'\r') if buffer.get(at + 1) == Some(&b'\n') => Some(2),
+                Some(b'\r') if at + 1 < buffer.len() => Some(1),
+                _ => None,
+            }
+        };
+        if let Some(first) = terminator(i) {
+            if let Some(second) = terminator(i + first) {
+                return Some((i + first, i + first + second));
+            }
+            i += first;
+        } else {
+            i += 1;
+        }
+    }
+    None
+}
+
+/// A `text/event-stream` body with the list response rewritten.
+pub struct SseFilter<B> {
+    inner: B,
+    filter: ListFilter,
+    pending: BytesMut,
+    /// Responses still to rewrite; at zero the rest passes untouched.
+    remaining: usize,
+    done: bool,
+    ended: bool,
+}
+
+impl<B> SseFilter<B> {
+    pub fn new(inner: B, filter: ListFilter) -> Self {
+        Self {
+            inner,
+            remaining: filter.requests.len(),
+            filter,
+            pending: BytesMut::new(),
+            done: false,
+            ended: false,
+        }
+    }
+
+    /// Complete events out of `pending`, filtered.
+    fn drain_events(&mut self) -> Bytes {
+        let mut out = BytesMut::new();
+        while let Some((event_end, separator_end)) = event_boundary(&self.pending) {
+            let chunk = self.pending.split_to(separator_end);
+            if self.done {
+                out.extend_from_slice(&chunk);
+                continue;
+            }
+            match self.filter.filter_event(&chunk[..event_end]) {
+                Some(rewritten) => {
+                    out.extend_from_slice(&rewritten);
+                    out.extend_from_slice(b"\n");
+                    self.remaining = self.remaining.saturating_sub(1);
+                    self.done = self.remaining == 0;
+                }
+                None => out.extend_from_slice(&chunk),
+            }
+        }
+        out.freeze()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("a list answer event is larger than the filter reads ({MAX_LIST_BYTES} bytes)")]
+pub struct ListTooLarge;
+
+impl<B> HttpBody for SseFilter<B>
+where
+    B: HttpBody<Data = Bytes, Error = BoxError> + Unpin,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            if this.ended {
+                return Poll::Ready(None);
+            }
+            // Once the response went by, nothing more is looked at.
+            if this.done && this.pending.is_empty() {
+                return Pin::new(&mut this.inner).poll_frame(cx);
+            }
+            match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Err(error))) => return Poll::Ready(Some(Err(error))),
+                Poll::Ready(Some(Ok(frame))) => {
+                    let frame = match frame.into_data() {
+                        Ok(data) => data,
+                        Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                    };
+                    this.pending.extend_from_slice(&frame);
+                    let out = this.drain_events();
+                    if !this.done && this.pending.len() > MAX_LIST_BYTES {
+                        this.ended = true;
+                        return Poll::Ready(Some(Err(Box::new(ListTooLarge))));
+                    }
+                    if !out.is_empty() {
+                        return Poll::Ready(Some(Ok(Frame::data(out))));
+                    }
+                }
+                Poll::Ready(None) => {
+                    this.ended = true;
+                    // An unterminated last event: judged as complete.
+                    let rest = this.pending.split().freeze();
+                    if rest.is_empty() {
+                        return Poll::Ready(None);
+                    }
+                    let out = match (this.done, this.filter.filter_event(&rest)) {
+                        (false, Some(rewritten)) => Bytes::from(rewritten),
+                        _ => rest,
+                    };
+                    return Poll::Ready(Some(Ok(Frame::data(out))));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::rules::{Action, DefaultEffect, Rule};
+    use http_body_util::BodyExt;
+
+    fn filter(kind: ListKind) -> ListFilter {
+        let policy = McpPolicy {
+            rules: vec![Rule {
+                name: "no-admin".into(),
+                methods: vec![],
+                tools: Some(vec![Glob::new("admin_*").unwrap()]),
+                prompts: Some(vec![Glob::new("secret").unwrap()]),
+                resources: Some(vec![Glob::new("file:///private/*").unwrap()]),
+                action: Action::Deny,
+            }],
+            default: DefaultEffect::Allow,
+            tool_scopes: false,
+            max_body_bytes: 1 << 20,
+        };
+        ListFilter {
+            requests: vec![(kind, Value::from(3))],
+            policy: Arc::new(policy),
+            caller: None,
+        }
+    }
+
+    #[test]
+    fn json_lists_keep_only_usable_items_and_everything_else() {
+        let body = br#"{"jsonrpc":"2.0","id":3,"result":{"tools":[{"name":"search","description":"d"},{"name":"admin_reset"},{"title":"no name"}],"nextCursor":"abc"}}"#;
+        let out: Value =
+            serde_json::from_slice(&filter(ListKind::Tools).filter_json(body).unwrap()).unwrap();
+        assert_eq!(
+            out["result"]["tools"],
+            serde_json::json!([{"name":"search","description":"d"}])
+        );
+        assert_eq!(out["result"]["nextCursor"], "abc");
+        // Another id, or not a response: left alone.
+        assert!(filter(ListKind::Tools)
+            .filter_json(br#"{"jsonrpc":"2.0","id":4,"result":{"tools":[]}}"#)
+            .is_none());
+        let resources = br#"{"jsonrpc":"2.0","id":3,"result":{"resources":[{"uri":"file:///private/x"},{"uri":"file:///public/y"}]}}"#;
+        let out: Value =
+            serde_json::from_slice(&filter(ListKind::Resources).filter_json(resources).unwrap())
+                .unwrap();
+        assert_eq!(
+            out["result"]["resources"],
+            serde_json::json!([{"uri":"file:///public/y"}])
+        );
+    }
+
+    /// A body delivering fixed chunks, one per poll.
+    struct Chunks(std::collections::VecDeque<Bytes>);
+
+    impl HttpBody for Chunks {
+        type Data = Bytes;
+        type Error = BoxError;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            Poll::Ready(self.0.pop_front().map(|b| Ok(Frame::data(b))))
+        }
+    }
+
+    #[tokio::test]
+    async fn only_the_response_event_of_a_stream_is_rewritten() {
+        let stream = "event: message\nid: 1\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{\"admin_x\":1}}\n\n: keepalive\n\nid: 2\r\ndata: {\"jsonrpc\":\"2.0\",\"id\":3,\r\ndata: \"result\":{\"tools\":[{\"name\":\"admin_reset\"},{\"name\":\"ok\"}]}}\r\n\r\nid: 3\ndata: after\n\n";
+        // Split into awkward chunks.
+        let chunks = stream
+            .as_bytes()
+            .chunks(7)
+            .map(Bytes::copy_from_slice)
+            .collect();
+        let body = SseFilter::new(Chunks(chunks), filter(ListKind::Tools));
+        let out = body.collect().await.unwrap().to_bytes();
+        let text = String::from_utf8(out.to_vec()).unwrap();
+        assert!(text.starts_with("event: message\nid: 1\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{\"admin_x\":1}}\n\n: keepalive\n\n"), "{text}");
+        assert!(text.contains("id: 2\ndata: {"), "{text}");
+        assert!(!text.contains("admin_reset"), "{text}");
+        assert!(text.contains("\"name\":\"ok\""), "{text}");
+        assert!(text.ends_with("id: 3\ndata: after\n\n"), "{text}");
+    }
+}
