@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 
 use crate::authorization_server::AuthorizationServer;
 use crate::config::Config;
+use crate::mcp::sessions::{MemorySessions, SessionStore};
 use crate::server::budget::ConnectionBudget;
 use crate::server::ListenerRole;
 use crate::{outbound, server};
@@ -22,6 +23,8 @@ pub struct App {
     config: ArcSwap<Config>,
     /// The built-in authorization server, when `[authorization_server]` is configured.
     authorization_server: Option<Arc<AuthorizationServer>>,
+    /// Which principal opened each MCP session (survives reloads).
+    sessions: Arc<dyn SessionStore>,
 }
 
 impl App {
@@ -31,6 +34,10 @@ impl App {
 
     pub fn authorization_server(&self) -> Option<&Arc<AuthorizationServer>> {
         self.authorization_server.as_ref()
+    }
+
+    pub fn sessions(&self) -> &dyn SessionStore {
+        self.sessions.as_ref()
     }
 }
 
@@ -137,6 +144,7 @@ impl Gateway {
         let app = Arc::new(App {
             config: ArcSwap::from_pointee(config),
             authorization_server,
+            sessions: Arc::new(MemorySessions::default()),
         });
         let (stop, stopped) = watch::channel(false);
         let mut done = Vec::new();

@@ -8,6 +8,7 @@ use hyper::body::Incoming;
 
 use crate::body::{self, Body, BoxError};
 use crate::config::Config;
+use crate::mcp::sessions::{Owner, SessionStore, MAX_SESSION_ID_BYTES};
 use crate::mcp::{
     self,
     filter::{ListFilter, OwnedCaller, SseFilter},
@@ -27,6 +28,7 @@ pub async fn handle(
     upstream: &HttpClient,
     request: Request<Incoming>,
     connection: Connection,
+    sessions: &dyn SessionStore,
 ) -> (Response<Body>, Outcome) {
     let (mut parts, incoming) = request.into_parts();
     let host = match request_host(&parts.uri, &parts.headers) {
@@ -55,6 +57,29 @@ pub async fn handle(
         *response.status_mut() = StatusCode::NO_CONTENT;
         transport::add_cors(&parts.headers, response.headers_mut(), Some(&route.allow));
         return (response, outcome);
+    }
+
+    // Sessions (2025 protocol): a session belongs to whoever opened it.
+    let owner = admission.principal().map(|p| Owner {
+        issuer: p.issuer.clone(),
+        subject: p.subject.clone(),
+    });
+    let presented_session = parts.headers.get(MCP_SESSION_ID).cloned();
+    if let (Some(owner), Some(session)) = (&owner, &presented_session) {
+        let usable = session
+            .to_str()
+            .ok()
+            .filter(|s| !s.is_empty() && s.len() <= MAX_SESSION_ID_BYTES);
+        let owned = usable
+            .is_some_and(|id| sessions.bind(&admission.route().id, id, owner.clone()) == *owner);
+        if !owned {
+            let denial = Denial {
+                rejection: Rejection::SessionNotFound,
+                route: Some(admission.route().clone()),
+                principal: admission.shared_principal().cloned(),
+            };
+            return rejected(denial, &parts.headers);
+        }
     }
 
     // 7. MCP policy — routes with rules read the body (bounded), judge each message and
@@ -159,6 +184,17 @@ pub async fn handle(
     {
         Ok(mut response) => {
             METRICS.upstream_latency(&admission.route().id, sent.elapsed());
+            // A session opened by this request belongs to its principal.
+            if let (Some(owner), None) = (owner, &presented_session) {
+                if let Some(id) = response
+                    .headers()
+                    .get(MCP_SESSION_ID)
+                    .and_then(|v| v.to_str().ok())
+                    .filter(|s| !s.is_empty() && s.len() <= MAX_SESSION_ID_BYTES)
+                {
+                    sessions.bind(&admission.route().id, id, owner);
+                }
+            }
             // 11. Response filter — lists show only what the caller may use.
             if let Some(filter) = list_filter {
                 response = filter_lists(response, filter).await;
@@ -176,6 +212,8 @@ pub async fn handle(
         }
     }
 }
+
+const MCP_SESSION_ID: &str = "mcp-session-id";
 
 /// The request body on its way upstream.
 enum RequestBody {

@@ -58,6 +58,7 @@ fn decision(rejection: &Rejection) -> &'static str {
         Rejection::InsufficientScope(_) => "insufficient_scope",
         Rejection::AccessDenied | Rejection::McpRefused { .. } => "denied_by_rule",
         Rejection::McpStepUp { .. } => "insufficient_scope",
+        Rejection::SessionNotFound => "session_refused",
         Rejection::McpUnreadable(_)
         | Rejection::McpBodyTooLarge
         | Rejection::McpHeaderMismatch(_) => "refused_request",

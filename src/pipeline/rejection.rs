@@ -74,6 +74,10 @@ pub enum Rejection {
         challenge: Challenge,
         answer: serde_json::Value,
     },
+    /// The `Mcp-Session-Id` belongs to another principal (or is unusable): answered as an
+    /// unknown session, so the client starts a new one.
+    #[error("session not found")]
+    SessionNotFound,
     /// Phase 7: refused by a rule; `answer` holds the JSON-RPC error(s) to send.
     #[error("refused by an MCP rule")]
     McpRefused {
@@ -93,7 +97,7 @@ impl Rejection {
             | Rejection::McpUnreadable(_)
             | Rejection::McpHeaderMismatch(_)
             | Rejection::MalformedCredential(..) => StatusCode::BAD_REQUEST,
-            Rejection::NoRoute => StatusCode::NOT_FOUND,
+            Rejection::NoRoute | Rejection::SessionNotFound => StatusCode::NOT_FOUND,
             Rejection::HostNotAllowed
             | Rejection::OriginNotAllowed
             | Rejection::InsufficientScope(_)
@@ -163,6 +167,7 @@ impl Rejection {
             | Rejection::McpUnreadable(_)
             | Rejection::McpBodyTooLarge
             | Rejection::McpHeaderMismatch(_)
+            | Rejection::SessionNotFound
             | Rejection::McpRefused { .. } => None,
         }
     }
@@ -220,6 +225,11 @@ impl Rejection {
                 "jsonrpc": "2.0",
                 "id": null,
                 "error": {"code": error.code(), "message": description},
+            }),
+            Rejection::SessionNotFound => json!({
+                "jsonrpc": "2.0",
+                "id": null,
+                "error": {"code": -32001, "message": "Session not found"},
             }),
             Rejection::McpBodyTooLarge | Rejection::McpHeaderMismatch(_) => json!({
                 "jsonrpc": "2.0",

@@ -128,7 +128,7 @@ async fn dispatch(
             Outcome::builtin("not_found"),
         );
     }
-    proxy::handle(config, upstream, request, connection).await
+    proxy::handle(config, upstream, request, connection, app.sessions()).await
 }
 
 /// `/readyz`: 200 once the gateway can decide every kind of request it is configured for —
