@@ -123,8 +123,8 @@ verifiers = ["api_keys"]
         assert_eq!(refused.json()["error"]["message"], "Session not found");
     }
     assert_eq!(
-        seen.lock().unwrap().as_slice(),
-        [session.clone()],
+        seen.lock().unwrap().clone(),
+        vec![session.clone()],
         "only alice's use reached the upstream"
     );
 
