@@ -14,6 +14,7 @@ use tokio::task::JoinSet;
 use crate::authorization_server::AuthorizationServer;
 use crate::config::Config;
 use crate::mcp::sessions::{MemorySessions, SessionStore};
+use crate::pipeline::limits::RateLimiter;
 use crate::server::budget::ConnectionBudget;
 use crate::server::ListenerRole;
 use crate::{outbound, server};
@@ -25,6 +26,8 @@ pub struct App {
     authorization_server: Option<Arc<AuthorizationServer>>,
     /// Which principal opened each MCP session (survives reloads).
     sessions: Arc<dyn SessionStore>,
+    /// Rate-limit buckets (survive reloads; the rates come from the current config).
+    limiter: RateLimiter,
 }
 
 impl App {
@@ -38,6 +41,10 @@ impl App {
 
     pub fn sessions(&self) -> &dyn SessionStore {
         self.sessions.as_ref()
+    }
+
+    pub fn limiter(&self) -> &RateLimiter {
+        &self.limiter
     }
 }
 
@@ -145,6 +152,7 @@ impl Gateway {
             config: ArcSwap::from_pointee(config),
             authorization_server,
             sessions: Arc::new(MemorySessions::default()),
+            limiter: RateLimiter::default(),
         });
         let (stop, stopped) = watch::channel(false);
         let mut done = Vec::new();

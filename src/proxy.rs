@@ -16,6 +16,7 @@ use crate::mcp::{
 use crate::observability::metrics::METRICS;
 use crate::observability::Outcome;
 use crate::outbound::HttpClient;
+use crate::pipeline::limits::RateLimiter;
 use crate::pipeline::policy::Admission;
 use crate::pipeline::rejection::Rejection;
 use crate::pipeline::request::{request_host, RequestView};
@@ -29,6 +30,7 @@ pub async fn handle(
     request: Request<Incoming>,
     connection: Connection,
     sessions: &dyn SessionStore,
+    limiter: &RateLimiter,
 ) -> (Response<Body>, Outcome) {
     let (mut parts, incoming) = request.into_parts();
     let host = match request_host(&parts.uri, &parts.headers) {
@@ -85,6 +87,8 @@ pub async fn handle(
     // 7. MCP policy — routes with rules read the body (bounded), judge each message and
     //    forward the very bytes they judged; other routes stream it untouched.
     let mut list_filter: Option<ListFilter> = None;
+    let mut called_tools: Vec<String> = Vec::new();
+    let mut single_id: Option<serde_json::Value> = None;
     let judged_body = match (&admission.route().mcp, parts.method == http::Method::POST) {
         (Some(policy), true) => {
             let limits = &config.server.limits;
@@ -110,6 +114,8 @@ pub async fn handle(
                 &parts.headers,
             ) {
                 (judged, None) => {
+                    called_tools = judged.tools.clone();
+                    single_id = judged.id.clone();
                     if !judged.lists.is_empty() {
                         list_filter = Some(ListFilter {
                             requests: judged.lists.clone(),
@@ -125,6 +131,25 @@ pub async fn handle(
         }
         _ => RequestBody::Streaming(incoming),
     };
+    // 8. Limits — per route, per principal, per principal and tool.
+    let principal_key = admission
+        .principal()
+        .map(|p| format!("{}\u{0}{}", p.issuer.as_deref().unwrap_or(""), p.subject));
+    if let Err(wait) = limiter.check(admission.route(), principal_key.as_deref(), &called_tools) {
+        let denial = Denial {
+            rejection: Rejection::RateLimited {
+                retry_after: wait.as_secs_f64().ceil().max(1.0) as u64,
+                id: single_id,
+            },
+            route: Some(admission.route().clone()),
+            principal: admission.shared_principal().cloned(),
+        };
+        let (response, denied) = rejected(denial, &parts.headers);
+        let mut denied = denied;
+        denied.mcp_method = outcome.mcp_method.clone();
+        denied.mcp_target = outcome.mcp_target.clone();
+        return (response, denied);
+    }
     // A list answer is filtered (phase 11): it must come uncompressed.
     if list_filter.is_some() {
         parts.headers.remove(http::header::ACCEPT_ENCODING);

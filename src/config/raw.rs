@@ -427,6 +427,18 @@ pub struct RawRoute {
     /// MCP-aware rules (per tool / prompt / resource); absent = the route decides per
     /// request only and streams bodies untouched.
     pub mcp: Option<RawMcp>,
+    pub rate_limits: Option<RawRateLimits>,
+}
+
+/// `[routes.rate_limits]`: token buckets, `"N/second|minute|hour|day"`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawRateLimits {
+    pub route: Option<String>,
+    pub per_principal: Option<String>,
+    pub per_tool: Option<String>,
+    /// Per tool name, for each caller (overrides `per_tool`).
+    pub tools: BTreeMap<String, String>,
 }
 
 /// `[routes.mcp]`.

@@ -3,4 +3,5 @@
 //! verifier sets, identity header names) still live in `pipeline` and move here over time.
 
 pub mod glob;
+pub mod rate;
 pub mod rules;

@@ -59,6 +59,7 @@ fn decision(rejection: &Rejection) -> &'static str {
         Rejection::AccessDenied | Rejection::McpRefused { .. } => "denied_by_rule",
         Rejection::McpStepUp { .. } => "insufficient_scope",
         Rejection::SessionNotFound => "session_refused",
+        Rejection::RateLimited { .. } => "rate_limited",
         Rejection::McpUnreadable(_)
         | Rejection::McpBodyTooLarge
         | Rejection::McpHeaderMismatch(_) => "refused_request",

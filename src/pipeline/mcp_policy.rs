@@ -34,6 +34,10 @@ pub struct Judged {
     pub rule: Option<String>,
     /// The list requests and their ids (phase 11 filters their answers).
     pub lists: Vec<(ListKind, Value)>,
+    /// The tools called (phase 8 counts them).
+    pub tools: Vec<String>,
+    /// The id of a single request (answers carry it).
+    pub id: Option<Value>,
 }
 
 /// Judges a body for `route`: what it asks (for the audit event) and, if refused, why.
@@ -47,11 +51,14 @@ pub fn judge(
 ) -> (Judged, Option<Rejection>) {
     match judge_body(route, policy, principal, body, headers) {
         Ok(judged) => (judged, None),
-        Err((rejection, judged)) => (judged, Some(*rejection)),
+        Err(refused) => {
+            let (rejection, judged) = *refused;
+            (judged, Some(rejection))
+        }
     }
 }
 
-type Refused = (Box<Rejection>, Judged);
+type Refused = Box<(Rejection, Judged)>;
 
 fn judge_body(
     route: &Arc<Route>,
@@ -61,7 +68,7 @@ fn judge_body(
     headers: &HeaderMap,
 ) -> Result<Judged, Refused> {
     let parsed = jsonrpc::peek(body)
-        .map_err(|e| (Box::new(Rejection::McpUnreadable(e)), Judged::default()))?;
+        .map_err(|e| Box::new((Rejection::McpUnreadable(e), Judged::default())))?;
     let messages = parsed.messages();
     let judged = Judged {
         method: messages.first().and_then(|m| m.method.clone()),
@@ -80,8 +87,19 @@ fn judge_body(
                     .zip(m.id.clone())
             })
             .collect(),
+        tools: messages
+            .iter()
+            .filter_map(|m| match &m.target {
+                Some(crate::model::rules::Target::Tool(name)) => Some(name.clone()),
+                _ => None,
+            })
+            .collect(),
+        id: match &parsed {
+            Body::Single(message) => message.id.clone(),
+            Body::Batch(_) => None,
+        },
     };
-    check_headers(&parsed, headers).map_err(|r| (Box::new(r), judged.clone()))?;
+    check_headers(&parsed, headers).map_err(|r| Box::new((r, judged.clone())))?;
 
     let caller = principal.map(|p| Caller {
         subject: &p.subject,
@@ -118,8 +136,8 @@ fn judge_body(
         }
         let mut challenge = route.challenge.clone();
         challenge.scope = Some(needed.join(" ").into());
-        return Err((
-            Box::new(Rejection::McpStepUp {
+        return Err(Box::new((
+            Rejection::McpStepUp {
                 challenge,
                 answer: error_object(
                     message.id.clone(),
@@ -128,9 +146,9 @@ fn judge_body(
                         scopes.join(" ")
                     ),
                 ),
-            }),
+            },
             judged,
-        ));
+        )));
     }
     let answers: Vec<Value> = messages
         .iter()
@@ -144,13 +162,13 @@ fn judge_body(
         (Body::Single(_), false) => answers.into_iter().next().unwrap_or(Value::Null),
         (Body::Batch(_), false) => Value::Array(answers),
     };
-    Err((
-        Box::new(Rejection::McpRefused {
+    Err(Box::new((
+        Rejection::McpRefused {
             answer,
             notifications_only,
-        }),
+        },
         judged,
-    ))
+    )))
 }
 
 fn first_refusal(verdicts: &[Verdict]) -> &Verdict {

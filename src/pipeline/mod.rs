@@ -10,6 +10,7 @@ pub mod audit;
 pub mod credential;
 pub mod forward;
 pub mod identity;
+pub mod limits;
 pub mod mcp_policy;
 pub mod path;
 pub mod policy;

@@ -74,6 +74,12 @@ pub enum Rejection {
         challenge: Challenge,
         answer: serde_json::Value,
     },
+    /// Phase 8: a rate limit; retry after this many seconds. `id`: the request's, if single.
+    #[error("rate limit exceeded")]
+    RateLimited {
+        retry_after: u64,
+        id: Option<serde_json::Value>,
+    },
     /// The `Mcp-Session-Id` belongs to another principal (or is unusable): answered as an
     /// unknown session, so the client starts a new one.
     #[error("session not found")]
@@ -98,6 +104,7 @@ impl Rejection {
             | Rejection::McpHeaderMismatch(_)
             | Rejection::MalformedCredential(..) => StatusCode::BAD_REQUEST,
             Rejection::NoRoute | Rejection::SessionNotFound => StatusCode::NOT_FOUND,
+            Rejection::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Rejection::HostNotAllowed
             | Rejection::OriginNotAllowed
             | Rejection::InsufficientScope(_)
@@ -168,6 +175,7 @@ impl Rejection {
             | Rejection::McpBodyTooLarge
             | Rejection::McpHeaderMismatch(_)
             | Rejection::SessionNotFound
+            | Rejection::RateLimited { .. }
             | Rejection::McpRefused { .. } => None,
         }
     }
@@ -226,6 +234,11 @@ impl Rejection {
                 "id": null,
                 "error": {"code": error.code(), "message": description},
             }),
+            Rejection::RateLimited { retry_after, id } => json!({
+                "jsonrpc": "2.0",
+                "id": id.clone().unwrap_or(serde_json::Value::Null),
+                "error": {"code": -32002, "message": format!("rate limit exceeded; retry in {retry_after} s")},
+            }),
             Rejection::SessionNotFound => json!({
                 "jsonrpc": "2.0",
                 "id": null,
@@ -274,6 +287,9 @@ impl Rejection {
         }
         if matches!(self, Rejection::VerifierUnavailable(..)) {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        if let Rejection::RateLimited { retry_after, .. } = self {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
         }
         if let Rejection::MethodNotAllowed(allow) = self {
             headers.insert(header::ALLOW, allow.clone());

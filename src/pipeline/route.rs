@@ -61,6 +61,8 @@ pub struct Route {
     /// MCP-aware rules: with them, request bodies are read (bounded) and judged per
     /// message; without them, bodies stream untouched.
     pub mcp: Option<Arc<crate::model::rules::McpPolicy>>,
+    /// `[routes.rate_limits]`.
+    pub limits: Option<super::limits::RouteLimits>,
 }
 
 /// Who may use a route, beyond holding its scopes. An empty list does not restrict; when

@@ -128,7 +128,15 @@ async fn dispatch(
             Outcome::builtin("not_found"),
         );
     }
-    proxy::handle(config, upstream, request, connection, app.sessions()).await
+    proxy::handle(
+        config,
+        upstream,
+        request,
+        connection,
+        app.sessions(),
+        app.limiter(),
+    )
+    .await
 }
 
 /// `/readyz`: 200 once the gateway can decide every kind of request it is configured for —

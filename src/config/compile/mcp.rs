@@ -3,9 +3,11 @@
 //! catch-all).
 
 use super::Collector;
-use crate::config::raw::{RawMcp, RawRule};
+use crate::config::raw::{RawMcp, RawRateLimits, RawRule};
 use crate::model::glob::Glob;
+use crate::model::rate::Rate;
 use crate::model::rules::{Action, DefaultEffect, McpPolicy, Requirement, Rule};
+use crate::pipeline::limits::RouteLimits;
 
 pub(super) fn compile_mcp(raw: &RawMcp, path: &str, c: &mut Collector) -> McpPolicy {
     let default = match raw.default.as_str() {
@@ -135,4 +137,36 @@ fn compile_rule(raw: &RawRule, index: usize, path: &str, c: &mut Collector) -> O
             .map(|l| globs(l, &format!("{path}.resources"), c)),
         action,
     })
+}
+
+pub(super) fn compile_limits(
+    raw: &RawRateLimits,
+    has_rules: bool,
+    path: &str,
+    c: &mut Collector,
+) -> RouteLimits {
+    let mut rate = |key: &str, text: &Option<String>| {
+        text.as_ref()
+            .and_then(|text| c.ok(&format!("{path}.{key}"), Rate::parse(text)))
+    };
+    let limits = RouteLimits {
+        route: rate("route", &raw.route),
+        per_principal: rate("per_principal", &raw.per_principal),
+        per_tool: rate("per_tool", &raw.per_tool),
+        tools: raw
+            .tools
+            .iter()
+            .filter_map(|(tool, text)| {
+                c.ok(&format!("{path}.tools.{tool}"), Rate::parse(text))
+                    .map(|rate| (tool.clone(), rate))
+            })
+            .collect(),
+    };
+    if (limits.per_tool.is_some() || !limits.tools.is_empty()) && !has_rules {
+        c.push(
+            format!("{path}.per_tool"),
+            "per-tool limits need [routes.mcp] on the route (the body is read to know the tool)",
+        );
+    }
+    limits
 }

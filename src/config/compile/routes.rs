@@ -366,6 +366,9 @@ pub(super) fn compile_route(
             .mcp
             .as_ref()
             .map(|mcp| Arc::new(super::mcp::compile_mcp(mcp, &format!("{path}.mcp"), c))),
+        limits: raw.rate_limits.as_ref().map(|limits| {
+            super::mcp::compile_limits(limits, raw.mcp.is_some(), &format!("{path}.rate_limits"), c)
+        }),
     })
 }
 
