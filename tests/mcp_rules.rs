@@ -365,8 +365,8 @@ tool_scopes = true
     assert_eq!(step_up.status, 403);
     let challenge = step_up.header("www-authenticate").unwrap();
     assert!(
-        challenge.contains("scope=\"mcp:tool:deploy\""),
-        "{challenge}"
+        challenge.contains("scope=\"mcp:tool:search mcp:tool:deploy\""),
+        "what it holds and what this call needs: {challenge}"
     );
     let wildcard = send(&gateway, "all-key-0123456789", &call(3, "deploy"), &[]).await;
     assert_eq!(wildcard.json().get("error"), None, "{}", wildcard.body);

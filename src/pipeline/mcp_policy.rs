@@ -128,8 +128,11 @@ fn judge_body(
     if let (Body::Single(message), [Verdict::NeedScopes { scopes, rule }]) =
         (&parsed, verdicts.as_slice())
     {
+        // What this call needs, plus what the caller holds already: clients that replace
+        // their scope set on a step-up (the TypeScript SDK does) keep the others.
         let mut needed: Vec<String> = route.required_scopes.clone();
-        for scope in scopes {
+        let held = principal.map(|p| p.scopes.as_slice()).unwrap_or_default();
+        for scope in held.iter().chain(scopes) {
             if !needed.contains(scope) {
                 needed.push(scope.clone());
             }

@@ -28,14 +28,16 @@
 // it sent the user to authorize again (a step-up: a 403 `insufficient_scope` makes the SDK
 // re-run its authorization with the challenge's scope), the script does what it does after
 // the first login: it finishes the authorization with the code the browser part got, and
-// retries that call once.
+// retries that call once. (Holding a refresh token, SDK 1.32.2 refreshes instead of
+// authorizing; the refresh cannot widen the scope and the call fails: see README.md.)
 //
 // --grant-types sets the grant types the client registers with (default
 // authorization_code,refresh_token); with only authorization_code the authorization server
 // issues no refresh token.
 //
 // Prints exactly ONE line of JSON on stdout and exits 0 ({"ok":true,...}) or 1
-// ({"ok":false,"error":...}). Diagnostics go to stderr. tests/mcp_sdk_oauth.rs runs it.
+// ({"ok":false,"error":...}). Diagnostics go to stderr. tests/mcp_sdk_oauth.rs and
+// tests/mcp_sdk_stepup.rs run it.
 
 import { readFileSync, writeFileSync, renameSync, existsSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';

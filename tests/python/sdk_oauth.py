@@ -39,7 +39,7 @@ back to `initialize`).
 
 Prints exactly ONE line of JSON on stdout and exits 0 ({"ok": true, ...}) or 1
 ({"ok": false, "error": ...}). Diagnostics go to stderr. See README.md next to this file;
-tests/mcp_sdk_oauth.rs runs it.
+tests/mcp_sdk_oauth.rs and tests/mcp_sdk_stepup.rs run it.
 """
 
 from __future__ import annotations
