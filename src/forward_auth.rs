@@ -21,7 +21,10 @@ use hyper::body::Incoming;
 
 use crate::body::{self, Body};
 use crate::config::Config;
+use crate::mcp::sessions::{Owner, SessionStore, MAX_SESSION_ID_BYTES};
 use crate::observability::Outcome;
+use crate::pipeline::limits::RateLimiter;
+use crate::pipeline::mcp_policy::{self, Judged};
 use crate::pipeline::path::check_path;
 use crate::pipeline::policy::Admission;
 use crate::pipeline::rejection::Rejection;
@@ -43,8 +46,14 @@ pub struct Original {
     pub host: Option<String>,
 }
 
-pub async fn verify(config: &Config, request: &Request<Incoming>) -> (Response<Body>, Outcome) {
-    let headers = request.headers();
+pub async fn verify(
+    config: &Config,
+    request: Request<Incoming>,
+    sessions: &dyn SessionStore,
+    limiter: &RateLimiter,
+) -> (Response<Body>, Outcome) {
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
     let original = match original_request(headers) {
         Ok(original) => original,
         Err(rejection) => return deny(rejection.into()),
@@ -81,8 +90,34 @@ pub async fn verify(config: &Config, request: &Request<Incoming>) -> (Response<B
                     return (response, outcome.describing(&original.method, path));
                 }
             }
-            let outcome =
+            let mut outcome =
                 crate::pipeline::audit::admitted(&admission).describing(&original.method, path);
+            // Phases 7 and 8 and the session binding, as inline, from what the front proxy
+            // passes on: the body (Traefik `forwardBody`) or the `Mcp-Method` / `Mcp-Name`
+            // headers.
+            let (judged, refusal) = calls_and_limits(
+                &admission,
+                &original.method,
+                headers,
+                body,
+                sessions,
+                limiter,
+            )
+            .await;
+            outcome.mcp_method = judged.method.clone();
+            outcome.mcp_target = judged.target.clone();
+            if let Some(rejection) = refusal {
+                let denial = Denial {
+                    rejection,
+                    route: Some(admission.route().clone()),
+                    principal: admission.shared_principal().cloned(),
+                };
+                let (response, mut denied) = deny(denial);
+                denied.mcp_method = judged.method;
+                denied.mcp_target = judged.target;
+                denied.rule = judged.rule;
+                return (response, denied.describing(&original.method, path));
+            }
             let mut response = allow();
             if let Admission::Granted(grant) = &admission {
                 config.identity_headers.set(grant, response.headers_mut());
@@ -93,6 +128,84 @@ pub async fn verify(config: &Config, request: &Request<Incoming>) -> (Response<B
             let (response, outcome) = deny(denial);
             (response, outcome.describing(&original.method, path))
         }
+    }
+}
+
+/// What inline mode decides after phase 6, for `/verify`: session ownership (first
+/// presenter owns an unseen session id: `/verify` never sees the upstream's answer), the
+/// route's MCP rules and its rate limits.
+async fn calls_and_limits(
+    admission: &Admission,
+    method: &Method,
+    headers: &HeaderMap,
+    body: Incoming,
+    sessions: &dyn SessionStore,
+    limiter: &RateLimiter,
+) -> (Judged, Option<Rejection>) {
+    let route = admission.route();
+    let principal = admission.principal();
+    if let (Some(principal), Some(session)) = (principal, headers.get("mcp-session-id")) {
+        let owner = Owner {
+            issuer: principal.issuer.clone(),
+            subject: principal.subject.clone(),
+        };
+        let owned = session
+            .to_str()
+            .ok()
+            .filter(|s| !s.is_empty() && s.len() <= MAX_SESSION_ID_BYTES)
+            .is_some_and(|id| sessions.bind(&route.id, id, owner.clone()) == owner);
+        if !owned {
+            return (Judged::default(), Some(Rejection::SessionNotFound));
+        }
+    }
+    let mut judged = Judged::default();
+    if let (Some(policy), true) = (&route.mcp, *method == Method::POST) {
+        let forwarded_body = headers.contains_key(header::CONTENT_LENGTH)
+            && headers
+                .get(header::CONTENT_LENGTH)
+                .is_some_and(|v| v.as_bytes() != b"0")
+            || headers.contains_key(header::TRANSFER_ENCODING);
+        let (found, refusal) = if forwarded_body {
+            match read_body(body, policy.max_body_bytes).await {
+                Ok(bytes) => mcp_policy::judge(route, policy, principal, &bytes, headers),
+                Err(rejection) => (Judged::default(), Some(rejection)),
+            }
+        } else {
+            match mcp_policy::judge_headers(route, policy, principal, headers) {
+                Some(result) => result,
+                // Nothing says what is called: refused unless the route lets it pass.
+                None if policy.undetermined_allowed => (Judged::default(), None),
+                None => (Judged::default(), Some(Rejection::McpUndetermined)),
+            }
+        };
+        if refusal.is_some() {
+            return (found, refusal);
+        }
+        judged = found;
+    }
+    let principal_key =
+        principal.map(|p| format!("{}\u{0}{}", p.issuer.as_deref().unwrap_or(""), p.subject));
+    if let Err(wait) = limiter.check(route, principal_key.as_deref(), &judged.tools) {
+        let retry_after = wait.as_secs_f64().ceil().max(1.0) as u64;
+        return (
+            judged,
+            Some(Rejection::RateLimited {
+                retry_after,
+                id: None,
+            }),
+        );
+    }
+    (judged, None)
+}
+
+async fn read_body(body: Incoming, limit: usize) -> Result<bytes::Bytes, Rejection> {
+    use http_body_util::BodyExt;
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+            Err(Rejection::McpBodyTooLarge)
+        }
+        Err(_) => Err(Rejection::MalformedBody),
     }
 }
 

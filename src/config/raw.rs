@@ -451,6 +451,9 @@ pub struct RawMcp {
     pub tool_scopes: bool,
     /// Largest request body read to decide; more → 413.
     pub max_body_bytes: ConfigBytes,
+    /// `/verify` when neither a forwarded body nor `Mcp-Method` says what is called:
+    /// "deny" (default) or "allow".
+    pub undetermined: String,
     pub rules: Vec<RawRule>,
 }
 
@@ -460,6 +463,7 @@ impl Default for RawMcp {
             default: "allow".into(),
             tool_scopes: false,
             max_body_bytes: ConfigBytes(1024 * 1024),
+            undetermined: "deny".into(),
             rules: Vec::new(),
         }
     }

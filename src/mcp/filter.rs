@@ -345,6 +345,7 @@ mod tests {
             default: DefaultEffect::Allow,
             tool_scopes: false,
             max_body_bytes: 1 << 20,
+            undetermined_allowed: false,
         };
         ListFilter {
             requests: vec![(kind, Value::from(3))],

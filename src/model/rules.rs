@@ -51,6 +51,8 @@ pub struct McpPolicy {
     pub tool_scopes: bool,
     /// Largest body read to decide (over it: 413).
     pub max_body_bytes: usize,
+    /// `/verify` without a forwarded body or `Mcp-Method`: pass (`true`) or refuse.
+    pub undetermined_allowed: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -356,6 +358,7 @@ mod tests {
             default: DefaultEffect::Deny,
             tool_scopes: true,
             max_body_bytes: 1 << 20,
+            undetermined_allowed: false,
         };
         let none: Vec<String> = vec![];
         let admin = vec!["admin".to_string()];
@@ -444,6 +447,7 @@ mod tests {
             default: DefaultEffect::Allow,
             tool_scopes: false,
             max_body_bytes: 1 << 20,
+            undetermined_allowed: false,
         };
         let none: Vec<String> = vec![];
         let key_tools = globs(&["get_*", "list_*"]);

@@ -62,7 +62,8 @@ fn decision(rejection: &Rejection) -> &'static str {
         Rejection::RateLimited { .. } => "rate_limited",
         Rejection::McpUnreadable(_)
         | Rejection::McpBodyTooLarge
-        | Rejection::McpHeaderMismatch(_) => "refused_request",
+        | Rejection::McpHeaderMismatch(_)
+        | Rejection::McpUndetermined => "refused_request",
         Rejection::VerifierUnavailable(..) => "verifier_unavailable",
         Rejection::AmbiguousPath(_)
         | Rejection::NoRoute

@@ -20,7 +20,8 @@ use super::rejection::Rejection;
 use super::route::Route;
 use crate::auth::Principal;
 use crate::mcp::filter::ListKind;
-use crate::mcp::jsonrpc::{self, Body, Kind};
+use crate::mcp::jsonrpc::{self, Body, Kind, Message};
+use crate::model::rules::Target;
 use crate::model::rules::{Caller, McpPolicy, Verdict};
 
 /// JSON-RPC code of a refusal by the gateway (implementation-defined server error range).
@@ -60,6 +61,59 @@ pub fn judge(
 
 type Refused = Box<(Rejection, Judged)>;
 
+/// `/verify` without a body: the call as the `Mcp-Method` / `Mcp-Name` headers describe it
+/// (protocol 2026-07-28). `None` when they do not say what is called.
+pub fn judge_headers(
+    route: &Arc<Route>,
+    policy: &McpPolicy,
+    principal: Option<&Principal>,
+    headers: &HeaderMap,
+) -> Option<(Judged, Option<Rejection>)> {
+    let text = |name: &str| -> Option<Option<String>> {
+        let mut values = headers.get_all(name).iter();
+        let first = values.next();
+        if values.next().is_some() {
+            return None;
+        }
+        match first {
+            None => Some(None),
+            Some(value) => value.to_str().ok().map(|v| Some(v.to_string())),
+        }
+    };
+    let method = text("mcp-method")??;
+    let name = text("mcp-name")?;
+    let target = match (method.as_str(), name) {
+        ("tools/call", Some(name)) => Some(Target::Tool(name)),
+        ("prompts/get", Some(name)) => Some(Target::Prompt(name)),
+        ("resources/read" | "resources/subscribe" | "resources/unsubscribe", Some(uri)) => {
+            Some(Target::Resource(uri))
+        }
+        // A named operation without its name cannot be judged.
+        (
+            "tools/call"
+            | "prompts/get"
+            | "resources/read"
+            | "resources/subscribe"
+            | "resources/unsubscribe",
+            None,
+        ) => return None,
+        _ => None,
+    };
+    let body = Body::Single(Message {
+        kind: Kind::Request,
+        method: Some(method),
+        target,
+        id: None,
+    });
+    Some(match judge_parsed(route, policy, principal, &body, None) {
+        Ok(judged) => (judged, None),
+        Err(refused) => {
+            let (rejection, judged) = *refused;
+            (judged, Some(rejection))
+        }
+    })
+}
+
 fn judge_body(
     route: &Arc<Route>,
     policy: &McpPolicy,
@@ -69,6 +123,17 @@ fn judge_body(
 ) -> Result<Judged, Refused> {
     let parsed = jsonrpc::peek(body)
         .map_err(|e| Box::new((Rejection::McpUnreadable(e), Judged::default())))?;
+    judge_parsed(route, policy, principal, &parsed, Some(headers))
+}
+
+/// Judges messages already read; `headers` (inline) are checked against them.
+fn judge_parsed(
+    route: &Arc<Route>,
+    policy: &McpPolicy,
+    principal: Option<&Principal>,
+    parsed: &Body,
+    headers: Option<&HeaderMap>,
+) -> Result<Judged, Refused> {
     let messages = parsed.messages();
     let judged = Judged {
         method: messages.first().and_then(|m| m.method.clone()),
@@ -94,12 +159,14 @@ fn judge_body(
                 _ => None,
             })
             .collect(),
-        id: match &parsed {
+        id: match parsed {
             Body::Single(message) => message.id.clone(),
             Body::Batch(_) => None,
         },
     };
-    check_headers(&parsed, headers).map_err(|r| Box::new((r, judged.clone())))?;
+    if let Some(headers) = headers {
+        check_headers(parsed, headers).map_err(|r| Box::new((r, judged.clone())))?;
+    }
 
     let caller = principal.map(|p| Caller {
         subject: &p.subject,
@@ -126,7 +193,7 @@ fn judge_body(
     // One call short of scopes: the step-up challenge (a batch is answered message by
     // message instead; a client cannot step up half a batch).
     if let (Body::Single(message), [Verdict::NeedScopes { scopes, rule }]) =
-        (&parsed, verdicts.as_slice())
+        (parsed, verdicts.as_slice())
     {
         // What this call needs, plus what the caller holds already: clients that replace
         // their scope set on a step-up (the TypeScript SDK does) keep the others.
@@ -160,7 +227,7 @@ fn judge_body(
         .map(|(m, v)| error_object(m.id.clone(), &describe(v)))
         .collect();
     let notifications_only = answers.is_empty();
-    let answer = match (&parsed, notifications_only) {
+    let answer = match (parsed, notifications_only) {
         (_, true) => error_object(None, &describe(first_refusal(&verdicts))),
         (Body::Single(_), false) => answers.into_iter().next().unwrap_or(Value::Null),
         (Body::Batch(_), false) => Value::Array(answers),

@@ -65,6 +65,10 @@ pub enum Rejection {
     /// Phase 7: the body is larger than the route reads to decide.
     #[error("request body larger than the route's MCP rules read")]
     McpBodyTooLarge,
+    /// Phase 7 on `/verify`: neither a forwarded body nor `Mcp-Method` / `Mcp-Name` say
+    /// what is called, and the route does not let undetermined calls pass.
+    #[error("the call cannot be determined: forward the body or send Mcp-Method / Mcp-Name")]
+    McpUndetermined,
     /// Phase 7: `Mcp-Method` / `Mcp-Name` disagree with the body.
     #[error("{0}")]
     McpHeaderMismatch(&'static str),
@@ -102,6 +106,7 @@ impl Rejection {
             | Rejection::MalformedBody
             | Rejection::McpUnreadable(_)
             | Rejection::McpHeaderMismatch(_)
+            | Rejection::McpUndetermined
             | Rejection::MalformedCredential(..) => StatusCode::BAD_REQUEST,
             Rejection::NoRoute | Rejection::SessionNotFound => StatusCode::NOT_FOUND,
             Rejection::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -175,6 +180,7 @@ impl Rejection {
             | Rejection::McpBodyTooLarge
             | Rejection::McpHeaderMismatch(_)
             | Rejection::SessionNotFound
+            | Rejection::McpUndetermined
             | Rejection::RateLimited { .. }
             | Rejection::McpRefused { .. } => None,
         }
@@ -244,7 +250,9 @@ impl Rejection {
                 "id": null,
                 "error": {"code": -32001, "message": "Session not found"},
             }),
-            Rejection::McpBodyTooLarge | Rejection::McpHeaderMismatch(_) => json!({
+            Rejection::McpBodyTooLarge
+            | Rejection::McpHeaderMismatch(_)
+            | Rejection::McpUndetermined => json!({
                 "jsonrpc": "2.0",
                 "id": null,
                 "error": {"code": -32600, "message": description},

@@ -117,7 +117,7 @@ async fn dispatch(
     // With an admin listener, /verify lives there only.
     let verify_here = on_admin || config.admin.listen.is_empty();
     if verify_here && config.forward_auth.path.as_deref() == Some(path) {
-        return forward_auth::verify(config, &request).await;
+        return forward_auth::verify(config, request, app.sessions(), app.limiter()).await;
     }
     if on_admin {
         return (

@@ -57,11 +57,23 @@ pub(super) fn compile_mcp(raw: &RawMcp, path: &str, c: &mut Collector) -> McpPol
         }
         rules.push(rule);
     }
+    let undetermined_allowed = match raw.undetermined.as_str() {
+        "deny" => false,
+        "allow" => true,
+        other => {
+            c.push(
+                format!("{path}.undetermined"),
+                format!("{other:?}: use \"deny\" (refuse a /verify call nothing describes) or \"allow\""),
+            );
+            false
+        }
+    };
     McpPolicy {
         rules,
         default,
         tool_scopes: raw.tool_scopes,
         max_body_bytes,
+        undetermined_allowed,
     }
 }
 
