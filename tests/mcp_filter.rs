@@ -36,6 +36,7 @@ async fn upstream(seen: Arc<Mutex<Vec<http::HeaderMap>>>) -> std::net::SocketAdd
                     async move {
                         seen.lock().unwrap().push(request.headers().clone());
                         let sse = request.uri().path().ends_with("/sse");
+                        let gzip = request.uri().path().ends_with("/gzip");
                         let body = request.into_body().collect().await.unwrap().to_bytes();
                         let message: serde_json::Value = serde_json::from_slice(&body).unwrap();
                         let id = message["id"].clone();
@@ -62,6 +63,13 @@ async fn upstream(seen: Arc<Mutex<Vec<http::HeaderMap>>>) -> std::net::SocketAdd
                             Response::builder()
                                 .header("content-type", "text/event-stream")
                                 .body(Full::new(Bytes::from(stream)))
+                                .unwrap()
+                        } else if gzip {
+                            // Claims an encoding the filter cannot read.
+                            Response::builder()
+                                .header("content-type", "application/json")
+                                .header("content-encoding", "gzip")
+                                .body(Full::new(Bytes::from(answer)))
                                 .unwrap()
                         } else {
                             Response::builder()
@@ -113,6 +121,13 @@ groups = ["admins"]
 name = "deploy-needs-scope"
 tools = ["deploy"]
 scopes = ["deploy"]
+
+[[routes]]
+id = "gzip"
+path = "/gzip"
+upstream = "http://{addr}/gzip"
+verifiers = ["api_keys"]
+[routes.mcp]
 
 [[routes]]
 id = "sse"
@@ -236,5 +251,15 @@ async fn event_stream_list_answers_are_filtered_event_by_event() {
         ["search", "deploy", "get_file"]
     );
     assert_eq!(response["result"]["nextCursor"], "page-2");
+    gateway.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_list_answer_the_filter_cannot_read_is_not_passed_on() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let gateway = start(upstream(seen).await).await;
+    let answer = list(&gateway, "/gzip", "contractor-key-0123456789", "tools/list").await;
+    assert_eq!(answer.status, 502, "{}", answer.body);
+    assert!(!answer.body.contains("admin_reset"));
     gateway.shutdown().await;
 }
