@@ -118,6 +118,7 @@ fn check_principal(items: &[String]) {
         audiences: None,
         issuer_audience_matched: false,
         expires_at: None,
+        tools: None,
     };
     if representable(&principal).is_err() {
         return;
