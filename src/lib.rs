@@ -10,16 +10,22 @@
 //!                 │            pipeline::admit  (1 route · 2 transport guard · 4 credential
 //!                 │                     │        · 5 verify [auth] · 6 policy → Grant)
 //!                 │                     ▼                                           ▼
-//!                 │     9 rewrite · 10 forward (streaming)          200 + identity headers
-//!                 ▼                                                  or 401/403 + challenge
+//!                 │     sessions · 7 MCP rules [mcp::jsonrpc]        sessions · 7 · 8
+//!                 │     · 8 limits · 9 rewrite · 10 forward          200 + identity headers
+//!                 │     · 11 list filter [mcp::filter]               or 401/403 + challenge
+//!                 ▼
 //!   built-ins: /healthz, /readyz, /.well-known/oauth-protected-resource[/…] (metadata),
-//!   /verify; on the admin listener also /metrics
+//!   /verify; on the admin listener also /metrics; with [authorization_server] its
+//!   discovery, /authorize, /login, /consent, /token, /register, /revoke, /introspect, /jwks.json
 //! ```
 //!
 //! `auth` answers "who is this?" and knows nothing of routes; `pipeline` decides and knows
-//! nothing of listeners; `config` compiles the TOML into the types both run on; `server`
-//! owns connections (deadlines, budgets, idle and slow-reader closing); `observability` (a
-//! leaf) holds logging, the audit event, request ids and the metrics registry.
+//! nothing of listeners; `config` compiles the TOML into the types both run on (the newer
+//! ones live in `model`); `mcp` reads JSON-RPC without changing a byte, filters lists and
+//! binds sessions; `authorization_server` issues the tokens (it and `pipeline` never import
+//! each other: `server::router` mounts both); `server` owns connections (deadlines,
+//! budgets, idle and slow-reader closing); `observability` (a leaf) holds logging, the
+//! audit event, request ids and the metrics registry.
 
 #![forbid(unsafe_code)]
 
