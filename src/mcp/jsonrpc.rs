@@ -82,6 +82,11 @@ impl PeekError {
 
 /// Reads the body. Strict: see the module documentation.
 pub fn peek(bytes: &[u8]) -> Result<Body, PeekError> {
+    // JSON is UTF-8 (RFC 8259 §8.1). serde skips ignored members without validating them,
+    // and the upstream's decoder may read invalid bytes differently: refuse them anywhere.
+    if std::str::from_utf8(bytes).is_err() {
+        return Err(PeekError::NotJson);
+    }
     let first = bytes
         .iter()
         .find(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'));
@@ -332,6 +337,11 @@ mod tests {
         for (body, expected) in refused {
             assert_eq!(peek(body.as_bytes()), Err(expected), "{body}");
         }
+        // Invalid UTF-8, even inside a member nobody reads (found by the fuzzer).
+        let mut invalid =
+            br#"{"jsonrpc":"2.0","id":"a","method":"tools/list","params":{"x":"#.to_vec();
+        invalid.extend_from_slice(b"\"\x99\x98\"}}");
+        assert_eq!(peek(&invalid), Err(PeekError::NotJson));
     }
 
     #[test]
@@ -428,6 +438,19 @@ mod tests {
         #[test]
         fn arbitrary_bytes_never_panic_and_never_disagree(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
             prop_assert!(agrees_with_a_generic_parser(&bytes));
+        }
+
+        #[test]
+        fn raw_bytes_spliced_into_a_call_never_disagree(
+            at in 0usize..120,
+            spliced in prop::collection::vec(any::<u8>(), 1..4),
+        ) {
+            let base = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"x":"decoy","name":"deploy"}}"#;
+            let at = at.min(base.len());
+            let mut body = base[..at].to_vec();
+            body.extend_from_slice(&spliced);
+            body.extend_from_slice(&base[at..]);
+            prop_assert!(agrees_with_a_generic_parser(&body));
         }
 
         #[test]
