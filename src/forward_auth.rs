@@ -21,7 +21,7 @@ use hyper::body::Incoming;
 
 use crate::body::{self, Body};
 use crate::config::Config;
-use crate::mcp::sessions::{Owner, SessionStore, MAX_SESSION_ID_BYTES};
+use crate::mcp::sessions::SessionStore;
 use crate::observability::Outcome;
 use crate::pipeline::limits::RateLimiter;
 use crate::pipeline::mcp_policy::{self, Judged};
@@ -29,7 +29,7 @@ use crate::pipeline::path::check_path;
 use crate::pipeline::policy::Admission;
 use crate::pipeline::rejection::Rejection;
 use crate::pipeline::request::RequestView;
-use crate::pipeline::{admit, transport, Denial};
+use crate::pipeline::{admit, session, transport, Denial};
 use crate::server::router::{is_metadata_path, HEALTH_PATH, READY_PATH};
 
 const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
@@ -102,6 +102,7 @@ pub async fn verify(
                 body,
                 sessions,
                 limiter,
+                config.server.limits.body_read_timeout,
             )
             .await;
             outcome.mcp_method = judged.method.clone();
@@ -141,32 +142,21 @@ async fn calls_and_limits(
     body: Incoming,
     sessions: &dyn SessionStore,
     limiter: &RateLimiter,
+    body_read_timeout: std::time::Duration,
 ) -> (Judged, Option<Rejection>) {
     let route = admission.route();
     let principal = admission.principal();
-    if let (Some(principal), Some(session)) = (principal, headers.get("mcp-session-id")) {
-        let owner = Owner {
-            issuer: principal.issuer.clone(),
-            subject: principal.subject.clone(),
-        };
-        let owned = session
-            .to_str()
-            .ok()
-            .filter(|s| !s.is_empty() && s.len() <= MAX_SESSION_ID_BYTES)
-            .is_some_and(|id| sessions.bind(&route.id, id, owner.clone()) == owner);
-        if !owned {
-            return (Judged::default(), Some(Rejection::SessionNotFound));
-        }
+    if let Err(rejection) = session::check(sessions, route, principal, headers) {
+        return (Judged::default(), Some(rejection));
     }
     let mut judged = Judged::default();
     if let (Some(policy), true) = (&route.mcp, *method == Method::POST) {
-        let forwarded_body = headers.contains_key(header::CONTENT_LENGTH)
-            && headers
-                .get(header::CONTENT_LENGTH)
-                .is_some_and(|v| v.as_bytes() != b"0")
+        let forwarded_body = headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0")
             || headers.contains_key(header::TRANSFER_ENCODING);
         let (found, refusal) = if forwarded_body {
-            match read_body(body, policy.max_body_bytes).await {
+            match mcp_policy::read_body(body, policy.max_body_bytes, body_read_timeout).await {
                 Ok(bytes) => mcp_policy::judge(route, policy, principal, &bytes, headers),
                 Err(rejection) => (Judged::default(), Some(rejection)),
             }
@@ -183,30 +173,10 @@ async fn calls_and_limits(
         }
         judged = found;
     }
-    let principal_key =
-        principal.map(|p| format!("{}\u{0}{}", p.issuer.as_deref().unwrap_or(""), p.subject));
-    if let Err(wait) = limiter.check(route, principal_key.as_deref(), &judged.tools) {
-        let retry_after = wait.as_secs_f64().ceil().max(1.0) as u64;
-        return (
-            judged,
-            Some(Rejection::RateLimited {
-                retry_after,
-                id: None,
-            }),
-        );
+    if let Err(rejection) = limiter.admit(route, principal, &judged.tools, None) {
+        return (judged, Some(rejection));
     }
     (judged, None)
-}
-
-async fn read_body(body: Incoming, limit: usize) -> Result<bytes::Bytes, Rejection> {
-    use http_body_util::BodyExt;
-    match http_body_util::Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
-            Err(Rejection::McpBodyTooLarge)
-        }
-        Err(_) => Err(Rejection::MalformedBody),
-    }
 }
 
 fn allow() -> Response<Body> {

@@ -8,7 +8,7 @@ use hyper::body::Incoming;
 
 use crate::body::{self, Body, BoxError};
 use crate::config::Config;
-use crate::mcp::sessions::{Owner, SessionStore, MAX_SESSION_ID_BYTES};
+use crate::mcp::sessions::SessionStore;
 use crate::mcp::{
     self,
     filter::{ListFilter, OwnedCaller, SseFilter},
@@ -21,7 +21,7 @@ use crate::pipeline::policy::Admission;
 use crate::pipeline::rejection::Rejection;
 use crate::pipeline::request::{request_host, RequestView};
 use crate::pipeline::rewrite::{self, ClientSide};
-use crate::pipeline::{admit, forward, mcp_policy, transport, Denial};
+use crate::pipeline::{admit, forward, mcp_policy, session, transport, Denial};
 use crate::server::Connection;
 
 pub async fn handle(
@@ -62,27 +62,21 @@ pub async fn handle(
     }
 
     // Sessions (2025 protocol): a session belongs to whoever opened it.
-    let owner = admission.principal().map(|p| Owner {
-        issuer: p.issuer.clone(),
-        subject: p.subject.clone(),
-    });
-    let presented_session = parts.headers.get(MCP_SESSION_ID).cloned();
-    if let (Some(owner), Some(session)) = (&owner, &presented_session) {
-        let usable = session
-            .to_str()
-            .ok()
-            .filter(|s| !s.is_empty() && s.len() <= MAX_SESSION_ID_BYTES);
-        let owned = usable
-            .is_some_and(|id| sessions.bind(&admission.route().id, id, owner.clone()) == *owner);
-        if !owned {
-            let denial = Denial {
-                rejection: Rejection::SessionNotFound,
-                route: Some(admission.route().clone()),
-                principal: admission.shared_principal().cloned(),
-            };
-            return rejected(denial, &parts.headers);
-        }
+    if let Err(rejection) = session::check(
+        sessions,
+        admission.route(),
+        admission.principal(),
+        &parts.headers,
+    ) {
+        let denial = Denial {
+            rejection,
+            route: Some(admission.route().clone()),
+            principal: admission.shared_principal().cloned(),
+        };
+        return rejected(denial, &parts.headers);
     }
+
+    let request_had_session = parts.headers.contains_key(session::MCP_SESSION_ID);
 
     // 7. MCP policy — routes with rules read the body (bounded), judge each message and
     //    forward the very bytes they judged; other routes stream it untouched.
@@ -102,7 +96,8 @@ pub async fn handle(
                 let (response, outcome) = rejected(denial, &parts.headers);
                 (response, with_mcp(outcome, judged))
             };
-            let bytes = match read_for_policy(incoming, limit, limits.body_read_timeout).await {
+            let bytes = match mcp_policy::read_body(incoming, limit, limits.body_read_timeout).await
+            {
                 Ok(bytes) => bytes,
                 Err(rejection) => return deny(rejection, mcp_policy::Judged::default()),
             };
@@ -132,20 +127,18 @@ pub async fn handle(
         _ => RequestBody::Streaming(incoming),
     };
     // 8. Limits — per route, per principal, per principal and tool.
-    let principal_key = admission
-        .principal()
-        .map(|p| format!("{}\u{0}{}", p.issuer.as_deref().unwrap_or(""), p.subject));
-    if let Err(wait) = limiter.check(admission.route(), principal_key.as_deref(), &called_tools) {
+    if let Err(rejection) = limiter.admit(
+        admission.route(),
+        admission.principal(),
+        &called_tools,
+        single_id,
+    ) {
         let denial = Denial {
-            rejection: Rejection::RateLimited {
-                retry_after: wait.as_secs_f64().ceil().max(1.0) as u64,
-                id: single_id,
-            },
+            rejection,
             route: Some(admission.route().clone()),
             principal: admission.shared_principal().cloned(),
         };
-        let (response, denied) = rejected(denial, &parts.headers);
-        let mut denied = denied;
+        let (response, mut denied) = rejected(denial, &parts.headers);
         denied.mcp_method = outcome.mcp_method.clone();
         denied.mcp_target = outcome.mcp_target.clone();
         return (response, denied);
@@ -210,16 +203,13 @@ pub async fn handle(
         Ok(mut response) => {
             METRICS.upstream_latency(&admission.route().id, sent.elapsed());
             // A session opened by this request belongs to its principal.
-            if let (Some(owner), None) = (owner, &presented_session) {
-                if let Some(id) = response
-                    .headers()
-                    .get(MCP_SESSION_ID)
-                    .and_then(|v| v.to_str().ok())
-                    .filter(|s| !s.is_empty() && s.len() <= MAX_SESSION_ID_BYTES)
-                {
-                    sessions.bind(&admission.route().id, id, owner);
-                }
-            }
+            session::remember(
+                sessions,
+                admission.route(),
+                admission.principal(),
+                request_had_session,
+                response.headers(),
+            );
             // 11. Response filter — lists show only what the caller may use.
             if let Some(filter) = list_filter {
                 response = filter_lists(response, filter).await;
@@ -238,32 +228,12 @@ pub async fn handle(
     }
 }
 
-const MCP_SESSION_ID: &str = "mcp-session-id";
-
 /// The request body on its way upstream.
 enum RequestBody {
     /// Read whole and judged by the route's MCP rules: these exact bytes are forwarded.
     Judged(bytes::Bytes),
     /// Streamed through untouched (bounded in size and silence).
     Streaming(Incoming),
-}
-
-/// Reads the body a route's MCP rules judge: at most `limit` bytes, with the slow-POST
-/// guard between chunks.
-async fn read_for_policy(
-    incoming: Incoming,
-    limit: usize,
-    idle: std::time::Duration,
-) -> Result<bytes::Bytes, Rejection> {
-    let limited = Limited::new(incoming, limit);
-    match forward::IdleTimeout::new(limited, idle).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
-            Err(Rejection::McpBodyTooLarge)
-        }
-        Err(error) if error.is::<forward::StreamIdle>() => Err(Rejection::BodyTimeout),
-        Err(_) => Err(Rejection::MalformedBody),
-    }
 }
 
 fn owned_caller(principal: &crate::auth::Principal) -> OwnedCaller {

@@ -29,6 +29,15 @@ impl Glob {
     /// Whether `text` matches. Linear in practice: the classic two-pointer walk with one
     /// backtrack point (the last `*`), O(pattern × text) in the worst case, no recursion.
     pub fn matches(&self, text: &str) -> bool {
+        // The common shapes without allocating: a literal name, and `prefix*`.
+        let wild = |c: char| c == '*' || c == '?';
+        match self.pattern.find(wild) {
+            None => return self.pattern == text,
+            Some(at) if at + 1 == self.pattern.len() && self.pattern.ends_with('*') => {
+                return text.starts_with(&self.pattern[..at]);
+            }
+            Some(_) => {}
+        }
         let pattern: Vec<char> = self.pattern.chars().collect();
         let text: Vec<char> = text.chars().collect();
         let (mut p, mut t) = (0, 0);

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use moka::sync::Cache;
 
+use super::rejection::Rejection;
 use super::route::Route;
+use crate::auth::Principal;
 use crate::model::rate::{Bucket, Rate};
 
 const MAX_BUCKETS: u64 = 100_000;
@@ -49,9 +51,31 @@ impl RateLimiter {
             .get_with(key, || Arc::new(Mutex::new(Bucket::full(rate, now))))
     }
 
+    /// Phase 8 for one request: nothing to do (and nothing allocated) on a route without
+    /// limits; over a limit, the 429 to send (`id`: the request's, for the JSON-RPC error).
+    pub fn admit(
+        &self,
+        route: &Route,
+        principal: Option<&Principal>,
+        tools: &[String],
+        id: Option<serde_json::Value>,
+    ) -> Result<(), Rejection> {
+        if route.limits.is_none() {
+            return Ok(());
+        }
+        // Issuer and subject: a refreshed token keeps its buckets.
+        let key =
+            principal.map(|p| format!("{}\u{0}{}", p.issuer.as_deref().unwrap_or(""), p.subject));
+        self.check(route, key.as_deref(), tools)
+            .map_err(|wait| Rejection::RateLimited {
+                retry_after: wait.as_secs_f64().ceil().max(1.0) as u64,
+                id,
+            })
+    }
+
     /// Checks every limit that applies and, only if all of them have room, takes from each:
     /// a refused request costs no bucket anything. `Err` carries how long to wait.
-    pub fn check(
+    fn check(
         &self,
         route: &Route,
         principal: Option<&str>,

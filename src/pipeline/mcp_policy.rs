@@ -308,3 +308,25 @@ fn check_headers(body: &Body, headers: &HeaderMap) -> Result<(), Rejection> {
     }
     Ok(())
 }
+
+/// Reads the body a route's MCP rules judge (inline, and forwarded to `/verify`): at most
+/// `limit` bytes, with the slow-POST guard between chunks.
+pub async fn read_body(
+    incoming: hyper::body::Incoming,
+    limit: usize,
+    idle: std::time::Duration,
+) -> Result<bytes::Bytes, Rejection> {
+    use http_body_util::BodyExt;
+    let limited = http_body_util::Limited::new(incoming, limit);
+    match super::forward::IdleTimeout::new(limited, idle)
+        .collect()
+        .await
+    {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+            Err(Rejection::McpBodyTooLarge)
+        }
+        Err(error) if error.is::<super::forward::StreamIdle>() => Err(Rejection::BodyTimeout),
+        Err(_) => Err(Rejection::MalformedBody),
+    }
+}

@@ -18,6 +18,7 @@ pub mod rejection;
 pub mod request;
 pub mod rewrite;
 pub mod route;
+pub mod session;
 pub mod transport;
 pub mod verify;
 
