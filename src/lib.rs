@@ -20,12 +20,13 @@
 //! ```
 //!
 //! `auth` answers "who is this?" and knows nothing of routes; `pipeline` decides and knows
-//! nothing of listeners; `config` compiles the TOML into the types both run on (the newer
-//! ones live in `model`); `mcp` reads JSON-RPC without changing a byte, filters lists and
-//! binds sessions; `authorization_server` issues the tokens (it and `pipeline` never import
-//! each other: `server::router` mounts both); `server` owns connections (deadlines,
-//! budgets, idle and slow-reader closing); `observability` (a leaf) holds logging, the
-//! audit event, request ids and the metrics registry.
+//! nothing of listeners; `config` compiles the TOML into `model` types and `pipeline` runs
+//! on them (`model` imports neither, so there is no cycle); `mcp` reads JSON-RPC without
+//! changing a byte, filters lists and binds sessions; `authorization_server` issues the
+//! tokens (it and `pipeline` never import each other: `server::router` mounts both);
+//! `server` owns connections (deadlines, budgets, idle and slow-reader closing);
+//! `observability` (a leaf) holds logging, the audit event, request ids and the metrics
+//! registry.
 
 #![forbid(unsafe_code)]
 

@@ -22,8 +22,8 @@ use std::sync::Once;
 
 use libfuzzer_sys::fuzz_target;
 use mcp_auth_gateway::config::{from_toml_str, Config, ConfigError};
-use mcp_auth_gateway::pipeline::path::check_path;
-use mcp_auth_gateway::pipeline::transport::{canonical_origin, HostAllowlist, OriginAllowlist};
+use mcp_auth_gateway::model::allowlist::{canonical_origin, HostAllowlist, OriginAllowlist};
+use mcp_auth_gateway::model::path::check_path;
 
 const BASE_DIR: &str = "/nonexistent-fuzz-dir";
 // The findings this gated are fixed (docs/fuzzing.md, "Fixed findings"): always checked.
@@ -121,7 +121,7 @@ fn check_config(config: &Config) {
                 check_path_rule("public path", public_path);
             }
             assert!(
-                mcp_auth_gateway::pipeline::route::path_has_prefix(
+                mcp_auth_gateway::model::route::path_has_prefix(
                     if public_path.is_empty() { "/" } else { public_path },
                     &route.path
                 ),

@@ -1,4 +1,4 @@
-//! `pipeline::transport::{split_host, host_name, canonical_origin, HostAllowlist,
+//! `model::allowlist::{split_host, host_name, canonical_origin, HostAllowlist,
 //! OriginAllowlist}`: the Host / Origin allowlists (DNS-rebinding defence, phase 2).
 //!
 //! Input: UTF-8 text; the first line is the request's `Host` (and is also tried as an
@@ -23,7 +23,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mcp_auth_gateway::pipeline::transport::{
+use mcp_auth_gateway::model::allowlist::{
     canonical_origin, host_name, split_host, valid_host, HostAllowlist, OriginAllowlist,
 };
 

@@ -1,5 +1,5 @@
-//! `pipeline::identity::{encode_list, decode_list, check_single, is_scope_token,
-//! representable}`: how a verified identity is written into upstream headers.
+//! `pipeline::identity::{encode_list, decode_list, check_single, representable}` and
+//! `model::identity::is_scope_token`: how a verified identity is written into upstream headers.
 //!
 //! Input: UTF-8 text split on NUL into items (claims taken from a token: group names,
 //! scopes, single values). NUL is the separator, so it is the one control character not
@@ -21,9 +21,8 @@
 use http::HeaderValue;
 use libfuzzer_sys::fuzz_target;
 use mcp_auth_gateway::auth::{AuthMethod, Principal, VerifierId};
-use mcp_auth_gateway::pipeline::identity::{
-    check_single, decode_list, encode_list, is_scope_token, representable,
-};
+use mcp_auth_gateway::model::identity::is_scope_token;
+use mcp_auth_gateway::pipeline::identity::{check_single, decode_list, encode_list, representable};
 
 /// RFC 9110 optional whitespace.
 const OWS: [char; 2] = [' ', '\t'];

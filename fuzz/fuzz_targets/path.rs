@@ -1,4 +1,4 @@
-//! `pipeline::path::{check_path, fold}`: the request-path rule (phase 1).
+//! `model::path::{check_path, fold}`: the request-path rule (phase 1).
 //!
 //! Properties:
 //! - an accepted path has none of the spellings that two normalizers could read apart
@@ -14,7 +14,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mcp_auth_gateway::pipeline::path::{check_path, fold};
+use mcp_auth_gateway::model::path::{check_path, fold};
 use std::borrow::Cow;
 
 /// Strict percent-decoding of an accepted path: every `%` must start a valid escape.

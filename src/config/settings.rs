@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::Verifiers;
+use crate::model::identity::IdentityHeaders;
+use crate::model::route::RouteTable;
 use crate::outbound::HttpClient;
-use crate::pipeline::identity::IdentityHeaders;
-use crate::pipeline::route::RouteTable;
 
 /// A compiled, valid configuration: what the gateway runs on.
 pub struct Config {

@@ -1,7 +1,13 @@
 //! The compiled runtime model that `config` builds and the pipeline, the MCP layer and the
-//! authorization server only read. New compiled types go here; the older ones (routes,
-//! verifier sets, identity header names) still live in `pipeline` and move here over time.
+//! authorization server only read: routes, rules, rates and limits, identity header names,
+//! Host and Origin allowlists, and the pure parsers config needs to build them (the path
+//! rule, host and origin canonicalization). This module imports neither `config` nor
+//! `pipeline`; verifier sets still live in `auth`.
 
+pub mod allowlist;
 pub mod glob;
+pub mod identity;
+pub mod path;
 pub mod rate;
+pub mod route;
 pub mod rules;

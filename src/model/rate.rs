@@ -1,5 +1,5 @@
-//! Rates as written in the configuration (`"100/minute"`), and the token bucket that
-//! enforces one.
+//! Rates as written in the configuration (`"100/minute"`), a route's limits
+//! (`[routes.rate_limits]`), and the token bucket that enforces one.
 
 use std::time::{Duration, Instant};
 
@@ -36,6 +36,19 @@ impl Rate {
     fn per_token(&self) -> Duration {
         self.period / self.tokens
     }
+}
+
+/// A route's limits.
+#[derive(Debug, Clone, Default)]
+pub struct RouteLimits {
+    /// All callers of the route together.
+    pub route: Option<Rate>,
+    /// Each caller on the route.
+    pub per_principal: Option<Rate>,
+    /// Each caller, each tool (`tools/call`).
+    pub per_tool: Option<Rate>,
+    /// Each caller, these tools (overrides `per_tool`).
+    pub tools: Vec<(String, Rate)>,
 }
 
 /// A token bucket: full at first, refilled continuously.

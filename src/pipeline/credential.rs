@@ -9,7 +9,7 @@ use http::header;
 
 use super::rejection::Rejection;
 use super::request::RequestView;
-use super::route::Route;
+use crate::model::route::Route;
 
 /// Query parameters that would carry a token (RFC 6750 §2.3, and a common variant).
 const QUERY_TOKEN_PARAMS: [&str; 2] = ["access_token", "token"];

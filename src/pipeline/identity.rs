@@ -1,6 +1,6 @@
-//! Identity headers: the names (configurable) and the values taken from a [`Grant`].
-//! Used by the rewrite phase towards the upstream and by `/verify`'s 200 answer, so both
-//! modes send exactly the same identity.
+//! Identity headers: the values taken from a [`Grant`], under the configured names
+//! ([`IdentityHeaders`]). Used by the rewrite phase towards the upstream and by `/verify`'s
+//! 200 answer, so both modes send exactly the same identity.
 //!
 //! The upstream must read exactly the identity that was verified, or nothing: a principal
 //! whose identity cannot be written exactly ([`representable`]) is refused at the verify
@@ -24,33 +24,10 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use super::policy::Grant;
 use super::transport::dashed;
 use crate::auth::Principal;
+use crate::model::identity::{is_scope_token, IdentityHeaders};
 
-#[derive(Debug, Clone)]
-pub struct IdentityHeaders {
-    pub user_id: HeaderName,
-    pub user_name: HeaderName,
-    pub user_email: HeaderName,
-    pub groups: HeaderName,
-    pub scopes: HeaderName,
-    pub client_id: HeaderName,
-    pub method: HeaderName,
-    pub token_id: HeaderName,
-}
-
+// The request-time half of the compiled names (`model::identity`): stripping and setting.
 impl IdentityHeaders {
-    pub fn names(&self) -> [&HeaderName; 8] {
-        [
-            &self.user_id,
-            &self.user_name,
-            &self.user_email,
-            &self.groups,
-            &self.scopes,
-            &self.client_id,
-            &self.method,
-            &self.token_id,
-        ]
-    }
-
     /// Removes every header carrying one of our names (spoofing), whatever its case or count,
     /// and look-alikes spelled with `_` or `.` for `-` (`X_User_Id`): CGI-style servers
     /// (WSGI, Rack) read `X_User_Id` and `X-User-Id` as the same variable. Returns how many
@@ -133,14 +110,6 @@ pub fn check_single(value: &str) -> Result<(), &'static str> {
         return Err("an identity claim has leading or trailing whitespace and cannot be sent to the upstream");
     }
     Ok(())
-}
-
-/// RFC 6749 §3.3: `scope-token = 1*( %x21 / %x23-5B / %x5D-7E )`.
-pub fn is_scope_token(scope: &str) -> bool {
-    !scope.is_empty()
-        && scope
-            .bytes()
-            .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
 }
 
 /// Groups as one header value: items joined with `,`, each percent-encoded (UTF-8) for `%`,
@@ -227,17 +196,13 @@ mod tests {
     }
 
     #[test]
-    fn single_values_and_scopes() {
+    fn single_values() {
         assert!(check_single("alice").is_ok());
         assert!(check_single("José Núñez").is_ok());
         assert!(check_single("alice\u{7}").is_err());
         assert!(check_single("alice\r\nX-Admin: 1").is_err());
         assert!(check_single(" admin").is_err());
         assert!(check_single("admin\t").is_err());
-        assert!(is_scope_token("mcp:tools"));
-        assert!(!is_scope_token("two words"));
-        assert!(!is_scope_token("quote\""));
-        assert!(!is_scope_token(""));
     }
 
     proptest! {
@@ -249,15 +214,6 @@ mod tests {
             prop_assert!(HeaderValue::from_str(&encoded).is_ok(), "{encoded:?}");
             prop_assert!(!encoded.contains('"') && !encoded.contains('\\'));
             prop_assert_eq!(decode_list(&encoded), items);
-        }
-
-        /// Scopes that are scope-tokens round-trip through the space-joined header.
-        #[test]
-        fn scopes_round_trip(items in prop::collection::vec("[!#-\\[\\]-~]{1,10}", 0..5)) {
-            prop_assert!(items.iter().all(|s| is_scope_token(s)));
-            let joined = items.join(" ");
-            let back: Vec<String> = joined.split(' ').filter(|s| !s.is_empty()).map(String::from).collect();
-            prop_assert_eq!(back, items);
         }
     }
 

@@ -11,24 +11,11 @@ use std::time::{Duration, Instant};
 use moka::sync::Cache;
 
 use super::rejection::Rejection;
-use super::route::Route;
 use crate::auth::Principal;
 use crate::model::rate::{Bucket, Rate};
+use crate::model::route::Route;
 
 const MAX_BUCKETS: u64 = 100_000;
-
-/// A route's limits.
-#[derive(Debug, Clone, Default)]
-pub struct RouteLimits {
-    /// All callers of the route together.
-    pub route: Option<Rate>,
-    /// Each caller on the route.
-    pub per_principal: Option<Rate>,
-    /// Each caller, each tool (`tools/call`).
-    pub per_tool: Option<Rate>,
-    /// Each caller, these tools (overrides `per_tool`).
-    pub tools: Vec<(String, Rate)>,
-}
 
 pub struct RateLimiter {
     buckets: Cache<String, Arc<Mutex<Bucket>>>,

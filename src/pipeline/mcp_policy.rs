@@ -17,10 +17,10 @@ use http::HeaderMap;
 use serde_json::{json, Value};
 
 use super::rejection::Rejection;
-use super::route::Route;
 use crate::auth::Principal;
 use crate::mcp::filter::ListKind;
 use crate::mcp::jsonrpc::{self, Body, Kind, Message};
+use crate::model::route::Route;
 use crate::model::rules::Target;
 use crate::model::rules::{Caller, McpPolicy, Verdict};
 

@@ -12,7 +12,6 @@ pub mod forward;
 pub mod identity;
 pub mod limits;
 pub mod mcp_policy;
-pub mod path;
 pub mod policy;
 pub mod rejection;
 pub mod request;
@@ -26,11 +25,11 @@ use std::sync::Arc;
 
 use crate::auth::Principal;
 use crate::config::Config;
+use crate::model::route::Route;
 use credential::Credential;
 use policy::Admission;
 use rejection::Rejection;
 use request::RequestView;
-use route::Route;
 
 /// A refusal, with what was known when it was made (for the audit event: who was refused,
 /// on which route).

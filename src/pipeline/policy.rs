@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use super::rejection::Rejection;
-use super::route::{AccessRules, Route};
 use crate::auth::Principal;
+use crate::model::route::{AccessRules, Route};
 
 /// Evidence that `principal` may use `route`. Fields are private: only `grant` builds one.
 #[derive(Debug, Clone)]

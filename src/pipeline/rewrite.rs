@@ -13,10 +13,11 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Request, Uri, Version};
 
-use super::identity::{strip_names, IdentityHeaders};
+use super::identity::strip_names;
 use super::policy::Admission;
 use super::transport::dashed;
 use crate::body::Body;
+use crate::model::identity::IdentityHeaders;
 
 /// RFC 9110 §7.6.1 connection-specific fields, plus the legacy ones proxies still meet.
 pub const HOP_BY_HOP: [HeaderName; 8] = [

@@ -4,9 +4,9 @@
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::rejection::Rejection;
-use super::route::Route;
 use crate::auth::Principal;
 use crate::mcp::sessions::{Owner, SessionStore, MAX_SESSION_ID_BYTES};
+use crate::model::route::Route;
 
 pub const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
 

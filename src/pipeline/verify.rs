@@ -5,9 +5,9 @@
 use std::sync::Arc;
 
 use super::rejection::Rejection;
-use super::route::Route;
 use crate::auth::audience;
 use crate::auth::{Principal, Verifiers, VerifyError};
+use crate::model::route::Route;
 
 pub async fn principal(
     verifiers: &Verifiers,

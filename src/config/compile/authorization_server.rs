@@ -18,7 +18,7 @@ use crate::config::authorization_server::{
 };
 use crate::config::raw::{RawAuthorizationServer, RawClaims, RawConfig};
 use crate::config::settings::ServerSettings;
-use crate::pipeline::route::RouteTable;
+use crate::model::route::RouteTable;
 
 /// Grants a client may be configured with.
 const GRANT_TYPES: [&str; 3] = ["authorization_code", "refresh_token", "client_credentials"];
@@ -180,7 +180,7 @@ pub(super) fn compile_authorization_server(
         .flat_map(|r| r.scopes.iter().cloned())
         .collect();
     for (i, scope) in section.scopes.iter().enumerate() {
-        if !crate::pipeline::identity::is_scope_token(scope) {
+        if !crate::model::identity::is_scope_token(scope) {
             c.push(
                 format!("{}[{i}]", key("scopes")),
                 format!("{scope:?} is not a scope token (RFC 6749 §3.3: printable ASCII without spaces, quotes or backslashes)"),

@@ -5,9 +5,8 @@
 use super::Collector;
 use crate::config::raw::{RawMcp, RawRateLimits, RawRule};
 use crate::model::glob::Glob;
-use crate::model::rate::Rate;
+use crate::model::rate::{Rate, RouteLimits};
 use crate::model::rules::{Action, DefaultEffect, McpPolicy, Requirement, Rule};
-use crate::pipeline::limits::RouteLimits;
 
 pub(super) fn compile_mcp(raw: &RawMcp, path: &str, c: &mut Collector) -> McpPolicy {
     let default = match raw.default.as_str() {

@@ -19,9 +19,9 @@ use crate::config::raw::{RawConfig, RawRoute, RawServer};
 use crate::config::secret;
 use crate::config::settings::{PublicUrl, ServerSettings};
 use crate::metadata::{Challenge, ProtectedResourceMetadata, METADATA_PREFIX};
-use crate::pipeline::path::check_path;
-use crate::pipeline::route::{AccessRules, Route, RouteTable, Upstream};
-use crate::pipeline::transport::{canonical_origin, host_name, HostAllowlist, OriginAllowlist};
+use crate::model::allowlist::{canonical_origin, host_name, HostAllowlist, OriginAllowlist};
+use crate::model::path::check_path;
+use crate::model::route::{AccessRules, Route, RouteTable, Upstream};
 
 #[allow(clippy::too_many_arguments)]
 pub(super) fn compile_routes(
@@ -99,7 +99,7 @@ pub(super) fn compile_routes(
                 );
             }
             if forward_auth_path.is_some_and(|fa| {
-                crate::pipeline::route::path_has_prefix(fa, &compiled.path) && compiled.path != "/"
+                crate::model::route::path_has_prefix(fa, &compiled.path) && compiled.path != "/"
             }) {
                 c.push(
                     format!("{path}.path"),

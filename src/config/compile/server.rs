@@ -10,9 +10,9 @@ use http::{HeaderName, Uri};
 use super::Collector;
 use crate::config::raw::{RawConfig, RawIdentityHeaders, RawServer};
 use crate::config::settings::{Limits, PublicUrl, ServerSettings};
-use crate::pipeline::identity::IdentityHeaders;
-use crate::pipeline::path::check_path;
-use crate::pipeline::transport::canonical_origin;
+use crate::model::allowlist::canonical_origin;
+use crate::model::identity::IdentityHeaders;
+use crate::model::path::check_path;
 
 const MILLISECOND: Duration = Duration::from_millis(1);
 const SECOND: Duration = Duration::from_secs(1);
