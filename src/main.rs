@@ -279,6 +279,20 @@ fn check(path: PathBuf) -> ExitCode {
             if settings.cimd.enabled { "on" } else { "off" }
         );
         println!("  users: {}", settings.users.len());
+        for provider in &settings.identity_providers {
+            // The callback is what the operator registers at the provider.
+            println!(
+                "  identity provider {}: {} ({}), callback {}",
+                provider.id,
+                provider.display_name,
+                if provider.is_github() {
+                    "github"
+                } else {
+                    "oidc"
+                },
+                settings.callback_uri(&provider.id)
+            );
+        }
         for resource in &settings.resources {
             println!(
                 "  resource: {} scopes=[{}]",

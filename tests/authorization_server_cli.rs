@@ -327,7 +327,10 @@ fn check_prints_the_authorization_server_and_what_clients_trip_on() {
     let toml = format!(
         "{}\n[[routes]]\nid = \"second\"\npath = \"/other\"\nupstream = \"http://127.0.0.1:9/\"\n{}",
         base("http://127.0.0.1:9/mcp"),
-        oauth::as_toml(&dir, "")
+        oauth::as_toml(
+            &dir,
+            "[[authorization_server.identity_providers]]\nid = \"corp\"\ntype = \"oidc\"\ndisplay_name = \"Corp SSO\"\nissuer = \"http://127.0.0.1:9/realms/corp\"\nclient_id = \"gw\"\nallowed_groups = [\"mcp\"]\n"
+        )
     );
     let path = dir.join("gateway.toml");
     std::fs::write(&path, toml).expect("write");
@@ -345,6 +348,13 @@ fn check_prints_the_authorization_server_and_what_clients_trip_on() {
     assert!(stdout.contains("jwt:authorization_server"), "{stdout}");
     assert!(stdout.contains("is not https"), "{stdout}");
     assert!(stdout.contains("several routes"), "{stdout}");
+    // The callback to register at the provider.
+    assert!(
+        stdout.contains(
+            "identity provider corp: Corp SSO (oidc), callback http://127.0.0.1/login/corp/callback"
+        ),
+        "{stdout}"
+    );
 
     // A route on an authorization server path is refused, naming the route.
     let clash = format!(

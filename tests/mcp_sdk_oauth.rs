@@ -24,14 +24,17 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::Bytes;
-use common::external::{self, ChildGuard};
-use common::oauth::{self, as_toml, form, hidden, pkce, post_form, Browser, PASSWORD};
-use common::{free_port, TestGateway};
+use common::external;
+use common::oauth::{self, form, hidden, pkce, Browser, PASSWORD};
+use common::sdk::{
+    gateway_toml, node, python_with_sdk, run_client, two_free_ports, ClientOptions, ClientRun, Sdk,
+    Stack, NO_OPTIONS,
+};
+use common::TestGateway;
 use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -44,416 +47,6 @@ use serde_json::Value;
 /// One built-in authorization server per process: its keys are published process-wide, so
 /// the tests of this file run their gateways one at a time.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// The pinned Python SDK (also in tests/python/README.md and .ci/run).
-const PIP_INSTALL: &str = "pip install mcp==2.3.0";
-
-const MESSAGE: &str = "hello through the gateway";
-
-// ---------------------------------------------------------------------------------------
-// External programs.
-
-/// node, with the packages of tests/node installed; `None` after a loud local skip.
-fn node() -> Option<PathBuf> {
-    let node = external::require("node")?;
-    external::node_packages()?;
-    Some(node)
-}
-
-/// python3 that can import the Python MCP SDK; `None` after a loud local skip.
-fn python_with_sdk() -> Option<PathBuf> {
-    let python = external::require("python3")?;
-    let check = Command::new(&python)
-        .args([
-            "-c",
-            "import mcp.client.auth, mcp.client.streamable_http, httpx2",
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run python3");
-    if !check.status.success() {
-        external::skip(
-            "python3 -m mcp",
-            &format!(
-                "{} cannot import the Python MCP SDK ({}); install it with `{PIP_INSTALL}`",
-                python.display(),
-                String::from_utf8_lossy(&check.stderr)
-                    .lines()
-                    .last()
-                    .unwrap_or("no error output")
-            ),
-        );
-        return None;
-    }
-    Some(python)
-}
-
-/// Two ports that were free a moment ago, different from each other.
-fn two_free_ports() -> (u16, u16) {
-    let first = free_port();
-    loop {
-        let second = free_port();
-        if second != first {
-            return (first, second);
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// server-everything, and the gateway in front of it.
-
-/// The reference MCP server on 127.0.0.1.
-struct Everything {
-    port: u16,
-    log: PathBuf,
-    _child: ChildGuard,
-}
-
-impl Everything {
-    async fn start(node: &Path, name: &str, port: u16) -> Everything {
-        let root = external::repo_root();
-        let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("server-everything-oauth-{name}.log"));
-        let stderr = std::fs::File::create(&log).expect("server log file");
-        // Its get-env tool dumps the environment: give it nothing.
-        let child = Command::new(node)
-            .arg(root.join("tests/node/loopback.mjs"))
-            .arg("streamableHttp")
-            .current_dir(&root)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", std::env::var_os("HOME").unwrap_or_default())
-            .env("PORT", port.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("spawn server-everything");
-        let mut child = ChildGuard(child);
-        external::wait_for_port(port, "server-everything").await;
-        // free_port is only a snapshot: make sure the listener is ours.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if let Some(status) = child.0.try_wait().expect("server status") {
-            panic!(
-                "server-everything exited ({status}) right after start:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        Everything {
-            port,
-            log,
-            _child: child,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-/// The configuration of the gateway on `gw_port` with the built-in authorization server
-/// (database in `dir`) and one route `/mcp` → `upstream_port`; `extra` goes after the
-/// authorization server's section (more tables).
-fn gateway_toml(gw_port: u16, upstream_port: u16, dir: &Path, extra: &str) -> String {
-    format!(
-        r#"
-[server]
-listen = ["127.0.0.1:{gw_port}"]
-public_url = "http://127.0.0.1:{gw_port}"
-
-[server.limits]
-shutdown_grace = "1s"
-
-[[routes]]
-id = "mcp"
-path = "/mcp"
-upstream = "http://127.0.0.1:{upstream_port}/mcp"
-scopes_supported = ["mcp:tools"]
-resource_name = "Everything"
-{as_section}
-{extra}
-"#,
-        as_section = as_toml(dir, ""),
-    )
-}
-
-/// The gateway (fixed port, so that it can be restarted on it) with the built-in
-/// authorization server and one route `/mcp` → server-everything.
-struct Stack {
-    gw_port: u16,
-    dir: PathBuf,
-    toml: String,
-    gateway: Option<TestGateway>,
-    server: Everything,
-}
-
-impl Stack {
-    /// `extra` goes after the authorization server's section (more tables).
-    async fn start(node: &Path, name: &str, extra: &str) -> Stack {
-        let (gw_port, server_port) = two_free_ports();
-        let server = Everything::start(node, name, server_port).await;
-        let dir = oauth::temp_dir(&format!("sdk-oauth-{name}"));
-        let toml = gateway_toml(gw_port, server.port, &dir, extra);
-        let gateway = TestGateway::start(&toml).await;
-        assert_eq!(gateway.addr.port(), gw_port);
-        Stack {
-            gw_port,
-            dir,
-            toml,
-            gateway: Some(gateway),
-            server,
-        }
-    }
-
-    fn gateway(&self) -> &TestGateway {
-        self.gateway.as_ref().expect("gateway running")
-    }
-
-    fn issuer(&self) -> String {
-        format!("http://127.0.0.1:{}", self.gw_port)
-    }
-
-    fn mcp_url(&self) -> String {
-        format!("http://127.0.0.1:{}/mcp", self.gw_port)
-    }
-
-    /// A loopback redirect URI for the client; nothing listens there, the clients read the
-    /// code from the redirect's Location without following it.
-    fn redirect_uri(&self) -> String {
-        "http://127.0.0.1:33418/callback".to_string()
-    }
-
-    /// Shuts the gateway down and starts it again with the same configuration: same port,
-    /// same database.
-    async fn restart(&mut self) {
-        self.gateway
-            .take()
-            .expect("gateway running")
-            .shutdown()
-            .await;
-        let gateway = TestGateway::start(&self.toml).await;
-        assert_eq!(gateway.addr.port(), self.gw_port);
-        self.gateway = Some(gateway);
-    }
-
-    async fn shutdown(mut self) {
-        if let Some(gateway) = self.gateway.take() {
-            gateway.shutdown().await;
-        }
-    }
-
-    /// Revokes an access token at the authorization server's revocation endpoint, and
-    /// checks that the route refuses it from now on.
-    async fn revoke(&self, token: &str, client_id: &str) {
-        let addr = self.gateway().addr;
-        let answer = post_form(
-            addr,
-            "/revoke",
-            &form(&[("token", token), ("client_id", client_id)]),
-            &[],
-        )
-        .await;
-        assert_eq!(answer.status, 200, "revoke: {}", answer.body);
-        let refused = common::http::post_json(
-            addr,
-            "/mcp",
-            &[("authorization", &format!("Bearer {token}"))],
-            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
-        )
-        .await;
-        assert_eq!(refused.status, 401, "revoked token: {}", refused.body);
-    }
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        // Best effort on a failing path; passing tests shut down explicitly.
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Running the client scripts.
-
-#[derive(Clone, Copy)]
-enum Sdk {
-    TypeScript,
-    Python,
-}
-
-struct ClientRun {
-    json: Value,
-    stderr: String,
-    server_log: String,
-}
-
-impl ClientRun {
-    fn get(&self, pointer: &str) -> &Value {
-        self.json.pointer(pointer).unwrap_or(&Value::Null)
-    }
-
-    fn context(&self) -> String {
-        format!(
-            "result: {}\nclient stderr:\n{}\nserver-everything stderr:\n{}",
-            serde_json::to_string_pretty(&self.json).unwrap_or_default(),
-            self.stderr,
-            self.server_log
-        )
-    }
-
-    #[track_caller]
-    fn assert_ok(&self) {
-        assert_eq!(self.json["ok"], true, "{}", self.context());
-        assert_eq!(
-            self.get("/toolResultText"),
-            format!("Echo: {MESSAGE}").as_str(),
-            "{}",
-            self.context()
-        );
-        assert_eq!(
-            self.get("/serverName"),
-            "mcp-servers/everything",
-            "{}",
-            self.context()
-        );
-    }
-
-    /// The grant types the client used at the token endpoint, each answered 200.
-    #[track_caller]
-    fn assert_grants(&self, expected: &[&str]) {
-        let grants = self
-            .get("/tokenGrants")
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        let types: Vec<&str> = grants
-            .iter()
-            .map(|g| g["grantType"].as_str().unwrap_or(""))
-            .collect();
-        assert_eq!(types, expected, "{}", self.context());
-        for grant in &grants {
-            assert_eq!(grant["status"], 200, "{}", self.context());
-        }
-    }
-
-    /// Which pages the browser part went through (`login`, `consent`, `redirect`).
-    fn pages(&self) -> Vec<String> {
-        self.get("/browser")
-            .as_array()
-            .map(|steps| {
-                steps
-                    .iter()
-                    .map(|s| s["page"].as_str().unwrap_or("?").to_string())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    fn requested(&self, method: &str, path: &str) -> usize {
-        self.get("/http")
-            .as_array()
-            .map(|log| {
-                log.iter()
-                    .filter(|e| {
-                        e["method"] == method
-                            && e["url"]
-                                .as_str()
-                                .and_then(|u| url::Url::parse(u).ok())
-                                .is_some_and(|u| u.path() == path)
-                    })
-                    .count()
-            })
-            .unwrap_or(0)
-    }
-}
-
-struct ClientOptions<'a> {
-    state: Option<&'a Path>,
-    client_metadata_url: Option<&'a str>,
-}
-
-const NO_OPTIONS: ClientOptions<'static> = ClientOptions {
-    state: None,
-    client_metadata_url: None,
-};
-
-async fn run_client(
-    stack: &Stack,
-    sdk: Sdk,
-    program: &Path,
-    options: ClientOptions<'_>,
-) -> ClientRun {
-    let root = external::repo_root();
-    let mut command = tokio::process::Command::new(program);
-    let name = match sdk {
-        Sdk::TypeScript => {
-            command
-                .arg(root.join("tests/node/sdk_oauth.mjs"))
-                .args(["--timeout-ms", "30000"]);
-            "sdk_oauth.mjs"
-        }
-        Sdk::Python => {
-            command
-                .arg(root.join("tests/python/sdk_oauth.py"))
-                .args(["--timeout", "30"]);
-            "sdk_oauth.py"
-        }
-    };
-    command
-        .args(["--url", &stack.mcp_url()])
-        .args(["--redirect-uri", &stack.redirect_uri()])
-        .args(["--message", MESSAGE])
-        .current_dir(&root)
-        // The password on the environment, not on the command line.
-        .env("SDK_OAUTH_PASSWORD", PASSWORD)
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    // Loopback only: no proxy in between.
-    for proxy in [
-        "http_proxy",
-        "https_proxy",
-        "all_proxy",
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-    ] {
-        command.env_remove(proxy);
-    }
-    if let Some(state) = options.state {
-        command.arg("--state").arg(state);
-    }
-    if let Some(url) = options.client_metadata_url {
-        command.args(["--client-metadata-url", url]);
-    }
-    let child = command
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
-    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("{name} finishes within 60 s (it has its own 30 s timeout)"))
-        .unwrap_or_else(|e| panic!("{name} output: {e}"));
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    let line = stdout
-        .lines()
-        .rfind(|l| !l.trim().is_empty())
-        .unwrap_or_else(|| panic!("{name} printed nothing on stdout\nstderr:\n{stderr}"));
-    let json: Value = serde_json::from_str(line)
-        .unwrap_or_else(|e| panic!("{name} output is not JSON ({e}): {line}\nstderr:\n{stderr}"));
-    assert_eq!(
-        output.status.success(),
-        json["ok"] == true,
-        "{name}: exit status and \"ok\" disagree: {json}\nstderr:\n{stderr}"
-    );
-    ClientRun {
-        json,
-        stderr,
-        server_log: stack.server.log(),
-    }
-}
 
 /// What a first login from nothing looks like, for either SDK: the 401, discovery,
 /// registration (unless `client_id` is a metadata document URL), the browser part with login
@@ -626,6 +219,7 @@ async fn logs_in_with_a_client_id_metadata_document(
         ClientOptions {
             state: None,
             client_metadata_url: Some(&document_url),
+            provider: None,
         },
     )
     .await;
@@ -666,6 +260,7 @@ async fn typescript_sdk_keeps_working_across_a_gateway_restart() {
     let with_state = || ClientOptions {
         state: Some(&state),
         client_metadata_url: None,
+        provider: None,
     };
 
     let first = run_client(&stack, Sdk::TypeScript, &node, with_state()).await;
@@ -718,6 +313,7 @@ async fn python_sdk_keeps_working_across_a_gateway_restart() {
     let with_state = || ClientOptions {
         state: Some(&state),
         client_metadata_url: None,
+        provider: None,
     };
 
     let first = run_client(&stack, Sdk::Python, &python, with_state()).await;

@@ -26,7 +26,7 @@ use crate::body::Body;
 use crate::config::authorization_server::{redirect_uri_matches, LocalUser, ProtectedResource};
 
 /// A pending authorization request lives this long (login and consent included).
-const PENDING_TTL: u64 = 600;
+pub(super) const PENDING_TTL: u64 = 600;
 /// Failed logins allowed per client address per minute.
 const LOGIN_ATTEMPTS_PER_MINUTE: u64 = 10;
 /// Sign-in attempts for one username per five minutes, from anywhere.
@@ -36,7 +36,7 @@ static ARGON2_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(
 /// Longest `state` we echo.
 const MAX_STATE_BYTES: usize = 2048;
 
-fn cookie_name(context: &Context<'_>) -> &'static str {
+pub(super) fn cookie_name(context: &Context<'_>) -> &'static str {
     if context.settings.secure_cookies {
         "__Host-mcp-gateway-session"
     } else {
@@ -44,7 +44,7 @@ fn cookie_name(context: &Context<'_>) -> &'static str {
     }
 }
 
-fn error_page(status: StatusCode, title: &str, detail: &str) -> Response<Body> {
+pub(super) fn error_page(status: StatusCode, title: &str, detail: &str) -> Response<Body> {
     html(status, pages::error(title, detail))
 }
 
@@ -66,7 +66,7 @@ fn error_redirect(
     redirect(&with_query(redirect_uri, &params))
 }
 
-fn store_unavailable() -> Response<Body> {
+pub(super) fn store_unavailable() -> Response<Body> {
     error_page(
         StatusCode::SERVICE_UNAVAILABLE,
         "Temporarily unavailable",
@@ -317,7 +317,12 @@ fn csrf_token(context: &Context<'_>, session_id: &str, request_id: &str) -> Stri
     URL_SAFE_NO_PAD.encode(tag.as_ref())
 }
 
-fn csrf_valid(context: &Context<'_>, session_id: &str, request_id: &str, presented: &str) -> bool {
+pub(super) fn csrf_valid(
+    context: &Context<'_>,
+    session_id: &str,
+    request_id: &str,
+    presented: &str,
+) -> bool {
     URL_SAFE_NO_PAD.decode(presented).is_ok_and(|tag| {
         hmac::verify(
             &context.server.csrf_key,
@@ -366,13 +371,7 @@ async fn start_interaction(
             )
             .await
         }
-        None => {
-            let csrf = csrf_token(context, &session_id, &request_id);
-            html(
-                StatusCode::OK,
-                pages::login(&client.display_name(), &request_id, &csrf, None),
-            )
-        }
+        None => login_page(context, &client, &session_id, &request_id, None),
     };
     if fresh {
         set_cookie(context, &mut response, &session_id);
@@ -443,6 +442,7 @@ async fn proceed(
             user: &user_label,
             request: request_id,
             csrf: &csrf,
+            base: &context.settings.issuer_path,
         }),
     )
 }
@@ -498,16 +498,16 @@ async fn finish(
 }
 
 /// The form fields every page posts back, checked against the session and the request.
-struct FormContext {
-    params: Params,
-    session_id: String,
-    session: BrowserSession,
-    request_id: String,
-    pending: PendingAuthorization,
-    client: Client,
+pub(super) struct FormContext {
+    pub params: Params,
+    pub session_id: String,
+    pub session: BrowserSession,
+    pub request_id: String,
+    pub pending: PendingAuthorization,
+    pub client: Client,
 }
 
-async fn read_form(
+pub(super) async fn read_form(
     context: &Context<'_>,
     request: Request<Incoming>,
 ) -> Result<FormContext, Response<Body>> {
@@ -581,17 +581,22 @@ pub async fn login(context: &Context<'_>, request: Request<Incoming>) -> Respons
         Err(response) => return response,
     };
     let again = |status: StatusCode, message: &str| {
-        let csrf = csrf_token(context, &form.session_id, &form.request_id);
-        html(
-            status,
-            pages::login(
-                &form.client.display_name(),
-                &form.request_id,
-                &csrf,
-                Some(message),
-            ),
-        )
+        let mut page = login_page(
+            context,
+            &form.client,
+            &form.session_id,
+            &form.request_id,
+            Some(message),
+        );
+        *page.status_mut() = status;
+        page
     };
+    if context.settings.users.is_empty() {
+        return again(
+            StatusCode::FORBIDDEN,
+            "Local accounts are not enabled here: continue with a provider.",
+        );
+    }
     let username = form.params.get("username").unwrap_or("");
     // Per address (or IPv6 /64) and per account: spreading guesses over many addresses
     // still meets the account's limit.
@@ -639,6 +644,26 @@ pub async fn login(context: &Context<'_>, request: Request<Incoming>) -> Respons
         return again(StatusCode::OK, "Wrong username or password.");
     };
     let identity = identity_of(&user);
+    tracing::info!(subject = %identity.subject, "local login");
+    signed_in(
+        context,
+        &form.client,
+        &form.request_id,
+        &form.pending,
+        identity,
+    )
+    .await
+}
+
+/// After a successful login (local or through a provider): a new session for this browser,
+/// then consent or straight back to the client.
+pub(super) async fn signed_in(
+    context: &Context<'_>,
+    client: &Client,
+    request_id: &str,
+    pending: &PendingAuthorization,
+    identity: UserIdentity,
+) -> Response<Body> {
     // A new session id at login: a session id planted before login is worth nothing.
     let session_id = random_token();
     let session = BrowserSession {
@@ -653,31 +678,61 @@ pub async fn login(context: &Context<'_>, request: Request<Incoming>) -> Respons
     {
         return store_unavailable();
     }
-    tracing::info!(subject = %identity.subject, "local login");
     let mut response = proceed(
         context,
-        &form.client,
-        &form.request_id,
-        &form.pending,
+        client,
+        request_id,
+        pending,
         &identity,
         &session_id,
         false,
     )
     .await;
     set_cookie(context, &mut response, &session_id);
-    let _ = form.session;
     response
+}
+
+/// The login page for a pending request: the providers' buttons and, when local users
+/// exist, the password form; every form bound to this browser and this request.
+pub(super) fn login_page(
+    context: &Context<'_>,
+    client: &Client,
+    session_id: &str,
+    request_id: &str,
+    error: Option<&str>,
+) -> Response<Body> {
+    let csrf = csrf_token(context, session_id, request_id);
+    let providers: Vec<(&str, &str)> = context
+        .settings
+        .identity_providers
+        .iter()
+        .map(|p| (p.id.as_str(), p.display_name.as_str()))
+        .collect();
+    html(
+        StatusCode::OK,
+        pages::login(&pages::LoginView {
+            client_name: &client.display_name(),
+            base: &context.settings.issuer_path,
+            request: request_id,
+            csrf: &csrf,
+            error,
+            local: !context.settings.users.is_empty(),
+            providers: &providers,
+        }),
+    )
 }
 
 /// A session's user is still one of ours (a local user removed from the configuration is
 /// logged out), with the claims the configuration has now.
 fn still_valid(context: &Context<'_>, user: &UserIdentity) -> bool {
-    user.provider.is_some()
-        || context
+    match user.provider.as_deref() {
+        Some(_) => super::upstream::still_allowed(context.settings, user),
+        None => context
             .settings
             .users
             .iter()
-            .any(|u| u.subject == user.subject)
+            .any(|u| u.subject == user.subject),
+    }
 }
 
 /// The claims of a local user.
@@ -685,6 +740,7 @@ pub(super) fn identity_of(user: &LocalUser) -> UserIdentity {
     UserIdentity {
         subject: user.subject.clone(),
         provider: None,
+        username: Some(user.username.clone()),
         name: user.name.clone(),
         email: user.email.clone(),
         groups: user.groups.clone(),

@@ -5,6 +5,7 @@
 //!  discovery ── RFC 8414 / OIDC metadata, JWKS
 //!  clients ──── configured · registered (DCR, RFC 7591/7592) · metadata documents (CIMD)
 //!  authorize ── validate client + redirect → request → login → consent → code (+ iss)
+//!  upstream ─── login through GitHub or an OpenID Connect provider (`/login/<id>`)
 //!  token ────── authorization_code (PKCE S256) · refresh_token (rotation) · client_credentials
 //!  revoke / introspect (RFC 7009 / 7662)
 //!  store ────── one trait; SQLite embedded
@@ -27,6 +28,7 @@ mod register;
 mod revoke;
 pub mod store;
 mod token;
+mod upstream;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -90,6 +92,8 @@ pub struct AuthorizationServer {
     /// HMAC key deriving a refresh token's successor from it (see `refresh_successor`).
     refresh_key: aws_lc_rs::hmac::Key,
     cimd: cimd::CimdFetcher,
+    /// Discovery documents and keys of upstream identity providers.
+    providers: upstream::Providers,
 }
 
 impl AuthorizationServer {
@@ -121,6 +125,7 @@ impl AuthorizationServer {
             csrf_key: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &secret),
             refresh_key: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &refresh_secret),
             cimd: cimd::CimdFetcher::new(),
+            providers: upstream::Providers::default(),
         }))
     }
 
@@ -177,6 +182,7 @@ impl AuthorizationServer {
         ) || path
             .strip_prefix(REGISTER_PATH)
             .is_some_and(|rest| rest.starts_with('/'))
+            || upstream_login_path(path).is_some()
             || discovery::is_metadata_path(settings, path)
     }
 
@@ -202,7 +208,10 @@ impl AuthorizationServer {
             client_address,
         };
         // Browser clients preflight the endpoints they call with fetch().
-        if method == Method::OPTIONS && !matches!(path.as_str(), LOGIN_PATH | CONSENT_PATH) {
+        if method == Method::OPTIONS
+            && !matches!(path.as_str(), LOGIN_PATH | CONSENT_PATH)
+            && upstream_login_path(&path).is_none()
+        {
             return (http::preflight(), Outcome::builtin("oauth_preflight"));
         }
         if let Some(refused) = context.rate_limited(&path).await {
@@ -225,16 +234,50 @@ impl AuthorizationServer {
             p if p == REGISTER_PATH || p.starts_with("/register/") => {
                 (register::handle(&context, request).await, "oauth_register")
             }
-            _ => (
-                discovery::metadata(&context, &method, &path),
-                "oauth_metadata",
-            ),
+            p => match upstream_login_path(p) {
+                Some(UpstreamLogin::Start(id)) => (
+                    upstream::start(&context, id, request).await,
+                    "oauth_login_provider",
+                ),
+                Some(UpstreamLogin::Callback(id)) => (
+                    upstream::callback(&context, id, request).await,
+                    "oauth_login_callback",
+                ),
+                None => (
+                    discovery::metadata(&context, &method, &path),
+                    "oauth_metadata",
+                ),
+            },
         };
-        if !matches!(path.as_str(), AUTHORIZE_PATH | LOGIN_PATH | CONSENT_PATH) {
+        let browser_page = matches!(path.as_str(), AUTHORIZE_PATH | LOGIN_PATH | CONSENT_PATH)
+            || upstream_login_path(&path).is_some();
+        if !browser_page {
             http::allow_cors(&mut response);
         }
         (response, Outcome::builtin(verdict))
     }
+}
+
+/// `/login/<id>` (start) and `/login/<id>/callback`.
+enum UpstreamLogin<'a> {
+    Start(&'a str),
+    Callback(&'a str),
+}
+
+fn upstream_login_path(path: &str) -> Option<UpstreamLogin<'_>> {
+    let rest = path.strip_prefix(LOGIN_PATH)?.strip_prefix('/')?;
+    let (id, callback) = match rest.strip_suffix("/callback") {
+        Some(id) => (id, true),
+        None => (rest, false),
+    };
+    if !crate::config::identity_providers::valid_provider_id(id) {
+        return None;
+    }
+    Some(if callback {
+        UpstreamLogin::Callback(id)
+    } else {
+        UpstreamLogin::Start(id)
+    })
 }
 
 /// What every endpoint handler gets.
@@ -276,13 +319,15 @@ impl Context<'_> {
         let (class, limit) = match path {
             AUTHORIZE_PATH => ("authorize", 60),
             TOKEN_PATH | REVOKE_PATH | INTROSPECT_PATH => ("token", 600),
+            // Each start stores a login state and each callback calls the provider.
+            p if upstream_login_path(p).is_some() => ("login-provider", 60),
             _ => return None,
         };
         let key = format!("{class}:{}", self.rate_key());
         match self.store().hit(&key, now_unix(), 60).await {
             Ok(count) if count > limit => {
                 tracing::warn!(client = %self.client_address, endpoint = class, "authorization server rate limit reached");
-                Some(if class == "authorize" {
+                Some(if class != "token" {
                     http::html(
                         ::http::StatusCode::TOO_MANY_REQUESTS,
                         pages::error("Too many requests", "Wait a minute and try again."),

@@ -26,7 +26,8 @@ button{font-size:1rem;padding:.65rem 1.2rem;border-radius:6px;border:1px solid #
 button.secondary{background:#fff;color:#1a56db}.error{background:#fde8e8;color:#9b1c1c;padding:.6rem;border-radius:6px}\
 .warn{background:#fdf6b2;color:#723b13;padding:.6rem;border-radius:6px}ul{padding-left:1.2rem}code{word-break:break-all}\
 .client{display:flex;align-items:center;gap:.8rem}.client img{width:48px;height:48px;border-radius:8px}\
-.actions{display:flex;gap:.6rem;flex-wrap:wrap}small{color:#555}";
+.actions{display:flex;gap:.6rem;flex-wrap:wrap}small{color:#555}\
+button.provider{width:100%;background:#24292f;border-color:#24292f}.or{text-align:center;margin:1.2rem 0 0}";
 
 fn layout(title: &str, content: &str) -> String {
     format!(
@@ -37,24 +38,63 @@ fn layout(title: &str, content: &str) -> String {
     )
 }
 
-/// The login form. `request` identifies the pending authorization, `csrf` binds the form
-/// to this browser's session.
-pub fn login(client_name: &str, request: &str, csrf: &str, error: Option<&str>) -> String {
-    let error = error
+/// What the login page shows.
+pub struct LoginView<'a> {
+    pub client_name: &'a str,
+    /// The issuer's path ("" or "/tenant"): forms post to paths under it, on whatever
+    /// origin the browser is on (the page is also shown at the providers' callback paths,
+    /// where a relative action would resolve elsewhere).
+    pub base: &'a str,
+    /// Identifies the pending authorization.
+    pub request: &'a str,
+    /// Binds the forms to this browser's session.
+    pub csrf: &'a str,
+    pub error: Option<&'a str>,
+    /// Local users exist: show the password form.
+    pub local: bool,
+    /// `(id, display name)` of each upstream identity provider.
+    pub providers: &'a [(&'a str, &'a str)],
+}
+
+/// The login page: a button per identity provider, and the password form for local users.
+pub fn login(view: &LoginView<'_>) -> String {
+    let error = view
+        .error
         .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e)))
         .unwrap_or_default();
+    let hidden = format!(
+        "<input type=\"hidden\" name=\"request\" value=\"{}\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">",
+        escape(view.request),
+        escape(view.csrf)
+    );
+    let mut forms = String::new();
+    for (id, name) in view.providers {
+        forms.push_str(&format!(
+            "<form method=\"post\" action=\"{base}/login/{id}\" id=\"provider-{id}\">{hidden}\
+<button type=\"submit\" class=\"provider\">Continue with {name}</button></form>",
+            base = escape(view.base),
+            id = escape(id),
+            name = escape(name),
+        ));
+    }
+    if view.local {
+        if !view.providers.is_empty() {
+            forms.push_str("<p class=\"or\"><small>or sign in with a local account</small></p>");
+        }
+        forms.push_str(&format!(
+            "<form method=\"post\" action=\"{base}/login\" id=\"login\">{hidden}\
+<label for=\"username\">Username</label><input type=\"text\" id=\"username\" name=\"username\" autocomplete=\"username\" autocapitalize=\"none\" required{autofocus}>\
+<label for=\"password\">Password</label><input type=\"password\" id=\"password\" name=\"password\" autocomplete=\"current-password\" required>\
+<button type=\"submit\">Sign in</button></form>",
+            base = escape(view.base),
+            autofocus = if view.providers.is_empty() { " autofocus" } else { "" },
+        ));
+    }
     layout(
         "Sign in",
         &format!(
-            "<h1>Sign in</h1><p><strong>{client}</strong> wants to access an MCP server on your behalf.</p>{error}\
-<form method=\"post\" action=\"login\" id=\"login\">\
-<input type=\"hidden\" name=\"request\" value=\"{request}\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-<label for=\"username\">Username</label><input type=\"text\" id=\"username\" name=\"username\" autocomplete=\"username\" autocapitalize=\"none\" required autofocus>\
-<label for=\"password\">Password</label><input type=\"password\" id=\"password\" name=\"password\" autocomplete=\"current-password\" required>\
-<button type=\"submit\">Sign in</button></form>",
-            client = escape(client_name),
-            request = escape(request),
-            csrf = escape(csrf),
+            "<h1>Sign in</h1><p><strong>{client}</strong> wants to access an MCP server on your behalf.</p>{error}{forms}",
+            client = escape(view.client_name),
         ),
     )
 }
@@ -74,6 +114,8 @@ pub struct ConsentView<'a> {
     pub user: &'a str,
     pub request: &'a str,
     pub csrf: &'a str,
+    /// The issuer's path (the form posts to a path under it).
+    pub base: &'a str,
 }
 
 pub fn consent(view: &ConsentView<'_>) -> String {
@@ -115,7 +157,7 @@ pub fn consent(view: &ConsentView<'_>) -> String {
 <p>Signed in as <strong>{user}</strong>.</p>\
 <p>Client: <code>{client_id}</code><br>Answers go to: <strong>{redirect_host}</strong></p>{warnings}\
 <p>It will be able to:</p><ul>{scopes}</ul>\
-<form method=\"post\" action=\"consent\" id=\"consent\">\
+<form method=\"post\" action=\"{base}/consent\" id=\"consent\">\
 <input type=\"hidden\" name=\"request\" value=\"{request}\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
 <div class=\"actions\"><button type=\"submit\" name=\"decision\" value=\"approve\" id=\"approve\">Allow</button>\
 <button type=\"submit\" name=\"decision\" value=\"deny\" class=\"secondary\" id=\"deny\">Deny</button></div></form>",
@@ -125,6 +167,7 @@ pub fn consent(view: &ConsentView<'_>) -> String {
             user = escape(view.user),
             request = escape(view.request),
             csrf = escape(view.csrf),
+            base = escape(view.base),
         ),
     )
 }
@@ -148,10 +191,20 @@ mod tests {
 
     #[test]
     fn interpolated_text_is_escaped() {
-        let page = login("<script>x</script>\"'&", "r\"", "c", Some("<b>"));
+        let page = login(&LoginView {
+            client_name: "<script>x</script>\"'&",
+            base: "/tenant",
+            request: "r\"",
+            csrf: "c",
+            error: Some("<b>"),
+            local: true,
+            providers: &[("corp", "<i>Corp</i>")],
+        });
         assert!(!page.contains("<script>x"));
         assert!(page.contains("&lt;script&gt;x&lt;/script&gt;&quot;&#39;&amp;"));
         assert!(page.contains("value=\"r&quot;\""));
         assert!(page.contains("&lt;b&gt;"));
+        assert!(page.contains("Continue with &lt;i&gt;Corp&lt;/i&gt;"));
+        assert!(page.contains("action=\"/tenant/login/corp\" id=\"provider-corp\""));
     }
 }

@@ -245,8 +245,15 @@ async fn refresh_token(
 /// who was removed gets no more tokens, and changed names or groups show at the next
 /// refresh.
 fn current_user(context: &Context<'_>, stored: &UserIdentity) -> Result<UserIdentity, OAuthError> {
-    if stored.provider.is_some() {
-        return Ok(stored.clone());
+    match stored.provider.as_deref() {
+        Some("client_credentials") => return Ok(stored.clone()),
+        Some(_) if super::upstream::still_allowed(context.settings, stored) => {
+            return Ok(stored.clone())
+        }
+        Some(_) => return Err(OAuthError::invalid_grant(
+            "the user of this grant is no longer allowed by its identity provider's configuration",
+        )),
+        None => {}
     }
     context
         .settings
@@ -303,6 +310,7 @@ async fn client_credentials(
     let user = UserIdentity {
         subject: client.client_id.clone(),
         provider: Some("client_credentials".into()),
+        username: None,
         name: client.name.clone(),
         email: None,
         groups: Vec::new(),
@@ -364,6 +372,9 @@ async fn access_token_answer(
         "client_id": client.client_id,
         "scope": scopes.join(" "),
     });
+    if let Some(username) = &user.username {
+        claims["preferred_username"] = json!(username);
+    }
     if let Some(name) = &user.name {
         claims["name"] = json!(name);
     }

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
 
+use super::identity_providers::IdentityProvider;
+
 /// The verifier id of the built-in authorization server's issuer (reserved).
 pub const LOCAL_ISSUER_ID: &str = "authorization_server";
 
@@ -32,6 +34,8 @@ pub struct AuthorizationServerSettings {
     pub resources: Vec<ProtectedResource>,
     pub clients: Vec<StaticClient>,
     pub users: Vec<LocalUser>,
+    /// GitHub and OpenID Connect providers on the login page.
+    pub identity_providers: Vec<IdentityProvider>,
     pub registration: RegistrationSettings,
     pub cimd: CimdSettings,
     /// Cookies get `Secure` and the `__Host-` prefix (the issuer is https).
@@ -111,6 +115,15 @@ impl AuthorizationServerSettings {
     /// `issuer` + `path`: every endpoint lives under the issuer.
     pub fn endpoint(&self, path: &str) -> String {
         format!("{}{path}", self.issuer)
+    }
+
+    /// Where a provider sends the browser back (registered at the provider).
+    pub fn callback_uri(&self, provider_id: &str) -> String {
+        self.endpoint(&format!("/login/{provider_id}/callback"))
+    }
+
+    pub fn identity_provider(&self, id: &str) -> Option<&IdentityProvider> {
+        self.identity_providers.iter().find(|p| p.id == id)
     }
 
     pub fn resource(&self, uri: &str) -> Option<&ProtectedResource> {

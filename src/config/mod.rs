@@ -9,6 +9,7 @@ pub mod authorization_server;
 mod compile;
 mod document;
 pub mod duration;
+pub mod identity_providers;
 mod interpolate;
 pub mod raw;
 pub mod secret;

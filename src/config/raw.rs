@@ -62,6 +62,8 @@ pub struct RawAuthorizationServer {
     pub client_id_metadata_documents: RawCimd,
     pub clients: Vec<RawClient>,
     pub users: Vec<RawUser>,
+    /// Where people log in besides the local users: GitHub or OpenID Connect providers.
+    pub identity_providers: Vec<RawIdentityProvider>,
 }
 
 impl Default for RawAuthorizationServer {
@@ -82,6 +84,7 @@ impl Default for RawAuthorizationServer {
             client_id_metadata_documents: RawCimd::default(),
             clients: Vec::new(),
             users: Vec::new(),
+            identity_providers: Vec::new(),
         }
     }
 }
@@ -165,6 +168,52 @@ pub struct RawUser {
     pub email: Option<String>,
     #[serde(default)]
     pub groups: Vec<String>,
+}
+
+/// An upstream identity provider people log in through (the gateway is its OAuth client).
+#[derive(Debug, Deserialize)]
+pub struct RawIdentityProvider {
+    /// Short name: the login path (`/login/<id>`), the callback
+    /// (`/login/<id>/callback`) and the subject prefix (`<id>:<subject>`).
+    pub id: String,
+    /// "oidc" or "github".
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The login button's label; default from the type.
+    pub display_name: Option<String>,
+    pub client_id: String,
+    pub client_secret_env: Option<String>,
+    pub client_secret_file: Option<String>,
+    /// Scopes asked of the provider; default per type.
+    pub scopes: Option<Vec<String>>,
+    /// OIDC: the issuer identifier (discovery at `<issuer>/.well-known/openid-configuration`).
+    pub issuer: Option<String>,
+    /// OIDC: the claim holding the user's groups.
+    pub groups_claim: Option<String>,
+    /// OIDC: ID token algorithms accepted; default RS256 and ES256.
+    pub algorithms: Option<Vec<String>>,
+    /// GitHub: the web origin (GitHub Enterprise Server: `https://github.example.com`).
+    pub github_url: Option<String>,
+    /// GitHub: the REST API base (GitHub Enterprise Server: `https://github.example.com/api/v3`).
+    pub github_api_url: Option<String>,
+    /// GitHub logins allowed (any organisation).
+    #[serde(default)]
+    pub allowed_users: Vec<String>,
+    /// GitHub organisations whose members are allowed.
+    #[serde(default)]
+    pub allowed_organizations: Vec<String>,
+    /// GitHub teams (`org/team-slug`) whose members are allowed.
+    #[serde(default)]
+    pub allowed_teams: Vec<String>,
+    /// OIDC: verified email domains allowed.
+    #[serde(default)]
+    pub allowed_email_domains: Vec<String>,
+    /// OIDC: groups (from `groups_claim`) whose members are allowed.
+    #[serde(default)]
+    pub allowed_groups: Vec<String>,
+    /// Let anyone the provider authenticates in (no allowlist): must be said explicitly.
+    #[serde(default)]
+    pub allow_all_users: bool,
 }
 
 /// Calls the gateway makes: upstreams, JWKS, introspection.

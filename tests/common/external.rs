@@ -75,14 +75,21 @@ pub fn node_packages() -> Option<PathBuf> {
     let _one_installer = INSTALL
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    if finished.is_file() {
-        return Some(modules);
+    // Installed, and not older than the lock file (a pull that added a package reinstalls).
+    let modified = |path: &Path| path.metadata().and_then(|m| m.modified()).ok();
+    if let (Some(installed), Some(locked)) = (
+        modified(&finished),
+        modified(&dir.join("package-lock.json")),
+    ) {
+        if installed >= locked {
+            return Some(modules);
+        }
     }
     let npm = require("npm")?;
     let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("npm-ci.log");
     let _ = writeln!(
         std::io::stderr(),
-        "\n..... tests/node/node_modules is missing: running `npm ci` in tests/node (log: {}) .....\n",
+        "\n..... tests/node/node_modules is missing or older than package-lock.json: running `npm ci` in tests/node (log: {}) .....\n",
         log.display()
     );
     let status = std::fs::File::create(&log).and_then(|out| {

@@ -6,7 +6,7 @@
 //        [--state FILE] [--client-metadata-url https://…/client.json] \
 //        [--redirect-uri http://127.0.0.1:PORT/callback] [--username alice] [--password PW] \
 //        [--message TEXT] [--timeout-ms 30000] [--list-tools] [--call NAME[=JSON]]... \
-//        [--grant-types authorization_code,refresh_token]
+//        [--grant-types authorization_code,refresh_token] [--provider ID]
 //
 // The SDK gets the 401, discovers the protected resource and authorization server metadata,
 // registers (dynamic registration, or a URL client_id with --client-metadata-url), and calls
@@ -34,6 +34,16 @@
 // --grant-types sets the grant types the client registers with (default
 // authorization_code,refresh_token); with only authorization_code the authorization server
 // issues no refresh token.
+//
+// --provider ID logs in through the upstream identity provider ID instead of a password: on
+// the login page the browser part submits <form id="provider-ID"> (its hidden inputs, no
+// username or password), then follows redirects (301/302/303/307/308, each as a GET, across
+// origins: the identity provider is another loopback port) and submits the consent form
+// (decision=approve) when a 200 page shows one, until it is redirected to the redirect URI;
+// at most 20 requests after the provider form. The cookie jar is one per authorization, keyed
+// by host name like a browser's (the port does not separate cookies), honouring Path and
+// expiry. Each step in `browser` then also has `host` (host:port), and intermediate
+// redirects have page `hop`.
 //
 // Prints exactly ONE line of JSON on stdout and exits 0 ({"ok":true,...}) or 1
 // ({"ok":false,"error":...}). Diagnostics go to stderr. tests/mcp_sdk_oauth.rs and
@@ -98,7 +108,8 @@ function parseArgs(argv) {
         message: 'hello through the gateway',
         listTools: false,
         calls: [],
-        grantTypes: ['authorization_code', 'refresh_token']
+        grantTypes: ['authorization_code', 'refresh_token'],
+        provider: undefined
     };
     for (let i = 0; i < argv.length; i++) {
         const a = argv[i];
@@ -134,6 +145,10 @@ function parseArgs(argv) {
             case '--grant-types':
                 out.grantTypes = next().split(',').map(g => g.trim()).filter(Boolean);
                 if (!out.grantTypes.length) throw new Error('--grant-types needs at least one grant type');
+                break;
+            case '--provider':
+                out.provider = next();
+                if (!out.provider) throw new Error('--provider needs an identity provider id');
                 break;
             case '--list-tools':
                 out.listTools = true;
@@ -216,24 +231,61 @@ function recordingFetch(input, init = {}) {
 }
 
 // ---------------------------------------------------------------------------
-// The browser part: a cookie-keeping client that follows nothing by itself.
+// The browser part: a cookie-keeping client that follows nothing by itself. Cookies are kept
+// as a browser does: per host name (not port), name and path, sent to paths under their
+// Path, dropped when expired (Max-Age <= 0 or Expires in the past). Secure is not looked at
+// (everything is plain http on loopback).
 class Browser {
     constructor() {
-        this.cookies = new Map();
+        this.cookies = new Map(); // `host\tpath\tname` -> {host, path, name, value}
+    }
+
+    cookieHeader(url) {
+        const { hostname, pathname } = new URL(url);
+        const pairs = [];
+        for (const c of this.cookies.values()) {
+            if (c.host !== hostname) continue;
+            const under = pathname === c.path || (pathname.startsWith(c.path) && (c.path.endsWith('/') || pathname[c.path.length] === '/'));
+            if (under) pairs.push(`${c.name}=${c.value}`);
+        }
+        return pairs.join('; ');
+    }
+
+    storeCookie(url, header) {
+        const { hostname, pathname } = new URL(url);
+        const [pair, ...attrs] = header.split(';');
+        const eq = pair.indexOf('=');
+        if (eq <= 0) return;
+        const name = pair.slice(0, eq).trim();
+        const value = pair.slice(eq + 1).trim();
+        let path = pathname.lastIndexOf('/') > 0 ? pathname.slice(0, pathname.lastIndexOf('/')) : '/';
+        let expired = false;
+        for (const attr of attrs) {
+            const i = attr.indexOf('=');
+            const key = (i < 0 ? attr : attr.slice(0, i)).trim().toLowerCase();
+            const val = i < 0 ? '' : attr.slice(i + 1).trim();
+            if (key === 'path' && val.startsWith('/')) path = val;
+            else if (key === 'max-age' && /^-?\d+$/.test(val)) expired = Number(val) <= 0;
+            else if (key === 'expires' && !attrs.some(a => /^\s*max-age\s*=/i.test(a))) {
+                const when = Date.parse(val);
+                expired = Number.isFinite(when) && when <= Date.now();
+            }
+        }
+        const key = `${hostname}\t${path}\t${name}`;
+        if (expired) this.cookies.delete(key);
+        else this.cookies.set(key, { host: hostname, path, name, value });
     }
 
     async request(method, url, body) {
         const headers = { Accept: 'text/html' };
-        if (this.cookies.size) headers.Cookie = [...this.cookies].map(([k, v]) => `${k}=${v}`).join('; ');
+        const cookie = this.cookieHeader(url);
+        if (cookie) headers.Cookie = cookie;
         if (body !== undefined) headers['Content-Type'] = 'application/x-www-form-urlencoded';
         const res = await fetch(url, { method, headers, body, redirect: 'manual', signal: AbortSignal.timeout(10000) });
-        for (const cookie of res.headers.getSetCookie()) {
-            const [pair] = cookie.split(';');
-            const eq = pair.indexOf('=');
-            if (eq > 0) this.cookies.set(pair.slice(0, eq).trim(), pair.slice(eq + 1).trim());
-        }
+        for (const setCookie of res.headers.getSetCookie()) this.storeCookie(url, setCookie);
         const text = await res.text();
         const step = { method, path: new URL(url).pathname, status: res.status };
+        if (args.provider !== undefined) step.host = new URL(url).host;
         report.browser.push(step);
         return { status: res.status, location: res.headers.get('location'), text, url, step };
     }
@@ -279,10 +331,76 @@ function findForm(page, id) {
     return null;
 }
 
+// A page's text for an error message.
+function pageText(page) {
+    return page.text
+        .replace(/<(style|script)\b[\s\S]*?<\/\1>/gi, ' ')
+        .replace(/<[^>]+>/g, ' ')
+        .replace(/\s+/g, ' ')
+        .slice(0, 500);
+}
+
+// Where a redirect goes (resolved against the page URL), or null when the page is none.
+const REDIRECTS = new Set([301, 302, 303, 307, 308]);
+function redirectTarget(page) {
+    if (!REDIRECTS.has(page.status) || !page.location) return null;
+    return new URL(page.location, page.url);
+}
+
+function isRedirectUri(location) {
+    const expected = new URL(args.redirectUri);
+    return location.origin === expected.origin && location.pathname === expected.pathname;
+}
+
+// The parameters of the final redirect to the redirect URI (not followed: this client's
+// callback only needs the query).
+function redirectUriParams(location) {
+    const params = Object.fromEntries(location.searchParams);
+    if (params.error) throw new Error(`authorization error: ${params.error}: ${params.error_description ?? ''}`);
+    return params;
+}
+
+const MAX_PROVIDER_STEPS = 20;
+
+// --provider: submit the provider's form on the login page, then follow redirects (any
+// origin) and approve consent pages until redirected to the redirect URI.
+async function loginThroughProvider(browser, page) {
+    const form = page.status === 200 ? findForm(page, `provider-${args.provider}`) : null;
+    if (!form) {
+        throw new Error(`no <form id="provider-${args.provider}"> on the login page: ${page.status} at ${page.step.host}${page.step.path}: ${pageText(page)}`);
+    }
+    page.step.page = 'login';
+    page = await browser.request(form.method, form.action, new URLSearchParams(form.fields).toString());
+    for (let steps = 1; ; steps++) {
+        const location = redirectTarget(page);
+        if (location && isRedirectUri(location)) {
+            page.step.page = 'redirect';
+            return redirectUriParams(location);
+        }
+        if (steps >= MAX_PROVIDER_STEPS) {
+            throw new Error(`not redirected to the redirect URI within ${MAX_PROVIDER_STEPS} requests after the provider form (last: ${page.status} at ${page.step.host}${page.step.path})`);
+        }
+        if (location) {
+            page.step.page = 'hop';
+            page = await browser.request('GET', location.href);
+            continue;
+        }
+        const consent = page.status === 200 ? findForm(page, 'consent') : null;
+        if (consent) {
+            page.step.page = 'consent';
+            const approve = new URLSearchParams({ ...consent.fields, decision: 'approve' });
+            page = await browser.request(consent.method, consent.action, approve.toString());
+            continue;
+        }
+        throw new Error(`the provider login stopped: ${page.status} at ${page.step.host}${page.step.path}: ${pageText(page)}`);
+    }
+}
+
 // GET the authorization URL, log in, consent, and return the redirect's parameters.
 async function playBrowser(authorizationUrl) {
     const browser = new Browser();
     let page = await browser.request('GET', authorizationUrl);
+    if (args.provider !== undefined) return loginThroughProvider(browser, page);
     const login = page.status === 200 ? findForm(page, 'login') : null;
     if (login) {
         page.step.page = 'login';
@@ -297,19 +415,14 @@ async function playBrowser(authorizationUrl) {
         page = await browser.request(consent.method, consent.action, form.toString());
     }
     if (page.status !== 302 && page.status !== 303) {
-        const text = page.text.replace(/<[^>]+>/g, ' ').replace(/\s+/g, ' ').slice(0, 500);
-        throw new Error(`the authorization did not end in a redirect: ${page.status} at ${page.step.path}: ${text}`);
+        throw new Error(`the authorization did not end in a redirect: ${page.status} at ${page.step.path}: ${pageText(page)}`);
     }
     page.step.page = 'redirect';
-    // Not followed: the redirect goes to this client's callback, which only needs the query.
     const location = new URL(page.location, page.url);
-    const expected = new URL(args.redirectUri);
-    if (location.origin !== expected.origin || location.pathname !== expected.pathname) {
-        throw new Error(`redirected to ${location.href}, not to the redirect URI ${expected.href}`);
+    if (!isRedirectUri(location)) {
+        throw new Error(`redirected to ${location.href}, not to the redirect URI ${new URL(args.redirectUri).href}`);
     }
-    const params = Object.fromEntries(location.searchParams);
-    if (params.error) throw new Error(`authorization error: ${params.error}: ${params.error_description ?? ''}`);
-    return params;
+    return redirectUriParams(location);
 }
 
 // ---------------------------------------------------------------------------

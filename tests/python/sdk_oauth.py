@@ -7,7 +7,7 @@ nothing but the MCP URL, for mcp-auth-gateway's end-to-end tests.
         [--redirect-uri http://127.0.0.1:PORT/callback] [--username alice] \
         [--password PW] [--message TEXT] [--timeout 30] [--list-tools] \
         [--call NAME[=JSON]]... [--grant-types authorization_code,refresh_token] \
-        [--mode auto|legacy|2026-07-28]
+        [--mode auto|legacy|2026-07-28] [--provider ID]
 
 The SDK's OAuthClientProvider gets the 401, discovers the protected resource and
 authorization server metadata, registers (dynamic client registration) or, with
@@ -37,6 +37,15 @@ handlers) and retries the request. --grant-types sets the grant types the client
 with; --mode is the SDK's `Client(mode=...)` (default `auto`: probe `server/discover`, fall
 back to `initialize`).
 
+--provider ID logs in through the upstream identity provider ID instead of a password: on the
+login page the browser part submits <form id="provider-ID"> (its hidden inputs, no username
+or password), then follows redirects (301/302/303/307/308, each as a GET, across origins: the
+identity provider is another loopback port) and submits the consent form (decision=approve)
+when a 200 page shows one, until it is redirected to the redirect URI; at most 20 requests
+after the provider form. The browser's cookie jar (httpx's, one per authorization) is keyed
+by host name like a browser's: the port does not separate cookies. Each step in `browser`
+then also has `host` (host:port), and intermediate redirects have page `hop`.
+
 Prints exactly ONE line of JSON on stdout and exits 0 ({"ok": true, ...}) or 1
 ({"ok": false, "error": ...}). Diagnostics go to stderr. See README.md next to this file;
 tests/mcp_sdk_oauth.rs and tests/mcp_sdk_stepup.rs run it.
@@ -50,6 +59,7 @@ import base64
 import json
 import logging
 import os
+import re
 import sys
 import time
 from html.parser import HTMLParser
@@ -120,6 +130,7 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--grant-types", default="authorization_code,refresh_token", help="grant types to register with")
     parser.add_argument("--mode", default="auto", help="the SDK's Client(mode=...): auto, legacy or a protocol version")
+    parser.add_argument("--provider", metavar="ID", help="log in through this upstream identity provider instead of a password")
     args = parser.parse_args()
     calls = []
     for spec in args.call:
@@ -139,6 +150,8 @@ def parse_args() -> argparse.Namespace:
         parser.error("--grant-types needs at least one grant type")
     if urlparse(args.url).scheme not in ("http", "https"):
         parser.error("--url must be an http(s) URL")
+    if args.provider is not None and not args.provider:
+        parser.error("--provider needs an identity provider id")
     return args
 
 
@@ -239,6 +252,23 @@ def find_form(page: httpx2.Response, form_id: str) -> dict[str, Any] | None:
     return None
 
 
+REDIRECTS = (301, 302, 303, 307, 308)
+MAX_PROVIDER_STEPS = 20
+
+
+def page_text(page: httpx2.Response) -> str:
+    """A page's visible text for an error message."""
+    text = re.sub(r"<(style|script)\b.*?</\1>", " ", page.text, flags=re.S | re.I)
+    text = re.sub(r"<[^>]+>", " ", text)
+    return re.sub(r"\s+", " ", text).strip()[:500]
+
+
+def where(page: httpx2.Response) -> str:
+    """host:port and path of the URL a page came from."""
+    url = urlparse(str(page.url))
+    return f"{url.netloc}{url.path}"
+
+
 class BrowserPart:
     """The redirect handler (plays the browser) and the callback handler (hands the SDK what
     came back on the redirect)."""
@@ -250,8 +280,55 @@ class BrowserPart:
     async def _step(self, client: httpx2.AsyncClient, method: str, url: str, form: dict[str, str] | None = None) -> httpx2.Response:
         response = await client.request(method, url, data=form, headers={"Accept": "text/html"})
         step = {"method": method, "path": urlparse(url).path, "status": response.status_code}
+        if self.args.provider is not None:
+            step["host"] = urlparse(url).netloc
         state_of_run["browser"].append(step)
         return response
+
+    def _is_redirect_uri(self, location: str) -> bool:
+        got, expected = urlparse(location), urlparse(self.args.redirect_uri)
+        return (got.scheme, got.netloc, got.path) == (expected.scheme, expected.netloc, expected.path)
+
+    @staticmethod
+    def _redirect_uri_params(location: str) -> dict[str, str]:
+        """The final redirect's parameters (not followed: the callback only needs the query)."""
+        params = dict(parse_qsl(urlparse(location).query))
+        if "error" in params:
+            raise RuntimeError(f"authorization error: {params['error']}: {params.get('error_description', '')}")
+        return params
+
+    async def _through_provider(self, browser: httpx2.AsyncClient, page: httpx2.Response) -> dict[str, str]:
+        """--provider: submit the provider's form on the login page, then follow redirects (any
+        origin) and approve consent pages until redirected to the redirect URI."""
+        form_id = f"provider-{self.args.provider}"
+        form = find_form(page, form_id) if page.status_code == 200 else None
+        if form is None:
+            raise RuntimeError(f'no <form id="{form_id}"> on the login page: {page.status_code} at {where(page)}: {page_text(page)}')
+        state_of_run["browser"][-1]["page"] = "login"
+        page = await self._step(browser, form["method"], form["action"], form["fields"])
+        steps = 1
+        while True:
+            location = page.headers.get("location") if page.status_code in REDIRECTS else None
+            location = urljoin(str(page.url), location) if location else None
+            if location and self._is_redirect_uri(location):
+                state_of_run["browser"][-1]["page"] = "redirect"
+                return self._redirect_uri_params(location)
+            if steps >= MAX_PROVIDER_STEPS:
+                raise RuntimeError(
+                    f"not redirected to the redirect URI within {MAX_PROVIDER_STEPS} requests after the provider form "
+                    f"(last: {page.status_code} at {where(page)})"
+                )
+            steps += 1
+            if location:
+                state_of_run["browser"][-1]["page"] = "hop"
+                page = await self._step(browser, "GET", location)
+                continue
+            consent = find_form(page, "consent") if page.status_code == 200 else None
+            if consent:
+                state_of_run["browser"][-1]["page"] = "consent"
+                page = await self._step(browser, consent["method"], consent["action"], {**consent["fields"], "decision": "approve"})
+                continue
+            raise RuntimeError(f"the provider login stopped: {page.status_code} at {where(page)}: {page_text(page)}")
 
     async def redirect_handler(self, authorization_url: str) -> None:
         state_of_run["authorizations"] += 1
@@ -262,6 +339,9 @@ class BrowserPart:
         # A fresh cookie jar, redirects not followed: every step is looked at.
         async with httpx2.AsyncClient(follow_redirects=False, timeout=10.0) as browser:
             page = await self._step(browser, "GET", authorization_url)
+            if self.args.provider is not None:
+                self._finish(await self._through_provider(browser, page))
+                return
             login = find_form(page, "login") if page.status_code == 200 else None
             if login:
                 state_of_run["browser"][-1]["page"] = "login"
@@ -274,15 +354,14 @@ class BrowserPart:
                 state_of_run["browser"][-1]["page"] = "consent"
                 page = await self._step(browser, consent["method"], consent["action"], {**consent["fields"], "decision": "approve"})
         if page.status_code not in (302, 303):
-            raise RuntimeError(f"the authorization did not end in a redirect: {page.status_code} at {page.url.path}: {page.text[:500]}")
+            raise RuntimeError(f"the authorization did not end in a redirect: {page.status_code} at {page.url.path}: {page_text(page)}")
         state_of_run["browser"][-1]["page"] = "redirect"
         location = urljoin(str(page.url), page.headers["location"])
-        got, expected = urlparse(location), urlparse(self.args.redirect_uri)
-        if (got.scheme, got.netloc, got.path) != (expected.scheme, expected.netloc, expected.path):
+        if not self._is_redirect_uri(location):
             raise RuntimeError(f"redirected to {location}, not to the redirect URI {self.args.redirect_uri}")
-        params = dict(parse_qsl(got.query))
-        if "error" in params:
-            raise RuntimeError(f"authorization error: {params['error']}: {params.get('error_description', '')}")
+        self._finish(self._redirect_uri_params(location))
+
+    def _finish(self, params: dict[str, str]) -> None:
         state_of_run["iss"] = params.get("iss")
         self.result = AuthorizationCodeResult(code=params.get("code", ""), state=params.get("state"), iss=params.get("iss"))
         state_of_run["phase"] = "authorize"

@@ -1,6 +1,7 @@
 //! Everything the authorization server remembers, behind one [`Store`] trait: clients
 //! registered at run time, pending authorization requests, codes, refresh-token families,
-//! consents, revocations, signing keys, browser sessions and rate-limit counters.
+//! consents, revocations, signing keys, browser sessions, logins in flight at upstream identity
+//! providers and rate-limit counters.
 //!
 //! SQLite ([`sqlite::SqliteStore`]) is the embedded default; a Redis implementation (several
 //! replicas) implements the same trait. Secrets are never stored: tokens, codes, session ids
@@ -34,6 +35,9 @@ pub struct UserIdentity {
     /// providers name themselves).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<String>,
+    /// The login name at the provider (GitHub login, OIDC `preferred_username`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -148,6 +152,23 @@ pub struct BrowserSession {
     pub expires_at: u64,
 }
 
+/// A login sent to an upstream identity provider, waiting for its callback (≤ 10 minutes,
+/// single use). Stored under the digest of the `state` sent to the provider.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoginState {
+    pub provider: String,
+    /// The pending authorization request this login is for.
+    pub request_id: String,
+    /// Digest of the browser session that started it: the callback must come back to the
+    /// same browser (login CSRF).
+    pub session: Digest,
+    /// PKCE verifier of our request to the provider.
+    pub code_verifier: String,
+    /// OIDC `nonce`, echoed in the ID token.
+    pub nonce: String,
+    pub expires_at: u64,
+}
+
 /// A remembered consent.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Consent {
@@ -187,6 +208,9 @@ pub trait Store: Send + Sync {
     /// the same consent form must not produce a second code).
     fn delete_pending(&self, id: Digest) -> StoreFuture<'_, bool>;
     fn put_code(&self, code: Digest, grant: CodeGrant) -> StoreFuture<'_, ()>;
+    fn put_login_state(&self, state: Digest, login: LoginState) -> StoreFuture<'_, ()>;
+    /// Removes and returns an unexpired login state: a callback is honoured once.
+    fn take_login_state(&self, state: Digest, now: u64) -> StoreFuture<'_, Option<LoginState>>;
     /// Atomically marks the code used when `client_id` is the one it was issued to; a
     /// second redemption by that client sees `Replayed`. Another client learns nothing and
     /// spends nothing (`Unknown`): holding someone's code must not let you burn it.

@@ -11,9 +11,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{
-    BrowserSession, CodeGrant, Consent, Digest, PendingAuthorization, Redemption, RefreshGrant,
-    RefreshLookup, RegisteredClient, Rotation, Store, StoreError, StoreFuture, StoreResult,
-    StoredKey,
+    BrowserSession, CodeGrant, Consent, Digest, LoginState, PendingAuthorization, Redemption,
+    RefreshGrant, RefreshLookup, RegisteredClient, Rotation, Store, StoreError, StoreFuture,
+    StoreResult, StoredKey,
 };
 
 /// Schema versions, applied in order; a database is at version = number applied.
@@ -45,6 +45,9 @@ const MIGRATIONS: &[&str] = &[
         expires_at INTEGER NOT NULL);
      CREATE TABLE rate_counters (key TEXT PRIMARY KEY, window_start INTEGER NOT NULL,
         count INTEGER NOT NULL);",
+    // 2: logins in flight at upstream identity providers.
+    "CREATE TABLE login_states (state BLOB PRIMARY KEY, record TEXT NOT NULL,
+        expires_at INTEGER NOT NULL);",
 ];
 
 /// A refresh token row joined with its family: record, rotated_at, successor, expires_at,
@@ -387,6 +390,33 @@ impl Store for SqliteStore {
         })
     }
 
+    fn put_login_state(&self, state: Digest, login: LoginState) -> StoreFuture<'_, ()> {
+        self.run(move |c| {
+            c.execute(
+                "INSERT OR REPLACE INTO login_states (state, record, expires_at) VALUES (?1, ?2, ?3)",
+                params![state.as_slice(), to_json(&login)?, login.expires_at],
+            )
+            .map_err(fail)?;
+            Ok(())
+        })
+    }
+
+    fn take_login_state(&self, state: Digest, now: u64) -> StoreFuture<'_, Option<LoginState>> {
+        self.run(move |c| {
+            let record: Option<String> = c
+                .query_row(
+                    "DELETE FROM login_states WHERE state = ?1 RETURNING record, expires_at",
+                    params![state.as_slice()],
+                    |row| Ok((row.get::<_, String>(0)?, row.get::<_, u64>(1)?)),
+                )
+                .optional()
+                .map_err(fail)?
+                .filter(|(_, expires_at)| *expires_at > now)
+                .map(|(record, _)| record);
+            record.map(|r| from_json(&r)).transpose()
+        })
+    }
+
     fn put_code(&self, code: Digest, grant: CodeGrant) -> StoreFuture<'_, ()> {
         self.run(move |c| {
             let tx = c.transaction().map_err(fail)?;
@@ -725,6 +755,7 @@ impl Store for SqliteStore {
             let mut removed = 0;
             for statement in [
                 "DELETE FROM pending WHERE expires_at <= ?1",
+                "DELETE FROM login_states WHERE expires_at <= ?1",
                 // Used codes are kept a little past expiry to recognise replays.
                 "DELETE FROM codes WHERE expires_at + 600 <= ?1",
                 "DELETE FROM refresh_tokens WHERE expires_at <= ?1",
@@ -763,6 +794,7 @@ mod tests {
         UserIdentity {
             subject: "local:alice".into(),
             provider: None,
+            username: None,
             name: None,
             email: None,
             groups: vec![],

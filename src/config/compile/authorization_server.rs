@@ -197,10 +197,16 @@ pub(super) fn compile_authorization_server(
     }
     let clients = compile_clients(section, c);
     let users = compile_users(section, c);
-    if users.is_empty() {
+    let identity_providers = super::identity_providers::compile_identity_providers(
+        &section.identity_providers,
+        raw.dangerous.allow_plain_http_identity_endpoints,
+        base_dir,
+        c,
+    );
+    if users.is_empty() && identity_providers.is_empty() {
         c.warn(
             key("users"),
-            "no local user: nobody can log in, so only client_credentials clients get tokens; add [[authorization_server.users]] (password hash from `mcp-auth-gateway hash-password`)",
+            "no local user and no identity provider: nobody can log in, so only client_credentials clients get tokens; add [[authorization_server.users]] (password hash from `mcp-auth-gateway hash-password`) or [[authorization_server.identity_providers]]",
         );
     }
     let cimd = &section.client_id_metadata_documents;
@@ -252,6 +258,7 @@ pub(super) fn compile_authorization_server(
         resources,
         clients,
         users,
+        identity_providers,
         registration: RegistrationSettings {
             enabled: section.registration.enabled,
             ttl: section.registration.ttl.0,

@@ -4,6 +4,7 @@
 //! identity headers, `verifiers` the credentials, `routes` the routes.
 
 mod authorization_server;
+mod identity_providers;
 mod mcp;
 mod routes;
 mod server;
