@@ -13,8 +13,9 @@ use tokio::task::JoinSet;
 
 use crate::authorization_server::AuthorizationServer;
 use crate::config::Config;
-use crate::mcp::sessions::{MemorySessions, SessionStore};
+use crate::mcp::sessions::{MemorySessions, RedisSessions, SessionStore};
 use crate::pipeline::limits::RateLimiter;
+use crate::redis_connection::SharedRedis;
 use crate::server::budget::ConnectionBudget;
 use crate::server::ListenerRole;
 use crate::{outbound, server};
@@ -24,9 +25,11 @@ pub struct App {
     config: ArcSwap<Config>,
     /// The built-in authorization server, when `[authorization_server]` is configured.
     authorization_server: Option<Arc<AuthorizationServer>>,
-    /// Which principal opened each MCP session (survives reloads).
+    /// Which principal opened each MCP session (survives reloads; shared through Redis when
+    /// `[redis]` is set).
     sessions: Arc<dyn SessionStore>,
-    /// Rate-limit buckets (survive reloads; the rates come from the current config).
+    /// Rate-limit buckets (survive reloads; the rates come from the current config; in
+    /// Redis when `[redis]` is set).
     limiter: RateLimiter,
 }
 
@@ -59,6 +62,8 @@ pub enum StartError {
     Worker(std::io::Error),
     #[error("cannot start the authorization server: {0}")]
     AuthorizationServer(#[from] crate::authorization_server::StartError),
+    #[error("cannot connect to [redis] (session bindings and rate limits): {0}")]
+    Redis(#[from] crate::redis_connection::ConnectError),
 }
 
 /// A started gateway. [`Gateway::shutdown`] drains and waits; dropping it starts the same
@@ -93,12 +98,29 @@ impl Gateway {
         // Before the listeners: its keys must be published before the first request.
         let authorization_server = match &config.authorization_server {
             Some(settings) => {
-                let server = AuthorizationServer::start(settings).await?;
-                tracing::info!(issuer = %settings.issuer, database = %settings.database.display(),
-                    "authorization server started");
+                let server = AuthorizationServer::start(settings, config.client.clone()).await?;
+                match &settings.redis {
+                    Some(redis) => tracing::info!(issuer = %settings.issuer, redis = %redis.url,
+                        "authorization server started (state in Redis)"),
+                    None => tracing::info!(issuer = %settings.issuer,
+                        database = %settings.database.display(), "authorization server started"),
+                }
                 Some(server)
             }
             None => None,
+        };
+        // Session bindings and rate limits: shared by the replicas through Redis, or local.
+        let (sessions, limiter): (Arc<dyn SessionStore>, RateLimiter) = match &config.redis {
+            Some(settings) => {
+                let connection = crate::redis_connection::connect(settings).await?;
+                let shared = Arc::new(SharedRedis::new(connection, settings));
+                tracing::info!(redis = %settings.url, "session bindings and rate limits shared through Redis");
+                (
+                    Arc::new(RedisSessions::new(shared.clone())),
+                    RateLimiter::shared(shared),
+                )
+            }
+            None => (Arc::new(MemorySessions::default()), RateLimiter::default()),
         };
         let workers = config.server.workers.max(1);
         let mut per_worker: Vec<Vec<(std::net::TcpListener, ListenerRole)>> =
@@ -151,8 +173,8 @@ impl Gateway {
         let app = Arc::new(App {
             config: ArcSwap::from_pointee(config),
             authorization_server,
-            sessions: Arc::new(MemorySessions::default()),
-            limiter: RateLimiter::default(),
+            sessions,
+            limiter,
         });
         let (stop, stopped) = watch::channel(false);
         let mut done = Vec::new();
@@ -220,13 +242,28 @@ impl Gateway {
             c.authorization_server.as_ref().map(|s| {
                 (
                     s.database.clone(),
+                    s.redis
+                        .as_ref()
+                        .map(|r| (r.url.clone(), r.key_prefix.clone())),
                     s.signing_key_file.clone(),
                     s.signing_algorithm,
                 )
             })
         };
         if store_of(&old) != store_of(&config) {
-            needs_restart.push("authorization_server (on/off, database, signing key)");
+            needs_restart.push("authorization_server (on/off, database or redis, signing key)");
+        }
+        // The session bindings and rate limits keep the store they started with.
+        let redis_of = |c: &Config| {
+            c.redis
+                .as_ref()
+                .map(|r| (r.url.clone(), r.key_prefix.clone()))
+        };
+        if redis_of(&old) != redis_of(&config) {
+            needs_restart.push("redis (session bindings and rate limits)");
+        }
+        if let Some(server) = self.app.authorization_server() {
+            server.reconfigure(&config);
         }
         config.verifiers.adopt_keys(&old.verifiers);
         config.verifiers.start_background_tasks();

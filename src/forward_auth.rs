@@ -146,7 +146,7 @@ async fn calls_and_limits(
 ) -> (Judged, Option<Rejection>) {
     let route = admission.route();
     let principal = admission.principal();
-    if let Err(rejection) = session::check(sessions, route, principal, headers) {
+    if let Err(rejection) = session::check(sessions, route, principal, headers).await {
         return (Judged::default(), Some(rejection));
     }
     let mut judged = Judged::default();
@@ -173,7 +173,7 @@ async fn calls_and_limits(
         }
         judged = found;
     }
-    if let Err(rejection) = limiter.admit(route, principal, &judged.tools, None) {
+    if let Err(rejection) = limiter.admit(route, principal, &judged.tools, None).await {
         return (judged, Some(rejection));
     }
     (judged, None)

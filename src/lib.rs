@@ -43,6 +43,7 @@ pub mod observability;
 pub mod outbound;
 pub mod pipeline;
 pub mod proxy;
+pub mod redis_connection;
 pub mod server;
 
 pub use app::{Gateway, StartError};

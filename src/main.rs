@@ -251,7 +251,10 @@ fn check(path: PathBuf) -> ExitCode {
     }
     if let Some(settings) = &config.authorization_server {
         println!("authorization_server: issuer={}", settings.issuer);
-        println!("  database: {}", settings.database.display());
+        match &settings.redis {
+            Some(redis) => println!("  store: Redis {} (shared by replicas)", redis.url),
+            None => println!("  database: {}", settings.database.display()),
+        }
         println!(
             "  signing: {:?}{}",
             settings.signing_algorithm,
@@ -259,7 +262,7 @@ fn check(path: PathBuf) -> ExitCode {
                 .signing_key_file
                 .as_ref()
                 .map(|f| format!(" from {}", f.display()))
-                .unwrap_or_else(|| " (generated, kept in the database)".into())
+                .unwrap_or_else(|| " (generated, kept in the store)".into())
         );
         println!(
             "  tokens: access {:?}, refresh {:?} (reuse grace {:?}), code {:?}",

@@ -6,6 +6,7 @@ use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
+use crate::auth::user_tokens::UserTokens;
 use crate::body::{self, Body, BoxError};
 use crate::config::Config;
 use crate::mcp::sessions::SessionStore;
@@ -21,7 +22,7 @@ use crate::pipeline::policy::Admission;
 use crate::pipeline::rejection::Rejection;
 use crate::pipeline::request::{request_host, RequestView};
 use crate::pipeline::rewrite::{self, ClientSide};
-use crate::pipeline::{admit, forward, mcp_policy, session, transport, Denial};
+use crate::pipeline::{admit, forward, mcp_policy, session, transport, user_token, Denial};
 use crate::server::Connection;
 
 pub async fn handle(
@@ -31,6 +32,7 @@ pub async fn handle(
     connection: Connection,
     sessions: &dyn SessionStore,
     limiter: &RateLimiter,
+    user_tokens: Option<&dyn UserTokens>,
 ) -> (Response<Body>, Outcome) {
     let (mut parts, incoming) = request.into_parts();
     let host = match request_host(&parts.uri, &parts.headers) {
@@ -67,7 +69,9 @@ pub async fn handle(
         admission.route(),
         admission.principal(),
         &parts.headers,
-    ) {
+    )
+    .await
+    {
         let denial = Denial {
             rejection,
             route: Some(admission.route().clone()),
@@ -127,12 +131,15 @@ pub async fn handle(
         _ => RequestBody::Streaming(incoming),
     };
     // 8. Limits — per route, per principal, per principal and tool.
-    if let Err(rejection) = limiter.admit(
-        admission.route(),
-        admission.principal(),
-        &called_tools,
-        single_id,
-    ) {
+    if let Err(rejection) = limiter
+        .admit(
+            admission.route(),
+            admission.principal(),
+            &called_tools,
+            single_id,
+        )
+        .await
+    {
         let denial = Denial {
             rejection,
             route: Some(admission.route().clone()),
@@ -182,8 +189,32 @@ pub async fn handle(
         identity: &config.identity_headers,
         trust_forwarded: config.server.trust_forwarded_headers,
     };
+    // Phase 9, for routes forwarding the user's own provider token.
+    let user_token = match user_token::header(
+        admission.route(),
+        admission.principal(),
+        &config.verifiers,
+        user_tokens,
+    )
+    .await
+    {
+        Ok(header) => header,
+        Err(rejection) => {
+            let denial = Denial {
+                rejection,
+                route: Some(admission.route().clone()),
+                principal: admission.shared_principal().cloned(),
+            };
+            return rejected(denial, &parts.headers);
+        }
+    };
     let upstream_request = match rewrite::upstream_request(parts, limited, &admission, &client) {
-        Ok(request) => request,
+        Ok(mut request) => {
+            if let Some((name, value)) = user_token {
+                request.headers_mut().insert(name, value);
+            }
+            request
+        }
         Err(error) => {
             tracing::error!(%error, "could not build the upstream request");
             outcome = outcome.failed("invalid upstream request");
@@ -209,7 +240,8 @@ pub async fn handle(
                 admission.principal(),
                 request_had_session,
                 response.headers(),
-            );
+            )
+            .await;
             // 11. Response filter — lists show only what the caller may use.
             if let Some(filter) = list_filter {
                 response = filter_lists(response, filter).await;

@@ -51,6 +51,29 @@ fn is_gateway_config(path: &Path) -> bool {
     }
 }
 
+/// Shipped configurations read secrets from the environment (`…_env = "NAME"`): give each
+/// such variable a stand-in value (32 bytes, base64: usable as a key too) unless it is set.
+fn provide_secrets_named_in(path: &Path) {
+    let text = std::fs::read_to_string(path).expect("readable");
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        if key.trim_start().starts_with('#') || !key.trim().ends_with("_env") {
+            continue;
+        }
+        let name = value.trim().trim_matches('"');
+        let plausible = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+        if plausible && std::env::var_os(name).is_none() {
+            // Only this test reads these variables.
+            std::env::set_var(name, "c3RhbmQtaW4gc2VjcmV0LCBjb25maWcgdGVzdHMhISE=");
+        }
+    }
+}
+
 #[test]
 fn every_shipped_gateway_config_compiles() {
     let root = repo_root();
@@ -70,6 +93,7 @@ fn every_shipped_gateway_config_compiles() {
     }
     let mut failures = Vec::new();
     for (path, name) in configs.iter().zip(&names) {
+        provide_secrets_named_in(path);
         if let Err(error) = config::load(path) {
             failures.push(format!("{name}:\n{error}"));
         }

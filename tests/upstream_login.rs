@@ -116,6 +116,9 @@ struct GitHubState {
     requests: Vec<String>,
     /// Token requests refused, by GitHub's error code.
     refusals: Vec<String>,
+    /// Issue expiring user tokens with refresh tokens (as GitHub Apps do), this short-lived.
+    expires_in: Option<u64>,
+    refresh_tokens: HashMap<String, GitHubUser>,
 }
 
 struct FakeGitHub {
@@ -179,6 +182,21 @@ impl FakeGitHub {
             .iter()
             .filter(|r| r.starts_with("POST /login/oauth/access_token"))
             .count()
+    }
+
+    /// From now on, user tokens expire after `secs` and come with a refresh token.
+    fn issue_expiring_tokens(&self, secs: u64) {
+        self.state.lock().expect("lock").expires_in = Some(secs);
+    }
+
+    /// The user a GitHub token belongs to.
+    fn owner_of(&self, token: &str) -> Option<&'static str> {
+        self.state
+            .lock()
+            .expect("lock")
+            .tokens
+            .get(token)
+            .map(|u| u.login)
     }
 
     fn refusals(&self) -> Vec<String> {
@@ -279,6 +297,17 @@ fn token_endpoint(state: &mut GitHubState, headers: &HeaderMap, body: &[u8]) -> 
         if field("client_id") != CLIENT_ID || field("client_secret") != CLIENT_SECRET {
             return Err("incorrect_client_credentials");
         }
+        if field("grant_type") == "refresh_token" {
+            // Rotated: a refresh token works once.
+            let user = state
+                .refresh_tokens
+                .remove(field("refresh_token"))
+                .ok_or("bad_refresh_token")?;
+            state.issued += 1;
+            let token = format!("ghu_{}_{}", state.issued, random());
+            state.tokens.insert(token.clone(), user);
+            return Ok(token);
+        }
         // Single use: the code is gone whatever happens next.
         let grant = state
             .codes
@@ -311,10 +340,17 @@ fn token_endpoint(state: &mut GitHubState, headers: &HeaderMap, body: &[u8]) -> 
         return reply(200, "application/x-www-form-urlencoded", body);
     }
     match outcome {
-        Ok(token) => json_reply(
-            200,
-            json!({"access_token": token, "token_type": "bearer", "scope": "read:org,read:user,user:email"}),
-        ),
+        Ok(token) => {
+            let mut answer = json!({"access_token": token, "token_type": "bearer", "scope": "read:org,read:user,user:email"});
+            if let Some(expires_in) = state.expires_in {
+                let refresh = format!("ghr_{}", random());
+                let user = state.tokens[&token].clone();
+                state.refresh_tokens.insert(refresh.clone(), user);
+                answer["expires_in"] = json!(expires_in);
+                answer["refresh_token"] = json!(refresh);
+            }
+            json_reply(200, answer)
+        }
         Err(error) => json_reply(
             200,
             json!({"error": error, "error_description": "The code passed is incorrect or expired."}),
@@ -371,6 +407,7 @@ struct Stack {
     client_id: String,
     /// The configuration it runs (for reloads).
     toml: String,
+    dir: std::path::PathBuf,
 }
 
 /// `[[authorization_server.identity_providers]]` for the stand-in, with `allow` lines.
@@ -439,6 +476,7 @@ resource_name = "Team tools"
         gateway,
         client_id,
         toml,
+        dir,
     }
 }
 
@@ -455,6 +493,10 @@ struct Attempt {
 impl Stack {
     fn addr(&self) -> SocketAddr {
         self.gateway.addr
+    }
+
+    fn db_path(&self) -> std::path::PathBuf {
+        self.dir.join("as.db")
     }
 
     /// The MCP client sends `browser` to `/authorize`; returns the login page and the
@@ -1156,6 +1198,33 @@ fn configuration_mistakes_are_reported_at_their_key_path() {
         "cannot read secret file",
     );
     assert_problem(&dir, &github(secret), p, "allow_all_users");
+    // The provider's subject namespace is its own, and two ids are reserved.
+    let hash = mcp_auth_gateway::authorization_server::cli::hash_password("pw").expect("hash");
+    assert_problem(
+        &dir,
+        &format!(
+            "{valid}\n[[authorization_server.users]]\nusername = \"mona\"\npassword_hash = \"{hash}\"\nsubject = \"github:12345\"\n"
+        ),
+        "authorization_server.users[0].subject",
+        "namespace of identity provider \"github\"",
+    );
+    assert_problem(
+        &dir,
+        &format!(
+            "{valid}\n[[authorization_server.clients]]\nclient_id = \"github:12345\"\nredirect_uris = [\"https://app.example/cb\"]\n"
+        ),
+        "authorization_server.clients[0].client_id",
+        "namespace of identity provider",
+    );
+    for reserved in ["local", "client_credentials"] {
+        assert_problem(
+            &dir,
+            &github(&format!("{secret}\nallowed_users = [\"x\"]"))
+                .replace("id = \"github\"", &format!("id = \"{reserved}\"")),
+            &format!("{p}.id"),
+            "cannot name a provider",
+        );
+    }
     assert_problem(
         &dir,
         &github(&format!(
@@ -1294,4 +1363,164 @@ fn the_documented_example_compiles() {
         .collect();
     assert_eq!(ids, ["github", "corp"]);
     let _ = std::fs::remove_dir_all(dir);
+}
+
+// ---------------------------------------------------------------------------------------
+// Per-user upstream tokens.
+
+/// A route forwarding each user's own GitHub token: two users, two tokens, each reaching
+/// the upstream only for its user; the client's token never does; the tokens are sealed in
+/// the database; an expiring token is refreshed at GitHub before it is used.
+#[tokio::test]
+async fn a_route_forwards_each_users_own_github_token_sealed_at_rest_and_refreshed() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let stack = start_stack("gh-user-tokens", false, |github, dir| {
+        let key_file = dir.join("token-key");
+        std::fs::write(
+            &key_file,
+            format!("{}\n", URL_SAFE_NO_PAD.encode([42u8; 32])),
+        )
+        .expect("key file");
+        format!(
+            "token_encryption_key_file = \"{}\"\n{}",
+            key_file.display(),
+            github_provider("github", github, dir, "allowed_organizations = [\"acme\"]")
+        )
+    })
+    .await;
+    assert!(stack.toml.contains("token_encryption_key_file"));
+    let toml = stack.toml.replace(
+        "resource_name = \"Team tools\"",
+        "resource_name = \"Team tools\"\n\n[routes.upstream_token]\nprovider = \"github\"",
+    );
+    stack.gateway.reload(&toml);
+
+    let bob = GitHubUser {
+        orgs: vec!["acme"],
+        email: Some("bob@acme.example"),
+        ..GitHubUser::new(777, "bob")
+    };
+    let (mona_token, _) = stack.log_in(mona()).await;
+    let (bob_token, _) = stack.log_in(bob).await;
+    for (token, login) in [(&mona_token, "mona"), (&bob_token, "bob")] {
+        let answer = post_json(
+            stack.addr(),
+            "/mcp",
+            &[("authorization", &format!("Bearer {token}"))],
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        let seen = stack.upstream.last();
+        let forwarded = seen
+            .header("authorization")
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .expect("a GitHub token upstream");
+        assert!(forwarded.starts_with("gho_"), "{forwarded}");
+        assert_ne!(forwarded, token.as_str(), "never the client's token");
+        assert_eq!(stack.github.owner_of(forwarded), Some(login));
+    }
+
+    // Sealed at rest: the database never holds a GitHub token in the clear.
+    let db = std::fs::read(stack.db_path()).expect("database");
+    let db = String::from_utf8_lossy(&db);
+    assert!(
+        !db.contains("gho_"),
+        "a GitHub token in the clear in the database"
+    );
+
+    // An expiring token (GitHub App user tokens): refreshed before it is forwarded.
+    stack.github.issue_expiring_tokens(10);
+    let (token, _) = stack.log_in(mona()).await;
+    let answer = post_json(
+        stack.addr(),
+        "/mcp",
+        &[("authorization", &format!("Bearer {token}"))],
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#,
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let forwarded = stack
+        .upstream
+        .last()
+        .header("authorization")
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string)
+        .expect("a token upstream");
+    assert!(
+        forwarded.starts_with("ghu_"),
+        "the refreshed token: {forwarded}"
+    );
+    assert_eq!(stack.github.owner_of(&forwarded), Some("mona"));
+    stack.shutdown().await;
+}
+
+/// Someone who holds no GitHub token here (an API key whose subject names a GitHub user,
+/// or a user who never logged in through GitHub) is refused: 401 saying how to get one.
+#[tokio::test]
+async fn a_caller_without_a_provider_token_is_refused_with_401() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let stack = start_stack("gh-no-user-token", true, |github, dir| {
+        let key_file = dir.join("token-key");
+        std::fs::write(&key_file, "ab".repeat(32)).expect("key file");
+        format!(
+            "token_encryption_key_file = \"{}\"\n{}",
+            key_file.display(),
+            github_provider("github", github, dir, "allowed_organizations = [\"acme\"]")
+        )
+    })
+    .await;
+    let toml = stack.toml.replace(
+        "resource_name = \"Team tools\"",
+        "resource_name = \"Team tools\"\nverifiers = [\"authorization_server\", \"api_keys\"]\n\n[routes.upstream_token]\nprovider = \"github\"",
+    ) + &common::gateway::api_key_toml("github:12345", &["mcp:tools"]);
+    stack.gateway.reload(&toml);
+    // An API key claiming mona's subject gets nothing of hers.
+    let answer = post_json(
+        stack.addr(),
+        "/mcp",
+        &[("authorization", &format!("Bearer {}", common::API_KEY))],
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
+    )
+    .await;
+    assert_eq!(answer.status, 401, "{}", answer.body);
+    assert!(
+        answer
+            .header("www-authenticate")
+            .is_some_and(|c| c.contains("invalid_token") && c.contains("resource_metadata")),
+        "{:?}",
+        answer.header("www-authenticate")
+    );
+    assert_eq!(answer.json()["error"], "invalid_token");
+    assert!(
+        answer.json()["error_description"]
+            .as_str()
+            .is_some_and(|d| d.contains("log in through github")),
+        "{}",
+        answer.body
+    );
+    // Alice logged in with a password: she holds no GitHub token either.
+    let (verifier, challenge) = pkce();
+    let authorize = form(&[
+        ("response_type", "code"),
+        ("client_id", &stack.client_id),
+        ("redirect_uri", REDIRECT),
+        ("code_challenge", &challenge),
+        ("code_challenge_method", "S256"),
+        ("state", "client-state"),
+        ("scope", "mcp:tools"),
+        ("resource", RESOURCE),
+    ]);
+    let location = oauth::browser_login(&mut Browser::default(), stack.addr(), &authorize).await;
+    let token = stack.redeem(&location, &verifier).await;
+    let answer = post_json(
+        stack.addr(),
+        "/mcp",
+        &[("authorization", &format!("Bearer {token}"))],
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
+    )
+    .await;
+    assert_eq!(answer.status, 401, "{}", answer.body);
+    assert!(stack.upstream.requests().is_empty());
+    stack.shutdown().await;
 }

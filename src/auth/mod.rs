@@ -13,6 +13,7 @@ pub mod jwt;
 pub mod local;
 pub mod principal;
 mod token_cache;
+pub mod user_tokens;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -110,6 +111,14 @@ impl Verifiers {
             local_issuer,
             cache: TokenCache::new(cache_entries),
         }
+    }
+
+    /// Whether `principal` holds a token of the built-in authorization server (its users are
+    /// the only ones with provider tokens; an API key or another issuer naming the same
+    /// subject is someone else).
+    pub fn is_local(&self, principal: &Principal) -> bool {
+        self.local_issuer
+            .is_some_and(|index| principal.verifier == VerifierId::Issuer(index))
     }
 
     /// Verifies `token` with the verifiers in `set`, trying the one the token's shape points

@@ -1,11 +1,10 @@
 //! What the `clients`, `keys` and `hash-password` commands do, on the store a gateway with
 //! the same configuration uses (a running gateway sees the changes: clients at once, keys
-//! within half a minute).
+//! within seconds).
 
 use serde_json::{json, Value};
 
-use super::store::sqlite::SqliteStore;
-use super::store::{RegisteredClient, Store, StoreError};
+use super::store::{RegisteredClient, StoreError};
 use super::{digest, random_token};
 use crate::auth::api_key::sha256;
 use crate::auth::principal::now_unix;
@@ -37,7 +36,7 @@ pub async fn list_clients(
             confidential: c.secret_sha256.is_some(),
         })
         .collect();
-    let store = SqliteStore::open(&settings.database)?;
+    let store = super::store::open(settings).await?;
     for client in store.list_clients().await? {
         out.push(ClientSummary {
             name: client.metadata["client_name"]
@@ -79,7 +78,9 @@ pub async fn add_client(
     if redirect_uris.is_empty() {
         return Err("give at least one --redirect-uri".into());
     }
-    let store = SqliteStore::open(&settings.database).map_err(|e| e.to_string())?;
+    let store = super::store::open(settings)
+        .await
+        .map_err(|e| e.to_string())?;
     let now = now_unix();
     let client_id = format!("mcp_{}", random_token());
     let secret = confidential.then(random_token);
@@ -110,7 +111,8 @@ pub async fn remove_client(
     settings: &AuthorizationServerSettings,
     client_id: &str,
 ) -> Result<bool, StoreError> {
-    SqliteStore::open(&settings.database)?
+    super::store::open(settings)
+        .await?
         .delete_client(client_id)
         .await
 }

@@ -26,9 +26,14 @@ pub mod keys;
 mod pages;
 mod register;
 mod revoke;
+pub mod sealing;
 pub mod store;
 mod token;
 mod upstream;
+
+/// Fuzzing entry point (`fuzz/fuzz_targets/provider_answers.rs`), not API.
+#[doc(hidden)]
+pub use upstream::fuzz_provider_answer;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -50,7 +55,6 @@ use crate::config::authorization_server::AuthorizationServerSettings;
 use crate::config::Config;
 use crate::observability::Outcome;
 use keys::SigningKey;
-use store::sqlite::SqliteStore;
 use store::{Store, StoreError, StoredKey};
 
 /// Paths the authorization server answers (relative to where the gateway is mounted).
@@ -66,8 +70,9 @@ pub const AS_METADATA_PREFIX: &str = "/.well-known/oauth-authorization-server";
 pub const OIDC_METADATA_SUFFIX: &str = "/.well-known/openid-configuration";
 
 /// How often the keys are re-read from the store (a rotation by the CLI or another
-/// replica) and expired rows purged.
-const KEY_REFRESH: Duration = Duration::from_secs(30);
+/// replica), and revocations made by other replicas picked up (shared store only).
+const KEY_REFRESH: Duration = Duration::from_secs(5);
+const REVOCATION_SYNC: Duration = Duration::from_secs(1);
 const PURGE_INTERVAL: Duration = Duration::from_secs(600);
 
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +99,11 @@ pub struct AuthorizationServer {
     cimd: cimd::CimdFetcher,
     /// Discovery documents and keys of upstream identity providers.
     providers: upstream::Providers,
+    /// Users' provider tokens, opened, for routes that forward them.
+    provider_tokens: upstream::tokens::TokenCache,
+    /// The configuration in force, for work outside a request to these endpoints (the
+    /// pipeline asking for a user's provider token).
+    live: ArcSwap<upstream::tokens::Live>,
 }
 
 impl AuthorizationServer {
@@ -101,9 +111,10 @@ impl AuthorizationServer {
     /// revocations to the routes' verifier, and starts the background upkeep.
     pub async fn start(
         settings: &AuthorizationServerSettings,
+        client: crate::outbound::HttpClient,
     ) -> Result<Arc<AuthorizationServer>, StartError> {
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&settings.database)?);
-        let server = Self::with_store(settings, store).await?;
+        let store = store::open(settings).await?;
+        let server = Self::with_store(settings, client, store).await?;
         for (jti, expires_at) in server.store.revoked_access_tokens(now_unix()).await? {
             LOCAL_AUTHORITY.revoke(&jti, expires_at);
         }
@@ -113,6 +124,7 @@ impl AuthorizationServer {
 
     async fn with_store(
         settings: &AuthorizationServerSettings,
+        client: crate::outbound::HttpClient,
         store: Arc<dyn Store>,
     ) -> Result<Arc<AuthorizationServer>, StartError> {
         let ring = load_keys(store.as_ref(), settings).await?;
@@ -126,44 +138,83 @@ impl AuthorizationServer {
             refresh_key: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &refresh_secret),
             cimd: cimd::CimdFetcher::new(),
             providers: upstream::Providers::default(),
+            provider_tokens: upstream::tokens::new_cache(),
+            live: ArcSwap::from_pointee(upstream::tokens::Live {
+                settings: settings.clone(),
+                client,
+            }),
         }))
     }
 
+    /// Background upkeep: revocations from other replicas (when the store is shared), the
+    /// keys (a rotation elsewhere), and expired rows.
     fn spawn_upkeep(self: &Arc<Self>, settings: AuthorizationServerSettings) {
         let weak = Arc::downgrade(self);
+        let shared = settings.redis.is_some();
         tokio::spawn(async move {
-            let mut since_purge = Duration::ZERO;
+            let tick = if shared { REVOCATION_SYNC } else { KEY_REFRESH };
+            let (mut since_keys, mut since_purge) = (Duration::ZERO, Duration::ZERO);
             loop {
-                tokio::time::sleep(KEY_REFRESH).await;
+                tokio::time::sleep(tick).await;
                 let Some(server) = weak.upgrade() else { return };
-                match load_keys(server.store.as_ref(), &settings).await {
-                    Ok(ring) => {
-                        if ring.jwks != server.keys.load().jwks
-                            || ring.active.kid != server.keys.load().active.kid
-                        {
-                            tracing::info!(kid = %ring.active.kid, "authorization server keys changed");
-                            LOCAL_AUTHORITY.publish_keys(published_key_set(&ring.jwks));
-                            server.keys.store(Arc::new(ring));
-                        }
-                    }
-                    Err(error) => tracing::warn!(%error, "cannot re-read the signing keys"),
+                if shared {
+                    server.sync_revocations().await;
                 }
-                since_purge += KEY_REFRESH;
+                since_keys += tick;
+                if since_keys >= KEY_REFRESH {
+                    since_keys = Duration::ZERO;
+                    server.reload_keys(&settings).await;
+                }
+                since_purge += tick;
                 if since_purge >= PURGE_INTERVAL {
                     since_purge = Duration::ZERO;
-                    let now = now_unix();
-                    LOCAL_AUTHORITY.purge_expired(now);
-                    match server.store.purge_expired(now).await {
-                        Ok(removed) => {
-                            tracing::debug!(removed, "expired authorization state purged")
-                        }
-                        Err(error) => {
-                            tracing::warn!(%error, "purging expired authorization state failed")
-                        }
-                    }
+                    server.purge().await;
                 }
             }
         });
+    }
+
+    /// Revocations recorded by any replica take effect here (the routes check them in
+    /// memory, never asking the store).
+    async fn sync_revocations(&self) {
+        match self.store.revoked_access_tokens(now_unix()).await {
+            Ok(revoked) => {
+                for (jti, expires_at) in revoked {
+                    LOCAL_AUTHORITY.revoke(&jti, expires_at);
+                }
+            }
+            Err(error) => tracing::debug!(%error, "cannot read revocations from the store"),
+        }
+    }
+
+    async fn reload_keys(&self, settings: &AuthorizationServerSettings) {
+        match load_keys(self.store.as_ref(), settings).await {
+            Ok(ring) => {
+                let current = self.keys.load();
+                if ring.jwks != current.jwks || ring.active.kid != current.active.kid {
+                    tracing::info!(kid = %ring.active.kid, "authorization server keys changed");
+                    LOCAL_AUTHORITY.publish_keys(published_key_set(&ring.jwks));
+                    self.keys.store(Arc::new(ring));
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot re-read the signing keys"),
+        }
+    }
+
+    async fn purge(&self) {
+        let now = now_unix();
+        LOCAL_AUTHORITY.purge_expired(now);
+        match self.store.purge_expired(now).await {
+            Ok(removed) => tracing::debug!(removed, "expired authorization state purged"),
+            Err(error) => tracing::warn!(%error, "purging expired authorization state failed"),
+        }
+    }
+
+    /// A reloaded configuration: what the token service works with from now on.
+    pub fn reconfigure(&self, config: &Config) {
+        if let Some(live) = upstream::tokens::Live::of(config) {
+            self.live.store(live);
+        }
     }
 
     /// Whether `path` is one of ours (checked before the routes).
@@ -470,7 +521,7 @@ fn published_key_set(jwks: &serde_json::Value) -> KeySet {
 /// `keys rotate`: a new signing key takes over now; the old ones stay published until the
 /// tokens they signed have expired. Running gateways pick it up within `KEY_REFRESH`.
 pub async fn rotate_keys(settings: &AuthorizationServerSettings) -> Result<String, StartError> {
-    let store = SqliteStore::open(&settings.database)?;
+    let store = store::open(settings).await?;
     let now = now_unix();
     let key = new_stored_key(settings.signing_algorithm, now)?;
     let kid = key.kid.clone();

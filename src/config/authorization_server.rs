@@ -20,6 +20,8 @@ pub struct AuthorizationServerSettings {
     /// The issuer's path ("" or "/tenant"), for the path-inserted well-known URLs.
     pub issuer_path: String,
     pub database: PathBuf,
+    /// `[redis]`: the state lives there instead of `database` (several replicas).
+    pub redis: Option<super::redis::RedisSettings>,
     pub signing_algorithm: Algorithm,
     pub signing_key_file: Option<PathBuf>,
     pub access_token_ttl: Duration,
@@ -36,6 +38,9 @@ pub struct AuthorizationServerSettings {
     pub users: Vec<LocalUser>,
     /// GitHub and OpenID Connect providers on the login page.
     pub identity_providers: Vec<IdentityProvider>,
+    /// Seals the providers' tokens kept for routes that forward them; `None` = such
+    /// tokens are not kept.
+    pub token_encryption_key: Option<super::secret::Secret>,
     pub registration: RegistrationSettings,
     pub cimd: CimdSettings,
     /// Cookies get `Secure` and the `__Host-` prefix (the issuer is https).

@@ -60,7 +60,8 @@ pub fn valid_provider_id(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-        && id != "local"
+        // Reserved: local users' default subjects and client_credentials grants.
+        && !matches!(id, "local" | "client_credentials")
 }
 
 #[cfg(test)]
@@ -72,7 +73,16 @@ mod tests {
         for good in ["github", "corp-sso", "okta_2", "a"] {
             assert!(valid_provider_id(good), "{good}");
         }
-        for bad in ["", "GitHub", "a/b", "a:b", "local", "é", &"x".repeat(33)] {
+        for bad in [
+            "",
+            "GitHub",
+            "a/b",
+            "a:b",
+            "local",
+            "client_credentials",
+            "é",
+            &"x".repeat(33),
+        ] {
             assert!(!valid_provider_id(bad), "{bad}");
         }
     }

@@ -12,6 +12,7 @@ pub mod duration;
 pub mod identity_providers;
 mod interpolate;
 pub mod raw;
+pub mod redis;
 pub mod secret;
 mod settings;
 

@@ -35,6 +35,25 @@ pub struct RawConfig {
     pub dangerous: RawDangerous,
     /// The built-in OAuth 2.1 authorization server; absent = off.
     pub authorization_server: Option<RawAuthorizationServer>,
+    /// Shared state for several replicas; absent = SQLite, one replica.
+    pub redis: Option<RawRedis>,
+}
+
+/// `[redis]`: where replicas share the authorization server's state.
+#[derive(Debug, Deserialize)]
+pub struct RawRedis {
+    pub url: String,
+    pub username: Option<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<String>,
+    pub ca_file: Option<String>,
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: String,
+    pub timeout: Option<ConfigDuration>,
+}
+
+fn default_key_prefix() -> String {
+    "mcp-gateway:".into()
 }
 
 /// `[authorization_server]`: the gateway issues the tokens its routes accept.
@@ -64,6 +83,10 @@ pub struct RawAuthorizationServer {
     pub users: Vec<RawUser>,
     /// Where people log in besides the local users: GitHub or OpenID Connect providers.
     pub identity_providers: Vec<RawIdentityProvider>,
+    /// Key (32 bytes, base64 or hex) sealing the providers' tokens kept for
+    /// `[routes.upstream_token]`.
+    pub token_encryption_key_env: Option<String>,
+    pub token_encryption_key_file: Option<String>,
 }
 
 impl Default for RawAuthorizationServer {
@@ -85,6 +108,8 @@ impl Default for RawAuthorizationServer {
             clients: Vec::new(),
             users: Vec::new(),
             identity_providers: Vec::new(),
+            token_encryption_key_env: None,
+            token_encryption_key_file: None,
         }
     }
 }
@@ -477,6 +502,19 @@ pub struct RawRoute {
     /// request only and streams bodies untouched.
     pub mcp: Option<RawMcp>,
     pub rate_limits: Option<RawRateLimits>,
+    /// Forward the caller's own token at an identity provider they logged in through.
+    pub upstream_token: Option<RawUpstreamToken>,
+}
+
+/// `[routes.upstream_token]`: the upstream gets, for each user, the token the built-in
+/// authorization server obtained from their identity provider at login (never the
+/// client's token).
+#[derive(Debug, Deserialize)]
+pub struct RawUpstreamToken {
+    /// The `id` of an `[[authorization_server.identity_providers]]` entry.
+    pub provider: String,
+    /// Header to carry it; default `authorization` (as `Bearer <token>`).
+    pub header: Option<String>,
 }
 
 /// `[routes.rate_limits]`: token buckets, `"N/second|minute|hour|day"`.

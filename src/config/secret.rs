@@ -78,14 +78,57 @@ pub fn resolve(
     }
 }
 
+/// The key from its configured text: 32 bytes, base64 (standard or url-safe, padded or
+/// not) or 64 hex digits.
+pub fn parse_key_32(text: &str) -> Result<Vec<u8>, &'static str> {
+    use base64::Engine;
+    let text = text.trim();
+    let decoded = if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        (0..32)
+            .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16))
+            .collect::<Result<Vec<u8>, _>>()
+            .ok()
+    } else {
+        let unpadded = text.trim_end_matches('=');
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(unpadded)
+            .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(unpadded))
+            .ok()
+    };
+    match decoded {
+        Some(key) if key.len() == 32 => Ok(key),
+        _ => {
+            Err("not a 32-byte key: use 32 random bytes, base64 or hex (`openssl rand -base64 32`)")
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::Secret;
+    use super::{parse_key_32, Secret};
+    use base64::Engine;
 
     #[test]
     fn debug_is_redacted() {
         let secret = Secret::new("hunter2".into());
         assert_eq!(format!("{secret:?}"), "Secret(***)");
         assert!(!format!("{:?}", Some(&secret)).contains("hunter2"));
+    }
+
+    #[test]
+    fn keys_from_text() {
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([9u8; 32]);
+        assert_eq!(parse_key_32(&b64).unwrap(), vec![9u8; 32]);
+        let std = base64::engine::general_purpose::STANDARD.encode([250u8; 32]);
+        assert_eq!(parse_key_32(&std).unwrap(), vec![250u8; 32]);
+        assert_eq!(parse_key_32(&"ab".repeat(32)).unwrap(), vec![0xab; 32]);
+        for bad in [
+            "",
+            "short",
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([1u8; 31]),
+            &"zz".repeat(32),
+        ] {
+            assert!(parse_key_32(bad).is_err(), "{bad}");
+        }
     }
 }

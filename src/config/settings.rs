@@ -20,6 +20,9 @@ pub struct Config {
     pub routes: RouteTable,
     /// `[authorization_server]`, when the gateway issues tokens itself.
     pub authorization_server: Option<super::authorization_server::AuthorizationServerSettings>,
+    /// `[redis]`: state several replicas share — the authorization server's store, MCP
+    /// session bindings and rate-limit counters.
+    pub redis: Option<super::redis::RedisSettings>,
     /// The pooled client for JWKS and introspection calls.
     pub client: HttpClient,
     /// Trust anchors for outbound TLS; each worker builds its own upstream pool from it.

@@ -33,7 +33,8 @@ impl Rate {
         Ok(Rate { tokens, period })
     }
 
-    fn per_token(&self) -> Duration {
+    /// The time one token takes to come back (the bucket refills continuously).
+    pub fn per_token(&self) -> Duration {
         self.period / self.tokens
     }
 }

@@ -59,6 +59,19 @@ pub struct Route {
     pub mcp: Option<Arc<super::rules::McpPolicy>>,
     /// `[routes.rate_limits]`.
     pub limits: Option<RouteLimits>,
+    /// `[routes.upstream_token]`: the user's own token at an identity provider.
+    pub user_token: Option<UserTokenForwarding>,
+}
+
+/// Forward, for each user, the token the authorization server obtained from their identity
+/// provider at login (never the client's token).
+#[derive(Debug, Clone)]
+pub struct UserTokenForwarding {
+    /// The identity provider's `id`.
+    pub provider: String,
+    pub header: HeaderName,
+    /// The value is `Bearer <token>` (the `Authorization` header) rather than the bare token.
+    pub bearer: bool,
 }
 
 /// Who may use a route, beyond holding its scopes. An empty list does not restrict; when

@@ -65,6 +65,9 @@ fn decision(rejection: &Rejection) -> &'static str {
         | Rejection::McpHeaderMismatch(_)
         | Rejection::McpUndetermined => "refused_request",
         Rejection::VerifierUnavailable(..) => "verifier_unavailable",
+        Rejection::SessionStoreUnavailable => "session_store_unavailable",
+        Rejection::UserTokenMissing { .. } => "user_token_missing",
+        Rejection::UserTokenUnavailable => "user_token_unavailable",
         Rejection::AmbiguousPath(_)
         | Rejection::NoRoute
         | Rejection::DuplicateHeader(_)

@@ -19,6 +19,7 @@ pub mod rewrite;
 pub mod route;
 pub mod session;
 pub mod transport;
+pub mod user_token;
 pub mod verify;
 
 use std::sync::Arc;

@@ -88,6 +88,21 @@ pub enum Rejection {
     /// unknown session, so the client starts a new one.
     #[error("session not found")]
     SessionNotFound,
+    /// The `Mcp-Session-Id` is not known here and the shared session store (Redis) does not
+    /// answer: whose it is cannot be checked, so it is refused for now (never let through).
+    #[error("session store unavailable")]
+    SessionStoreUnavailable,
+    /// Phase 9: the route forwards the caller's own token at an identity provider, and
+    /// none is held for them (not a user of the built-in authorization server, never logged
+    /// in through that provider, or it refused a refresh): logging in through it helps.
+    #[error("no {provider} token is held for this user: log in through {provider}")]
+    UserTokenMissing {
+        challenge: Challenge,
+        provider: String,
+    },
+    /// Phase 9: the store or the identity provider did not answer for the user's token.
+    #[error("the user's identity provider token cannot be had right now")]
+    UserTokenUnavailable,
     /// Phase 7: refused by a rule; `answer` holds the JSON-RPC error(s) to send.
     #[error("refused by an MCP rule")]
     McpRefused {
@@ -130,10 +145,12 @@ impl Rejection {
             Rejection::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Rejection::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Rejection::BodyTooLarge | Rejection::McpBodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Rejection::MissingCredential(_) | Rejection::InvalidToken(..) => {
-                StatusCode::UNAUTHORIZED
-            }
-            Rejection::VerifierUnavailable(..) => StatusCode::SERVICE_UNAVAILABLE,
+            Rejection::MissingCredential(_)
+            | Rejection::InvalidToken(..)
+            | Rejection::UserTokenMissing { .. } => StatusCode::UNAUTHORIZED,
+            Rejection::VerifierUnavailable(..)
+            | Rejection::SessionStoreUnavailable
+            | Rejection::UserTokenUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::UpstreamUnavailable | Rejection::UpstreamRefusedGateway => {
                 StatusCode::BAD_GATEWAY
             }
@@ -159,7 +176,12 @@ impl Rejection {
                 BearerError::InsufficientScope,
                 "this call needs another scope",
             )))),
+            Rejection::UserTokenMissing { challenge, .. } => Some(challenge.header(Some((
+                BearerError::InvalidToken,
+                "this route needs a login through its identity provider",
+            )))),
             Rejection::VerifierUnavailable(..)
+            | Rejection::UserTokenUnavailable
             | Rejection::AccessDenied
             | Rejection::AmbiguousPath(_)
             | Rejection::NoRoute
@@ -180,6 +202,7 @@ impl Rejection {
             | Rejection::McpBodyTooLarge
             | Rejection::McpHeaderMismatch(_)
             | Rejection::SessionNotFound
+            | Rejection::SessionStoreUnavailable
             | Rejection::McpUndetermined
             | Rejection::RateLimited { .. }
             | Rejection::McpRefused { .. } => None,
@@ -197,7 +220,7 @@ impl Rejection {
             Rejection::MalformedCredential(..) => {
                 json!({"error": "invalid_request", "error_description": description})
             }
-            Rejection::InvalidToken(..) => {
+            Rejection::InvalidToken(..) | Rejection::UserTokenMissing { .. } => {
                 json!({"error": "invalid_token", "error_description": description})
             }
             Rejection::InsufficientScope(challenge) => json!({
@@ -205,7 +228,7 @@ impl Rejection {
                 "error_description": "the token lacks a required scope",
                 "scope": challenge.scope.as_deref(),
             }),
-            Rejection::VerifierUnavailable(..) => {
+            Rejection::VerifierUnavailable(..) | Rejection::UserTokenUnavailable => {
                 json!({"error": "temporarily_unavailable", "error_description": description})
             }
             Rejection::AccessDenied => {
@@ -250,6 +273,11 @@ impl Rejection {
                 "id": null,
                 "error": {"code": -32001, "message": "Session not found"},
             }),
+            Rejection::SessionStoreUnavailable => json!({
+                "jsonrpc": "2.0",
+                "id": null,
+                "error": {"code": -32000, "message": "session store unavailable: the session cannot be checked now; retry shortly"},
+            }),
             Rejection::McpBodyTooLarge
             | Rejection::McpHeaderMismatch(_)
             | Rejection::McpUndetermined => json!({
@@ -293,7 +321,10 @@ impl Rejection {
         if let Some(challenge) = challenge {
             headers.insert(header::WWW_AUTHENTICATE, challenge);
         }
-        if matches!(self, Rejection::VerifierUnavailable(..)) {
+        if matches!(
+            self,
+            Rejection::VerifierUnavailable(..) | Rejection::SessionStoreUnavailable
+        ) {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
         if let Rejection::RateLimited { retry_after, .. } = self {

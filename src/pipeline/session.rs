@@ -1,11 +1,12 @@
 //! Session binding (protocol 2025-06-18 / 2025-11-25), inline and through `/verify`: an
-//! `Mcp-Session-Id` belongs to the principal that opened it (see `mcp::sessions`).
+//! `Mcp-Session-Id` belongs to the principal that opened it (see `mcp::sessions`, which
+//! also says how replicas share the bindings through Redis).
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::rejection::Rejection;
 use crate::auth::Principal;
-use crate::mcp::sessions::{Owner, SessionStore, MAX_SESSION_ID_BYTES};
+use crate::mcp::sessions::{Claim, Owner, SessionStore, MAX_SESSION_ID_BYTES};
 use crate::model::route::Route;
 
 pub const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
@@ -27,8 +28,10 @@ fn usable(value: &HeaderValue) -> Option<&str> {
 
 /// A presented session id must belong to this principal; one the gateway has not seen is
 /// bound to it (after a restart, or on `/verify`, which never sees the upstream's answer).
-/// Unusable ids and other principals' sessions are unknown sessions.
-pub fn check(
+/// Unusable ids and other principals' sessions are unknown sessions. An id this process
+/// does not know while a shared store (Redis) cannot be asked is refused with a 503: the
+/// binding is a security check and is never skipped.
+pub async fn check(
     sessions: &dyn SessionStore,
     route: &Route,
     principal: Option<&Principal>,
@@ -37,16 +40,29 @@ pub fn check(
     let (Some(principal), Some(presented)) = (principal, headers.get(MCP_SESSION_ID)) else {
         return Ok(());
     };
-    let me = owner(principal);
-    match usable(presented) {
-        Some(id) if sessions.bind(&route.id, id, me.clone()) == me => Ok(()),
-        _ => Err(Rejection::SessionNotFound),
+    let Some(id) = usable(presented) else {
+        return Err(Rejection::SessionNotFound);
+    };
+    // The hot path: a binding this process knows, no allocation for the principal.
+    let in_effect = match sessions.known_owner(&route.id, id) {
+        Some(known) => known,
+        None => sessions
+            .bind(&route.id, id, owner(principal), Claim::Presented)
+            .await
+            .map_err(|_| Rejection::SessionStoreUnavailable)?,
+    };
+    if in_effect.subject == principal.subject && in_effect.issuer == principal.issuer {
+        Ok(())
+    } else {
+        Err(Rejection::SessionNotFound)
     }
 }
 
 /// Inline, after the upstream answered a request that carried no session id: the session it
-/// hands out (the answer to `initialize`) belongs to the caller.
-pub fn remember(
+/// hands out (the answer to `initialize`) belongs to the caller. With a shared store this
+/// waits for Redis (bounded), so another replica refuses the session to anyone else as soon
+/// as the client has the id; when Redis cannot be told, the binding is kept here.
+pub async fn remember(
     sessions: &dyn SessionStore,
     route: &Route,
     principal: Option<&Principal>,
@@ -58,6 +74,9 @@ pub fn remember(
     }
     if let (Some(principal), Some(id)) = (principal, response.get(MCP_SESSION_ID).and_then(usable))
     {
-        sessions.bind(&route.id, id, owner(principal));
+        // An opened session is always kept here; the error only says Redis was not told.
+        let _ = sessions
+            .bind(&route.id, id, owner(principal), Claim::Opened)
+            .await;
     }
 }

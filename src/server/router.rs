@@ -135,6 +135,8 @@ async fn dispatch(
         connection,
         app.sessions(),
         app.limiter(),
+        app.authorization_server()
+            .map(|server| server.as_ref() as &dyn crate::auth::user_tokens::UserTokens),
     )
     .await
 }

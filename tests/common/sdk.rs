@@ -364,6 +364,29 @@ pub async fn run_client(
     program: &Path,
     options: ClientOptions<'_>,
 ) -> ClientRun {
+    run_client_at(
+        &stack.mcp_url(),
+        &stack.redirect_uri(),
+        &stack.server,
+        sdk,
+        program,
+        options,
+    )
+    .await
+}
+
+/// [`run_client`] against any MCP URL, e.g. a front proxy's in front of the gateway:
+/// the client starts from `mcp_url` alone and uses `redirect_uri` (loopback; nothing needs
+/// to listen there). `server` is the server-everything the URL leads to; its log goes into
+/// the result's context.
+pub async fn run_client_at(
+    mcp_url: &str,
+    redirect_uri: &str,
+    server: &Everything,
+    sdk: Sdk,
+    program: &Path,
+    options: ClientOptions<'_>,
+) -> ClientRun {
     let root = external::repo_root();
     let mut command = tokio::process::Command::new(program);
     let name = match sdk {
@@ -381,8 +404,8 @@ pub async fn run_client(
         }
     };
     command
-        .args(["--url", &stack.mcp_url()])
-        .args(["--redirect-uri", &stack.redirect_uri()])
+        .args(["--url", mcp_url])
+        .args(["--redirect-uri", redirect_uri])
         .args(["--message", MESSAGE])
         .current_dir(&root)
         // The password on the environment, not on the command line.
@@ -435,6 +458,6 @@ pub async fn run_client(
     ClientRun {
         json,
         stderr,
-        server_log: stack.server.log(),
+        server_log: server.log(),
     }
 }

@@ -9,12 +9,24 @@
 //! copy of the database cannot be replayed. The hot path (verifying access tokens) never
 //! calls the store.
 
+pub mod redis;
 pub mod sqlite;
 
 use std::future::Future;
 use std::pin::Pin;
 
 use serde::{Deserialize, Serialize};
+
+/// The store the configuration names: Redis when `[redis]` is set (replicas share it),
+/// else the SQLite file `database`.
+pub async fn open(
+    settings: &crate::config::authorization_server::AuthorizationServerSettings,
+) -> StoreResult<std::sync::Arc<dyn Store>> {
+    Ok(match &settings.redis {
+        Some(redis) => std::sync::Arc::new(redis::RedisStore::connect(redis).await?),
+        None => std::sync::Arc::new(sqlite::SqliteStore::open(&settings.database)?),
+    })
+}
 
 /// A store call failed (I/O, corruption, the backend is down). Rendered as 503.
 #[derive(Debug, thiserror::Error)]
@@ -169,6 +181,18 @@ pub struct LoginState {
     pub expires_at: u64,
 }
 
+/// A user's tokens at an identity provider, sealed (`sealing`): forwarded upstream on their
+/// behalf by routes with `upstream_token`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProviderToken {
+    pub access: String,
+    pub refresh: Option<String>,
+    /// When the access token expires (`None`: the provider did not say).
+    pub expires_at: Option<u64>,
+    /// The record is deleted after this.
+    pub keep_until: u64,
+}
+
 /// A remembered consent.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Consent {
@@ -255,6 +279,21 @@ pub trait Store: Send + Sync {
     fn put_consent(&self, subject: &str, client_id: &str, consent: Consent) -> StoreFuture<'_, ()>;
     fn put_session(&self, id: Digest, session: BrowserSession) -> StoreFuture<'_, ()>;
     fn session(&self, id: Digest, now: u64) -> StoreFuture<'_, Option<BrowserSession>>;
+
+    // Users' tokens at identity providers (sealed by the caller).
+    fn put_provider_token(
+        &self,
+        subject: &str,
+        provider: &str,
+        token: ProviderToken,
+    ) -> StoreFuture<'_, ()>;
+    /// The token record, unless past its `keep_until`.
+    fn provider_token(
+        &self,
+        subject: &str,
+        provider: &str,
+        now: u64,
+    ) -> StoreFuture<'_, Option<ProviderToken>>;
 
     // Rate limiting.
     /// Counts one hit on `key` in the fixed window of `window_secs` containing `now`;

@@ -11,9 +11,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{
-    BrowserSession, CodeGrant, Consent, Digest, LoginState, PendingAuthorization, Redemption,
-    RefreshGrant, RefreshLookup, RegisteredClient, Rotation, Store, StoreError, StoreFuture,
-    StoreResult, StoredKey,
+    BrowserSession, CodeGrant, Consent, Digest, LoginState, PendingAuthorization, ProviderToken,
+    Redemption, RefreshGrant, RefreshLookup, RegisteredClient, Rotation, Store, StoreError,
+    StoreFuture, StoreResult, StoredKey,
 };
 
 /// Schema versions, applied in order; a database is at version = number applied.
@@ -48,6 +48,9 @@ const MIGRATIONS: &[&str] = &[
     // 2: logins in flight at upstream identity providers.
     "CREATE TABLE login_states (state BLOB PRIMARY KEY, record TEXT NOT NULL,
         expires_at INTEGER NOT NULL);",
+    // 3: users' tokens at identity providers (sealed).
+    "CREATE TABLE provider_tokens (subject TEXT NOT NULL, provider TEXT NOT NULL,
+        record TEXT NOT NULL, keep_until INTEGER NOT NULL, PRIMARY KEY (subject, provider));",
 ];
 
 /// A refresh token row joined with its family: record, rotated_at, successor, expires_at,
@@ -417,6 +420,43 @@ impl Store for SqliteStore {
         })
     }
 
+    fn put_provider_token(
+        &self,
+        subject: &str,
+        provider: &str,
+        token: ProviderToken,
+    ) -> StoreFuture<'_, ()> {
+        let (subject, provider) = (subject.to_string(), provider.to_string());
+        self.run(move |c| {
+            c.execute(
+                "INSERT OR REPLACE INTO provider_tokens (subject, provider, record, keep_until) VALUES (?1, ?2, ?3, ?4)",
+                params![subject, provider, to_json(&token)?, token.keep_until],
+            )
+            .map_err(fail)?;
+            Ok(())
+        })
+    }
+
+    fn provider_token(
+        &self,
+        subject: &str,
+        provider: &str,
+        now: u64,
+    ) -> StoreFuture<'_, Option<ProviderToken>> {
+        let (subject, provider) = (subject.to_string(), provider.to_string());
+        self.run(move |c| {
+            let record: Option<String> = c
+                .query_row(
+                    "SELECT record FROM provider_tokens WHERE subject = ?1 AND provider = ?2 AND keep_until > ?3",
+                    params![subject, provider, now],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(fail)?;
+            record.map(|r| from_json(&r)).transpose()
+        })
+    }
+
     fn put_code(&self, code: Digest, grant: CodeGrant) -> StoreFuture<'_, ()> {
         self.run(move |c| {
             let tx = c.transaction().map_err(fail)?;
@@ -756,6 +796,7 @@ impl Store for SqliteStore {
             for statement in [
                 "DELETE FROM pending WHERE expires_at <= ?1",
                 "DELETE FROM login_states WHERE expires_at <= ?1",
+                "DELETE FROM provider_tokens WHERE keep_until <= ?1",
                 // Used codes are kept a little past expiry to recognise replays.
                 "DELETE FROM codes WHERE expires_at + 600 <= ?1",
                 "DELETE FROM refresh_tokens WHERE expires_at <= ?1",

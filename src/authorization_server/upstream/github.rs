@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use super::{get_json, token_request, ClientAuth, LoginError, ProviderIdentity};
+use super::{get_json, token_request, ClientAuth, LoginError, ProviderIdentity, ProviderTokens};
 use crate::authorization_server::store::LoginState;
 use crate::config::identity_providers::IdentityProvider;
 use crate::outbound::HttpClient;
@@ -42,26 +42,15 @@ pub(super) async fn identify(
         ],
     )
     .await?;
-    let token = answer
-        .get("access_token")
-        .and_then(Value::as_str)
-        .ok_or_else(|| LoginError::BadAnswer("the token answer has no access_token".into()))?;
+    let tokens = ProviderTokens::from_answer(&answer)?;
+    let token = tokens.access_token.as_str();
     let user = get_json(client, &format!("{api_url}/user"), token, &API_HEADERS).await?;
-    let id = match user.get("id") {
-        Some(Value::Number(n)) if n.is_u64() => n.to_string(),
-        _ => return Err(LoginError::BadAnswer("/user has no numeric id".into())),
-    };
-    let login_name = user
-        .get("login")
-        .and_then(Value::as_str)
-        .filter(|l| !l.is_empty())
-        .ok_or_else(|| LoginError::BadAnswer("/user has no login".into()))?
-        .to_string();
-    let mut email = user
-        .get("email")
-        .and_then(Value::as_str)
-        .filter(|e| !e.is_empty())
-        .map(str::to_string);
+    let UserProfile {
+        id,
+        login: login_name,
+        name,
+        mut email,
+    } = user_profile(&user)?;
     if email.is_none() {
         // A private email is only in /user/emails (scope user:email); absent is fine.
         if let Ok(Value::Array(emails)) = get_json(
@@ -108,11 +97,7 @@ pub(super) async fn identify(
     };
     let identity = ProviderIdentity {
         id,
-        name: user
-            .get("name")
-            .and_then(Value::as_str)
-            .filter(|n| !n.is_empty())
-            .map(str::to_string),
+        name,
         username: Some(login_name),
         email,
         // Organisations and `org/team` pairs become groups, for route rules.
@@ -121,6 +106,7 @@ pub(super) async fn identify(
             .cloned()
             .chain(teams.iter().map(|(org, team)| format!("{org}/{team}")))
             .collect(),
+        tokens: tokens.clone(),
     };
     if !allowed(provider, identity.username.as_deref(), &identity.groups) {
         return Err(LoginError::NotAllowed(format!(
@@ -131,7 +117,39 @@ pub(super) async fn identify(
     Ok(identity)
 }
 
-fn primary_verified_email(emails: &[Value]) -> Option<String> {
+/// Who `/user` says this is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct UserProfile {
+    /// GitHub's numeric user id, in decimal.
+    pub id: String,
+    pub login: String,
+    pub name: Option<String>,
+    /// The public email, if the person shows one.
+    pub email: Option<String>,
+}
+
+/// Reads the `/user` answer: a numeric `id` and a non-empty `login` are required.
+pub(super) fn user_profile(user: &Value) -> Result<UserProfile, LoginError> {
+    let id = match user.get("id") {
+        Some(Value::Number(n)) if n.is_u64() => n.to_string(),
+        _ => return Err(LoginError::BadAnswer("/user has no numeric id".into())),
+    };
+    let text = |name: &str| {
+        user.get(name)
+            .and_then(Value::as_str)
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+    };
+    let login = text("login").ok_or_else(|| LoginError::BadAnswer("/user has no login".into()))?;
+    Ok(UserProfile {
+        id,
+        login,
+        name: text("name"),
+        email: text("email"),
+    })
+}
+
+pub(super) fn primary_verified_email(emails: &[Value]) -> Option<String> {
     emails
         .iter()
         .find(|e| {
@@ -140,11 +158,13 @@ fn primary_verified_email(emails: &[Value]) -> Option<String> {
         })
         .and_then(|e| e.get("email"))
         .and_then(Value::as_str)
+        // Like the email in `/user`: an empty one is none.
+        .filter(|e| !e.is_empty())
         .map(str::to_string)
 }
 
 /// Lowercase organisation logins from `/user/orgs`.
-fn organization_logins(list: &Value) -> Vec<String> {
+pub(super) fn organization_logins(list: &Value) -> Vec<String> {
     list.as_array()
         .into_iter()
         .flatten()
@@ -154,7 +174,7 @@ fn organization_logins(list: &Value) -> Vec<String> {
 }
 
 /// Lowercase `(organisation, team slug)` from `/user/teams`.
-fn team_names(list: &Value) -> Vec<(String, String)> {
+pub(super) fn team_names(list: &Value) -> Vec<(String, String)> {
     list.as_array()
         .into_iter()
         .flatten()
@@ -185,8 +205,10 @@ pub(super) fn allowed(provider: &IdentityProvider, login: Option<&str>, groups: 
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::json_value;
     use super::*;
     use crate::config::identity_providers::{Allowlist, ProviderKind};
+    use proptest::prelude::*;
     use serde_json::json;
 
     fn provider(allow: Allowlist) -> IdentityProvider {
@@ -240,5 +262,113 @@ mod tests {
         ];
         assert_eq!(primary_verified_email(&emails).as_deref(), Some("c@x"));
         assert_eq!(primary_verified_email(&emails[..2]), None);
+    }
+
+    #[test]
+    fn user_answers() {
+        let profile = user_profile(&json!({
+            "login": "octocat", "id": 583231, "name": "The Octocat", "email": null
+        }))
+        .unwrap();
+        assert_eq!(
+            profile,
+            UserProfile {
+                id: "583231".into(),
+                login: "octocat".into(),
+                name: Some("The Octocat".into()),
+                email: None,
+            }
+        );
+        let blank = user_profile(&json!({"login": "a", "id": 1, "name": "", "email": ""})).unwrap();
+        assert_eq!((blank.name, blank.email), (None, None));
+        for refused in [
+            json!({"login": "octocat"}),
+            json!({"login": "octocat", "id": "583231"}),
+            json!({"login": "octocat", "id": -1}),
+            json!({"login": "octocat", "id": 1.5}),
+            json!({"login": "octocat", "id": 1e3}),
+            json!({"login": "", "id": 1}),
+            json!({"login": 7, "id": 1}),
+            json!({"id": 1}),
+            json!({"message": "Bad credentials"}),
+            json!([{"login": "octocat", "id": 1}]),
+            json!(null),
+        ] {
+            assert!(user_profile(&refused).is_err(), "{refused}");
+        }
+    }
+
+    /// `s` with the ASCII case of each letter flipped where `flips` says so.
+    fn recase(s: &str, flips: &[bool]) -> String {
+        s.chars()
+            .zip(flips.iter().chain(std::iter::repeat(&false)))
+            .map(|(c, flip)| {
+                if *flip && c.is_ascii_lowercase() {
+                    c.to_ascii_uppercase()
+                } else if *flip {
+                    c.to_ascii_lowercase()
+                } else {
+                    c
+                }
+            })
+            .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn parsers_never_panic_on_any_json(value in json_value()) {
+            let _ = organization_logins(&value);
+            let _ = team_names(&value);
+            let _ = user_profile(&value);
+            if let Value::Array(list) = &value {
+                let _ = primary_verified_email(list);
+            }
+        }
+
+        /// Logins, organisations and teams match ignoring ASCII case.
+        #[test]
+        fn allowlist_ignores_ascii_case(
+            login in prop::sample::select(vec!["octocat", "bob", "octocat2"]),
+            group in prop::sample::select(vec![
+                "acme", "other/platform", "acme/platform", "other", "acme/",
+            ]),
+            flips in prop::collection::vec(any::<bool>(), 16),
+        ) {
+            let p = provider(Allowlist {
+                users: vec!["octocat".into()],
+                organizations: vec!["acme".into()],
+                teams: vec![("other".into(), "platform".into())],
+                ..Allowlist::default()
+            });
+            let plain = allowed(&p, Some(login), &[group.to_string()]);
+            let cased = allowed(&p, Some(&recase(login, &flips)), &[recase(group, &flips[8..])]);
+            prop_assert_eq!(plain, cased);
+            prop_assert_eq!(
+                plain,
+                login == "octocat" || group == "acme" || group == "other/platform"
+            );
+        }
+
+        /// `org/`, `/team`, `org//team` and such never stand for a listed team or organisation.
+        #[test]
+        fn no_partial_team_shapes(
+            org in prop::sample::select(vec!["other", "Other", "acme", ""]),
+            team in prop::sample::select(vec!["platform", "PLATFORM", ""]),
+            shape in 0..5usize,
+        ) {
+            let p = provider(Allowlist {
+                organizations: vec!["acme".into()],
+                teams: vec![("other".into(), "platform".into())],
+                ..Allowlist::default()
+            });
+            let group = match shape {
+                0 => format!("{org}/"),
+                1 => format!("/{team}"),
+                2 => format!("{org}//{team}"),
+                3 => format!("/{org}/{team}"),
+                _ => format!("{org}/{team}/"),
+            };
+            prop_assert!(!allowed(&p, None, &[group]));
+        }
     }
 }

@@ -16,6 +16,7 @@
 
 mod github;
 mod oidc;
+pub(super) mod tokens;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -87,6 +88,48 @@ pub(super) struct ProviderIdentity {
     pub name: Option<String>,
     pub email: Option<String>,
     pub groups: Vec<String>,
+    /// What the provider issued us for this person (kept, sealed, for routes that forward
+    /// it).
+    pub tokens: ProviderTokens,
+}
+
+/// A provider's token answer (RFC 6749 §5.1).
+#[derive(Debug, Clone, Default)]
+pub(super) struct ProviderTokens {
+    pub access_token: String,
+    pub refresh_token: Option<String>,
+    /// Seconds; `None` = the provider did not say (GitHub OAuth app tokens do not expire).
+    pub expires_in: Option<u64>,
+}
+
+impl ProviderTokens {
+    pub fn from_answer(answer: &serde_json::Map<String, Value>) -> Result<Self, LoginError> {
+        let access_token = answer
+            .get("access_token")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| LoginError::BadAnswer("the token answer has no access_token".into()))?
+            .to_string();
+        Ok(ProviderTokens {
+            access_token,
+            refresh_token: answer
+                .get("refresh_token")
+                .and_then(Value::as_str)
+                .filter(|t| !t.is_empty())
+                .map(str::to_string),
+            expires_in: answer.get("expires_in").and_then(Value::as_u64),
+        })
+    }
+}
+
+/// Fuzzing entry point (`fuzz/fuzz_targets/provider_answers.rs`), not API: reads `data` as
+/// one JSON value, the way a provider's answer arrives, runs every parser of provider
+/// answers on it and panics when one of their properties breaks (see [`fuzzing`]).
+#[doc(hidden)]
+pub fn fuzz_provider_answer(data: &[u8]) {
+    if let Ok(answer) = serde_json::from_slice::<Value>(data) {
+        fuzzing::check_answer(&answer);
+    }
 }
 
 /// State kept across logins: each OIDC provider's discovery document and keys.
@@ -248,8 +291,29 @@ pub async fn callback(
             return error.page(provider);
         }
     };
+    let subject = format!("{}:{}", provider.id, identity.id);
+    if tokens::wanted(context.config, &provider.id) {
+        if let Err(error) = tokens::keep(
+            context.store(),
+            context.settings,
+            &subject,
+            &provider.id,
+            &identity.tokens,
+        )
+        .await
+        {
+            tracing::warn!(provider = %provider.id, %error, "cannot keep the user's provider token");
+            return store_unavailable();
+        }
+        // A new login replaces what was cached from the previous one.
+        context
+            .server
+            .provider_tokens
+            .invalidate(&(subject.clone(), provider.id.clone()))
+            .await;
+    }
     let user = UserIdentity {
-        subject: format!("{}:{}", provider.id, identity.id),
+        subject,
         provider: Some(provider.id.clone()),
         username: identity.username,
         name: identity.name,
@@ -313,34 +377,48 @@ async fn discover(
     context: &Context<'_>,
     provider: &IdentityProvider,
 ) -> Result<Arc<oidc::Discovered>, LoginError> {
-    let ProviderKind::Oidc {
-        issuer, algorithms, ..
-    } = &provider.kind
-    else {
-        return Err(LoginError::BadAnswer(
-            "not an OpenID Connect provider".into(),
-        ));
-    };
-    let key = format!("{issuer} {algorithms:?}");
-    let cached = context.server.providers.cached(&key);
-    if let Some(found) = &cached {
-        if found.fresh() {
-            return Ok(found.clone());
-        }
-    }
-    match oidc::discover(&context.config.client, &provider.id, issuer, algorithms).await {
-        Ok(found) => {
-            let found = Arc::new(found);
-            context.server.providers.remember(key, found.clone());
-            Ok(found)
-        }
-        Err(error) => match cached {
-            Some(stale) => {
-                tracing::warn!(provider = %provider.id, %error, "rediscovery failed; using the last good discovery document");
-                Ok(stale)
+    context
+        .server
+        .providers
+        .discover(&context.config.client, provider)
+        .await
+}
+
+impl Providers {
+    pub(super) async fn discover(
+        &self,
+        client: &HttpClient,
+        provider: &IdentityProvider,
+    ) -> Result<Arc<oidc::Discovered>, LoginError> {
+        let ProviderKind::Oidc {
+            issuer, algorithms, ..
+        } = &provider.kind
+        else {
+            return Err(LoginError::BadAnswer(
+                "not an OpenID Connect provider".into(),
+            ));
+        };
+        let key = format!("{issuer} {algorithms:?}");
+        let cached = self.cached(&key);
+        if let Some(found) = &cached {
+            if found.fresh() {
+                return Ok(found.clone());
             }
-            None => Err(error),
-        },
+        }
+        match oidc::discover(client, &provider.id, issuer, algorithms).await {
+            Ok(found) => {
+                let found = Arc::new(found);
+                self.remember(key, found.clone());
+                Ok(found)
+            }
+            Err(error) => match cached {
+                Some(stale) => {
+                    tracing::warn!(provider = %provider.id, %error, "rediscovery failed; using the last good discovery document");
+                    Ok(stale)
+                }
+                None => Err(error),
+            },
+        }
     }
 }
 
@@ -480,4 +558,519 @@ pub(super) async fn get_json(
     }
     serde_json::from_slice(&fetched.body)
         .map_err(|_| LoginError::BadAnswer(format!("{url} did not answer JSON")))
+}
+
+/// The properties behind [`fuzz_provider_answer`] (and the property tests): every parser of
+/// provider answers runs on one JSON value, and each verdict is compared with an
+/// independent reading of the same JSON. Fixed settings: client id [`CLIENT_ID`], nonce
+/// [`NONCE`], OIDC issuers [`ISSUER`] / [`PLAIN_ISSUER`], and allowlists that name
+/// `example.com` + group `mcp` (OIDC) or user `octocat`, organisation `acme` and team
+/// `acme/platform` (GitHub).
+mod fuzzing {
+    use http::Uri;
+    use jsonwebtoken::Algorithm;
+    use serde_json::{Map, Value};
+
+    use super::{github, oidc, ClientAuth, ProviderTokens};
+    use crate::config::identity_providers::{Allowlist, IdentityProvider, ProviderKind};
+
+    pub(super) const CLIENT_ID: &str = "gw";
+    pub(super) const NONCE: &str = "n-0S6_WzA2Mj";
+    pub(super) const ISSUER: &str = "https://idp.example";
+    pub(super) const PLAIN_ISSUER: &str = "http://127.0.0.1:8080";
+    /// The `sub` of the ID token a whole answer is merged into as userinfo.
+    pub(super) const SUBJECT: &str = "248289761001";
+
+    pub(super) fn check_answer(answer: &Value) {
+        if let Value::Object(map) = answer {
+            check_tokens(map);
+            check_discovery(map);
+            check_id_token(map);
+            check_identity(map);
+            // The answer as userinfo for a fixed ID token, and as ID token claims with a
+            // `userinfo` member.
+            let mut id_token = Map::new();
+            id_token.insert("sub".into(), SUBJECT.into());
+            id_token.insert("email".into(), "jane@example.com".into());
+            check_merge(id_token, answer);
+            let mut claims = map.clone();
+            if let Some(info) = claims.remove("userinfo") {
+                check_merge(claims, &info);
+            }
+        }
+        check_github(answer);
+    }
+
+    /// A non-empty string member.
+    fn text<'a>(map: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
+        map.get(name)
+            .and_then(Value::as_str)
+            .filter(|v| !v.is_empty())
+    }
+
+    fn check_tokens(answer: &Map<String, Value>) {
+        match ProviderTokens::from_answer(answer) {
+            Ok(tokens) => {
+                assert_eq!(
+                    Some(tokens.access_token.as_str()),
+                    text(answer, "access_token")
+                );
+                assert_eq!(
+                    tokens.refresh_token.as_deref(),
+                    text(answer, "refresh_token")
+                );
+                assert_eq!(
+                    tokens.expires_in,
+                    answer.get("expires_in").and_then(Value::as_u64)
+                );
+            }
+            Err(_) => assert!(text(answer, "access_token").is_none()),
+        }
+    }
+
+    fn check_discovery(document: &Map<String, Value>) {
+        let own = document
+            .get("issuer")
+            .and_then(Value::as_str)
+            .map(|i| i.trim_end_matches('/'));
+        for configured in [Some(ISSUER), Some(PLAIN_ISSUER), own]
+            .into_iter()
+            .flatten()
+        {
+            let Ok(found) = oidc::check_discovery(document, configured) else {
+                continue;
+            };
+            let member = |name: &str| document.get(name).and_then(Value::as_str);
+            assert_eq!(member("issuer"), Some(found.issuer.as_str()));
+            assert_eq!(found.issuer.trim_end_matches('/'), configured);
+            let plain_ok = found.issuer.starts_with("http://");
+            for (name, value) in [
+                (
+                    "authorization_endpoint",
+                    Some(&found.authorization_endpoint),
+                ),
+                ("token_endpoint", Some(&found.token_endpoint)),
+                ("userinfo_endpoint", found.userinfo_endpoint.as_ref()),
+            ] {
+                assert_eq!(member(name), value.map(String::as_str), "{name}");
+                if let Some(value) = value {
+                    check_endpoint(name, value, plain_ok, configured);
+                }
+            }
+            let jwks_uri = member("jwks_uri").expect("accepted without jwks_uri");
+            check_endpoint("jwks_uri", jwks_uri, plain_ok, configured);
+            assert_eq!(jwks_uri.parse::<Uri>().ok().as_ref(), Some(&found.jwks_uri));
+            let methods: Vec<&str> = document
+                .get("token_endpoint_auth_methods_supported")
+                .and_then(Value::as_array)
+                .map(|list| list.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            let post = !methods.is_empty() && !methods.contains(&"client_secret_basic");
+            assert_eq!(found.client_auth == ClientAuth::Post, post, "{methods:?}");
+        }
+    }
+
+    /// An accepted endpoint is an absolute URL with a host, over https, or over http only
+    /// when the issuer is.
+    fn check_endpoint(name: &str, value: &str, plain_ok: bool, configured: &str) {
+        let uri: Uri = value.parse().expect("accepted an endpoint that is no URL");
+        match uri.scheme_str() {
+            Some("https") => {}
+            Some("http") => assert!(
+                plain_ok && !configured.starts_with("https://"),
+                "{name} {value:?} is plain http for the issuer {configured}"
+            ),
+            other => panic!("{name} {value:?} has the scheme {other:?}"),
+        }
+        assert!(
+            uri.host().is_some_and(|host| !host.is_empty()),
+            "{name} {value:?} has no host"
+        );
+    }
+
+    fn check_id_token(claims: &Map<String, Value>) {
+        let accepted = oidc::check_id_token(claims, CLIENT_ID, NONCE).is_ok();
+        let aud = claims.get("aud");
+        let aud_ok = match aud {
+            Some(Value::String(aud)) => aud == CLIENT_ID,
+            Some(Value::Array(list)) => list.iter().any(|a| a.as_str() == Some(CLIENT_ID)),
+            _ => false,
+        };
+        let several = matches!(aud, Some(Value::Array(list)) if list.len() > 1);
+        // azp, when present or when there are several audiences, is this client.
+        let azp_ok = match claims.get("azp") {
+            None => !several,
+            Some(azp) => azp.as_str() == Some(CLIENT_ID),
+        };
+        let nonce_ok = claims.get("nonce").and_then(Value::as_str) == Some(NONCE);
+        assert_eq!(
+            accepted,
+            aud_ok && azp_ok && nonce_ok,
+            "aud ok {aud_ok}, azp ok {azp_ok}, nonce ok {nonce_ok}: {claims:?}"
+        );
+    }
+
+    /// Userinfo is merged only when it is an object about the same `sub`, and never
+    /// overrides a claim; a refused userinfo changes nothing.
+    fn check_merge(mut claims: Map<String, Value>, info: &Value) {
+        let before = claims.clone();
+        match oidc::merge_userinfo(&mut claims, info.clone()) {
+            Ok(()) => {
+                let info = info
+                    .as_object()
+                    .expect("merged a userinfo that is no object");
+                assert_eq!(info.get("sub"), before.get("sub"), "merged another subject");
+                for (name, value) in &before {
+                    assert_eq!(claims.get(name), Some(value), "userinfo overrode {name}");
+                }
+                for (name, value) in info {
+                    let kept = before.get(name).unwrap_or(value);
+                    assert_eq!(claims.get(name), Some(kept), "{name} lost");
+                }
+                assert!(claims
+                    .keys()
+                    .all(|k| before.contains_key(k) || info.contains_key(k)));
+                check_identity(&claims);
+            }
+            Err(_) => assert_eq!(claims, before, "a refused userinfo changed the claims"),
+        }
+    }
+
+    fn check_identity(claims: &Map<String, Value>) {
+        let verified = oidc::email_verified(claims);
+        assert_eq!(
+            verified,
+            matches!(claims.get("email_verified"), Some(Value::Bool(true)))
+                || claims.get("email_verified") == Some(&Value::from("true"))
+        );
+        for groups_claim in ["groups", "roles"] {
+            let identity = match oidc::identity_from_claims(claims, groups_claim) {
+                Ok(identity) => identity,
+                Err(_) => {
+                    assert!(text(claims, "sub").is_none(), "refused a subject");
+                    continue;
+                }
+            };
+            assert_eq!(Some(identity.id.as_str()), text(claims, "sub"));
+            assert_eq!(
+                identity.username.as_deref(),
+                text(claims, "preferred_username")
+            );
+            assert_eq!(identity.name.as_deref(), text(claims, "name"));
+            assert_eq!(identity.email.as_deref(), text(claims, "email"));
+            let groups: Vec<&str> = match claims.get(groups_claim) {
+                Some(Value::Array(list)) => list.iter().filter_map(Value::as_str).collect(),
+                Some(Value::String(one)) => vec![one.as_str()],
+                _ => Vec::new(),
+            };
+            assert_eq!(identity.groups, groups);
+            assert!(identity.tokens.access_token.is_empty());
+            check_oidc_allowed(identity.email.as_deref(), verified, &identity.groups);
+        }
+    }
+
+    fn oidc_provider(email_domains: &[&str], groups: &[&str], all: bool) -> IdentityProvider {
+        IdentityProvider {
+            id: "corp".into(),
+            display_name: "Corp".into(),
+            client_id: CLIENT_ID.into(),
+            client_secret: None,
+            scopes: vec!["openid".into()],
+            kind: ProviderKind::Oidc {
+                issuer: ISSUER.into(),
+                groups_claim: "groups".into(),
+                algorithms: vec![Algorithm::RS256],
+            },
+            allow: Allowlist {
+                all,
+                email_domains: email_domains.iter().map(|d| d.to_string()).collect(),
+                groups: groups.iter().map(|g| g.to_string()).collect(),
+                ..Allowlist::default()
+            },
+        }
+    }
+
+    /// Exactly: a verified email whose domain (after the last `@`, ignoring ASCII case) is
+    /// a listed one — never one that merely ends or starts with it — and a listed group.
+    pub(super) fn check_oidc_allowed(email: Option<&str>, verified: bool, groups: &[String]) {
+        let domain_ok = email
+            .and_then(|e| e.rsplit_once('@'))
+            .is_some_and(|(_, domain)| domain.eq_ignore_ascii_case("example.com"));
+        let group_ok = groups.iter().any(|g| g == "mcp");
+        let cases = [
+            (
+                oidc_provider(&["example.com"], &["mcp"], false),
+                verified && domain_ok && group_ok,
+            ),
+            (
+                oidc_provider(&["example.com"], &[], false),
+                verified && domain_ok,
+            ),
+            (oidc_provider(&[], &["mcp"], false), group_ok),
+            (oidc_provider(&["example.com"], &["mcp"], true), true),
+        ];
+        for (provider, expected) in cases {
+            let allowed = oidc::allowed(&provider, email, verified, groups);
+            assert_eq!(
+                allowed.is_ok(),
+                expected,
+                "{:?}: email {email:?} (verified {verified}), groups {groups:?}",
+                provider.allow
+            );
+            if let Err(error) = allowed {
+                assert!(matches!(error, super::LoginError::NotAllowed(_)));
+            }
+        }
+    }
+
+    fn check_github(answer: &Value) {
+        let entries = answer.as_array().map(Vec::as_slice).unwrap_or_default();
+        let organizations = github::organization_logins(answer);
+        let with_login = entries
+            .iter()
+            .filter(|e| e.get("login").is_some_and(Value::is_string))
+            .count();
+        assert_eq!(organizations.len(), with_login);
+        assert!(organizations
+            .iter()
+            .all(|o| !o.bytes().any(|b| b.is_ascii_uppercase())));
+        let teams = github::team_names(answer);
+        assert!(teams.len() <= entries.len());
+        for (org, team) in &teams {
+            assert!(!format!("{org}{team}")
+                .bytes()
+                .any(|b| b.is_ascii_uppercase()));
+            assert!(entries.iter().any(|e| {
+                e.get("slug")
+                    .and_then(Value::as_str)
+                    .is_some_and(|s| s.eq_ignore_ascii_case(team))
+                    && e.get("organization")
+                        .and_then(|o| o.get("login"))
+                        .and_then(Value::as_str)
+                        .is_some_and(|o| o.eq_ignore_ascii_case(org))
+            }));
+        }
+        // The first primary, verified address, and only when it is a non-empty string.
+        let first = entries.iter().find(|e| {
+            e.get("primary") == Some(&Value::Bool(true))
+                && e.get("verified") == Some(&Value::Bool(true))
+        });
+        let expected = first
+            .and_then(|e| e.get("email"))
+            .and_then(Value::as_str)
+            .filter(|e| !e.is_empty());
+        assert_eq!(github::primary_verified_email(entries).as_deref(), expected);
+
+        let profile = github::user_profile(answer);
+        let object = answer.as_object();
+        let member = |name: &str| object.and_then(|o| text(o, name));
+        match &profile {
+            Ok(profile) => {
+                let id = answer.get("id").and_then(Value::as_u64).expect("a u64 id");
+                assert_eq!(profile.id, id.to_string());
+                assert_eq!(Some(profile.login.as_str()), member("login"));
+                assert_eq!(profile.name.as_deref(), member("name"));
+                assert_eq!(profile.email.as_deref(), member("email"));
+            }
+            Err(_) => assert!(
+                answer.get("id").and_then(Value::as_u64).is_none() || member("login").is_none()
+            ),
+        }
+
+        let raw_groups = answer
+            .get("groups")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let groups: Vec<String> = organizations
+            .iter()
+            .cloned()
+            .chain(teams.iter().map(|(org, team)| format!("{org}/{team}")))
+            .chain(
+                raw_groups
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string),
+            )
+            .collect();
+        let login = answer.get("login").and_then(Value::as_str);
+        check_github_allowed(login, &groups);
+    }
+
+    fn github_provider(allow: Allowlist) -> IdentityProvider {
+        IdentityProvider {
+            id: "github".into(),
+            display_name: "GitHub".into(),
+            client_id: "gh".into(),
+            client_secret: None,
+            scopes: Vec::new(),
+            kind: ProviderKind::GitHub {
+                web_url: "https://github.com".into(),
+                api_url: "https://api.github.com".into(),
+            },
+            allow,
+        }
+    }
+
+    /// Exactly: the user `octocat`, or a group that is `acme` or `acme/platform`, ignoring
+    /// ASCII case; so never an `org/` or `/team` shape.
+    pub(super) fn check_github_allowed(login: Option<&str>, groups: &[String]) {
+        let provider = github_provider(Allowlist {
+            users: vec!["octocat".into()],
+            organizations: vec!["acme".into()],
+            teams: vec![("acme".into(), "platform".into())],
+            ..Allowlist::default()
+        });
+        let expected = login.is_some_and(|l| l.eq_ignore_ascii_case("octocat"))
+            || groups
+                .iter()
+                .any(|g| g.eq_ignore_ascii_case("acme") || g.eq_ignore_ascii_case("acme/platform"));
+        let allowed = github::allowed(&provider, login, groups);
+        assert_eq!(allowed, expected, "login {login:?}, groups {groups:?}");
+        let upper = login.map(str::to_ascii_uppercase);
+        let upper_groups: Vec<String> = groups.iter().map(|g| g.to_ascii_uppercase()).collect();
+        assert_eq!(
+            github::allowed(&provider, upper.as_deref(), &upper_groups),
+            allowed
+        );
+        for group in groups {
+            let shapes = [format!("{group}/"), format!("/{group}")];
+            assert!(!github::allowed(&provider, None, &shapes), "{shapes:?}");
+        }
+        let everyone = github_provider(Allowlist {
+            all: true,
+            ..Allowlist::default()
+        });
+        assert!(github::allowed(&everyone, login, groups));
+        let nobody = github_provider(Allowlist::default());
+        assert!(!github::allowed(&nobody, login, groups));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    /// JSON values shaped like provider answers: members and strings are often the names
+    /// and values the parsers look for, so the generated answers reach past the first check.
+    pub(super) fn json_value() -> impl Strategy<Value = Value> {
+        let names = prop_oneof![
+            3 => prop::sample::select(vec![
+                "access_token", "refresh_token", "expires_in", "issuer",
+                "authorization_endpoint", "token_endpoint", "userinfo_endpoint", "jwks_uri",
+                "token_endpoint_auth_methods_supported", "sub", "aud", "azp", "nonce", "email",
+                "email_verified", "preferred_username", "name", "groups", "roles", "userinfo",
+                "id", "login", "slug", "organization", "primary", "verified",
+            ])
+            .prop_map(str::to_string),
+            1 => "[a-z_]{0,12}",
+        ];
+        let strings = prop_oneof![
+            3 => prop::sample::select(vec![
+                "", "gw", "other", fuzzing::NONCE, fuzzing::SUBJECT, fuzzing::ISSUER,
+                "https://idp.example/", fuzzing::PLAIN_ISSUER, "https://idp.example/token",
+                "http://idp.example/token", "https:///token", "/token", "client_secret_basic",
+                "client_secret_post", "true", "a@example.com", "a@EXAMPLE.COM",
+                "a@evil-example.com", "a@example.com.evil", "a@b@example.com", "mcp",
+                "octocat", "OctoCat", "acme", "ACME", "acme/", "/platform", "acme/platform",
+                "platform",
+            ])
+            .prop_map(str::to_string),
+            1 => ".{0,16}",
+        ];
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<u64>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            strings.prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 48, 8, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::vec((names.clone(), inner), 0..10)
+                    .prop_map(|members| Value::Object(members.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn answer(value: Value) -> serde_json::Map<String, Value> {
+        match value {
+            Value::Object(map) => map,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn token_answers() {
+        let tokens = ProviderTokens::from_answer(&answer(json!({
+            "access_token": "at", "refresh_token": "rt", "expires_in": 3600, "token_type": "Bearer"
+        })))
+        .unwrap();
+        assert_eq!(tokens.access_token, "at");
+        assert_eq!(tokens.refresh_token.as_deref(), Some("rt"));
+        assert_eq!(tokens.expires_in, Some(3600));
+        // GitHub OAuth app tokens: no refresh token, no expiry.
+        let tokens = ProviderTokens::from_answer(&answer(
+            json!({"access_token": "gho_x", "refresh_token": ""}),
+        ))
+        .unwrap();
+        assert_eq!(tokens.refresh_token, None);
+        assert_eq!(tokens.expires_in, None);
+        let odd = ProviderTokens::from_answer(&answer(
+            json!({"access_token": "at", "refresh_token": 5, "expires_in": -1}),
+        ))
+        .unwrap();
+        assert_eq!((odd.refresh_token, odd.expires_in), (None, None));
+        assert_eq!(
+            ProviderTokens::from_answer(&answer(json!({"access_token": "at", "expires_in": "60"})))
+                .unwrap()
+                .expires_in,
+            None
+        );
+        for refused in [
+            json!({}),
+            json!({"access_token": ""}),
+            json!({"access_token": 5}),
+            json!({"access_token": ["at"]}),
+            json!({"error": "bad_verification_code"}),
+        ] {
+            assert!(
+                ProviderTokens::from_answer(&answer(refused.clone())).is_err(),
+                "{refused}"
+            );
+        }
+    }
+
+    #[test]
+    fn fuzz_entry_point_takes_any_bytes() {
+        for data in [
+            &b""[..],
+            b"null",
+            b"[]",
+            b"{}",
+            b"\xff\xfe",
+            b"{\"sub\": \"248289761001\", \"aud\": \"gw\", \"nonce\": \"n-0S6_WzA2Mj\"}",
+            b"[{\"login\": \"Acme\"}, {\"slug\": \"x\", \"organization\": {\"login\": \"A\"}}]",
+        ] {
+            fuzz_provider_answer(data);
+        }
+    }
+
+    proptest! {
+        /// Arbitrary JSON never panics any parser, and every property of the fuzz target
+        /// holds (`fuzzing::check_answer`).
+        #[test]
+        fn any_answer_keeps_every_property(value in json_value()) {
+            fuzzing::check_answer(&value);
+        }
+
+        #[test]
+        fn any_bytes_never_panic(data in prop::collection::vec(any::<u8>(), 0..200)) {
+            fuzz_provider_answer(&data);
+        }
+    }
 }

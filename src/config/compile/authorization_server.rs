@@ -78,6 +78,7 @@ pub(super) fn local_issuer(index: usize, issuer: &str) -> Issuer {
 pub(super) fn compile_authorization_server(
     raw: &RawConfig,
     issuer: String,
+    redis: Option<crate::config::redis::RedisSettings>,
     routes: &RouteTable,
     base_dir: &Path,
     c: &mut Collector,
@@ -203,6 +204,14 @@ pub(super) fn compile_authorization_server(
         base_dir,
         c,
     );
+    check_subject_namespaces(&users, &clients, &identity_providers, c);
+    let token_encryption_key = token_encryption_key(section, base_dir, c);
+    check_user_tokens(
+        routes,
+        &identity_providers,
+        token_encryption_key.is_some(),
+        c,
+    );
     if users.is_empty() && identity_providers.is_empty() {
         c.warn(
             key("users"),
@@ -244,6 +253,7 @@ pub(super) fn compile_authorization_server(
         secure_cookies: issuer.starts_with("https://"),
         issuer,
         database: base_dir.join(&section.database),
+        redis,
         signing_algorithm,
         signing_key_file: section
             .signing_key_file
@@ -259,6 +269,7 @@ pub(super) fn compile_authorization_server(
         clients,
         users,
         identity_providers,
+        token_encryption_key,
         registration: RegistrationSettings {
             enabled: section.registration.enabled,
             ttl: section.registration.ttl.0,
@@ -274,6 +285,118 @@ pub(super) fn compile_authorization_server(
             allow_private_addresses: raw.dangerous.cimd_allow_private_addresses,
         },
     })
+}
+
+/// Subjects `<provider id>:…` belong to that provider's users: a local user or a client
+/// (whose `client_credentials` tokens carry its id as subject) named so would share their
+/// consents, grants and forwarded provider tokens.
+fn check_subject_namespaces(
+    users: &[LocalUser],
+    clients: &[StaticClient],
+    providers: &[crate::config::identity_providers::IdentityProvider],
+    c: &mut Collector,
+) {
+    let claimed = |subject: &str| {
+        providers
+            .iter()
+            .find(|p| {
+                subject
+                    .strip_prefix(p.id.as_str())
+                    .is_some_and(|rest| rest.starts_with(':'))
+            })
+            .map(|p| p.id.clone())
+    };
+    for (i, user) in users.iter().enumerate() {
+        if let Some(provider) = claimed(&user.subject) {
+            c.push(
+                format!("authorization_server.users[{i}].subject"),
+                format!(
+                    "{:?} is in the namespace of identity provider {provider:?} ({provider}:…): choose another subject",
+                    user.subject
+                ),
+            );
+        }
+    }
+    for (i, client) in clients.iter().enumerate() {
+        if let Some(provider) = claimed(&client.client_id) {
+            c.push(
+                format!("authorization_server.clients[{i}].client_id"),
+                format!(
+                    "{:?} is in the namespace of identity provider {provider:?}: choose another client id",
+                    client.client_id
+                ),
+            );
+        }
+    }
+}
+
+/// The key sealing providers' tokens at rest: from the environment or a file, never the
+/// configuration text.
+fn token_encryption_key(
+    section: &RawAuthorizationServer,
+    base_dir: &Path,
+    c: &mut Collector,
+) -> Option<crate::config::secret::Secret> {
+    if section.token_encryption_key_env.is_none() && section.token_encryption_key_file.is_none() {
+        return None;
+    }
+    let path = "authorization_server.token_encryption_key";
+    let secret = c.ok(
+        path,
+        crate::config::secret::resolve(
+            section.token_encryption_key_env.as_deref(),
+            section.token_encryption_key_file.as_deref(),
+            base_dir,
+            "token_encryption_key_env / token_encryption_key_file",
+        ),
+    )?;
+    c.ok(
+        path,
+        crate::config::secret::parse_key_32(secret.expose()).map_err(str::to_string),
+    )?;
+    Some(secret)
+}
+
+/// A route forwarding users' provider tokens needs the provider, a key to keep the tokens
+/// sealed, and to accept the authorization server's tokens (others' users have none).
+fn check_user_tokens(
+    routes: &RouteTable,
+    providers: &[crate::config::identity_providers::IdentityProvider],
+    have_key: bool,
+    c: &mut Collector,
+) {
+    for route in routes.iter() {
+        let Some(forwarding) = &route.user_token else {
+            continue;
+        };
+        let path = format!("routes (id {:?}).upstream_token", route.id);
+        if !providers.iter().any(|p| p.id == forwarding.provider) {
+            c.push(
+                format!("{path}.provider"),
+                format!(
+                    "{:?} is not an [[authorization_server.identity_providers]] id",
+                    forwarding.provider
+                ),
+            );
+        }
+        if !have_key {
+            c.push(
+                path.clone(),
+                "needs authorization_server.token_encryption_key_env (or _file): the providers' tokens are kept sealed with it (32 random bytes, e.g. `openssl rand -base64 32`)",
+            );
+        }
+        if !route
+            .verifiers
+            .issuers
+            .iter()
+            .any(|i| i.id == LOCAL_ISSUER_ID)
+        {
+            c.push(
+                path,
+                "the route does not accept the authorization server's tokens: only its users have provider tokens (add \"authorization_server\" to verifiers)",
+            );
+        }
+    }
 }
 
 fn compile_clients(section: &RawAuthorizationServer, c: &mut Collector) -> Vec<StaticClient> {

@@ -6,6 +6,7 @@
 mod authorization_server;
 mod identity_providers;
 mod mcp;
+mod redis;
 mod routes;
 mod server;
 mod verifiers;
@@ -216,11 +217,23 @@ pub(super) fn compile(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigE
     }
     if local_issuer.is_some() {
         authorization_server::check_route_paths(&routes, &mut c);
+    } else {
+        for route in routes.iter().filter(|r| r.user_token.is_some()) {
+            c.push(
+                format!("routes (id {:?}).upstream_token", route.id),
+                "needs [authorization_server] with the identity provider: users' provider tokens are obtained when they log in there",
+            );
+        }
     }
+    let redis = raw
+        .redis
+        .as_ref()
+        .and_then(|section| redis::compile_redis(section, base_dir, &mut c));
     let authorization_server = local_issuer.as_ref().and_then(|issuer| {
         authorization_server::compile_authorization_server(
             &raw,
             issuer.issuer.clone(),
+            redis.clone(),
             &routes,
             base_dir,
             &mut c,
@@ -265,6 +278,7 @@ pub(super) fn compile(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigE
             ),
             routes,
             authorization_server,
+            redis,
             client,
             outbound_tls: tls,
             dangerous,

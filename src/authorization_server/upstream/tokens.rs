@@ -1,0 +1,239 @@
+//! Users' tokens at their identity providers, for routes that forward them upstream
+//! (`[routes.upstream_token]`): kept at login only when a route needs them, sealed at rest
+//! (`sealing`, the key from the configuration), handed to the pipeline through
+//! [`UserTokens`], and refreshed at the provider when they expire — once for all the
+//! requests that need it at that moment.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{token_request, ClientAuth, LoginError, ProviderTokens, Providers};
+use crate::auth::principal::now_unix;
+use crate::auth::user_tokens::{UserTokenFuture, UserTokenUnavailable, UserTokens};
+use crate::authorization_server::sealing::Sealer;
+use crate::authorization_server::store::{ProviderToken, Store};
+use crate::authorization_server::AuthorizationServer;
+use crate::config::authorization_server::AuthorizationServerSettings;
+use crate::config::identity_providers::{IdentityProvider, ProviderKind};
+use crate::config::Config;
+use crate::outbound::HttpClient;
+
+/// A token is refreshed this long before it expires (a request must not carry a token
+/// that dies on its way).
+const REFRESH_AHEAD_SECS: u64 = 30;
+/// Opened tokens are kept in memory at most this long (a revocation at the provider or a
+/// new login is seen within it).
+const CACHE_TTL: Duration = Duration::from_secs(60);
+const CACHE_ENTRIES: u64 = 10_000;
+
+/// In-memory cache of opened tokens: `(subject, provider)` → token and expiry.
+pub(in crate::authorization_server) type TokenCache =
+    moka::future::Cache<(String, String), Option<(String, Option<u64>)>>;
+
+pub(in crate::authorization_server) fn new_cache() -> TokenCache {
+    moka::future::Cache::builder()
+        .max_capacity(CACHE_ENTRIES)
+        .time_to_live(CACHE_TTL)
+        .build()
+}
+
+/// What associated data binds a sealed token to: its user, provider and role.
+fn seal_context(subject: &str, provider: &str, role: &str) -> String {
+    format!("{subject}\u{0}{provider}\u{0}{role}")
+}
+
+fn sealer(settings: &AuthorizationServerSettings) -> Option<Sealer> {
+    let key = settings.token_encryption_key.as_ref()?;
+    let bytes = crate::config::secret::parse_key_32(key.expose()).ok()?;
+    Sealer::new(&bytes).ok()
+}
+
+/// Whether any route forwards this provider's tokens (otherwise they are not kept at all).
+pub(super) fn wanted(config: &Config, provider: &str) -> bool {
+    config.routes.iter().any(|route| {
+        route
+            .user_token
+            .as_ref()
+            .is_some_and(|t| t.provider == provider)
+    })
+}
+
+/// Seals and stores what the provider issued at login.
+pub(super) async fn keep(
+    store: &dyn Store,
+    settings: &AuthorizationServerSettings,
+    subject: &str,
+    provider: &str,
+    tokens: &ProviderTokens,
+) -> Result<(), String> {
+    let sealer = sealer(settings).ok_or("no token_encryption_key")?;
+    let record = seal(&sealer, settings, subject, provider, tokens)?;
+    store
+        .put_provider_token(subject, provider, record)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+fn seal(
+    sealer: &Sealer,
+    settings: &AuthorizationServerSettings,
+    subject: &str,
+    provider: &str,
+    tokens: &ProviderTokens,
+) -> Result<ProviderToken, String> {
+    let now = now_unix();
+    let access = sealer
+        .seal(
+            &tokens.access_token,
+            &seal_context(subject, provider, "access"),
+        )
+        .ok_or("sealing failed")?;
+    let refresh = match &tokens.refresh_token {
+        Some(token) => Some(
+            sealer
+                .seal(token, &seal_context(subject, provider, "refresh"))
+                .ok_or("sealing failed")?,
+        ),
+        None => None,
+    };
+    Ok(ProviderToken {
+        access,
+        refresh,
+        expires_at: tokens.expires_in.map(|secs| now + secs),
+        // As long as a login through it can last (its refresh family's horizon).
+        keep_until: now + 3 * settings.refresh_token_ttl.as_secs(),
+    })
+}
+
+impl UserTokens for AuthorizationServer {
+    fn token<'a>(&'a self, subject: &'a str, provider: &'a str) -> UserTokenFuture<'a> {
+        Box::pin(async move {
+            let key = (subject.to_string(), provider.to_string());
+            if let Some(Some((token, expires_at))) = self.provider_tokens.get(&key).await {
+                if !about_to_expire(expires_at) {
+                    return Ok(Some(token));
+                }
+                self.provider_tokens.invalidate(&key).await;
+            }
+            // One load (and refresh) for every request waiting on this user right now.
+            self.provider_tokens
+                .try_get_with(key, self.load(subject, provider))
+                .await
+                .map(|entry| entry.map(|(token, _)| token))
+                .map_err(|e| UserTokenUnavailable(e.to_string()))
+        })
+    }
+}
+
+fn about_to_expire(expires_at: Option<u64>) -> bool {
+    expires_at.is_some_and(|at| at <= now_unix() + REFRESH_AHEAD_SECS)
+}
+
+impl AuthorizationServer {
+    /// The stored token, opened, refreshed at the provider first when it is about to
+    /// expire.
+    async fn load(
+        &self,
+        subject: &str,
+        provider_id: &str,
+    ) -> Result<Option<(String, Option<u64>)>, UserTokenUnavailable> {
+        let live = self.live.load_full();
+        let settings = &live.settings;
+        let (Some(provider), Some(sealer)) =
+            (settings.identity_provider(provider_id), sealer(settings))
+        else {
+            return Ok(None);
+        };
+        let unavailable = |e: String| UserTokenUnavailable(e);
+        let Some(record) = self
+            .store
+            .provider_token(subject, provider_id, now_unix())
+            .await
+            .map_err(|e| unavailable(e.to_string()))?
+        else {
+            return Ok(None);
+        };
+        // A key that changed (or a record tampered with) leaves nothing usable.
+        let Some(access) = sealer.open(
+            &record.access,
+            &seal_context(subject, provider_id, "access"),
+        ) else {
+            return Ok(None);
+        };
+        if !about_to_expire(record.expires_at) {
+            return Ok(Some((access, record.expires_at)));
+        }
+        let Some(refresh) = record
+            .refresh
+            .as_deref()
+            .and_then(|r| sealer.open(r, &seal_context(subject, provider_id, "refresh")))
+        else {
+            return Ok(None);
+        };
+        let tokens = match refresh_at(&self.providers, &live.client, provider, &refresh).await {
+            Ok(mut tokens) => {
+                // Providers that do not rotate refresh tokens send none back.
+                tokens.refresh_token.get_or_insert(refresh);
+                tokens
+            }
+            Err(LoginError::Unreachable(e)) => return Err(unavailable(e)),
+            Err(error) => {
+                tracing::info!(provider = provider_id, %error, "the provider refused to refresh a user's token");
+                return Ok(None);
+            }
+        };
+        let record = seal(&sealer, settings, subject, provider_id, &tokens).map_err(unavailable)?;
+        let expires_at = record.expires_at;
+        self.store
+            .put_provider_token(subject, provider_id, record)
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+        Ok(Some((tokens.access_token, expires_at)))
+    }
+}
+
+/// A refresh-token grant at the provider's token endpoint.
+async fn refresh_at(
+    providers: &Providers,
+    client: &HttpClient,
+    provider: &IdentityProvider,
+    refresh_token: &str,
+) -> Result<ProviderTokens, LoginError> {
+    let (endpoint, auth) = match &provider.kind {
+        ProviderKind::Oidc { .. } => {
+            let discovered = providers.discover(client, provider).await?;
+            (discovered.token_endpoint.clone(), discovered.client_auth)
+        }
+        ProviderKind::GitHub { web_url, .. } => (
+            format!("{web_url}/login/oauth/access_token"),
+            ClientAuth::Post,
+        ),
+    };
+    let answer = token_request(
+        client,
+        &endpoint,
+        provider,
+        auth,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+        ],
+    )
+    .await?;
+    ProviderTokens::from_answer(&answer)
+}
+
+/// What the token service needs from the configuration in force.
+pub(in crate::authorization_server) struct Live {
+    pub settings: AuthorizationServerSettings,
+    pub client: HttpClient,
+}
+
+impl Live {
+    pub fn of(config: &Config) -> Option<Arc<Live>> {
+        Some(Arc::new(Live {
+            settings: config.authorization_server.clone()?,
+            client: config.client.clone(),
+        }))
+    }
+}
