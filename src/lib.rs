@@ -26,7 +26,10 @@
 //! tokens (it and `pipeline` never import each other: `server::router` mounts both);
 //! `server` owns connections (deadlines, budgets, idle and slow-reader closing);
 //! `observability` (a leaf) holds logging, the audit event, request ids and the metrics
-//! registry.
+//! registry; `redis_connection` is the one way to Redis (`[redis]`: the authorization
+//! server's store, session bindings, rate limits). `secret`, `glob` and `body` are leaves
+//! everything may use. Below the composition root (`app`, `server`, `proxy`,
+//! `forward_auth`, which call each other) no two modules import each other.
 
 #![forbid(unsafe_code)]
 
@@ -36,6 +39,7 @@ pub mod authorization_server;
 pub mod body;
 pub mod config;
 pub mod forward_auth;
+pub mod glob;
 pub mod mcp;
 pub mod metadata;
 pub mod model;
@@ -44,6 +48,7 @@ pub mod outbound;
 pub mod pipeline;
 pub mod proxy;
 pub mod redis_connection;
+pub mod secret;
 pub mod server;
 
 pub use app::{Gateway, StartError};

@@ -29,8 +29,8 @@ use super::claims::ClaimMapping;
 use super::principal::now_unix;
 use super::{AuthMethod, Principal, VerifierId, VerifyError};
 use crate::body;
-use crate::config::secret::Secret;
 use crate::outbound::{self, HttpClient};
+use crate::secret::Secret;
 
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 /// Tokens remembered as inactive, per endpoint.

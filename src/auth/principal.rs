@@ -56,7 +56,7 @@ pub struct Principal {
     /// Expiry as seconds since the Unix epoch, when the credential has one.
     pub expires_at: Option<u64>,
     /// An API key's own tool list (`[[api_keys]] tools`): a hard limit on `tools/call`.
-    pub tools: Option<std::sync::Arc<Vec<crate::model::glob::Glob>>>,
+    pub tools: Option<std::sync::Arc<Vec<crate::glob::Glob>>>,
 }
 
 impl Principal {

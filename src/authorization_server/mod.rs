@@ -70,8 +70,9 @@ pub const AS_METADATA_PREFIX: &str = "/.well-known/oauth-authorization-server";
 pub const OIDC_METADATA_SUFFIX: &str = "/.well-known/openid-configuration";
 
 /// How often the keys are re-read from the store (a rotation by the CLI or another
-/// replica), and revocations made by other replicas picked up (shared store only).
+/// replica).
 const KEY_REFRESH: Duration = Duration::from_secs(5);
+/// How often revocations made by other replicas are picked up (shared store only).
 const REVOCATION_SYNC: Duration = Duration::from_secs(1);
 const PURGE_INTERVAL: Duration = Duration::from_secs(600);
 

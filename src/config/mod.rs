@@ -15,6 +15,7 @@ pub mod raw;
 pub mod redis;
 pub mod secret;
 mod settings;
+mod tls;
 
 use std::fmt;
 use std::path::Path;

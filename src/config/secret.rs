@@ -1,32 +1,11 @@
-//! Secrets: where they come from (environment or file, never the TOML text itself) and the
-//! newtype that holds them (redacted `Debug`, no `Display`, no `Serialize`).
+//! Secrets in the configuration: where they come from (environment or file, never the TOML
+//! text itself); the value is held in [`Secret`] (redacted `Debug`, no `Display`).
 
-use std::fmt;
 use std::path::Path;
 
 use serde::Deserialize;
 
-/// A secret value in memory. Printing it shows `Secret(***)`; there is no way to log it by
-/// accident. Dropped values are not zeroized: the process memory is the trust boundary.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: String) -> Self {
-        Self(value)
-    }
-
-    /// The secret itself, for the one place that must send or hash it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
+pub use crate::secret::Secret;
 
 /// `{ env = "VAR" }` or `{ file = "/run/secrets/x" }` in the configuration.
 #[derive(Debug, Clone, Deserialize)]

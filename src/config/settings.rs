@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::auth::Verifiers;
 use crate::model::identity::IdentityHeaders;
 use crate::model::route::RouteTable;
+pub use crate::observability::{LogFormat, LogSettings};
 use crate::outbound::HttpClient;
 
 /// A compiled, valid configuration: what the gateway runs on.
@@ -76,19 +77,6 @@ pub struct AdminSettings {
     /// Plain-HTTP addresses serving health, readiness, `/metrics` and `/verify`; empty = no
     /// metrics, and `/verify` on the main listeners.
     pub listen: Vec<SocketAddr>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Pretty,
-    Json,
-}
-
-pub struct LogSettings {
-    pub format: LogFormat,
-    pub level: String,
-    /// Audit `/healthz` and `/readyz` too (off: probes would drown the audit log).
-    pub audit_probes: bool,
 }
 
 /// The externally visible base URL, split for building identifiers.

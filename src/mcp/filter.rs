@@ -20,7 +20,7 @@ use http_body::{Body as HttpBody, Frame};
 use serde_json::Value;
 
 use crate::body::BoxError;
-use crate::model::glob::Glob;
+use crate::glob::Glob;
 use crate::model::rules::{Caller, McpPolicy, Target, Verdict};
 
 /// The largest list answer (JSON body or one SSE event) the filter reads. A bigger one is

@@ -5,7 +5,6 @@
 //! `pipeline`; verifier sets still live in `auth`.
 
 pub mod allowlist;
-pub mod glob;
 pub mod identity;
 pub mod path;
 pub mod rate;

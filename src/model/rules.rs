@@ -12,7 +12,7 @@
 //!    lists, notifications, responses) is allowed unless a rule says otherwise: lists are
 //!    filtered instead, and refusing `initialize` would only break clients.
 
-use super::glob::Glob;
+use crate::glob::Glob;
 
 /// The named thing a message acts on.
 #[derive(Debug, Clone, PartialEq, Eq)]

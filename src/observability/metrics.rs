@@ -415,7 +415,7 @@ fn escape(value: &str) -> String {
 }
 
 /// `/metrics` on the admin listener.
-pub fn render(_config: &crate::config::Config) -> http::Response<crate::body::Body> {
+pub fn render() -> http::Response<crate::body::Body> {
     let text = METRICS.render(super::dropped_log_lines());
     let mut response = http::Response::new(crate::body::full(text));
     response.headers_mut().insert(

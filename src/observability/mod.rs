@@ -15,10 +15,22 @@ use std::time::{Duration, Instant};
 use http::{Method, StatusCode};
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{LogFormat, LogSettings};
-
 /// Keeps the log writer thread alive; dropping it flushes what is still queued.
 pub type LogGuard = tracing_appender::non_blocking::WorkerGuard;
+
+/// `[log]`, as compiled by `config`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+    /// Audit `/healthz` and `/readyz` too (off: probes would drown the audit log).
+    pub audit_probes: bool,
+}
 
 /// Log lines dropped because the writer could not keep up (stdout blocked or slow).
 static DROPPED: OnceLock<tracing_appender::non_blocking::ErrorCounter> = OnceLock::new();

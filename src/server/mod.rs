@@ -5,7 +5,6 @@
 pub mod budget;
 pub mod connection;
 pub mod router;
-pub mod tls;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -112,7 +112,7 @@ async fn dispatch(
     }
     let on_admin = connection.role == ListenerRole::Admin;
     if on_admin && path == METRICS_PATH {
-        return (metrics::render(config), Outcome::builtin("metrics"));
+        return (metrics::render(), Outcome::builtin("metrics"));
     }
     // With an admin listener, /verify lives there only.
     let verify_here = on_admin || config.admin.listen.is_empty();

@@ -194,7 +194,6 @@ impl RedisStore {
     }
 }
 
-/// The client for `settings`: URL plus credentials, and the CA file for `rediss://`.
 fn fail(error: impl std::fmt::Display) -> StoreError {
     StoreError(error.to_string())
 }

@@ -4,7 +4,7 @@
 
 use super::Collector;
 use crate::config::raw::{RawMcp, RawRateLimits, RawRule};
-use crate::model::glob::Glob;
+use crate::glob::Glob;
 use crate::model::rate::{Rate, RouteLimits};
 use crate::model::rules::{Action, DefaultEffect, McpPolicy, Requirement, Rule};
 

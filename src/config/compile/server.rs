@@ -127,7 +127,7 @@ pub(super) fn compile_server(
     let tls = raw.tls.as_ref().and_then(|tls| {
         c.ok(
             "server.tls",
-            crate::server::tls::load(
+            crate::config::tls::load(
                 &base_dir.join(&tls.cert_file),
                 &base_dir.join(&tls.key_file),
             ),

@@ -71,7 +71,7 @@ pub(super) fn compile_api_key(
                 .filter_map(|(i, pattern)| {
                     c.ok(
                         &format!("{path}.tools[{i}]"),
-                        crate::model::glob::Glob::new(pattern),
+                        crate::glob::Glob::new(pattern),
                     )
                 })
                 .collect::<Vec<_>>(),
