@@ -711,7 +711,8 @@ mod fuzzing {
     }
 
     /// Userinfo is merged only when it is an object about the same `sub`, and never
-    /// overrides a claim; a refused userinfo changes nothing.
+    /// overrides a claim; it cannot vouch (`email_verified`) for an email the ID token
+    /// named; a refused userinfo changes nothing.
     fn check_merge(mut claims: Map<String, Value>, info: &Value) {
         let before = claims.clone();
         match oidc::merge_userinfo(&mut claims, info.clone()) {
@@ -724,6 +725,14 @@ mod fuzzing {
                     assert_eq!(claims.get(name), Some(value), "userinfo overrode {name}");
                 }
                 for (name, value) in info {
+                    if name == "email_verified" && before.contains_key("email") {
+                        assert_eq!(
+                            claims.get(name),
+                            before.get(name),
+                            "userinfo vouched for the ID token's email"
+                        );
+                        continue;
+                    }
                     let kept = before.get(name).unwrap_or(value);
                     assert_eq!(claims.get(name), Some(kept), "{name} lost");
                 }
