@@ -166,7 +166,8 @@ pub struct BrowserSession {
 
 /// A login sent to an upstream identity provider, waiting for its callback (≤ 10 minutes,
 /// single use). Stored under the digest of the `state` sent to the provider.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `Debug` leaves out the PKCE verifier and the nonce.
+#[derive(Clone, Serialize, Deserialize)]
 pub struct LoginState {
     pub provider: String,
     /// The pending authorization request this login is for.
@@ -179,6 +180,15 @@ pub struct LoginState {
     /// OIDC `nonce`, echoed in the ID token.
     pub nonce: String,
     pub expires_at: u64,
+}
+
+impl std::fmt::Debug for LoginState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginState")
+            .field("provider", &self.provider)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A user's tokens at an identity provider, sealed (`sealing`): forwarded upstream on their

@@ -94,12 +94,23 @@ pub(super) struct ProviderIdentity {
 }
 
 /// A provider's token answer (RFC 6749 §5.1).
-#[derive(Debug, Clone, Default)]
+/// `Debug` shows whether each token is there, never the token.
+#[derive(Clone, Default)]
 pub(super) struct ProviderTokens {
     pub access_token: String,
     pub refresh_token: Option<String>,
     /// Seconds; `None` = the provider did not say (GitHub OAuth app tokens do not expire).
     pub expires_in: Option<u64>,
+}
+
+impl std::fmt::Debug for ProviderTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderTokens")
+            .field("access_token", &"***")
+            .field("refresh_token", &self.refresh_token.as_ref().map(|_| "***"))
+            .field("expires_in", &self.expires_in)
+            .finish()
+    }
 }
 
 impl ProviderTokens {
@@ -959,6 +970,32 @@ mod fuzzing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_never_shows_tokens_or_the_pkce_verifier() {
+        let tokens = ProviderTokens {
+            access_token: "gho_secret".into(),
+            refresh_token: Some("ghr_secret".into()),
+            expires_in: Some(60),
+        };
+        let login = LoginState {
+            provider: "github".into(),
+            request_id: "r".into(),
+            session: [0; 32],
+            code_verifier: "verifier-secret".into(),
+            nonce: "nonce-secret".into(),
+            expires_at: 1,
+        };
+        let shown = format!("{tokens:?} {login:?}");
+        for secret in [
+            "gho_secret",
+            "ghr_secret",
+            "verifier-secret",
+            "nonce-secret",
+        ] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+    }
     use proptest::prelude::*;
     use serde_json::json;
 
