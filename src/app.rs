@@ -99,6 +99,8 @@ impl Gateway {
         let authorization_server = match &config.authorization_server {
             Some(settings) => {
                 let server = AuthorizationServer::start(settings, config.client.clone()).await?;
+                // The routes it serves tokens for (reloads update them the same way).
+                server.reconfigure(&config);
                 match &settings.redis {
                     Some(redis) => tracing::info!(issuer = %settings.issuer, redis = %redis.url,
                         "authorization server started (state in Redis)"),

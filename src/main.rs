@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 
 use mcp_auth_gateway::auth::api_key;
 use mcp_auth_gateway::config::{self, Config};
+use mcp_auth_gateway::model::route::UserTokenSource;
 use mcp_auth_gateway::{observability, Gateway};
 
 mod as_cli;
@@ -295,6 +296,23 @@ fn check(path: PathBuf) -> ExitCode {
                 },
                 settings.callback_uri(&provider.id)
             );
+        }
+        for route in config.routes.iter() {
+            // What the operator registers at an upstream's authorization server, when the
+            // gateway cannot register itself there.
+            if let Some(UserTokenSource::UpstreamOAuth(oauth)) =
+                route.user_token.as_ref().map(|t| &t.source)
+            {
+                println!(
+                    "  route {}: users connect to the upstream's authorization server ({}), redirect URI {}",
+                    route.id,
+                    oauth
+                        .authorization_server
+                        .as_deref()
+                        .unwrap_or("discovered"),
+                    settings.connect_callback_uri(&route.id)
+                );
+            }
         }
         for resource in &settings.resources {
             println!(

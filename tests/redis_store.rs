@@ -596,6 +596,7 @@ mod scenarios {
             session: digest(90),
             code_verifier: "verifier".into(),
             nonce: "nonce".into(),
+            client_id: None,
             expires_at: t + 600,
         };
         store
@@ -997,6 +998,7 @@ mod redis_only {
                     session: digest(1),
                     code_verifier: "v".into(),
                     nonce: "n".into(),
+                    client_id: None,
                     expires_at: t + 300,
                 },
             )

@@ -11,7 +11,10 @@
 //! `248289761001`, and a `userinfo` member into the rest of the object), and GitHub's
 //! `/user`, `/user/orgs`, `/user/teams`, `/user/emails` (`user_profile`,
 //! `organization_logins`, `team_names`, `primary_verified_email`, `allowed` with the
-//! login, those groups and a `groups` member). When the input is UTF-8 it is also a
+//! login, those groups and a `groups` member). And what an upstream MCP server's
+//! authorization server answers when the gateway connects to it (`upstream::connect`):
+//! protected-resource metadata, authorization server metadata, a registration answer, and
+//! the well-known URLs built from any string. When the input is UTF-8 it is also a
 //! sealed value to open and a plaintext to seal.
 //!
 //! Properties: never panics, and each verdict equals an independent reading of the JSON:
@@ -31,6 +34,11 @@
 //!   is the first primary, verified one, non-empty; a profile has a `u64` id written in
 //!   decimal and a non-empty login; `allowed` admits exactly `octocat`, `acme` or
 //!   `acme/platform` in any ASCII case, never an `org/` or `/team` shape;
+//! - upstream connections: protected-resource metadata is accepted only for its own
+//!   `resource` (canonically), naming an http(s) authorization server first, with scopes
+//!   it lists; server metadata only for its own issuer, with the document's http(s)
+//!   endpoints and S256; a registration only with a non-empty `client_id`; well-known URLs
+//!   are http(s);
 //! - `Sealer::open` opens only `v1:` values; whatever is sealed opens again, in its own
 //!   context only.
 #![no_main]

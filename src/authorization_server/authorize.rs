@@ -19,6 +19,7 @@ use super::error::{ErrorCode, OAuthError};
 use super::http::{html, is_form, read_body, redirect, session_cookie, with_query, Params};
 use super::pages::{self, ConsentView};
 use super::store::{BrowserSession, CodeGrant, Consent, PendingAuthorization, UserIdentity};
+use super::upstream::connect;
 use super::{digest, random_token, Context};
 use crate::auth::audience;
 use crate::auth::principal::now_unix;
@@ -49,7 +50,7 @@ pub(super) fn error_page(status: StatusCode, title: &str, detail: &str) -> Respo
 }
 
 /// The `error=` redirect of RFC 6749 §4.1.2.1, with `iss` (RFC 9207).
-fn error_redirect(
+pub(super) fn error_redirect(
     context: &Context<'_>,
     redirect_uri: &str,
     state: Option<&str>,
@@ -404,7 +405,7 @@ async fn proceed(
     // who it is (any local program can claim its client_id), so it always gets the page.
     let provable = client.secret_sha256.is_some() || pending.redirect_uri.starts_with("https://");
     if client.trusted || (remembered && provable && !force_consent) {
-        return finish(context, request_id, pending, user.clone()).await;
+        return finish(context, request_id, pending, user.clone(), session_id).await;
     }
     let redirect_host = url::Url::parse(&pending.redirect_uri)
         .ok()
@@ -447,8 +448,25 @@ async fn proceed(
     )
 }
 
-/// Issues the code and sends the browser back to the client (RFC 6749 §4.1.2, RFC 9207).
+/// Consent is given: when the resource's route needs a token from its upstream's
+/// authorization server that this user does not hold yet, the browser goes there first
+/// (`upstream::connect`, which issues the code when it comes back); else the code now.
 async fn finish(
+    context: &Context<'_>,
+    request_id: &str,
+    pending: &PendingAuthorization,
+    user: UserIdentity,
+    session_id: &str,
+) -> Response<Body> {
+    match connect::needed(context, pending, &user).await {
+        Ok(Some((key, oauth))) => connect::start(context, key, oauth, request_id, session_id).await,
+        Ok(None) => issue_code(context, request_id, pending, user).await,
+        Err(_) => store_unavailable(),
+    }
+}
+
+/// Issues the code and sends the browser back to the client (RFC 6749 §4.1.2, RFC 9207).
+pub(super) async fn issue_code(
     context: &Context<'_>,
     request_id: &str,
     pending: &PendingAuthorization,
@@ -724,7 +742,7 @@ pub(super) fn login_page(
 
 /// A session's user is still one of ours (a local user removed from the configuration is
 /// logged out), with the claims the configuration has now.
-fn still_valid(context: &Context<'_>, user: &UserIdentity) -> bool {
+pub(super) fn still_valid(context: &Context<'_>, user: &UserIdentity) -> bool {
     match user.provider.as_deref() {
         Some(_) => super::upstream::still_allowed(context.settings, user),
         None => context
@@ -780,7 +798,14 @@ pub async fn consent(context: &Context<'_>, request: Request<Incoming>) -> Respo
             {
                 return store_unavailable();
             }
-            finish(context, &form.request_id, &form.pending, user).await
+            finish(
+                context,
+                &form.request_id,
+                &form.pending,
+                user,
+                &form.session_id,
+            )
+            .await
         }
         _ => {
             let _ = context

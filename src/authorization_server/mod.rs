@@ -100,7 +100,10 @@ pub struct AuthorizationServer {
     cimd: cimd::CimdFetcher,
     /// Discovery documents and keys of upstream identity providers.
     providers: upstream::Providers,
-    /// Users' provider tokens, opened, for routes that forward them.
+    /// Upstream MCP servers' authorization servers, as discovered, and the gateway's
+    /// registrations there.
+    connections: upstream::connect::Connections,
+    /// Users' provider and upstream tokens, opened, for routes that forward them.
     provider_tokens: upstream::tokens::TokenCache,
     /// The configuration in force, for work outside a request to these endpoints (the
     /// pipeline asking for a user's provider token).
@@ -140,9 +143,11 @@ impl AuthorizationServer {
             cimd: cimd::CimdFetcher::new(),
             providers: upstream::Providers::default(),
             provider_tokens: upstream::tokens::new_cache(),
+            connections: upstream::connect::Connections::default(),
             live: ArcSwap::from_pointee(upstream::tokens::Live {
                 settings: settings.clone(),
                 client,
+                connections: Default::default(),
             }),
         }))
     }
@@ -235,6 +240,8 @@ impl AuthorizationServer {
             .strip_prefix(REGISTER_PATH)
             .is_some_and(|rest| rest.starts_with('/'))
             || upstream_login_path(path).is_some()
+            || connect_callback_path(path).is_some()
+            || path == upstream::connect::CLIENT_METADATA_PATH
             || discovery::is_metadata_path(settings, path)
     }
 
@@ -260,10 +267,7 @@ impl AuthorizationServer {
             client_address,
         };
         // Browser clients preflight the endpoints they call with fetch().
-        if method == Method::OPTIONS
-            && !matches!(path.as_str(), LOGIN_PATH | CONSENT_PATH)
-            && upstream_login_path(&path).is_none()
-        {
+        if method == Method::OPTIONS && !is_browser_page(&path) {
             return (http::preflight(), Outcome::builtin("oauth_preflight"));
         }
         if let Some(refused) = context.rate_limited(&path).await {
@@ -286,6 +290,19 @@ impl AuthorizationServer {
             p if p == REGISTER_PATH || p.starts_with("/register/") => {
                 (register::handle(&context, request).await, "oauth_register")
             }
+            upstream::connect::CLIENT_METADATA_PATH => (
+                upstream::connect::client_metadata(config, settings),
+                "oauth_client_metadata",
+            ),
+            p if connect_callback_path(p).is_some() => (
+                upstream::connect::callback(
+                    &context,
+                    connect_callback_path(p).unwrap_or(""),
+                    request,
+                )
+                .await,
+                "oauth_connect_callback",
+            ),
             p => match upstream_login_path(p) {
                 Some(UpstreamLogin::Start(id)) => (
                     upstream::start(&context, id, request).await,
@@ -301,13 +318,26 @@ impl AuthorizationServer {
                 ),
             },
         };
-        let browser_page = matches!(path.as_str(), AUTHORIZE_PATH | LOGIN_PATH | CONSENT_PATH)
-            || upstream_login_path(&path).is_some();
-        if !browser_page {
+        if !is_browser_page(&path) && path != AUTHORIZE_PATH {
             http::allow_cors(&mut response);
         }
         (response, Outcome::builtin(verdict))
     }
+}
+
+/// Pages a browser navigates to (no CORS, no preflight).
+fn is_browser_page(path: &str) -> bool {
+    matches!(path, LOGIN_PATH | CONSENT_PATH)
+        || upstream_login_path(path).is_some()
+        || connect_callback_path(path).is_some()
+}
+
+/// `/connect/<route id>/callback` → the route id.
+fn connect_callback_path(path: &str) -> Option<&str> {
+    let id = path
+        .strip_prefix(upstream::connect::CONNECT_PREFIX)?
+        .strip_suffix("/callback")?;
+    (!id.is_empty() && !id.contains('/')).then_some(id)
 }
 
 /// `/login/<id>` (start) and `/login/<id>/callback`.

@@ -194,6 +194,16 @@ async fn refresh_token(
         refresh_parameters(params, &found.grant)?;
     }
     let user = current_user(context, &found.grant.user)?;
+    // The upstream's authorization server no longer honours this user's connection (or it
+    // was never made): a new access token would only meet 401s. Refused, so that the
+    // client signs in again and the user reconnects on the way.
+    if !found.rotated
+        && super::upstream::connect::lost(context, &found.grant.resource, &user.subject).await?
+    {
+        return Err(OAuthError::invalid_grant(
+            "the connection to the upstream's authorization server is gone: sign in again",
+        ));
+    }
     let successor = context.server.refresh_successor(presented);
     let mut successor_expires = now + context.settings.refresh_token_ttl.as_secs();
     if found.grant.family_expires_at > 0 {

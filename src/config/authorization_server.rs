@@ -127,6 +127,12 @@ impl AuthorizationServerSettings {
         self.endpoint(&format!("/login/{provider_id}/callback"))
     }
 
+    /// Where an upstream MCP server's authorization server sends the browser back after a
+    /// user connected to it for this route (`[routes.upstream_token.oauth]`).
+    pub fn connect_callback_uri(&self, route_id: &str) -> String {
+        self.endpoint(&format!("/connect/{route_id}/callback"))
+    }
+
     pub fn identity_provider(&self, id: &str) -> Option<&IdentityProvider> {
         self.identity_providers.iter().find(|p| p.id == id)
     }

@@ -506,15 +506,31 @@ pub struct RawRoute {
     pub upstream_token: Option<RawUpstreamToken>,
 }
 
-/// `[routes.upstream_token]`: the upstream gets, for each user, the token the built-in
-/// authorization server obtained from their identity provider at login (never the
-/// client's token).
+/// `[routes.upstream_token]`: the upstream gets, for each user, a token obtained for them
+/// (never the client's token): from the identity provider they logged in through
+/// (`provider`), or from the upstream's own authorization server (`[…oauth]`).
 #[derive(Debug, Deserialize)]
 pub struct RawUpstreamToken {
     /// The `id` of an `[[authorization_server.identity_providers]]` entry.
-    pub provider: String,
+    pub provider: Option<String>,
+    /// The gateway as the upstream authorization server's OAuth client.
+    pub oauth: Option<RawUpstreamOAuth>,
     /// Header to carry it; default `authorization` (as `Bearer <token>`).
     pub header: Option<String>,
+}
+
+/// `[routes.upstream_token.oauth]`: every key optional; by default everything is discovered
+/// from the upstream (RFC 9728, RFC 8414) and the gateway identifies itself with its client
+/// metadata document, or registers (RFC 7591).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawUpstreamOAuth {
+    pub authorization_server: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret_env: Option<String>,
+    pub client_secret_file: Option<String>,
+    pub scopes: Vec<String>,
+    pub resource: Option<String>,
 }
 
 /// `[routes.rate_limits]`: token buckets, `"N/second|minute|hour|day"`.

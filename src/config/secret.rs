@@ -14,6 +14,19 @@ pub struct SecretSource {
     pub file: Option<String>,
 }
 
+/// [`resolve`] for a secret that may be left out: `None` when neither is set.
+pub fn resolve_optional(
+    env: Option<&str>,
+    file: Option<&str>,
+    base_dir: &Path,
+    key_path: &str,
+) -> Result<Option<Secret>, String> {
+    if env.is_none() && file.is_none() {
+        return Ok(None);
+    }
+    resolve(env, file, base_dir, key_path).map(Some)
+}
+
 /// Reads a secret from an environment variable or a file (trailing newline trimmed).
 pub fn resolve(
     env: Option<&str>,

@@ -63,15 +63,47 @@ pub struct Route {
     pub user_token: Option<UserTokenForwarding>,
 }
 
-/// Forward, for each user, the token the authorization server obtained from their identity
-/// provider at login (never the client's token).
+/// Forward, for each user, a token obtained for them (never the client's token): the one
+/// their identity provider issued at login, or one the upstream MCP server's own
+/// authorization server issued to the gateway on their behalf.
 #[derive(Debug, Clone)]
 pub struct UserTokenForwarding {
-    /// The identity provider's `id`.
-    pub provider: String,
+    pub source: UserTokenSource,
+    /// Under which name the authorization server keeps these tokens for each user: the
+    /// provider's id, or `route:<route id>` (provider ids cannot contain `:`).
+    pub key: String,
     pub header: HeaderName,
     /// The value is `Bearer <token>` (the `Authorization` header) rather than the bare token.
     pub bearer: bool,
+}
+
+/// Where a route's per-user upstream tokens come from.
+#[derive(Debug, Clone)]
+pub enum UserTokenSource {
+    /// `provider = "<id>"`: the identity provider the user logged in through.
+    Provider(String),
+    /// `[routes.upstream_token.oauth]`: the upstream's own authorization server; the
+    /// gateway is its OAuth client and each user connects once.
+    UpstreamOAuth(Arc<UpstreamOAuth>),
+}
+
+/// How the gateway gets tokens from an upstream MCP server's authorization server.
+#[derive(Debug)]
+pub struct UpstreamOAuth {
+    /// The route's id (its callback is `/connect/<id>/callback`).
+    pub route_id: String,
+    /// The upstream's resource identifier (RFC 8707 `resource`, RFC 9728 `resource`).
+    pub resource: String,
+    /// The authorization server's issuer; `None` = the first one the upstream's
+    /// protected-resource metadata names.
+    pub authorization_server: Option<String>,
+    /// A client registered there beforehand; `None` = the gateway's client metadata
+    /// document when the server accepts it (and the gateway is served over https), else
+    /// dynamic registration.
+    pub client_id: Option<String>,
+    pub client_secret: Option<crate::secret::Secret>,
+    /// Scopes to ask for; empty = what the protected-resource metadata lists.
+    pub scopes: Vec<String>,
 }
 
 /// Who may use a route, beyond holding its scopes. An empty list does not restrict; when

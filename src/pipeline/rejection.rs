@@ -92,16 +92,18 @@ pub enum Rejection {
     /// answer: whose it is cannot be checked, so it is refused for now (never let through).
     #[error("session store unavailable")]
     SessionStoreUnavailable,
-    /// Phase 9: the route forwards the caller's own token at an identity provider, and
+    /// Phase 9: the route forwards a token obtained for the caller (`origin`: an identity
+    /// provider's id, or `route:<id>` for the upstream's own authorization server), and
     /// none is held for them (not a user of the built-in authorization server, never logged
-    /// in through that provider, or it refused a refresh): logging in through it helps.
-    #[error("no {provider} token is held for this user: log in through {provider}")]
+    /// in or connected there, or a refresh was refused): signing in again helps.
+    #[error("{}", missing_user_token(origin))]
     UserTokenMissing {
         challenge: Challenge,
-        provider: String,
+        origin: String,
     },
-    /// Phase 9: the store or the identity provider did not answer for the user's token.
-    #[error("the user's identity provider token cannot be had right now")]
+    /// Phase 9: the store, the identity provider or the upstream's authorization server did
+    /// not answer for the user's token.
+    #[error("the user's upstream token cannot be had right now")]
     UserTokenUnavailable,
     /// Phase 7: refused by a rule; `answer` holds the JSON-RPC error(s) to send.
     #[error("refused by an MCP rule")]
@@ -178,7 +180,7 @@ impl Rejection {
             )))),
             Rejection::UserTokenMissing { challenge, .. } => Some(challenge.header(Some((
                 BearerError::InvalidToken,
-                "this route needs a login through its identity provider",
+                "this route needs a token obtained at sign-in: sign in again",
             )))),
             Rejection::VerifierUnavailable(..)
             | Rejection::UserTokenUnavailable
@@ -334,5 +336,13 @@ impl Rejection {
             headers.insert(header::ALLOW, allow.clone());
         }
         response
+    }
+}
+
+/// What a caller without the route's per-user upstream token is told to do.
+fn missing_user_token(origin: &str) -> String {
+    match origin.strip_prefix("route:") {
+        Some(_) => "this user has not connected to the upstream's authorization server (or the connection ended): sign in again".to_string(),
+        None => format!("no {origin} token is held for this user: log in through {origin}"),
     }
 }

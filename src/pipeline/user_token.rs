@@ -1,13 +1,14 @@
-//! Phase 9 for routes with `[routes.upstream_token]`: the header carrying the caller's own
-//! token at their identity provider (never the client's token, which is always stripped).
-//! Only users of the built-in authorization server have one; anyone else is refused.
+//! Phase 9 for routes with `[routes.upstream_token]`: the header carrying a token obtained
+//! for the caller — at their identity provider, or from the upstream's own authorization
+//! server — never the client's token, which is always stripped. Only users of the built-in
+//! authorization server have one; anyone else is refused.
 
 use http::{HeaderName, HeaderValue};
 
 use super::rejection::Rejection;
 use crate::auth::user_tokens::UserTokens;
 use crate::auth::{Principal, Verifiers};
-use crate::model::route::Route;
+use crate::model::route::{Route, UserTokenSource};
 
 /// The header to add upstream, or why the request cannot go on.
 pub async fn header(
@@ -21,26 +22,29 @@ pub async fn header(
     };
     let missing = || Rejection::UserTokenMissing {
         challenge: route.challenge.clone(),
-        provider: forwarding.provider.clone(),
+        origin: forwarding.key.clone(),
     };
     let (Some(principal), Some(tokens)) = (principal, tokens) else {
         return Err(missing());
     };
-    // Only the authorization server's users, and only those who logged in through this
-    // provider (their subject is `<provider>:<id>`): anyone else naming the same subject
-    // is someone else.
-    let through_provider = principal
-        .subject
-        .strip_prefix(forwarding.provider.as_str())
-        .is_some_and(|rest| rest.starts_with(':'));
-    if !verifiers.is_local(principal) || !through_provider {
+    // Only the authorization server's users hold such tokens. A provider's token, only for
+    // those who logged in through that provider (their subject is `<provider>:<id>`):
+    // anyone else naming the same subject is someone else.
+    let entitled = match &forwarding.source {
+        UserTokenSource::Provider(provider) => principal
+            .subject
+            .strip_prefix(provider.as_str())
+            .is_some_and(|rest| rest.starts_with(':')),
+        UserTokenSource::UpstreamOAuth(_) => true,
+    };
+    if !verifiers.is_local(principal) || !entitled {
         return Err(missing());
     }
     let token = tokens
-        .token(&principal.subject, &forwarding.provider)
+        .token(&principal.subject, &forwarding.key)
         .await
         .map_err(|error| {
-            tracing::warn!(route = %route.id, %error, "a user's provider token is unavailable");
+            tracing::warn!(route = %route.id, %error, "a user's upstream token is unavailable");
             Rejection::UserTokenUnavailable
         })?
         .ok_or_else(missing)?;

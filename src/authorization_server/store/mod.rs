@@ -179,6 +179,10 @@ pub struct LoginState {
     pub code_verifier: String,
     /// OIDC `nonce`, echoed in the ID token.
     pub nonce: String,
+    /// The client id the gateway used (connections to an upstream's authorization server,
+    /// where it may have been registered on the fly); `None` = the configured one.
+    #[serde(default)]
+    pub client_id: Option<String>,
     pub expires_at: u64,
 }
 
@@ -191,12 +195,16 @@ impl std::fmt::Debug for LoginState {
     }
 }
 
-/// A user's tokens at an identity provider, sealed (`sealing`): forwarded upstream on their
-/// behalf by routes with `upstream_token`.
+/// A user's tokens at an identity provider or an upstream's authorization server, sealed
+/// (`sealing`): forwarded upstream on their behalf by routes with `upstream_token`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProviderToken {
     pub access: String,
     pub refresh: Option<String>,
+    /// The client id they were issued to, when not the configured one (a refresh must
+    /// name it).
+    #[serde(default)]
+    pub client_id: Option<String>,
     /// When the access token expires (`None`: the provider did not say).
     pub expires_at: Option<u64>,
     /// The record is deleted after this.

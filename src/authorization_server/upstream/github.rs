@@ -4,7 +4,10 @@
 
 use serde_json::Value;
 
-use super::{get_json, token_request, ClientAuth, LoginError, ProviderIdentity, ProviderTokens};
+use super::{
+    get_json, token_request, ClientAuth, ClientCredentials, LoginError, ProviderIdentity,
+    ProviderTokens,
+};
 use crate::authorization_server::store::LoginState;
 use crate::config::identity_providers::IdentityProvider;
 use crate::outbound::HttpClient;
@@ -32,7 +35,7 @@ pub(super) async fn identify(
     let answer = token_request(
         client,
         &format!("{web_url}/login/oauth/access_token"),
-        provider,
+        ClientCredentials::of(provider),
         ClientAuth::Post,
         &[
             ("grant_type", "authorization_code"),

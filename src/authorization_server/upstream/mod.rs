@@ -14,6 +14,7 @@
 //! subject `<provider id>:<the provider's stable id>`, so rules and identity headers work
 //! unchanged.
 
+pub(super) mod connect;
 mod github;
 mod oidc;
 pub(super) mod tokens;
@@ -185,6 +186,7 @@ pub async fn start(
         session: digest(&form.session_id),
         code_verifier: code_verifier.clone(),
         nonce: random_token(),
+        client_id: None,
         expires_at: now_unix() + authorize::PENDING_TTL,
     };
     let challenge = URL_SAFE_NO_PAD.encode(crate::auth::api_key::sha256(code_verifier.as_bytes()));
@@ -235,32 +237,9 @@ pub async fn callback(
     let Some(provider) = context.settings.identity_provider(provider_id) else {
         return unknown_provider();
     };
-    if request.method() != Method::GET {
-        return error_page(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "Invalid request",
-            "The provider's answer comes as a GET.",
-        );
-    }
-    let params = Params::parse(request.uri().query().unwrap_or("").as_bytes());
-    let expired = || {
-        error_page(
-            StatusCode::BAD_REQUEST,
-            "Sign-in expired",
-            "This sign-in is no longer valid. Start again from your application.",
-        )
-    };
-    let Some(state) = params.get("state") else {
-        return expired();
-    };
-    let login = match context
-        .store()
-        .take_login_state(digest(state), now_unix())
-        .await
-    {
-        Ok(Some(login)) if login.provider == provider.id => login,
-        Ok(_) => return expired(),
-        Err(_) => return store_unavailable(),
+    let (login, params) = match take_callback_state(context, &request, &provider.id).await {
+        Ok(taken) => taken,
+        Err(page) => return page,
     };
     // Login CSRF: the answer must come back to the browser that asked, or an attacker could
     // sign a victim into the attacker's account.
@@ -310,6 +289,7 @@ pub async fn callback(
             &subject,
             &provider.id,
             &identity.tokens,
+            None,
         )
         .await
         {
@@ -333,16 +313,54 @@ pub async fn callback(
     };
     let pending = match context.store().pending(digest(&login.request_id)).await {
         Ok(Some(pending)) => pending,
-        Ok(None) => return expired(),
+        Ok(None) => return sign_in_expired(),
         Err(_) => return store_unavailable(),
     };
     let client = match clients::resolve(context, &pending.client_id).await {
         Ok(client) => client,
         Err(ResolveError::Unavailable(_)) => return store_unavailable(),
-        Err(_) => return expired(),
+        Err(_) => return sign_in_expired(),
     };
     tracing::info!(subject = %user.subject, provider = %provider.id, "login through identity provider");
     authorize::signed_in(context, &client, &login.request_id, &pending, user).await
+}
+
+/// The first steps of every callback from an upstream server (an identity provider, an
+/// upstream MCP server's authorization server): a GET whose `state` names a pending login
+/// of this `key`, taken once. Anything else is a page to show.
+pub(super) async fn take_callback_state(
+    context: &Context<'_>,
+    request: &Request<Incoming>,
+    key: &str,
+) -> Result<(LoginState, Params), Response<Body>> {
+    if request.method() != Method::GET {
+        return Err(error_page(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Invalid request",
+            "The answer comes as a GET.",
+        ));
+    }
+    let params = Params::parse(request.uri().query().unwrap_or("").as_bytes());
+    let Some(state) = params.get("state") else {
+        return Err(sign_in_expired());
+    };
+    match context
+        .store()
+        .take_login_state(digest(state), now_unix())
+        .await
+    {
+        Ok(Some(login)) if login.provider == key => Ok((login, params)),
+        Ok(_) => Err(sign_in_expired()),
+        Err(_) => Err(store_unavailable()),
+    }
+}
+
+pub(super) fn sign_in_expired() -> Response<Body> {
+    error_page(
+        StatusCode::BAD_REQUEST,
+        "Sign-in expired",
+        "This sign-in is no longer valid. Start again from your application.",
+    )
 }
 
 /// Exchanges the code and learns who logged in; the allowlist decides whether they may.
@@ -471,15 +489,31 @@ pub(super) enum ClientAuth {
     Post,
 }
 
+/// Who the gateway is at a token endpoint.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ClientCredentials<'a> {
+    pub id: &'a str,
+    pub secret: Option<&'a str>,
+}
+
+impl<'a> ClientCredentials<'a> {
+    pub fn of(provider: &'a IdentityProvider) -> Self {
+        ClientCredentials {
+            id: &provider.client_id,
+            secret: provider.client_secret.as_ref().map(|s| s.expose()),
+        }
+    }
+}
+
 /// POSTs a token request and returns the JSON answer (an OAuth error → `BadAnswer`).
 pub(super) async fn token_request(
     client: &HttpClient,
     endpoint: &str,
-    provider: &IdentityProvider,
+    credentials: ClientCredentials<'_>,
     auth: ClientAuth,
     form: &[(&str, &str)],
 ) -> Result<serde_json::Map<String, Value>, LoginError> {
-    let secret = provider.client_secret.as_ref().map(|s| s.expose());
+    let (client_id, secret) = (credentials.id, credentials.secret);
     // Built in one expression: the serializer is not `Send` and must not live across an await.
     let body = {
         let mut body = form_urlencoded::Serializer::new(String::new());
@@ -488,11 +522,11 @@ pub(super) async fn token_request(
         }
         match (auth, secret) {
             (ClientAuth::Post, Some(secret)) => {
-                body.append_pair("client_id", &provider.client_id);
+                body.append_pair("client_id", client_id);
                 body.append_pair("client_secret", secret);
             }
             (_, None) => {
-                body.append_pair("client_id", &provider.client_id);
+                body.append_pair("client_id", client_id);
             }
             (ClientAuth::Basic, Some(_)) => {}
         }
@@ -503,7 +537,7 @@ pub(super) async fn token_request(
         .header(header::ACCEPT, "application/json");
     if let (ClientAuth::Basic, Some(secret)) = (auth, secret) {
         let encode = |v: &str| form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
-        let credentials = format!("{}:{}", encode(&provider.client_id), encode(secret));
+        let credentials = format!("{}:{}", encode(client_id), encode(secret));
         request = request.header(
             header::AUTHORIZATION,
             format!("Basic {}", STANDARD.encode(credentials)),
@@ -610,6 +644,7 @@ mod fuzzing {
             }
         }
         check_github(answer);
+        super::connect::check_answer(answer);
     }
 
     /// A non-empty string member.
@@ -984,6 +1019,7 @@ mod tests {
             session: [0; 32],
             code_verifier: "verifier-secret".into(),
             nonce: "nonce-secret".into(),
+            client_id: None,
             expires_at: 1,
         };
         let shown = format!("{tokens:?} {login:?}");
@@ -1009,6 +1045,9 @@ mod tests {
                 "token_endpoint_auth_methods_supported", "sub", "aud", "azp", "nonce", "email",
                 "email_verified", "preferred_username", "name", "groups", "roles", "userinfo",
                 "id", "login", "slug", "organization", "primary", "verified",
+                "resource", "authorization_servers", "scopes_supported",
+                "registration_endpoint", "code_challenge_methods_supported",
+                "client_id_metadata_document_supported", "client_id",
             ])
             .prop_map(str::to_string),
             1 => "[a-z_]{0,12}",
@@ -1021,7 +1060,8 @@ mod tests {
                 "client_secret_post", "true", "a@example.com", "a@EXAMPLE.COM",
                 "a@evil-example.com", "a@example.com.evil", "a@b@example.com", "mcp",
                 "octocat", "OctoCat", "acme", "ACME", "acme/", "/platform", "acme/platform",
-                "platform",
+                "platform", "S256", "https://mcp.example/mcp", "https://MCP.example/mcp/",
+                "https://auth.example", "https://auth.example/token", "read write",
             ])
             .prop_map(str::to_string),
             1 => ".{0,16}",

@@ -8,7 +8,10 @@ use http::{header, Request, Uri};
 use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 
-use super::{get_json, token_request, ClientAuth, LoginError, ProviderIdentity, ProviderTokens};
+use super::{
+    get_json, token_request, ClientAuth, ClientCredentials, LoginError, ProviderIdentity,
+    ProviderTokens,
+};
 use crate::auth::claims::ClaimMapping;
 use crate::auth::jwks::{KeySource, RemoteJwks};
 use crate::auth::jwt::Issuer;
@@ -216,7 +219,7 @@ pub(super) async fn identify(
     let answer = token_request(
         client,
         &discovered.token_endpoint,
-        provider,
+        ClientCredentials::of(provider),
         discovered.client_auth,
         &[
             ("grant_type", "authorization_code"),

@@ -1,13 +1,15 @@
-//! Users' tokens at their identity providers, for routes that forward them upstream
-//! (`[routes.upstream_token]`): kept at login only when a route needs them, sealed at rest
-//! (`sealing`, the key from the configuration), handed to the pipeline through
-//! [`UserTokens`], and refreshed at the provider when they expire — once for all the
-//! requests that need it at that moment.
+//! Users' tokens at their identity providers or at upstreams' authorization servers, for
+//! routes that forward them upstream (`[routes.upstream_token]`): kept only when a route
+//! needs them, sealed at rest (`sealing`, the key from the configuration), handed to the
+//! pipeline through [`UserTokens`], and refreshed where they came from when they expire —
+//! once for all the requests that need it at that moment. Each is kept under its source's
+//! key: the provider's id, or `route:<route id>`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{token_request, ClientAuth, LoginError, ProviderTokens, Providers};
+use super::{token_request, ClientAuth, ClientCredentials, LoginError, ProviderTokens, Providers};
 use crate::auth::principal::now_unix;
 use crate::auth::user_tokens::{UserTokenFuture, UserTokenUnavailable, UserTokens};
 use crate::authorization_server::sealing::Sealer;
@@ -16,6 +18,7 @@ use crate::authorization_server::AuthorizationServer;
 use crate::config::authorization_server::AuthorizationServerSettings;
 use crate::config::identity_providers::{IdentityProvider, ProviderKind};
 use crate::config::Config;
+use crate::model::route::{UpstreamOAuth, UserTokenSource};
 use crate::outbound::HttpClient;
 
 /// A token is refreshed this long before it expires (a request must not carry a token
@@ -50,24 +53,24 @@ fn sealer(settings: &AuthorizationServerSettings) -> Option<Sealer> {
 
 /// Whether any route forwards this provider's tokens (otherwise they are not kept at all).
 pub(super) fn wanted(config: &Config, provider: &str) -> bool {
-    config.routes.iter().any(|route| {
-        route
-            .user_token
-            .as_ref()
-            .is_some_and(|t| t.provider == provider)
-    })
+    config
+        .routes
+        .iter()
+        .any(|route| route.user_token.as_ref().is_some_and(|t| t.key == provider))
 }
 
-/// Seals and stores what the provider issued at login.
+/// Seals and stores what a provider or an upstream's authorization server issued
+/// (`client_id`: the client they were issued to, when not the configured one).
 pub(super) async fn keep(
     store: &dyn Store,
     settings: &AuthorizationServerSettings,
     subject: &str,
     provider: &str,
     tokens: &ProviderTokens,
+    client_id: Option<String>,
 ) -> Result<(), String> {
     let sealer = sealer(settings).ok_or("no token_encryption_key")?;
-    let record = seal(&sealer, settings, subject, provider, tokens)?;
+    let record = seal(&sealer, settings, subject, provider, tokens, client_id)?;
     store
         .put_provider_token(subject, provider, record)
         .await
@@ -80,6 +83,7 @@ fn seal(
     subject: &str,
     provider: &str,
     tokens: &ProviderTokens,
+    client_id: Option<String>,
 ) -> Result<ProviderToken, String> {
     let now = now_unix();
     let access = sealer
@@ -99,6 +103,7 @@ fn seal(
     Ok(ProviderToken {
         access,
         refresh,
+        client_id,
         expires_at: tokens.expires_in.map(|secs| now + secs),
         // As long as a login through it can last (its refresh family's horizon).
         keep_until: now + 3 * settings.refresh_token_ttl.as_secs(),
@@ -139,9 +144,14 @@ impl AuthorizationServer {
     ) -> Result<Option<(String, Option<u64>)>, UserTokenUnavailable> {
         let live = self.live.load_full();
         let settings = &live.settings;
-        let (Some(provider), Some(sealer)) =
-            (settings.identity_provider(provider_id), sealer(settings))
-        else {
+        let source = match settings.identity_provider(provider_id) {
+            Some(provider) => Source::Provider(provider),
+            None => match live.connections.get(provider_id) {
+                Some(oauth) => Source::Upstream(oauth),
+                None => return Ok(None),
+            },
+        };
+        let Some(sealer) = sealer(settings) else {
             return Ok(None);
         };
         let unavailable = |e: String| UserTokenUnavailable(e);
@@ -170,19 +180,48 @@ impl AuthorizationServer {
         else {
             return Ok(None);
         };
-        let tokens = match refresh_at(&self.providers, &live.client, provider, &refresh).await {
+        let refreshed = match source {
+            Source::Provider(provider) => {
+                refresh_at(&self.providers, &live.client, provider, &refresh).await
+            }
+            Source::Upstream(oauth) => {
+                super::connect::refresh(
+                    &self.connections,
+                    &live.client,
+                    oauth,
+                    record.client_id.as_deref(),
+                    &refresh,
+                )
+                .await
+            }
+        };
+        let tokens = match refreshed {
             Ok(mut tokens) => {
-                // Providers that do not rotate refresh tokens send none back.
+                // Servers that do not rotate refresh tokens send none back.
                 tokens.refresh_token.get_or_insert(refresh);
                 tokens
             }
             Err(LoginError::Unreachable(e)) => return Err(unavailable(e)),
             Err(error) => {
-                tracing::info!(provider = provider_id, %error, "the provider refused to refresh a user's token");
+                tracing::info!(source = provider_id, %error, "a user's upstream token could not be refreshed; it is forgotten");
+                // Forgotten, so that a refresh at the gateway is refused too and the user
+                // signs in (and connects) again instead of meeting 401s.
+                self.store
+                    .put_provider_token(subject, provider_id, tombstone())
+                    .await
+                    .map_err(|e| unavailable(e.to_string()))?;
                 return Ok(None);
             }
         };
-        let record = seal(&sealer, settings, subject, provider_id, &tokens).map_err(unavailable)?;
+        let record = seal(
+            &sealer,
+            settings,
+            subject,
+            provider_id,
+            &tokens,
+            record.client_id,
+        )
+        .map_err(unavailable)?;
         let expires_at = record.expires_at;
         self.store
             .put_provider_token(subject, provider_id, record)
@@ -190,6 +229,24 @@ impl AuthorizationServer {
             .map_err(|e| unavailable(e.to_string()))?;
         Ok(Some((tokens.access_token, expires_at)))
     }
+}
+
+/// A record that is already past keeping: stores drop it (Redis expires it at once, SQLite
+/// never returns it and purges it later).
+fn tombstone() -> ProviderToken {
+    ProviderToken {
+        access: String::new(),
+        refresh: None,
+        client_id: None,
+        expires_at: Some(0),
+        keep_until: 1,
+    }
+}
+
+/// Where a kept token came from, and so where it is refreshed.
+enum Source<'a> {
+    Provider(&'a IdentityProvider),
+    Upstream(&'a UpstreamOAuth),
 }
 
 /// A refresh-token grant at the provider's token endpoint.
@@ -212,7 +269,7 @@ async fn refresh_at(
     let answer = token_request(
         client,
         &endpoint,
-        provider,
+        ClientCredentials::of(provider),
         auth,
         &[
             ("grant_type", "refresh_token"),
@@ -227,13 +284,29 @@ async fn refresh_at(
 pub(in crate::authorization_server) struct Live {
     pub settings: AuthorizationServerSettings,
     pub client: HttpClient,
+    /// Routes connecting to their upstream's authorization server, by token key.
+    pub connections: HashMap<String, Arc<UpstreamOAuth>>,
 }
 
 impl Live {
     pub fn of(config: &Config) -> Option<Arc<Live>> {
+        let connections = config
+            .routes
+            .iter()
+            .filter_map(|route| {
+                let forwarding = route.user_token.as_ref()?;
+                match &forwarding.source {
+                    UserTokenSource::UpstreamOAuth(oauth) => {
+                        Some((forwarding.key.clone(), oauth.clone()))
+                    }
+                    UserTokenSource::Provider(_) => None,
+                }
+            })
+            .collect();
         Some(Arc::new(Live {
             settings: config.authorization_server.clone()?,
             client: config.client.clone(),
+            connections,
         }))
     }
 }

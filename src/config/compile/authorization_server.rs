@@ -18,7 +18,7 @@ use crate::config::authorization_server::{
 };
 use crate::config::raw::{RawAuthorizationServer, RawClaims, RawConfig};
 use crate::config::settings::ServerSettings;
-use crate::model::route::RouteTable;
+use crate::model::route::{RouteTable, UserTokenSource};
 
 /// Grants a client may be configured with.
 const GRANT_TYPES: [&str; 3] = ["authorization_code", "refresh_token", "client_credentials"];
@@ -370,19 +370,20 @@ fn check_user_tokens(
             continue;
         };
         let path = format!("routes (id {:?}).upstream_token", route.id);
-        if !providers.iter().any(|p| p.id == forwarding.provider) {
-            c.push(
-                format!("{path}.provider"),
-                format!(
-                    "{:?} is not an [[authorization_server.identity_providers]] id",
-                    forwarding.provider
-                ),
-            );
+        if let UserTokenSource::Provider(provider) = &forwarding.source {
+            if !providers.iter().any(|p| &p.id == provider) {
+                c.push(
+                    format!("{path}.provider"),
+                    format!(
+                        "{provider:?} is not an [[authorization_server.identity_providers]] id"
+                    ),
+                );
+            }
         }
         if !have_key {
             c.push(
                 path.clone(),
-                "needs authorization_server.token_encryption_key_env (or _file): the providers' tokens are kept sealed with it (32 random bytes, e.g. `openssl rand -base64 32`)",
+                "needs authorization_server.token_encryption_key_env (or _file): users' upstream tokens are kept sealed with it (32 random bytes, e.g. `openssl rand -base64 32`)",
             );
         }
         if !route
@@ -393,7 +394,7 @@ fn check_user_tokens(
         {
             c.push(
                 path,
-                "the route does not accept the authorization server's tokens: only its users have provider tokens (add \"authorization_server\" to verifiers)",
+                "the route does not accept the authorization server's tokens: only its users have upstream tokens (add \"authorization_server\" to verifiers)",
             );
         }
     }

@@ -60,19 +60,17 @@ fn compile_provider(
             "is empty: the client id of the OAuth app registered at the provider",
         );
     }
-    let client_secret = if raw.client_secret_env.is_none() && raw.client_secret_file.is_none() {
-        None
-    } else {
-        c.ok(
+    let client_secret = c
+        .ok(
             &key("client_secret"),
-            secret::resolve(
+            secret::resolve_optional(
                 raw.client_secret_env.as_deref(),
                 raw.client_secret_file.as_deref(),
                 base_dir,
                 "client_secret_env / client_secret_file",
             ),
         )
-    };
+        .flatten();
     let lower = |list: &[String]| -> Vec<String> {
         list.iter().map(|v| v.trim().to_ascii_lowercase()).collect()
     };

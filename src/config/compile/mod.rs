@@ -9,6 +9,7 @@ mod mcp;
 mod redis;
 mod routes;
 mod server;
+mod user_tokens;
 mod verifiers;
 
 use std::collections::{HashMap, HashSet};
@@ -221,7 +222,7 @@ pub(super) fn compile(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigE
         for route in routes.iter().filter(|r| r.user_token.is_some()) {
             c.push(
                 format!("routes (id {:?}).upstream_token", route.id),
-                "needs [authorization_server] with the identity provider: users' provider tokens are obtained when they log in there",
+                "needs [authorization_server]: users' upstream tokens are obtained when they sign in there (through the identity provider, or by connecting to the upstream's authorization server)",
             );
         }
     }

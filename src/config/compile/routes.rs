@@ -21,7 +21,7 @@ use crate::config::settings::{PublicUrl, ServerSettings};
 use crate::metadata::{Challenge, ProtectedResourceMetadata, METADATA_PREFIX};
 use crate::model::allowlist::{canonical_origin, host_name, HostAllowlist, OriginAllowlist};
 use crate::model::path::check_path;
-use crate::model::route::{AccessRules, Route, RouteTable, Upstream, UserTokenForwarding};
+use crate::model::route::{AccessRules, Route, RouteTable, Upstream};
 
 #[allow(clippy::too_many_arguments)]
 pub(super) fn compile_routes(
@@ -342,6 +342,17 @@ pub(super) fn compile_route(
         .iter()
         .map(|(name, _)| name.clone())
         .collect();
+    let user_token = raw.upstream_token.as_ref().and_then(|t| {
+        super::user_tokens::compile_user_token(
+            t,
+            &raw.id,
+            upstream.as_ref()?,
+            &upstream_headers_names,
+            &format!("{path}.upstream_token"),
+            base_dir,
+            c,
+        )
+    });
     Some(Route {
         id: raw.id.clone(),
         host,
@@ -370,14 +381,7 @@ pub(super) fn compile_route(
             .mcp
             .as_ref()
             .map(|mcp| Arc::new(super::mcp::compile_mcp(mcp, &format!("{path}.mcp"), c))),
-        user_token: raw.upstream_token.as_ref().and_then(|t| {
-            user_token(
-                t,
-                &upstream_headers_names,
-                &format!("{path}.upstream_token"),
-                c,
-            )
-        }),
+        user_token,
         limits: raw.rate_limits.as_ref().map(|limits| {
             super::mcp::compile_limits(limits, raw.mcp.is_some(), &format!("{path}.rate_limits"), c)
         }),
@@ -502,42 +506,4 @@ fn allow_header(methods: &[Method]) -> HeaderValue {
         names.push("OPTIONS");
     }
     HeaderValue::from_str(&names.join(", ")).unwrap_or(HeaderValue::from_static("OPTIONS"))
-}
-
-/// `[routes.upstream_token]`; whether the provider exists and keeps tokens is checked with
-/// the authorization server (`compile::authorization_server`).
-fn user_token(
-    raw: &crate::config::raw::RawUpstreamToken,
-    upstream_headers: &[HeaderName],
-    path: &str,
-    c: &mut Collector,
-) -> Option<UserTokenForwarding> {
-    let header = match &raw.header {
-        None => http::header::AUTHORIZATION,
-        Some(name) => c.ok(
-            &format!("{path}.header"),
-            HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| format!("{name:?} is not a valid header name"))
-                .and_then(|h| {
-                    if super::server::is_reserved_header(&h) {
-                        Err(format!("{name:?} cannot carry a token"))
-                    } else {
-                        Ok(h)
-                    }
-                }),
-        )?,
-    };
-    if upstream_headers.contains(&header) {
-        c.push(
-            format!("{path}.header"),
-            format!(
-                "{header} is also one of upstream_headers: the route can send only one of them"
-            ),
-        );
-    }
-    Some(UserTokenForwarding {
-        provider: raw.provider.clone(),
-        bearer: header == http::header::AUTHORIZATION,
-        header,
-    })
 }

@@ -1,0 +1,204 @@
+//! `[routes.upstream_token]`: which per-user token a route forwards, and in which header.
+//! Whether the provider exists, a sealing key is set and the route accepts the
+//! authorization server's tokens is checked with the authorization server
+//! (`compile::authorization_server`).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use http::HeaderName;
+
+use super::server::is_reserved_header;
+use super::Collector;
+use crate::auth::audience;
+use crate::config::raw::{RawUpstreamOAuth, RawUpstreamToken};
+use crate::config::secret;
+use crate::model::route::{Upstream, UpstreamOAuth, UserTokenForwarding, UserTokenSource};
+
+pub(super) fn compile_user_token(
+    raw: &RawUpstreamToken,
+    route_id: &str,
+    upstream: &Upstream,
+    upstream_headers: &[HeaderName],
+    path: &str,
+    base_dir: &Path,
+    c: &mut Collector,
+) -> Option<UserTokenForwarding> {
+    let header = match &raw.header {
+        None => http::header::AUTHORIZATION,
+        Some(name) => c.ok(
+            &format!("{path}.header"),
+            HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("{name:?} is not a valid header name"))
+                .and_then(|h| {
+                    if is_reserved_header(&h) {
+                        Err(format!("{name:?} cannot carry a token"))
+                    } else {
+                        Ok(h)
+                    }
+                }),
+        )?,
+    };
+    if upstream_headers.contains(&header) {
+        c.push(
+            format!("{path}.header"),
+            format!(
+                "{header} is also one of upstream_headers: the route can send only one of them"
+            ),
+        );
+    }
+    let (source, key) = match (&raw.provider, &raw.oauth) {
+        (Some(provider), None) => (
+            UserTokenSource::Provider(provider.clone()),
+            provider.clone(),
+        ),
+        (None, Some(oauth)) => {
+            let oauth = upstream_oauth(
+                oauth,
+                route_id,
+                upstream,
+                &format!("{path}.oauth"),
+                base_dir,
+                c,
+            )?;
+            (
+                UserTokenSource::UpstreamOAuth(Arc::new(oauth)),
+                format!("route:{route_id}"),
+            )
+        }
+        (Some(_), Some(_)) => {
+            c.push(
+                path,
+                "has both provider and [oauth]: choose where the users' tokens come from (the identity provider they log in with, or the upstream's own authorization server)",
+            );
+            return None;
+        }
+        (None, None) => {
+            c.push(
+                path,
+                "needs provider = \"<identity provider id>\" or an [oauth] table (tokens from the upstream's own authorization server)",
+            );
+            return None;
+        }
+    };
+    Some(UserTokenForwarding {
+        source,
+        key,
+        bearer: header == http::header::AUTHORIZATION,
+        header,
+    })
+}
+
+/// Route ids appear in the callback path `/connect/<id>/callback`: URL-safe characters only.
+fn url_safe_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && id != "."
+        && id != ".."
+}
+
+fn upstream_oauth(
+    raw: &RawUpstreamOAuth,
+    route_id: &str,
+    upstream: &Upstream,
+    path: &str,
+    base_dir: &Path,
+    c: &mut Collector,
+) -> Option<UpstreamOAuth> {
+    if !url_safe_id(route_id) {
+        c.push(
+            path,
+            format!("the route id {route_id:?} is part of the callback URL /connect/<id>/callback: use letters, digits, '-', '_' or '.' (at most 64)"),
+        );
+    }
+    let resource = match &raw.resource {
+        Some(resource) => c.ok(&format!("{path}.resource"), http_url(resource))?,
+        None => format!(
+            "{}://{}{}",
+            upstream.scheme, upstream.authority, upstream.base_path
+        ),
+    };
+    let authorization_server = match &raw.authorization_server {
+        Some(issuer) => Some(c.ok(&format!("{path}.authorization_server"), http_url(issuer))?),
+        None => None,
+    };
+    let client_id = raw.client_id.clone().filter(|id| !id.is_empty());
+    let client_secret = c
+        .ok(
+            &format!("{path}.client_secret"),
+            secret::resolve_optional(
+                raw.client_secret_env.as_deref(),
+                raw.client_secret_file.as_deref(),
+                base_dir,
+                "client_secret_env / client_secret_file",
+            ),
+        )
+        .flatten();
+    let secret_configured = raw.client_secret_env.is_some() || raw.client_secret_file.is_some();
+    if secret_configured && client_id.is_none() {
+        c.push(
+            format!("{path}.client_secret_env"),
+            "a client secret needs the client_id it belongs to (client_id = \"…\")",
+        );
+    }
+    for scope in &raw.scopes {
+        if scope.is_empty() || scope.contains(' ') {
+            c.push(
+                format!("{path}.scopes"),
+                format!("{scope:?} is not a scope (no spaces, not empty)"),
+            );
+        }
+    }
+    Some(UpstreamOAuth {
+        route_id: route_id.to_string(),
+        resource: audience::canonical(&resource),
+        authorization_server,
+        client_id,
+        client_secret,
+        scopes: raw.scopes.clone(),
+    })
+}
+
+/// An absolute http(s) URL without fragment, userinfo or query.
+fn http_url(text: &str) -> Result<String, String> {
+    let url = url::Url::parse(text).map_err(|e| format!("{text:?} is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "https" | "http") {
+        return Err(format!("{text:?} must be an https URL"));
+    }
+    if url.fragment().is_some() || url.query().is_some() || !url.username().is_empty() {
+        return Err(format!(
+            "{text:?} must have no query, fragment or user name"
+        ));
+    }
+    Ok(text.trim_end_matches('/').to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_ids_in_callback_paths_are_url_safe() {
+        assert!(url_safe_id("linear"));
+        assert!(url_safe_id("mcp.v2_a-b"));
+        for id in ["", ".", "..", "a/b", "a b", "a%2f", "é", &"x".repeat(65)] {
+            assert!(!url_safe_id(id), "{id:?}");
+        }
+    }
+
+    #[test]
+    fn urls_are_absolute_http_without_query_or_fragment() {
+        assert_eq!(
+            http_url("https://auth.example/").as_deref(),
+            Ok("https://auth.example")
+        );
+        assert!(http_url("https://auth.example/t?x=1").is_err());
+        assert!(http_url("https://auth.example/#f").is_err());
+        assert!(http_url("https://u@auth.example/").is_err());
+        assert!(http_url("ftp://auth.example/").is_err());
+        assert!(http_url("/relative").is_err());
+    }
+}

@@ -1,0 +1,1205 @@
+//! Per-user tokens from an upstream MCP server's own authorization server
+//! (`[routes.upstream_token.oauth]`), end to end over real sockets.
+//!
+//! Two setups:
+//! - **Gateway in front of a gateway.** The upstream MCP server is another gateway (the real
+//!   binary, its own process) with its own built-in authorization server and local users,
+//!   in front of a recording upstream. The gateway under test (in process) discovers that
+//!   server from the upstream (RFC 9728, RFC 8414), registers itself there (RFC 7591; it is
+//!   served over plain http, so no client metadata document) or uses a client registered
+//!   beforehand, and each user connects once while signing in.
+//! - **A stand-in authorization server** on loopback, for what needs control over the
+//!   upstream's answers: short-lived tokens refreshed on every request, a refused refresh,
+//!   a wrong `iss`. It is honest: it checks the client id and secret, PKCE, the redirect
+//!   URI, `resource` and single-use codes.
+//!
+//! The test plays the browsers (one per server: both gateways name their cookie the same)
+//! and the MCP client.
+
+mod common;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+use common::http::{get, post_json, Answer};
+use common::oauth::{self, form, hidden, pkce, post_form, query, Browser, PASSWORD};
+use common::{free_port, TestGateway, Upstream};
+use mcp_auth_gateway::authorization_server::cli::hash_password;
+use mcp_auth_gateway::config;
+
+const BIN: &str = env!("CARGO_BIN_EXE_mcp-auth-gateway");
+
+/// One built-in authorization server per process (its keys are published process-wide):
+/// the tests of this file run their gateways one at a time.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The MCP client's redirect URI (never called: the test reads the `Location`).
+const REDIRECT: &str = "http://127.0.0.1:9/callback";
+/// The stand-in's client registered for the gateway, and its secret.
+const STAND_IN_CLIENT: &str = "gw-client";
+const STAND_IN_SECRET: &str = "stand-in-secret-9f2c-never-shown";
+
+fn password_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| hash_password(PASSWORD).expect("hash"))
+}
+
+/// `[[authorization_server.users]]` entries with the test password.
+fn users(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|name| {
+            format!(
+                "[[authorization_server.users]]\nusername = \"{name}\"\npassword_hash = \"{}\"\n",
+                password_hash()
+            )
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// The upstream gateway: the real binary with its own authorization server.
+
+struct UpstreamGateway {
+    addr: SocketAddr,
+    _child: tokio::process::Child,
+}
+
+impl UpstreamGateway {
+    /// Serves `/mcp` → `echo` behind its authorization server (users alice and bob, the
+    /// pre-registered public client `gateway-a`).
+    async fn start(dir: &Path, echo: &Upstream) -> UpstreamGateway {
+        let port = free_port();
+        let toml = format!(
+            r#"
+[server]
+listen = ["127.0.0.1:{port}"]
+public_url = "http://127.0.0.1:{port}"
+
+[log]
+level = "info"
+
+[[routes]]
+id = "mcp"
+path = "/mcp"
+upstream = "{echo}"
+scopes_supported = ["mcp:tools"]
+resource_name = "Upstream tools"
+
+[authorization_server]
+database = "{db}"
+
+{users}
+
+[[authorization_server.clients]]
+client_id = "gateway-a"
+client_name = "Gateway A"
+redirect_uris = ["http://127.0.0.1/connect/pre/callback"]
+"#,
+            echo = echo.url("/mcp"),
+            db = dir.join("upstream.db").display(),
+            users = users(&["alice", "bob"]),
+        );
+        let config = dir.join("upstream.toml");
+        std::fs::write(&config, toml).expect("write config");
+        let log = dir.join("upstream.log");
+        let log_file = std::fs::File::create(&log).expect("log");
+        let child = tokio::process::Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("log"))
+            .stderr(log_file)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn the upstream gateway");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let started = Instant::now();
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the upstream gateway did not start:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        UpstreamGateway {
+            addr,
+            _child: child,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The stand-in authorization server.
+
+struct Issued {
+    challenge: String,
+    redirect_uri: String,
+    resource: String,
+}
+
+#[derive(Default)]
+struct StandInState {
+    codes: HashMap<String, Issued>,
+    /// Refresh token → resource.
+    refresh_tokens: HashMap<String, String>,
+    issued: u64,
+    /// `grant_type` of every token request that was answered with tokens.
+    grants: Vec<String>,
+    /// Token requests refused, by error code.
+    refusals: Vec<String>,
+    refuse_refresh: bool,
+    /// Send another issuer's `iss` back with the code.
+    wrong_iss: bool,
+    /// Lifetime of the access tokens it issues.
+    expires_in: u64,
+}
+
+struct StandIn {
+    addr: SocketAddr,
+    state: Arc<Mutex<StandInState>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+type Reply = Response<Full<Bytes>>;
+
+fn json_reply(status: u16, body: Value) -> Reply {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("response")
+}
+
+impl StandIn {
+    async fn start() -> StandIn {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let state = Arc::new(Mutex::new(StandInState {
+            expires_in: 3600,
+            ..StandInState::default()
+        }));
+        let served = state.clone();
+        let task = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                let state = served.clone();
+                connections.spawn(async move {
+                    let service = service_fn(move |request| {
+                        let state = state.clone();
+                        async move { Ok::<_, Infallible>(stand_in(addr, state, request).await) }
+                    });
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        StandIn { addr, state, task }
+    }
+
+    fn issuer(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut StandInState) -> T) -> T {
+        f(&mut self.state.lock().expect("lock"))
+    }
+}
+
+async fn stand_in(
+    addr: SocketAddr,
+    state: Arc<Mutex<StandInState>>,
+    request: Request<Incoming>,
+) -> Reply {
+    let issuer = format!("http://{addr}");
+    let (parts, body) = request.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let path = parts.uri.path();
+    if path == "/.well-known/oauth-authorization-server" {
+        return json_reply(
+            200,
+            json!({
+                "issuer": issuer,
+                "authorization_endpoint": format!("{issuer}/authorize"),
+                "token_endpoint": format!("{issuer}/token"),
+                "code_challenge_methods_supported": ["S256"],
+                "authorization_response_iss_parameter_supported": true,
+                "response_types_supported": ["code"],
+            }),
+        );
+    }
+    let mut state = state.lock().expect("lock");
+    if path == "/authorize" {
+        // Auto-approving: the person is signed in and allows at once.
+        let params = query(&parts.uri.to_string());
+        assert_eq!(params["response_type"], "code");
+        assert_eq!(params["client_id"], STAND_IN_CLIENT);
+        assert_eq!(params["code_challenge_method"], "S256");
+        assert_eq!(params["scope"], "tools:read");
+        assert!(!params.contains_key("client_secret"));
+        state.issued += 1;
+        let code = format!("code-{}", state.issued);
+        state.codes.insert(
+            code.clone(),
+            Issued {
+                challenge: params["code_challenge"].clone(),
+                redirect_uri: params["redirect_uri"].clone(),
+                resource: params["resource"].clone(),
+            },
+        );
+        let iss = if state.wrong_iss {
+            "http://127.0.0.1:1".to_string()
+        } else {
+            issuer
+        };
+        let location = format!(
+            "{}?{}",
+            params["redirect_uri"],
+            form(&[("code", &code), ("state", &params["state"]), ("iss", &iss)])
+        );
+        return Response::builder()
+            .status(302)
+            .header("location", location)
+            .body(Full::new(Bytes::new()))
+            .expect("response");
+    }
+    if path != "/token" || parts.method != "POST" {
+        return json_reply(404, json!({"error": "not_found"}));
+    }
+    let expected = format!(
+        "Basic {}",
+        STANDARD.encode(format!("{STAND_IN_CLIENT}:{STAND_IN_SECRET}"))
+    );
+    let refuse = |state: &mut StandInState, status: u16, error: &str| {
+        state.refusals.push(error.to_string());
+        json_reply(status, json!({"error": error}))
+    };
+    if parts
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        != Some(&expected)
+    {
+        return refuse(&mut state, 401, "invalid_client");
+    }
+    let params: HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
+    let resource = match params.get("grant_type").map(String::as_str) {
+        Some("authorization_code") => {
+            let Some(issued) = params.get("code").and_then(|c| state.codes.remove(c)) else {
+                return refuse(&mut state, 400, "invalid_grant");
+            };
+            let verifier = params.get("code_verifier").cloned().unwrap_or_default();
+            let challenge = URL_SAFE_NO_PAD
+                .encode(mcp_auth_gateway::auth::api_key::sha256(verifier.as_bytes()));
+            if challenge != issued.challenge
+                || params.get("redirect_uri") != Some(&issued.redirect_uri)
+                || params.get("resource") != Some(&issued.resource)
+            {
+                return refuse(&mut state, 400, "invalid_grant");
+            }
+            issued.resource
+        }
+        Some("refresh_token") => {
+            if state.refuse_refresh {
+                return refuse(&mut state, 400, "invalid_grant");
+            }
+            let Some(resource) = params
+                .get("refresh_token")
+                .and_then(|t| state.refresh_tokens.remove(t))
+            else {
+                return refuse(&mut state, 400, "invalid_grant");
+            };
+            if params.get("resource") != Some(&resource) {
+                return refuse(&mut state, 400, "invalid_target");
+            }
+            resource
+        }
+        _ => return refuse(&mut state, 400, "unsupported_grant_type"),
+    };
+    state.grants.push(params["grant_type"].clone());
+    let n = state.grants.len();
+    let refresh = format!("rt-{n}");
+    state.refresh_tokens.insert(refresh.clone(), resource);
+    json_reply(
+        200,
+        json!({
+            "access_token": format!("at-{n}"),
+            "token_type": "Bearer",
+            "expires_in": state.expires_in,
+            "refresh_token": refresh,
+        }),
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// The gateway under test, the browsers and the MCP client.
+
+/// `[authorization_server]` of the gateway under test: users alice, carol and dave, and
+/// the key that seals users' upstream tokens.
+fn authorization_server_toml(dir: &Path) -> String {
+    let key = dir.join("token-key");
+    std::fs::write(&key, format!("{}\n", URL_SAFE_NO_PAD.encode([7u8; 32]))).expect("key");
+    format!(
+        "[authorization_server]\ndatabase = \"{}\"\ntoken_encryption_key_file = \"{}\"\n\n{}",
+        dir.join("gateway.db").display(),
+        key.display(),
+        users(&["alice", "carol", "dave"]),
+    )
+}
+
+/// The gateway under test, its registered MCP client, and the browsers.
+struct Stack {
+    gateway: TestGateway,
+    client_id: String,
+    /// The upstream authorization server's address (the upstream gateway or the stand-in).
+    upstream_as: SocketAddr,
+    /// One per person and server: both servers name their cookie the same.
+    browsers: HashMap<String, Browser>,
+}
+
+/// What a sign-in did: the steps (`gateway login`, `upstream /authorize`, …) and where it
+/// ended: the redirect to the MCP client, or the last page.
+struct SignIn {
+    steps: Vec<String>,
+    location: Option<String>,
+    last: Answer,
+}
+
+impl SignIn {
+    fn code(&self) -> String {
+        let location = self.location.as_deref().unwrap_or_else(|| {
+            panic!(
+                "no redirect to the client; steps {:?}, last {}: {}",
+                self.steps, self.last.status, self.last.body
+            )
+        });
+        let params = query(location);
+        assert_eq!(
+            params.get("state").map(String::as_str),
+            Some("xyz"),
+            "{location}"
+        );
+        params
+            .get("code")
+            .unwrap_or_else(|| panic!("no code: {location}"))
+            .clone()
+    }
+}
+
+impl Stack {
+    async fn start(toml: &str, upstream_as: SocketAddr) -> Stack {
+        let gateway = TestGateway::start(toml).await;
+        let client_id = oauth::register_public(gateway.addr, REDIRECT).await;
+        Stack {
+            gateway,
+            client_id,
+            upstream_as,
+            browsers: HashMap::new(),
+        }
+    }
+
+    /// Which server a URL is on: the MCP client, the upstream's authorization server, or
+    /// the gateway (its public URL `http://127.0.0.1` has no port).
+    fn host_of(&self, url: &url::Url) -> (&'static str, SocketAddr) {
+        match url.port() {
+            Some(port) if port == self.upstream_as.port() => ("upstream", self.upstream_as),
+            None => ("gateway", self.gateway.addr),
+            Some(port) if port == self.gateway.addr.port() => ("gateway", self.gateway.addr),
+            _ => panic!("a redirect to an unknown server: {url}"),
+        }
+    }
+
+    fn browser(&mut self, host: &str, person: &str) -> &mut Browser {
+        self.browsers.entry(format!("{host} {person}")).or_default()
+    }
+
+    /// Plays the browser of `person` from the gateway's authorize endpoint until the
+    /// redirect to the MCP client: signs in as `person` at the gateway and as
+    /// `upstream_user` at the upstream gateway, approves at the gateway and answers
+    /// `upstream_decision` there.
+    async fn sign_in(
+        &mut self,
+        route: &str,
+        person: &str,
+        upstream_user: &str,
+        upstream_decision: &str,
+        challenge: &str,
+    ) -> SignIn {
+        let authorize = format!(
+            "/authorize?{}",
+            form(&[
+                ("response_type", "code"),
+                ("client_id", &self.client_id),
+                ("redirect_uri", REDIRECT),
+                ("code_challenge", challenge),
+                ("code_challenge_method", "S256"),
+                ("state", "xyz"),
+                ("resource", &format!("http://127.0.0.1{route}")),
+            ])
+        );
+        let mut steps = Vec::new();
+        let (mut host, mut addr) = ("gateway", self.gateway.addr);
+        let mut answer = self.browser(host, person).get(addr, &authorize).await;
+        for _ in 0..20 {
+            let page =
+                |id: &str| answer.status == 200 && answer.body.contains(&format!("id=\"{id}\""));
+            let fields = |answer: &Answer| {
+                (
+                    hidden(&answer.body, "request").expect("request field"),
+                    hidden(&answer.body, "csrf").expect("csrf field"),
+                )
+            };
+            if page("login") {
+                steps.push(format!("{host} login"));
+                let username = if host == "gateway" {
+                    person
+                } else {
+                    upstream_user
+                };
+                let (request, csrf) = fields(&answer);
+                let body = form(&[
+                    ("request", &request),
+                    ("csrf", &csrf),
+                    ("username", username),
+                    ("password", PASSWORD),
+                ]);
+                answer = self
+                    .browser(host, person)
+                    .post_form(addr, "/login", &body)
+                    .await;
+            } else if page("consent") {
+                steps.push(format!("{host} consent"));
+                let decision = if host == "gateway" {
+                    "approve"
+                } else {
+                    upstream_decision
+                };
+                let (request, csrf) = fields(&answer);
+                let body = form(&[
+                    ("request", &request),
+                    ("csrf", &csrf),
+                    ("decision", decision),
+                ]);
+                answer = self
+                    .browser(host, person)
+                    .post_form(addr, "/consent", &body)
+                    .await;
+            } else if matches!(answer.status.as_u16(), 302 | 303) {
+                let location = answer.header("location").expect("location").to_string();
+                if location.starts_with(REDIRECT) {
+                    return SignIn {
+                        steps,
+                        location: Some(location),
+                        last: answer,
+                    };
+                }
+                let url = url::Url::parse(&location).expect("absolute location");
+                (host, addr) = self.host_of(&url);
+                steps.push(format!("{host} {}", url.path()));
+                let path = match url.query() {
+                    Some(q) => format!("{}?{q}", url.path()),
+                    None => url.path().to_string(),
+                };
+                answer = self.browser(host, person).get(addr, &path).await;
+            } else {
+                return SignIn {
+                    steps,
+                    location: None,
+                    last: answer,
+                };
+            }
+        }
+        panic!("no end after 20 steps: {steps:?}");
+    }
+
+    /// The code → tokens at the gateway.
+    async fn redeem(&self, code: &str, verifier: &str, route: &str) -> Value {
+        let answer = post_form(
+            self.gateway.addr,
+            "/token",
+            &form(&[
+                ("grant_type", "authorization_code"),
+                ("code", code),
+                ("redirect_uri", REDIRECT),
+                ("code_verifier", verifier),
+                ("client_id", &self.client_id),
+                ("resource", &format!("http://127.0.0.1{route}")),
+            ]),
+            &[],
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        answer.json()
+    }
+
+    /// Signs in, redeems the code: the gateway's tokens.
+    async fn tokens(
+        &mut self,
+        route: &str,
+        person: &str,
+        upstream_user: &str,
+    ) -> (Value, Vec<String>) {
+        let (verifier, challenge) = pkce();
+        let signed_in = self
+            .sign_in(route, person, upstream_user, "approve", &challenge)
+            .await;
+        let code = signed_in.code();
+        (self.redeem(&code, &verifier, route).await, signed_in.steps)
+    }
+
+    /// A `tools/list` through the gateway with its access token.
+    async fn call(&self, route: &str, tokens: &Value) -> Answer {
+        let token = tokens["access_token"].as_str().expect("access token");
+        post_json(
+            self.gateway.addr,
+            route,
+            &[("authorization", &format!("Bearer {token}"))],
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
+        )
+        .await
+    }
+
+    async fn refresh(&self, tokens: &Value) -> Answer {
+        post_form(
+            self.gateway.addr,
+            "/token",
+            &form(&[
+                ("grant_type", "refresh_token"),
+                (
+                    "refresh_token",
+                    tokens["refresh_token"].as_str().expect("refresh token"),
+                ),
+                ("client_id", &self.client_id),
+            ]),
+            &[],
+        )
+        .await
+    }
+}
+
+fn strings(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Gateway in front of a gateway.
+
+/// The gateway under test in front of the upstream gateway: `/mcp` discovers everything
+/// and registers; `/pre` uses the client registered there beforehand.
+fn chained_toml(dir: &Path, upstream: &UpstreamGateway) -> String {
+    format!(
+        r#"
+[server]
+listen = ["127.0.0.1:0"]
+public_url = "http://127.0.0.1"
+
+[[routes]]
+id = "mcp"
+path = "/mcp"
+upstream = "{mcp}"
+scopes_supported = ["mcp:tools"]
+
+[routes.upstream_token.oauth]
+
+[[routes]]
+id = "pre"
+path = "/pre"
+upstream = "{mcp}"
+scopes_supported = ["mcp:tools"]
+
+[routes.upstream_token.oauth]
+client_id = "gateway-a"
+
+{as_section}
+"#,
+        mcp = upstream.url("/mcp"),
+        as_section = authorization_server_toml(dir),
+    )
+}
+
+#[tokio::test]
+async fn each_user_connects_once_to_the_upstreams_authorization_server_and_is_themselves_there() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let dir = oauth::temp_dir("connect-chained");
+    let echo = Upstream::start().await;
+    let upstream = UpstreamGateway::start(&dir, &echo).await;
+    let mut stack = Stack::start(&chained_toml(&dir, &upstream), upstream.addr).await;
+
+    // Alice: signs in at the gateway, allows the client, then is sent to the upstream's
+    // authorization server (discovered, registered there), signs in as alice there and
+    // allows the gateway; back at the gateway, the client gets its code.
+    let (alice, steps) = stack.tokens("/mcp", "alice", "alice").await;
+    assert_eq!(
+        steps,
+        strings(&[
+            "gateway login",
+            "gateway consent",
+            "upstream /authorize",
+            "upstream login",
+            "upstream consent",
+            "gateway /connect/mcp/callback",
+        ])
+    );
+    let answer = stack.call("/mcp", &alice).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let seen = echo.last();
+    assert_eq!(seen.header("x-user-id"), Some("local:alice"));
+    // The upstream gateway passed on neither its token nor the gateway's.
+    assert_eq!(seen.header("authorization"), None);
+
+    // Carol connects as bob: the upstream sees bob for carol's requests, alice for alice's.
+    let (carol, _) = stack.tokens("/mcp", "carol", "bob").await;
+    assert_eq!(stack.call("/mcp", &carol).await.status, 200);
+    assert_eq!(echo.last().header("x-user-id"), Some("local:bob"));
+    assert_eq!(stack.call("/mcp", &alice).await.status, 200);
+    assert_eq!(echo.last().header("x-user-id"), Some("local:alice"));
+
+    // Alice again (another authorization by the same browser): already signed in and
+    // connected, so no trip to the upstream.
+    let (again, steps) = stack.tokens("/mcp", "alice", "alice").await;
+    assert_eq!(steps, strings(&["gateway consent"]));
+    assert_eq!(stack.call("/mcp", &again).await.status, 200);
+    assert_eq!(echo.last().header("x-user-id"), Some("local:alice"));
+    // The gateway's refresh works while the connection holds.
+    assert_eq!(stack.refresh(&again).await.status, 200);
+
+    // The route with a client registered beforehand: a connection of its own. The upstream
+    // already knows alice's browser, so only its consent page shows.
+    let (pre, steps) = stack.tokens("/pre", "alice", "alice").await;
+    assert_eq!(
+        steps,
+        strings(&[
+            "gateway consent",
+            "upstream /authorize",
+            "upstream consent",
+            "gateway /connect/pre/callback",
+        ])
+    );
+    assert_eq!(stack.call("/pre", &pre).await.status, 200);
+    assert_eq!(echo.last().header("x-user-id"), Some("local:alice"));
+
+    // Dave refuses at the upstream: the client gets access_denied, not a code.
+    let (_, challenge) = pkce();
+    let refused = stack
+        .sign_in("/mcp", "dave", "bob", "deny", &challenge)
+        .await;
+    let location = refused.location.expect("redirected to the client");
+    let params = query(&location);
+    assert_eq!(params["error"], "access_denied", "{location}");
+    assert_eq!(params["state"], "xyz");
+    assert!(!params.contains_key("code"));
+    stack.gateway.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_gateway_publishes_its_client_metadata_document() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let dir = oauth::temp_dir("connect-cimd");
+    let echo = Upstream::start().await;
+    let upstream = UpstreamGateway::start(&dir, &echo).await;
+    let stack = Stack::start(&chained_toml(&dir, &upstream), upstream.addr).await;
+    let answer = get(
+        stack.gateway.addr,
+        "/.well-known/oauth-client-metadata",
+        &[],
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(answer
+        .header("cache-control")
+        .is_some_and(|v| v.starts_with("public")));
+    let document = answer.json();
+    assert_eq!(
+        document["client_id"],
+        "http://127.0.0.1/.well-known/oauth-client-metadata"
+    );
+    assert_eq!(
+        document["redirect_uris"],
+        json!([
+            "http://127.0.0.1/connect/mcp/callback",
+            "http://127.0.0.1/connect/pre/callback"
+        ])
+    );
+    assert_eq!(document["token_endpoint_auth_method"], "none");
+    assert_eq!(
+        document["grant_types"],
+        json!(["authorization_code", "refresh_token"])
+    );
+    // What the built-in authorization server itself demands of such documents.
+    let parsed = mcp_auth_gateway::authorization_server::cimd::parse_document(
+        answer.body.as_bytes(),
+        "http://127.0.0.1/.well-known/oauth-client-metadata",
+    );
+    assert!(parsed.is_ok(), "{parsed:?}");
+    stack.gateway.shutdown().await;
+
+    // Without a route that connects, there is no document.
+    let echo = Upstream::start().await;
+    let plain = TestGateway::start(&format!(
+        r#"
+[server]
+listen = ["127.0.0.1:0"]
+public_url = "http://127.0.0.1"
+
+[[routes]]
+id = "mcp"
+path = "/mcp"
+upstream = "{}"
+
+{}
+"#,
+        echo.url("/mcp"),
+        authorization_server_toml(&dir),
+    ))
+    .await;
+    let answer = get(plain.addr, "/.well-known/oauth-client-metadata", &[]).await;
+    assert_eq!(answer.status, 404, "{}", answer.body);
+    plain.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// The stand-in: refreshes, refusals, callback defences.
+
+fn stand_in_toml(dir: &Path, stand_in: &StandIn, echo: &Upstream) -> String {
+    let secret = dir.join("client-secret");
+    std::fs::write(&secret, format!("{STAND_IN_SECRET}\n")).expect("secret");
+    format!(
+        r#"
+[server]
+listen = ["127.0.0.1:0"]
+public_url = "http://127.0.0.1"
+
+{api_key}
+
+[[routes]]
+id = "tools"
+path = "/tools"
+upstream = "{tools}"
+scopes_supported = ["mcp:tools"]
+verifiers = ["authorization_server", "api_keys"]
+
+[routes.upstream_token.oauth]
+authorization_server = "{issuer}"
+client_id = "{STAND_IN_CLIENT}"
+client_secret_file = "{secret}"
+scopes = ["tools:read"]
+
+{as_section}
+"#,
+        api_key = common::gateway::api_key_toml("robot", &[]),
+        tools = echo.url("/tools"),
+        issuer = stand_in.issuer(),
+        secret = secret.display(),
+        as_section = authorization_server_toml(dir),
+    )
+}
+
+#[tokio::test]
+async fn upstream_tokens_are_refreshed_and_a_refused_refresh_makes_the_user_connect_again() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let dir = oauth::temp_dir("connect-refresh");
+    let stand_in = StandIn::start().await;
+    let echo = Upstream::start().await;
+    let mut stack = Stack::start(&stand_in_toml(&dir, &stand_in, &echo), stand_in.addr).await;
+
+    // Tokens that expire within the refresh margin: refreshed before every request.
+    stand_in.with(|s| s.expires_in = 20);
+    let (tokens, steps) = stack.tokens("/tools", "alice", "-").await;
+    assert_eq!(
+        steps,
+        strings(&[
+            "gateway login",
+            "gateway consent",
+            "upstream /authorize",
+            "gateway /connect/tools/callback",
+        ])
+    );
+    assert_eq!(stand_in.with(|s| s.grants.clone()), ["authorization_code"]);
+    let answer = stack.call("/tools", &tokens).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(echo.last().header("authorization"), Some("Bearer at-2"));
+    assert_eq!(stack.call("/tools", &tokens).await.status, 200);
+    assert_eq!(echo.last().header("authorization"), Some("Bearer at-3"));
+    assert_eq!(
+        stand_in.with(|s| s.grants.clone()),
+        ["authorization_code", "refresh_token", "refresh_token"]
+    );
+
+    // The upstream's server refuses to refresh (the user revoked the gateway there): the
+    // token is forgotten, the request gets 401 invalid_token, and the gateway's own refresh
+    // is refused, so that the client signs in again — and the user reconnects on the way.
+    stand_in.with(|s| s.refuse_refresh = true);
+    let refused = stack.call("/tools", &tokens).await;
+    assert_eq!(refused.status, 401, "{}", refused.body);
+    assert!(refused
+        .header("www-authenticate")
+        .is_some_and(|v| v.contains("invalid_token")));
+    assert!(refused.json()["error_description"]
+        .as_str()
+        .is_some_and(|d| d.contains("has not connected")));
+    let refresh = stack.refresh(&tokens).await;
+    assert_eq!(refresh.status, 400, "{}", refresh.body);
+    assert_eq!(refresh.json()["error"], "invalid_grant");
+    stand_in.with(|s| {
+        s.refuse_refresh = false;
+        s.expires_in = 3600;
+    });
+    let (tokens, steps) = stack.tokens("/tools", "alice", "-").await;
+    assert_eq!(
+        steps,
+        strings(&[
+            "gateway consent",
+            "upstream /authorize",
+            "gateway /connect/tools/callback",
+        ])
+    );
+    assert_eq!(stack.call("/tools", &tokens).await.status, 200);
+    let token = echo.last().header("authorization").map(str::to_string);
+    assert!(token.is_some_and(|t| t.starts_with("Bearer at-")));
+    // A long-lived token is used as it is, not refreshed.
+    let grants = stand_in.with(|s| s.grants.len());
+    assert_eq!(stack.call("/tools", &tokens).await.status, 200);
+    assert_eq!(stand_in.with(|s| s.grants.len()), grants);
+    // An API key holds no connection: 401, and nothing reaches the upstream.
+    let before = echo.requests().len();
+    let robot = post_json(
+        stack.gateway.addr,
+        "/tools",
+        &[("authorization", &format!("Bearer {}", common::API_KEY))],
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
+    )
+    .await;
+    assert_eq!(robot.status, 401, "{}", robot.body);
+    assert_eq!(echo.requests().len(), before);
+    // Nothing the stand-in refused was the gateway's fault but the refresh.
+    assert_eq!(stand_in.with(|s| s.refusals.clone()), ["invalid_grant"]);
+    stack.gateway.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_connect_callback_refuses_replays_other_browsers_and_a_mixed_up_issuer() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let dir = oauth::temp_dir("connect-callback");
+    let stand_in = StandIn::start().await;
+    let echo = Upstream::start().await;
+    let mut stack = Stack::start(&stand_in_toml(&dir, &stand_in, &echo), stand_in.addr).await;
+
+    // A wrong iss (RFC 9207 mix-up): no token, a 502 page.
+    stand_in.with(|s| s.wrong_iss = true);
+    let (_, challenge) = pkce();
+    let mixed = stack
+        .sign_in("/tools", "alice", "-", "approve", &challenge)
+        .await;
+    assert!(mixed.location.is_none());
+    assert_eq!(mixed.last.status, 502, "{}", mixed.last.body);
+    assert!(mixed.last.body.contains("Connecting failed"));
+    assert_eq!(
+        stand_in.with(|s| s.grants.len()),
+        0,
+        "the code was not redeemed"
+    );
+    stand_in.with(|s| s.wrong_iss = false);
+
+    // Capture a genuine callback without following it.
+    let (_, challenge) = pkce();
+    let authorize = format!(
+        "/authorize?{}",
+        form(&[
+            ("response_type", "code"),
+            ("client_id", &stack.client_id),
+            ("redirect_uri", REDIRECT),
+            ("code_challenge", &challenge),
+            ("code_challenge_method", "S256"),
+            ("state", "xyz"),
+            ("resource", "http://127.0.0.1/tools"),
+        ])
+    );
+    let gateway = stack.gateway.addr;
+    let browser = stack.browser("gateway", "alice");
+    let consent = browser.get(gateway, &authorize).await;
+    assert!(consent.body.contains("id=\"consent\""), "{}", consent.body);
+    let body = form(&[
+        (
+            "request",
+            &hidden(&consent.body, "request").expect("request"),
+        ),
+        ("csrf", &hidden(&consent.body, "csrf").expect("csrf")),
+        ("decision", "approve"),
+    ]);
+    let to_upstream = browser.post_form(gateway, "/consent", &body).await;
+    assert_eq!(to_upstream.status, 303, "{}", to_upstream.body);
+    let location = to_upstream
+        .header("location")
+        .expect("location")
+        .to_string();
+    let sent = query(&location);
+    assert_eq!(sent["resource"], echo.url("/tools"));
+    assert_eq!(
+        sent["redirect_uri"],
+        "http://127.0.0.1/connect/tools/callback"
+    );
+    let upstream_path = location
+        .strip_prefix(&stand_in.issuer())
+        .expect("to the stand-in");
+    let back = get(stand_in.addr, upstream_path, &[]).await;
+    let callback = back.header("location").expect("callback").to_string();
+    let callback_path = callback
+        .strip_prefix("http://127.0.0.1")
+        .expect("to the gateway");
+
+    // Another browser (no session, or another person's): refused, and the state is spent.
+    let mut stranger = Browser::default();
+    let refused = stranger.get(gateway, callback_path).await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(refused.body.contains("another browser"));
+    let replay = stack
+        .browser("gateway", "alice")
+        .get(gateway, callback_path)
+        .await;
+    assert_eq!(replay.status, 400, "{}", replay.body);
+    assert!(replay.body.contains("Sign-in expired"));
+
+    // Unknown route, or a state for another route: nothing happens.
+    let unknown = get(gateway, "/connect/nope/callback?state=x&code=y", &[]).await;
+    assert_eq!(unknown.status, 404, "{}", unknown.body);
+    let no_state = get(gateway, "/connect/tools/callback?code=y", &[]).await;
+    assert_eq!(no_state.status, 400, "{}", no_state.body);
+    assert_eq!(stand_in.with(|s| s.grants.len()), 0);
+    stack.gateway.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_upstream_authorization_server_is_a_clear_page_not_a_code() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let dir = oauth::temp_dir("connect-unreachable");
+    let echo = Upstream::start().await;
+    // The upstream serves no protected-resource metadata and none is configured.
+    let toml = format!(
+        r#"
+[server]
+listen = ["127.0.0.1:0"]
+public_url = "http://127.0.0.1"
+
+[[routes]]
+id = "tools"
+path = "/tools"
+upstream = "{}"
+
+[routes.upstream_token.oauth]
+
+{}
+"#,
+        echo.url("/tools"),
+        authorization_server_toml(&dir),
+    );
+    let mut stack = Stack::start(&toml, echo.addr).await;
+    let (_, challenge) = pkce();
+    let signed_in = stack
+        .sign_in("/tools", "alice", "-", "approve", &challenge)
+        .await;
+    assert!(signed_in.location.is_none());
+    assert_eq!(signed_in.last.status, 502, "{}", signed_in.last.body);
+    assert!(signed_in.last.body.contains("Connecting failed"));
+    assert!(signed_in.last.body.contains(&echo.url("/tools")));
+    stack.gateway.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Configuration.
+
+/// `check` names the redirect URI to register at the upstream's authorization server.
+#[test]
+fn check_prints_the_redirect_uri_of_each_connecting_route() {
+    let dir = oauth::temp_dir("connect-check");
+    let config = dir.join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[server]
+listen = ["127.0.0.1:0"]
+public_url = "https://gw.example"
+
+[[routes]]
+id = "linear"
+path = "/linear"
+upstream = "https://mcp.linear.example/mcp"
+
+[routes.upstream_token.oauth]
+client_id = "registered-there"
+
+{}
+"#,
+            authorization_server_toml(&dir)
+        ),
+    )
+    .expect("write config");
+    let output = std::process::Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run check");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("route linear: users connect to the upstream's authorization server (discovered), redirect URI https://gw.example/connect/linear/callback"),
+        "{stdout}"
+    );
+}
+
+/// The example in docs/identity-providers.md ("Tokens from the upstream MCP server's own
+/// authorization server") compiles as written, with the key from the variable it names.
+#[test]
+fn the_documented_example_compiles() {
+    let doc =
+        std::fs::read_to_string(common::external::repo_root().join("docs/identity-providers.md"))
+            .expect("docs/identity-providers.md");
+    let section = doc
+        .find("### Tokens from the upstream MCP server's own authorization server")
+        .expect("the section");
+    let start =
+        section + doc[section..].find("```toml\n").expect("a toml block") + "```toml\n".len();
+    let end = start + doc[start..].find("```").expect("its end");
+    let example = &doc[start..end];
+    // Only this test reads this variable.
+    std::env::set_var("TOKEN_ENCRYPTION_KEY", URL_SAFE_NO_PAD.encode([9u8; 32]));
+    let toml = format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\npublic_url = \"https://gw.example\"\n\n{example}"
+    );
+    let config =
+        config::from_toml_str(&toml, Path::new(".")).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+    let route = config.routes.iter().next().expect("a route");
+    assert!(route.user_token.is_some());
+}
+
+fn config_error(toml: &str) -> String {
+    let dir = PathBuf::from(".");
+    match config::from_toml_str(toml, &dir) {
+        Ok(_) => panic!("accepted:\n{toml}"),
+        Err(error) => error.to_string(),
+    }
+}
+
+#[test]
+fn configuration_mistakes_are_reported_at_their_key_path() {
+    let dir = oauth::temp_dir("connect-config");
+    let with_route = |route_id: &str, token: &str| {
+        format!(
+            r#"
+[server]
+listen = ["127.0.0.1:0"]
+public_url = "http://127.0.0.1"
+
+[[routes]]
+id = "{route_id}"
+path = "/mcp"
+upstream = "http://127.0.0.1:9/mcp"
+
+{token}
+
+{}
+"#,
+            authorization_server_toml(&dir)
+        )
+    };
+    let p = "routes[0].upstream_token";
+    for (token, path, says) in [
+        (
+            "[routes.upstream_token]\nprovider = \"github\"\n[routes.upstream_token.oauth]\n",
+            p.to_string(),
+            "has both provider and [oauth]",
+        ),
+        (
+            "[routes.upstream_token]\nheader = \"x-token\"\n",
+            p.to_string(),
+            "needs provider",
+        ),
+        (
+            "[routes.upstream_token.oauth]\nclient_secret_env = \"X\"\n",
+            format!("{p}.oauth.client_secret_env"),
+            "needs the client_id",
+        ),
+        (
+            "[routes.upstream_token.oauth]\nauthorization_server = \"ftp://auth.example\"\n",
+            format!("{p}.oauth.authorization_server"),
+            "https URL",
+        ),
+        (
+            "[routes.upstream_token.oauth]\nresource = \"https://mcp.example/mcp#x\"\n",
+            format!("{p}.oauth.resource"),
+            "no query, fragment",
+        ),
+        (
+            "[routes.upstream_token.oauth]\nscopes = [\"a b\"]\n",
+            format!("{p}.oauth.scopes"),
+            "not a scope",
+        ),
+    ] {
+        let error = config_error(&with_route("mcp", token));
+        assert!(error.contains(&path), "{path} not in: {error}");
+        assert!(error.contains(says), "{says:?} not in: {error}");
+    }
+    let error = config_error(&with_route("a/b", "[routes.upstream_token.oauth]\n"));
+    assert!(error.contains("callback URL"), "{error}");
+
+    // Without [authorization_server], or without the sealing key.
+    let bare = r#"
+[server]
+listen = ["127.0.0.1:0"]
+public_url = "http://127.0.0.1"
+
+[[routes]]
+id = "mcp"
+path = "/mcp"
+upstream = "http://127.0.0.1:9/mcp"
+
+[routes.upstream_token.oauth]
+"#;
+    let error = config_error(bare);
+    assert!(error.contains("needs [authorization_server]"), "{error}");
+    let no_key = with_route("mcp", "[routes.upstream_token.oauth]\n")
+        .replace("token_encryption_key_file", "# token_encryption_key_file");
+    let error = config_error(&no_key);
+    assert!(error.contains("token_encryption_key"), "{error}");
+
+    // The shortest configuration compiles.
+    let fine = with_route("mcp", "[routes.upstream_token.oauth]\n");
+    config::from_toml_str(&fine, &dir).expect("compiles");
+}
