@@ -23,16 +23,16 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::external::{self, ChildGuard};
 use common::oauth::{self, form, post_form, PASSWORD};
+use common::process::GatewayProcess;
 use common::sdk::{self, run_client_at, ClientOptions, ClientRun, Everything, Sdk};
 use serde_json::Value;
 
 /// Set for every compile of a configuration that reads it (`password_env`).
 const REDIS_PASSWORD: &str = "0123456789abcdef0123456789abcdef";
-const BIN: &str = env!("CARGO_BIN_EXE_mcp-auth-gateway");
 
 /// The authorization server's and discovery paths the gateway must be reachable on (the
 /// same list as `tests/traefik_authorization_server.rs`).
@@ -621,7 +621,21 @@ async fn the_replicas_example_runs_on_loopback() {
     ) + &alice();
     let config = dir.join("gateway.toml");
     std::fs::write(&config, toml).expect("write gateway.toml");
-    let replica = |port: u16, name: &str| Replica::start(config.clone(), port, dir.join(name));
+    let replica = |port: u16, name: &str| {
+        let (config, log, port_text) = (config.clone(), dir.join(name), port.to_string());
+        async move {
+            GatewayProcess::start(
+                &config,
+                port,
+                &log,
+                &[
+                    ("REPLICA_PORT", port_text.as_str()),
+                    ("REDIS_PASSWORD", REDIS_PASSWORD),
+                ],
+            )
+            .await
+        }
+    };
 
     // nginx with the example's nginx.conf, the replicas' addresses substituted.
     let conf = substitute_all(
@@ -809,44 +823,6 @@ fn read_lossy(path: &Path) -> String {
     std::fs::read(path)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default()
-}
-
-/// One gateway process (`serve`) on `port` (`REPLICA_PORT`), killed when dropped.
-struct Replica {
-    _child: ChildGuard,
-}
-
-impl Replica {
-    async fn start(config: PathBuf, port: u16, log: PathBuf) -> Replica {
-        let out = std::fs::File::create(&log).expect("replica log");
-        let child = Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(&config)
-            .env("REPLICA_PORT", port.to_string())
-            .env("REDIS_PASSWORD", REDIS_PASSWORD)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("log"))
-            .stderr(out)
-            .spawn()
-            .expect("start a replica");
-        let mut child = ChildGuard(child);
-        let started = Instant::now();
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            if let Ok(Some(status)) = child.0.try_wait() {
-                panic!("replica on {port} exited ({status}):\n{}", read_lossy(&log));
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "replica on {port} did not listen:\n{}",
-                read_lossy(&log)
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Replica { _child: child }
-    }
 }
 
 /// nginx with `dir`/nginx.conf (prefix `dir`), output to `dir`/nginx.log.

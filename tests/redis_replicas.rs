@@ -15,66 +15,26 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::http::{get, post_json, Answer};
 use common::oauth::{self, browser_login, form, pkce, post_form, query, Browser};
+use common::process::{GatewayProcess, BIN};
 use common::redis::RedisServer;
 use common::{free_port, Upstream};
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_mcp-auth-gateway");
 const REDIRECT: &str = "http://127.0.0.1:9/callback";
 /// How long a replica may take to see what another did.
 const PROPAGATION: Duration = Duration::from_secs(15);
-
-/// One replica: `serve` with the shared configuration on its own port.
-struct Replica {
-    addr: SocketAddr,
-    _child: tokio::process::Child,
-}
-
-impl Replica {
-    async fn start(config: &Path, port: u16, log: &Path) -> Replica {
-        let log_file = std::fs::File::create(log).expect("replica log");
-        let child = tokio::process::Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(config)
-            .env("REPLICA_PORT", port.to_string())
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().expect("log"))
-            .stderr(log_file)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn a replica");
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-        let started = Instant::now();
-        loop {
-            if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                break;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "replica on {port} did not start:\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Replica {
-            addr,
-            _child: child,
-        }
-    }
-}
 
 /// Redis, an upstream and two replicas; both replicas claim the first one's public URL.
 struct Cluster {
     redis: RedisServer,
     upstream: Upstream,
-    a: Replica,
-    b: Replica,
+    a: GatewayProcess,
+    b: GatewayProcess,
     dir: PathBuf,
     config: PathBuf,
     issuer: String,
@@ -115,8 +75,16 @@ timeout = "500ms"
         );
         let config = dir.join("gateway.toml");
         std::fs::write(&config, toml).expect("write config");
-        let a = Replica::start(&config, port_a, &dir.join("a.log")).await;
-        let b = Replica::start(&config, port_b, &dir.join("b.log")).await;
+        let replica = |port: u16, log: &str| {
+            let port_text = port.to_string();
+            let log = dir.join(log);
+            let config = config.clone();
+            async move {
+                GatewayProcess::start(&config, port, &log, &[("REPLICA_PORT", &port_text)]).await
+            }
+        };
+        let a = replica(port_a, "a.log").await;
+        let b = replica(port_b, "b.log").await;
         Some(Cluster {
             redis,
             upstream,

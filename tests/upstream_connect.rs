@@ -22,9 +22,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
@@ -40,11 +38,10 @@ use tokio::net::TcpListener;
 
 use common::http::{get, post_json, Answer};
 use common::oauth::{self, form, hidden, pkce, post_form, query, Browser, PASSWORD};
+use common::process::{GatewayProcess, BIN};
 use common::{free_port, TestGateway, Upstream};
 use mcp_auth_gateway::authorization_server::cli::hash_password;
 use mcp_auth_gateway::config;
-
-const BIN: &str = env!("CARGO_BIN_EXE_mcp-auth-gateway");
 
 /// One built-in authorization server per process (its keys are published process-wide):
 /// the tests of this file run their gateways one at a time.
@@ -77,18 +74,12 @@ fn users(names: &[&str]) -> String {
 // ---------------------------------------------------------------------------------------
 // The upstream gateway: the real binary with its own authorization server.
 
-struct UpstreamGateway {
-    addr: SocketAddr,
-    _child: tokio::process::Child,
-}
-
-impl UpstreamGateway {
-    /// Serves `/mcp` → `echo` behind its authorization server (users alice and bob, the
-    /// pre-registered public client `gateway-a`).
-    async fn start(dir: &Path, echo: &Upstream) -> UpstreamGateway {
-        let port = free_port();
-        let toml = format!(
-            r#"
+/// The upstream gateway: `/mcp` → `echo` behind its own authorization server (users alice
+/// and bob, the pre-registered public client `gateway-a`).
+async fn start_upstream_gateway(dir: &Path, echo: &Upstream) -> GatewayProcess {
+    let port = free_port();
+    let toml = format!(
+        r#"
 [server]
 listen = ["127.0.0.1:{port}"]
 public_url = "http://127.0.0.1:{port}"
@@ -113,42 +104,13 @@ client_id = "gateway-a"
 client_name = "Gateway A"
 redirect_uris = ["http://127.0.0.1/connect/pre/callback"]
 "#,
-            echo = echo.url("/mcp"),
-            db = dir.join("upstream.db").display(),
-            users = users(&["alice", "bob"]),
-        );
-        let config = dir.join("upstream.toml");
-        std::fs::write(&config, toml).expect("write config");
-        let log = dir.join("upstream.log");
-        let log_file = std::fs::File::create(&log).expect("log");
-        let child = tokio::process::Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().expect("log"))
-            .stderr(log_file)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn the upstream gateway");
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-        let started = Instant::now();
-        while tokio::net::TcpStream::connect(addr).await.is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "the upstream gateway did not start:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        UpstreamGateway {
-            addr,
-            _child: child,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
+        echo = echo.url("/mcp"),
+        db = dir.join("upstream.db").display(),
+        users = users(&["alice", "bob"]),
+    );
+    let config = dir.join("upstream.toml");
+    std::fs::write(&config, toml).expect("write config");
+    GatewayProcess::start(&config, port, &dir.join("upstream.log"), &[]).await
 }
 
 // ---------------------------------------------------------------------------------------
@@ -619,7 +581,7 @@ fn strings(list: &[&str]) -> Vec<String> {
 
 /// The gateway under test in front of the upstream gateway: `/mcp` discovers everything
 /// and registers; `/pre` uses the client registered there beforehand.
-fn chained_toml(dir: &Path, upstream: &UpstreamGateway) -> String {
+fn chained_toml(dir: &Path, upstream: &GatewayProcess) -> String {
     format!(
         r#"
 [server]
@@ -655,7 +617,7 @@ async fn each_user_connects_once_to_the_upstreams_authorization_server_and_is_th
     let _serial = ONE_AT_A_TIME.lock().await;
     let dir = oauth::temp_dir("connect-chained");
     let echo = Upstream::start().await;
-    let upstream = UpstreamGateway::start(&dir, &echo).await;
+    let upstream = start_upstream_gateway(&dir, &echo).await;
     let mut stack = Stack::start(&chained_toml(&dir, &upstream), upstream.addr).await;
 
     // Alice: signs in at the gateway, allows the client, then is sent to the upstream's
@@ -729,7 +691,7 @@ async fn the_gateway_publishes_its_client_metadata_document() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let dir = oauth::temp_dir("connect-cimd");
     let echo = Upstream::start().await;
-    let upstream = UpstreamGateway::start(&dir, &echo).await;
+    let upstream = start_upstream_gateway(&dir, &echo).await;
     let stack = Stack::start(&chained_toml(&dir, &upstream), upstream.addr).await;
     let answer = get(
         stack.gateway.addr,

@@ -10,6 +10,7 @@ pub mod http;
 pub mod jwks;
 pub mod keys;
 pub mod oauth;
+pub mod process;
 pub mod redis;
 pub mod sdk;
 pub mod upstream;

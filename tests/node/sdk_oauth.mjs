@@ -12,8 +12,11 @@
 // registers (dynamic registration, or a URL client_id with --client-metadata-url), and calls
 // the provider's redirectToAuthorization. That handler plays the browser itself: it GETs the
 // authorization URL with a cookie jar, submits the login form (password from --password or
-// the SDK_OAUTH_PASSWORD environment variable), submits the consent form if one is shown, and
-// reads `code`, `state` and `iss` from the final redirect's Location without following it.
+// the SDK_OAUTH_PASSWORD environment variable), submits the consent form if one is shown,
+// follows redirects to other servers (an upstream's authorization server the gateway
+// connects the user to: its login and consent forms are answered the same way; steps
+// `hop`), and reads `code`, `state` and `iss` from the final redirect's Location without
+// following it.
 // The SDK then exchanges the code (finishAuth), connects, and the script calls the `echo`
 // tool of server-everything.
 //
@@ -362,15 +365,12 @@ function redirectUriParams(location) {
 
 const MAX_PROVIDER_STEPS = 20;
 
-// --provider: submit the provider's form on the login page, then follow redirects (any
-// origin) and approve consent pages until redirected to the redirect URI.
-async function loginThroughProvider(browser, page) {
-    const form = page.status === 200 ? findForm(page, `provider-${args.provider}`) : null;
-    if (!form) {
-        throw new Error(`no <form id="provider-${args.provider}"> on the login page: ${page.status} at ${page.step.host}${page.step.path}: ${pageText(page)}`);
-    }
-    page.step.page = 'login';
-    page = await browser.request(form.method, form.action, new URLSearchParams(form.fields).toString());
+// From `page` on: follow redirects (any origin: an identity provider or an upstream's
+// authorization server is another loopback host or port), submit login forms with the
+// username and password and approve consent pages, until redirected to the redirect URI.
+// `after` names what came before, for the error messages.
+async function followToRedirectUri(browser, page, after) {
+    let submitted = null; // the form just submitted: the same form again means it was refused
     for (let steps = 1; ; steps++) {
         const location = redirectTarget(page);
         if (location && isRedirectUri(location)) {
@@ -378,51 +378,59 @@ async function loginThroughProvider(browser, page) {
             return redirectUriParams(location);
         }
         if (steps >= MAX_PROVIDER_STEPS) {
-            throw new Error(`not redirected to the redirect URI within ${MAX_PROVIDER_STEPS} requests after the provider form (last: ${page.status} at ${page.step.host}${page.step.path})`);
+            throw new Error(`not redirected to the redirect URI within ${MAX_PROVIDER_STEPS} requests after ${after} (last: ${page.status} at ${page.step.host ?? ''}${page.step.path})`);
         }
         if (location) {
             page.step.page = 'hop';
+            submitted = null;
             page = await browser.request('GET', location.href);
             continue;
         }
+        const login = page.status === 200 ? findForm(page, 'login') : null;
+        if (login && submitted === 'login') {
+            throw new Error(`the login was refused: ${page.status} at ${page.step.host ?? ''}${page.step.path}: ${pageText(page)}`);
+        }
+        if (login) {
+            submitted = 'login';
+            page.step.page = 'login';
+            if (!args.password) throw new Error('a login form is shown but no password was given (--password or SDK_OAUTH_PASSWORD)');
+            const form = new URLSearchParams({ ...login.fields, username: args.username, password: args.password });
+            page = await browser.request(login.method, login.action, form.toString());
+            continue;
+        }
         const consent = page.status === 200 ? findForm(page, 'consent') : null;
+        if (consent && submitted === 'consent') {
+            throw new Error(`the consent was refused: ${page.status} at ${page.step.host ?? ''}${page.step.path}: ${pageText(page)}`);
+        }
         if (consent) {
+            submitted = 'consent';
             page.step.page = 'consent';
             const approve = new URLSearchParams({ ...consent.fields, decision: 'approve' });
             page = await browser.request(consent.method, consent.action, approve.toString());
             continue;
         }
-        throw new Error(`the provider login stopped: ${page.status} at ${page.step.host}${page.step.path}: ${pageText(page)}`);
+        throw new Error(`the authorization stopped after ${after}: ${page.status} at ${page.step.host ?? ''}${page.step.path}: ${pageText(page)}`);
     }
 }
 
-// GET the authorization URL, log in, consent, and return the redirect's parameters.
+// --provider: submit the provider's form on the login page, then on as above.
+async function loginThroughProvider(browser, page) {
+    const form = page.status === 200 ? findForm(page, `provider-${args.provider}`) : null;
+    if (!form) {
+        throw new Error(`no <form id="provider-${args.provider}"> on the login page: ${page.status} at ${page.step.host}${page.step.path}: ${pageText(page)}`);
+    }
+    page.step.page = 'login';
+    page = await browser.request(form.method, form.action, new URLSearchParams(form.fields).toString());
+    return followToRedirectUri(browser, page, 'the provider form');
+}
+
+// GET the authorization URL, log in, consent (and whatever comes after: a connection to an
+// upstream's authorization server), and return the redirect's parameters.
 async function playBrowser(authorizationUrl) {
     const browser = new Browser();
-    let page = await browser.request('GET', authorizationUrl);
+    const page = await browser.request('GET', authorizationUrl);
     if (args.provider !== undefined) return loginThroughProvider(browser, page);
-    const login = page.status === 200 ? findForm(page, 'login') : null;
-    if (login) {
-        page.step.page = 'login';
-        if (!args.password) throw new Error('a login form is shown but no password was given (--password or SDK_OAUTH_PASSWORD)');
-        const form = new URLSearchParams({ ...login.fields, username: args.username, password: args.password });
-        page = await browser.request(login.method, login.action, form.toString());
-    }
-    const consent = page.status === 200 ? findForm(page, 'consent') : null;
-    if (consent) {
-        page.step.page = 'consent';
-        const form = new URLSearchParams({ ...consent.fields, decision: 'approve' });
-        page = await browser.request(consent.method, consent.action, form.toString());
-    }
-    if (page.status !== 302 && page.status !== 303) {
-        throw new Error(`the authorization did not end in a redirect: ${page.status} at ${page.step.path}: ${pageText(page)}`);
-    }
-    page.step.page = 'redirect';
-    const location = new URL(page.location, page.url);
-    if (!isRedirectUri(location)) {
-        throw new Error(`redirected to ${location.href}, not to the redirect URI ${new URL(args.redirectUri).href}`);
-    }
-    return redirectUriParams(location);
+    return followToRedirectUri(browser, page, 'the authorization URL');
 }
 
 // ---------------------------------------------------------------------------

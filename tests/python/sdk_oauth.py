@@ -17,7 +17,9 @@ the SDK's `client_metadata_url`, used when the authorization server advertises
 SDK does not), and calls the redirect handler. That handler plays the browser itself: it GETs
 the authorization URL with a cookie-keeping HTTP client, submits the login form (password
 from --password or the SDK_OAUTH_PASSWORD environment variable), submits the consent form if
-one is shown, and reads `code`, `state` and `iss` from the final redirect's Location without
+one is shown, follows redirects to other servers (an upstream's authorization server the
+gateway connects the user to: its login and consent forms are answered the same way; steps
+`hop`), and reads `code`, `state` and `iss` from the final redirect's Location without
 following it; the callback handler hands them to the SDK, which exchanges the code. The
 script then calls the `echo` tool of server-everything.
 
@@ -297,15 +299,11 @@ class BrowserPart:
             raise RuntimeError(f"authorization error: {params['error']}: {params.get('error_description', '')}")
         return params
 
-    async def _through_provider(self, browser: httpx2.AsyncClient, page: httpx2.Response) -> dict[str, str]:
-        """--provider: submit the provider's form on the login page, then follow redirects (any
-        origin) and approve consent pages until redirected to the redirect URI."""
-        form_id = f"provider-{self.args.provider}"
-        form = find_form(page, form_id) if page.status_code == 200 else None
-        if form is None:
-            raise RuntimeError(f'no <form id="{form_id}"> on the login page: {page.status_code} at {where(page)}: {page_text(page)}')
-        state_of_run["browser"][-1]["page"] = "login"
-        page = await self._step(browser, form["method"], form["action"], form["fields"])
+    async def _follow_to_redirect_uri(self, browser: httpx2.AsyncClient, page: httpx2.Response, after: str) -> dict[str, str]:
+        """From `page` on: follow redirects (any origin: an identity provider or an upstream's
+        authorization server is another loopback host or port), submit login forms with the
+        username and password and approve consent pages, until redirected to the redirect URI."""
+        submitted: str | None = None  # the form just submitted: the same form again means it was refused
         steps = 1
         while True:
             location = page.headers.get("location") if page.status_code in REDIRECTS else None
@@ -315,20 +313,45 @@ class BrowserPart:
                 return self._redirect_uri_params(location)
             if steps >= MAX_PROVIDER_STEPS:
                 raise RuntimeError(
-                    f"not redirected to the redirect URI within {MAX_PROVIDER_STEPS} requests after the provider form "
+                    f"not redirected to the redirect URI within {MAX_PROVIDER_STEPS} requests after {after} "
                     f"(last: {page.status_code} at {where(page)})"
                 )
             steps += 1
             if location:
                 state_of_run["browser"][-1]["page"] = "hop"
+                submitted = None
                 page = await self._step(browser, "GET", location)
                 continue
+            login = find_form(page, "login") if page.status_code == 200 else None
+            if login and submitted == "login":
+                raise RuntimeError(f"the login was refused: {page.status_code} at {where(page)}: {page_text(page)}")
+            if login:
+                submitted = "login"
+                state_of_run["browser"][-1]["page"] = "login"
+                if not self.args.password:
+                    raise RuntimeError("a login form is shown but no password was given (--password or SDK_OAUTH_PASSWORD)")
+                fields = {**login["fields"], "username": self.args.username, "password": self.args.password}
+                page = await self._step(browser, login["method"], login["action"], fields)
+                continue
             consent = find_form(page, "consent") if page.status_code == 200 else None
+            if consent and submitted == "consent":
+                raise RuntimeError(f"the consent was refused: {page.status_code} at {where(page)}: {page_text(page)}")
             if consent:
+                submitted = "consent"
                 state_of_run["browser"][-1]["page"] = "consent"
                 page = await self._step(browser, consent["method"], consent["action"], {**consent["fields"], "decision": "approve"})
                 continue
-            raise RuntimeError(f"the provider login stopped: {page.status_code} at {where(page)}: {page_text(page)}")
+            raise RuntimeError(f"the authorization stopped after {after}: {page.status_code} at {where(page)}: {page_text(page)}")
+
+    async def _through_provider(self, browser: httpx2.AsyncClient, page: httpx2.Response) -> dict[str, str]:
+        """--provider: submit the provider's form on the login page, then on as above."""
+        form_id = f"provider-{self.args.provider}"
+        form = find_form(page, form_id) if page.status_code == 200 else None
+        if form is None:
+            raise RuntimeError(f'no <form id="{form_id}"> on the login page: {page.status_code} at {where(page)}: {page_text(page)}')
+        state_of_run["browser"][-1]["page"] = "login"
+        page = await self._step(browser, form["method"], form["action"], form["fields"])
+        return await self._follow_to_redirect_uri(browser, page, "the provider form")
 
     async def redirect_handler(self, authorization_url: str) -> None:
         state_of_run["authorizations"] += 1
@@ -341,25 +364,8 @@ class BrowserPart:
             page = await self._step(browser, "GET", authorization_url)
             if self.args.provider is not None:
                 self._finish(await self._through_provider(browser, page))
-                return
-            login = find_form(page, "login") if page.status_code == 200 else None
-            if login:
-                state_of_run["browser"][-1]["page"] = "login"
-                if not self.args.password:
-                    raise RuntimeError("a login form is shown but no password was given (--password or SDK_OAUTH_PASSWORD)")
-                fields = {**login["fields"], "username": self.args.username, "password": self.args.password}
-                page = await self._step(browser, login["method"], login["action"], fields)
-            consent = find_form(page, "consent") if page.status_code == 200 else None
-            if consent:
-                state_of_run["browser"][-1]["page"] = "consent"
-                page = await self._step(browser, consent["method"], consent["action"], {**consent["fields"], "decision": "approve"})
-        if page.status_code not in (302, 303):
-            raise RuntimeError(f"the authorization did not end in a redirect: {page.status_code} at {page.url.path}: {page_text(page)}")
-        state_of_run["browser"][-1]["page"] = "redirect"
-        location = urljoin(str(page.url), page.headers["location"])
-        if not self._is_redirect_uri(location):
-            raise RuntimeError(f"redirected to {location}, not to the redirect URI {self.args.redirect_uri}")
-        self._finish(self._redirect_uri_params(location))
+            else:
+                self._finish(await self._follow_to_redirect_uri(browser, page, "the authorization URL"))
 
     def _finish(self, params: dict[str, str]) -> None:
         state_of_run["iss"] = params.get("iss")
