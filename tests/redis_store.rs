@@ -597,6 +597,7 @@ mod scenarios {
             code_verifier: "verifier".into(),
             nonce: "nonce".into(),
             client_id: None,
+            issuer: None,
             expires_at: t + 600,
         };
         store
@@ -999,6 +1000,7 @@ mod redis_only {
                     code_verifier: "v".into(),
                     nonce: "n".into(),
                     client_id: None,
+                    issuer: None,
                     expires_at: t + 300,
                 },
             )

@@ -133,10 +133,20 @@ struct StandInState {
     /// Token requests refused, by error code.
     refusals: Vec<String>,
     refuse_refresh: bool,
+    /// Answer refresh requests with 500 (an outage, which says nothing about the grant).
+    fail_refresh: bool,
     /// Send another issuer's `iss` back with the code.
     wrong_iss: bool,
     /// Lifetime of the access tokens it issues.
     expires_in: u64,
+    /// Also accept the client as a public one (its id in the form, no secret).
+    public_client: bool,
+    /// Issue access tokens without a refresh token.
+    no_refresh_tokens: bool,
+    /// As an MCP server too (`/tools`): the authorization server its protected-resource
+    /// metadata names (default: itself), and the `Authorization` of each call.
+    names_issuer: Option<String>,
+    calls: Vec<String>,
 }
 
 struct StandIn {
@@ -210,6 +220,30 @@ async fn stand_in(
         .map(|b| b.to_bytes())
         .unwrap_or_default();
     let path = parts.uri.path();
+    if path == "/.well-known/oauth-protected-resource/tools" {
+        let named = state.lock().expect("lock").names_issuer.clone();
+        return json_reply(
+            200,
+            json!({
+                "resource": format!("{issuer}/tools"),
+                "authorization_servers": [named.unwrap_or_else(|| issuer.clone())],
+                "scopes_supported": ["tools:read"],
+            }),
+        );
+    }
+    if path == "/tools" {
+        let authorization = parts
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        state.lock().expect("lock").calls.push(authorization);
+        return json_reply(
+            200,
+            json!({"jsonrpc": "2.0", "id": 1, "result": {"tools": []}}),
+        );
+    }
     if path == "/.well-known/oauth-authorization-server" {
         return json_reply(
             200,
@@ -269,15 +303,17 @@ async fn stand_in(
         state.refusals.push(error.to_string());
         json_reply(status, json!({"error": error}))
     };
-    if parts
+    let params: HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
+    let basic = parts
         .headers
         .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        != Some(&expected)
-    {
+        .and_then(|v| v.to_str().ok());
+    let public = basic.is_none()
+        && state.public_client
+        && params.get("client_id").map(String::as_str) == Some(STAND_IN_CLIENT);
+    if basic != Some(expected.as_str()) && !public {
         return refuse(&mut state, 401, "invalid_client");
     }
-    let params: HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
     let resource = match params.get("grant_type").map(String::as_str) {
         Some("authorization_code") => {
             let Some(issued) = params.get("code").and_then(|c| state.codes.remove(c)) else {
@@ -298,6 +334,9 @@ async fn stand_in(
             if state.refuse_refresh {
                 return refuse(&mut state, 400, "invalid_grant");
             }
+            if state.fail_refresh {
+                return refuse(&mut state, 500, "server_error");
+            }
             let Some(resource) = params
                 .get("refresh_token")
                 .and_then(|t| state.refresh_tokens.remove(t))
@@ -313,17 +352,17 @@ async fn stand_in(
     };
     state.grants.push(params["grant_type"].clone());
     let n = state.grants.len();
-    let refresh = format!("rt-{n}");
-    state.refresh_tokens.insert(refresh.clone(), resource);
-    json_reply(
-        200,
-        json!({
-            "access_token": format!("at-{n}"),
-            "token_type": "Bearer",
-            "expires_in": state.expires_in,
-            "refresh_token": refresh,
-        }),
-    )
+    let mut answer = json!({
+        "access_token": format!("at-{n}"),
+        "token_type": "Bearer",
+        "expires_in": state.expires_in,
+    });
+    if !state.no_refresh_tokens {
+        let refresh = format!("rt-{n}");
+        state.refresh_tokens.insert(refresh.clone(), resource);
+        answer["refresh_token"] = json!(refresh);
+    }
+    json_reply(200, answer)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -334,13 +373,22 @@ async fn stand_in(
 fn authorization_server_toml(dir: &Path) -> String {
     let key = dir.join("token-key");
     std::fs::write(&key, format!("{}\n", URL_SAFE_NO_PAD.encode([7u8; 32]))).expect("key");
+    let machine = mcp_auth_gateway::auth::api_key::format_hash(
+        &mcp_auth_gateway::auth::api_key::sha256(MACHINE_SECRET.as_bytes()),
+    );
     format!(
-        "[authorization_server]\ndatabase = \"{}\"\ntoken_encryption_key_file = \"{}\"\n\n{}",
+        "[authorization_server]\ndatabase = \"{}\"\ntoken_encryption_key_file = \"{}\"\n\n{}\n\
+         [[authorization_server.clients]]\nclient_id = \"{MACHINE}\"\nsecret_hash = \"{machine}\"\n\
+         grant_types = [\"client_credentials\"]\n",
         dir.join("gateway.db").display(),
         key.display(),
         users(&["alice", "carol", "dave"]),
     )
 }
+
+/// A machine client of the gateway (`client_credentials`).
+const MACHINE: &str = "robot";
+const MACHINE_SECRET: &str = "robot-secret-4b1d";
 
 /// The gateway under test, its registered MCP client, and the browsers.
 struct Stack {
@@ -693,39 +741,45 @@ async fn the_gateway_publishes_its_client_metadata_document() {
     let echo = Upstream::start().await;
     let upstream = start_upstream_gateway(&dir, &echo).await;
     let stack = Stack::start(&chained_toml(&dir, &upstream), upstream.addr).await;
-    let answer = get(
-        stack.gateway.addr,
+    // One document per route, naming that route's callback only: no document allows an
+    // upstream to send a code to another route's callback.
+    for route in ["mcp", "pre"] {
+        let path = format!("/.well-known/oauth-client-metadata/{route}");
+        let answer = get(stack.gateway.addr, &path, &[]).await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        assert!(answer
+            .header("cache-control")
+            .is_some_and(|v| v.starts_with("public")));
+        let document = answer.json();
+        let client_id = format!("http://127.0.0.1{path}");
+        assert_eq!(document["client_id"], client_id.as_str());
+        assert_eq!(
+            document["redirect_uris"],
+            json!([format!("http://127.0.0.1/connect/{route}/callback")])
+        );
+        assert_eq!(
+            document["client_name"],
+            "MCP gateway at 127.0.0.1 for 127.0.0.1"
+        );
+        assert_eq!(document["token_endpoint_auth_method"], "none");
+        assert_eq!(
+            document["grant_types"],
+            json!(["authorization_code", "refresh_token"])
+        );
+        // What the built-in authorization server itself demands of such documents.
+        let parsed = mcp_auth_gateway::authorization_server::cimd::parse_document(
+            answer.body.as_bytes(),
+            &client_id,
+        );
+        assert!(parsed.is_ok(), "{parsed:?}");
+    }
+    for path in [
         "/.well-known/oauth-client-metadata",
-        &[],
-    )
-    .await;
-    assert_eq!(answer.status, 200, "{}", answer.body);
-    assert!(answer
-        .header("cache-control")
-        .is_some_and(|v| v.starts_with("public")));
-    let document = answer.json();
-    assert_eq!(
-        document["client_id"],
-        "http://127.0.0.1/.well-known/oauth-client-metadata"
-    );
-    assert_eq!(
-        document["redirect_uris"],
-        json!([
-            "http://127.0.0.1/connect/mcp/callback",
-            "http://127.0.0.1/connect/pre/callback"
-        ])
-    );
-    assert_eq!(document["token_endpoint_auth_method"], "none");
-    assert_eq!(
-        document["grant_types"],
-        json!(["authorization_code", "refresh_token"])
-    );
-    // What the built-in authorization server itself demands of such documents.
-    let parsed = mcp_auth_gateway::authorization_server::cimd::parse_document(
-        answer.body.as_bytes(),
-        "http://127.0.0.1/.well-known/oauth-client-metadata",
-    );
-    assert!(parsed.is_ok(), "{parsed:?}");
+        "/.well-known/oauth-client-metadata/nope",
+    ] {
+        let answer = get(stack.gateway.addr, path, &[]).await;
+        assert_eq!(answer.status, 404, "{path}: {}", answer.body);
+    }
     stack.gateway.shutdown().await;
 
     // Without a route that connects, there is no document.
@@ -747,7 +801,7 @@ upstream = "{}"
         authorization_server_toml(&dir),
     ))
     .await;
-    let answer = get(plain.addr, "/.well-known/oauth-client-metadata", &[]).await;
+    let answer = get(plain.addr, "/.well-known/oauth-client-metadata/mcp", &[]).await;
     assert_eq!(answer.status, 404, "{}", answer.body);
     plain.shutdown().await;
 }
@@ -820,6 +874,14 @@ async fn upstream_tokens_are_refreshed_and_a_refused_refresh_makes_the_user_conn
         ["authorization_code", "refresh_token", "refresh_token"]
     );
 
+    // An outage at the upstream's server: 503 for now, and the connection is kept.
+    stand_in.with(|s| s.fail_refresh = true);
+    let outage = stack.call("/tools", &tokens).await;
+    assert_eq!(outage.status, 503, "{}", outage.body);
+    stand_in.with(|s| s.fail_refresh = false);
+    assert_eq!(stack.call("/tools", &tokens).await.status, 200);
+    assert_eq!(echo.last().header("authorization"), Some("Bearer at-4"));
+
     // The upstream's server refuses to refresh (the user revoked the gateway there): the
     // token is forgotten, the request gets 401 invalid_token, and the gateway's own refresh
     // is refused, so that the client signs in again — and the user reconnects on the way.
@@ -865,9 +927,130 @@ async fn upstream_tokens_are_refreshed_and_a_refused_refresh_makes_the_user_conn
     )
     .await;
     assert_eq!(robot.status, 401, "{}", robot.body);
+    // Nor does a machine client of the gateway: its token speaks for no user.
+    let machine = post_form(
+        stack.gateway.addr,
+        "/token",
+        &form(&[
+            ("grant_type", "client_credentials"),
+            ("resource", "http://127.0.0.1/tools"),
+        ]),
+        &[(
+            "authorization",
+            &format!(
+                "Basic {}",
+                STANDARD.encode(format!("{MACHINE}:{MACHINE_SECRET}"))
+            ),
+        )],
+    )
+    .await;
+    assert_eq!(machine.status, 200, "{}", machine.body);
+    let answer = stack.call("/tools", &machine.json()).await;
+    assert_eq!(answer.status, 401, "{}", answer.body);
+    assert!(answer.json()["error_description"]
+        .as_str()
+        .is_some_and(|d| d.contains("has not connected")));
     assert_eq!(echo.requests().len(), before);
-    // Nothing the stand-in refused was the gateway's fault but the refresh.
-    assert_eq!(stand_in.with(|s| s.refusals.clone()), ["invalid_grant"]);
+    // The stand-in refused only what the test made it refuse.
+    assert_eq!(
+        stand_in.with(|s| s.refusals.clone()),
+        ["server_error", "invalid_grant"]
+    );
+    stack.gateway.shutdown().await;
+}
+
+/// The upstream is the stand-in itself (its `/tools`), whose protected-resource metadata
+/// names the authorization server; the gateway is a public client there.
+fn discovered_toml(dir: &Path, stand_in: &StandIn) -> String {
+    format!(
+        r#"
+[server]
+listen = ["127.0.0.1:0"]
+public_url = "http://127.0.0.1"
+
+[[routes]]
+id = "tools"
+path = "/tools"
+upstream = "{}/tools"
+
+[routes.upstream_token.oauth]
+client_id = "{STAND_IN_CLIENT}"
+
+{}
+"#,
+        stand_in.issuer(),
+        authorization_server_toml(dir),
+    )
+}
+
+#[tokio::test]
+async fn a_refresh_token_goes_only_to_the_server_that_issued_it() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let dir = oauth::temp_dir("connect-pinned");
+    let first = StandIn::start().await;
+    let second = StandIn::start().await;
+    for stand_in in [&first, &second] {
+        stand_in.with(|s| {
+            s.public_client = true;
+            s.expires_in = 20;
+        });
+    }
+    let toml = discovered_toml(&dir, &first);
+    let mut stack = Stack::start(&toml, first.addr).await;
+    // Discovered from the upstream's metadata: its scopes asked for, the token used there.
+    let (tokens, steps) = stack.tokens("/tools", "alice", "-").await;
+    assert!(
+        steps.contains(&"upstream /authorize".to_string()),
+        "{steps:?}"
+    );
+    assert_eq!(stack.call("/tools", &tokens).await.status, 200);
+    assert_eq!(first.with(|s| s.calls.clone()), ["Bearer at-2"]);
+
+    // The upstream now names another server (seen after a restart: discovery is cached).
+    first.with(|s| s.names_issuer = Some(second.issuer()));
+    stack.gateway.shutdown().await;
+    stack.gateway = TestGateway::start(&toml).await;
+    let refused = stack.call("/tools", &tokens).await;
+    assert_eq!(refused.status, 401, "{}", refused.body);
+    // The refresh token went nowhere: neither to the new server nor to the old one.
+    assert!(second.with(|s| s.grants.is_empty() && s.refusals.is_empty()));
+    assert_eq!(first.with(|s| s.grants.len()), 2);
+    assert_eq!(first.with(|s| s.calls.len()), 1);
+    assert_eq!(
+        stack.refresh(&tokens).await.json()["error"],
+        "invalid_grant"
+    );
+    stack.gateway.shutdown().await;
+}
+
+/// An access token about to expire with no refresh token is of no more use: forgotten, and
+/// the user reconnects at their next sign-in.
+#[tokio::test]
+async fn a_token_that_cannot_be_renewed_is_forgotten() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let dir = oauth::temp_dir("connect-no-refresh");
+    let stand_in = StandIn::start().await;
+    let echo = Upstream::start().await;
+    let mut stack = Stack::start(&stand_in_toml(&dir, &stand_in, &echo), stand_in.addr).await;
+    stand_in.with(|s| {
+        s.no_refresh_tokens = true;
+        s.expires_in = 20;
+    });
+    let (tokens, _) = stack.tokens("/tools", "alice", "-").await;
+    let answer = stack.call("/tools", &tokens).await;
+    assert_eq!(answer.status, 401, "{}", answer.body);
+    assert!(echo.requests().is_empty());
+    assert_eq!(
+        stack.refresh(&tokens).await.json()["error"],
+        "invalid_grant"
+    );
+    stand_in.with(|s| s.expires_in = 3600);
+    let (tokens, steps) = stack.tokens("/tools", "alice", "-").await;
+    assert!(
+        steps.contains(&"upstream /authorize".to_string()),
+        "{steps:?}"
+    );
+    assert_eq!(stack.call("/tools", &tokens).await.status, 200);
     stack.gateway.shutdown().await;
 }
 
@@ -879,15 +1062,17 @@ async fn the_connect_callback_refuses_replays_other_browsers_and_a_mixed_up_issu
     let echo = Upstream::start().await;
     let mut stack = Stack::start(&stand_in_toml(&dir, &stand_in, &echo), stand_in.addr).await;
 
-    // A wrong iss (RFC 9207 mix-up): no token, a 502 page.
+    // A wrong iss (RFC 9207 mix-up): no token; the client is told (server_error).
     stand_in.with(|s| s.wrong_iss = true);
     let (_, challenge) = pkce();
     let mixed = stack
         .sign_in("/tools", "alice", "-", "approve", &challenge)
         .await;
-    assert!(mixed.location.is_none());
-    assert_eq!(mixed.last.status, 502, "{}", mixed.last.body);
-    assert!(mixed.last.body.contains("Connecting failed"));
+    let location = mixed.location.expect("the client is told");
+    let params = query(&location);
+    assert_eq!(params["error"], "server_error", "{location}");
+    assert_eq!(params["state"], "xyz");
+    assert!(!params.contains_key("code"));
     assert_eq!(
         stand_in.with(|s| s.grants.len()),
         0,
@@ -964,7 +1149,7 @@ async fn the_connect_callback_refuses_replays_other_browsers_and_a_mixed_up_issu
 }
 
 #[tokio::test]
-async fn an_unreachable_upstream_authorization_server_is_a_clear_page_not_a_code() {
+async fn an_unusable_upstream_authorization_server_is_an_error_for_the_client_not_a_code() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let dir = oauth::temp_dir("connect-unreachable");
     let echo = Upstream::start().await;
@@ -992,10 +1177,14 @@ upstream = "{}"
     let signed_in = stack
         .sign_in("/tools", "alice", "-", "approve", &challenge)
         .await;
-    assert!(signed_in.location.is_none());
-    assert_eq!(signed_in.last.status, 502, "{}", signed_in.last.body);
-    assert!(signed_in.last.body.contains("Connecting failed"));
-    assert!(signed_in.last.body.contains(&echo.url("/tools")));
+    let location = signed_in.location.expect("the client is told");
+    let params = query(&location);
+    assert_eq!(params["error"], "temporarily_unavailable", "{location}");
+    assert!(
+        params["error_description"].contains(&echo.url("/tools")),
+        "{location}"
+    );
+    assert!(!params.contains_key("code"));
     stack.gateway.shutdown().await;
 }
 
@@ -1119,6 +1308,11 @@ upstream = "http://127.0.0.1:9/mcp"
             "needs the client_id",
         ),
         (
+            "[routes.upstream_token.oauth]\nclient_id = \"gw\"\nclient_secret_file = \"s\"\n",
+            format!("{p}.oauth.client_secret_env"),
+            "set authorization_server",
+        ),
+        (
             "[routes.upstream_token.oauth]\nauthorization_server = \"ftp://auth.example\"\n",
             format!("{p}.oauth.authorization_server"),
             "https URL",
@@ -1160,6 +1354,24 @@ upstream = "http://127.0.0.1:9/mcp"
         .replace("token_encryption_key_file", "# token_encryption_key_file");
     let error = config_error(&no_key);
     assert!(error.contains("token_encryption_key"), "{error}");
+
+    // A machine client named like a local user would speak for them (and use their
+    // upstream tokens).
+    let hash = mcp_auth_gateway::auth::api_key::format_hash(
+        &mcp_auth_gateway::auth::api_key::sha256(b"machine-secret"),
+    );
+    let machine = with_route("mcp", "[routes.upstream_token.oauth]\n").replace(
+        "[[authorization_server.users]]",
+        &format!(
+            "[[authorization_server.clients]]\nclient_id = \"local:alice\"\nsecret_hash = \"{hash}\"\ngrant_types = [\"client_credentials\"]\n\n[[authorization_server.users]]"
+        ),
+    );
+    let error = config_error(&machine);
+    assert!(
+        error.contains("authorization_server.clients[0].client_id")
+            && error.contains("also a local user's subject"),
+        "{error}"
+    );
 
     // The shortest configuration compiles.
     let fine = with_route("mcp", "[routes.upstream_token.oauth]\n");

@@ -459,7 +459,9 @@ async fn finish(
     session_id: &str,
 ) -> Response<Body> {
     match connect::needed(context, pending, &user).await {
-        Ok(Some((key, oauth))) => connect::start(context, key, oauth, request_id, session_id).await,
+        Ok(Some((key, oauth))) => {
+            connect::start(context, key, oauth, request_id, pending, session_id).await
+        }
         Ok(None) => issue_code(context, request_id, pending, user).await,
         Err(_) => store_unavailable(),
     }

@@ -241,7 +241,7 @@ impl AuthorizationServer {
             .is_some_and(|rest| rest.starts_with('/'))
             || upstream_login_path(path).is_some()
             || connect_callback_path(path).is_some()
-            || path == upstream::connect::CLIENT_METADATA_PATH
+            || client_metadata_path(path).is_some()
             || discovery::is_metadata_path(settings, path)
     }
 
@@ -290,8 +290,12 @@ impl AuthorizationServer {
             p if p == REGISTER_PATH || p.starts_with("/register/") => {
                 (register::handle(&context, request).await, "oauth_register")
             }
-            upstream::connect::CLIENT_METADATA_PATH => (
-                upstream::connect::client_metadata(config, settings),
+            p if client_metadata_path(p).is_some() => (
+                upstream::connect::client_metadata(
+                    config,
+                    settings,
+                    client_metadata_path(p).unwrap_or(""),
+                ),
                 "oauth_client_metadata",
             ),
             p if connect_callback_path(p).is_some() => (
@@ -330,6 +334,14 @@ fn is_browser_page(path: &str) -> bool {
     matches!(path, LOGIN_PATH | CONSENT_PATH)
         || upstream_login_path(path).is_some()
         || connect_callback_path(path).is_some()
+}
+
+/// `/.well-known/oauth-client-metadata/<route id>` → the route id.
+fn client_metadata_path(path: &str) -> Option<&str> {
+    let id = path
+        .strip_prefix(upstream::connect::CLIENT_METADATA_PATH)?
+        .strip_prefix('/')?;
+    (!id.is_empty() && !id.contains('/')).then_some(id)
 }
 
 /// `/connect/<route id>/callback` → the route id.

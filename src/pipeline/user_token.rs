@@ -35,7 +35,10 @@ pub async fn header(
             .subject
             .strip_prefix(provider.as_str())
             .is_some_and(|rest| rest.starts_with(':')),
-        UserTokenSource::UpstreamOAuth(_) => true,
+        // Any user; not a machine client (`client_credentials`: its own id is the subject).
+        UserTokenSource::UpstreamOAuth(_) => {
+            principal.client_id.as_deref() != Some(principal.subject.as_str())
+        }
     };
     if !verifiers.is_local(principal) || !entitled {
         return Err(missing());

@@ -183,6 +183,10 @@ pub struct LoginState {
     /// where it may have been registered on the fly); `None` = the configured one.
     #[serde(default)]
     pub client_id: Option<String>,
+    /// The authorization server it was sent to (connections): the callback must come from
+    /// it, and the code is redeemed there only.
+    #[serde(default)]
+    pub issuer: Option<String>,
     pub expires_at: u64,
 }
 
@@ -205,6 +209,10 @@ pub struct ProviderToken {
     /// name it).
     #[serde(default)]
     pub client_id: Option<String>,
+    /// The authorization server that issued them, when it was discovered (a refresh goes
+    /// there only).
+    #[serde(default)]
+    pub issuer: Option<String>,
     /// When the access token expires (`None`: the provider did not say).
     pub expires_at: Option<u64>,
     /// The record is deleted after this.

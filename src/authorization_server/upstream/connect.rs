@@ -39,7 +39,7 @@ use crate::authorization_server::authorize::{self, error_page, store_unavailable
 use crate::authorization_server::error::{ErrorCode, OAuthError};
 use crate::authorization_server::http::{cookie, json_no_store, json_public, redirect, with_query};
 use crate::authorization_server::store::{
-    LoginState, PendingAuthorization, StoreResult, UserIdentity,
+    LoginState, PendingAuthorization, ProviderToken, StoreResult, UserIdentity,
 };
 use crate::authorization_server::{digest, random_token, Context};
 use crate::body::{self, Body};
@@ -54,6 +54,8 @@ pub const CLIENT_METADATA_PATH: &str = "/.well-known/oauth-client-metadata";
 pub const CONNECT_PREFIX: &str = "/connect/";
 /// What was discovered about an upstream's authorization server is used this long.
 const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
+/// How long a registration made on the fly is used before registering again.
+const REGISTRATION_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Largest metadata document or registration answer read.
 const MAX_DOCUMENT_BYTES: usize = 64 * 1024;
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -81,7 +83,9 @@ pub(super) struct UpstreamServer {
 #[derive(Default)]
 pub struct Connections {
     discovered: Mutex<HashMap<String, (Arc<UpstreamServer>, Instant)>>,
-    registered: Mutex<HashMap<String, String>>,
+    /// Registrations made on the fly, renewed daily (servers delete clients unused for a
+    /// while, and say nothing to the gateway: their authorization page just refuses).
+    registered: Mutex<HashMap<String, (String, Instant)>>,
 }
 
 impl Connections {
@@ -96,12 +100,14 @@ impl Connections {
     }
 
     fn registration(&self, key: &str) -> Option<String> {
-        self.registered.lock().ok()?.get(key).cloned()
+        let map = self.registered.lock().ok()?;
+        let (client_id, at) = map.get(key)?;
+        (at.elapsed() < REGISTRATION_TTL).then(|| client_id.clone())
     }
 
     fn remember_registration(&self, key: String, client_id: String) {
         if let Ok(mut map) = self.registered.lock() {
-            map.insert(key, client_id);
+            map.insert(key, (client_id, Instant::now()));
         }
     }
 
@@ -393,8 +399,11 @@ pub(super) fn choose_client(
     }
 }
 
-pub fn client_metadata_url(settings: &AuthorizationServerSettings) -> String {
-    settings.endpoint(CLIENT_METADATA_PATH)
+/// The client metadata document of one route's connections. One per route, each with that
+/// route's redirect URI only: an upstream cannot send a code meant for it to another
+/// route's callback (a mix-up), since no document the gateway publishes allows that pair.
+pub fn client_metadata_url(settings: &AuthorizationServerSettings, route_id: &str) -> String {
+    settings.endpoint(&format!("{CLIENT_METADATA_PATH}/{route_id}"))
 }
 
 fn callback_uri(settings: &AuthorizationServerSettings, route_id: &str) -> String {
@@ -420,25 +429,33 @@ fn connected_route<'c>(
     connected_routes(config).find(|(_, oauth)| oauth.route_id == route_id)
 }
 
-/// `GET /.well-known/oauth-client-metadata`: who the gateway is as a client of upstreams'
-/// authorization servers (the CIMD draft); 404 when no route connects.
-pub fn client_metadata(config: &Config, settings: &AuthorizationServerSettings) -> Response<Body> {
-    let redirect_uris: Vec<String> = connected_routes(config)
-        .map(|(_, oauth)| callback_uri(settings, &oauth.route_id))
-        .collect();
-    if redirect_uris.is_empty() {
+/// `GET /.well-known/oauth-client-metadata/<route id>`: who the gateway is as a client of
+/// that route's upstream authorization server (the CIMD draft); 404 for any other route.
+pub fn client_metadata(
+    config: &Config,
+    settings: &AuthorizationServerSettings,
+    route_id: &str,
+) -> Response<Body> {
+    let Some((_, oauth)) = connected_route(config, route_id) else {
         return json_no_store(
             StatusCode::NOT_FOUND,
-            &json!({"error": "not_found", "error_description": "no route connects to an upstream authorization server"}),
+            &json!({"error": "not_found", "error_description": "no route with this id connects to an upstream authorization server"}),
         );
-    }
-    let host = url::Url::parse(&settings.issuer)
-        .ok()
-        .and_then(|u| u.host_str().map(str::to_string))
-        .unwrap_or_default();
-    let mut document = client_document(settings, redirect_uris);
-    document["client_id"] = json!(client_metadata_url(settings));
-    document["client_name"] = json!(format!("MCP gateway at {host}"));
+    };
+    let host = |url: &str| {
+        url::Url::parse(url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .unwrap_or_default()
+    };
+    let mut document = client_document(settings, vec![callback_uri(settings, route_id)]);
+    document["client_id"] = json!(client_metadata_url(settings, route_id));
+    // What the person sees on the upstream's consent page: which gateway, for which server.
+    document["client_name"] = json!(format!(
+        "MCP gateway at {} for {}",
+        host(&settings.issuer),
+        host(&oauth.resource)
+    ));
     json_public(&document)
 }
 
@@ -454,11 +471,17 @@ pub(in crate::authorization_server) async fn needed<'c>(
     else {
         return Ok(None);
     };
+    let now = now_unix();
     let held = context
         .store()
-        .provider_token(&user.subject, key, now_unix())
+        .provider_token(&user.subject, key, now)
         .await?;
-    Ok(held.is_none().then_some((key, oauth)))
+    Ok((!held.is_some_and(|token| usable(&token, now))).then_some((key, oauth)))
+}
+
+/// A kept token that can still serve: it can be refreshed, or has not expired.
+fn usable(token: &ProviderToken, now: u64) -> bool {
+    token.refresh.is_some() || token.expires_at.is_none_or(|at| at > now)
 }
 
 /// Whether the route that `oauth` belongs to is the one whose resource is `resource`.
@@ -483,11 +506,9 @@ pub(in crate::authorization_server) async fn lost(
     else {
         return Ok(false);
     };
-    let held = context
-        .store()
-        .provider_token(subject, key, now_unix())
-        .await?;
-    Ok(held.is_none())
+    let now = now_unix();
+    let held = context.store().provider_token(subject, key, now).await?;
+    Ok(!held.is_some_and(|token| usable(&token, now)))
 }
 
 /// Sends the browser to the upstream's authorization server.
@@ -496,14 +517,15 @@ pub(in crate::authorization_server) async fn start(
     key: &str,
     oauth: &UpstreamOAuth,
     request_id: &str,
+    pending: &PendingAuthorization,
     session_id: &str,
 ) -> Response<Body> {
     let client = &context.config.client;
     let connections = &context.server.connections;
     let prepared = async {
         let server = connections.discover(client, oauth).await?;
-        let client_id = match choose_client(oauth, &server, &client_metadata_url(context.settings))?
-        {
+        let document = client_metadata_url(context.settings, &oauth.route_id);
+        let client_id = match choose_client(oauth, &server, &document)? {
             ClientChoice::Configured(id) | ClientChoice::MetadataDocument(id) => id,
             ClientChoice::Register(endpoint) => {
                 let redirect_uri = callback_uri(context.settings, &oauth.route_id);
@@ -525,7 +547,17 @@ pub(in crate::authorization_server) async fn start(
         Ok(prepared) => prepared,
         Err(error) => {
             tracing::warn!(route = %oauth.route_id, %error, "cannot connect to the upstream's authorization server");
-            return connect_failed(&oauth.resource);
+            return give_up(
+                context,
+                request_id,
+                pending,
+                ErrorCode::TemporarilyUnavailable,
+                &format!(
+                    "the authorization server of {} cannot be used right now",
+                    oauth.resource
+                ),
+            )
+            .await;
         }
     };
     let code_verifier = random_token();
@@ -557,6 +589,7 @@ pub(in crate::authorization_server) async fn start(
         code_verifier,
         nonce: String::new(),
         client_id: Some(client_id.clone()),
+        issuer: Some(server.issuer.clone()),
         expires_at: now_unix() + authorize::PENDING_TTL,
     };
     if context
@@ -626,13 +659,28 @@ pub(super) fn registered_client_id(answer: &Value) -> Result<String, LoginError>
         .ok_or_else(|| LoginError::BadAnswer("the registration answer has no client_id".into()))
 }
 
-fn connect_failed(resource: &str) -> Response<Body> {
-    error_page(
-        StatusCode::BAD_GATEWAY,
-        "Connecting failed",
-        &format!(
-            "The gateway could not reach the sign-in of {resource}. Try again in a moment; if it keeps failing, tell the administrator."
-        ),
+/// Ends the MCP client's pending authorization with an error it is told about (RFC 6749
+/// §4.1.2.1), rather than a page it never sees.
+async fn give_up(
+    context: &Context<'_>,
+    request_id: &str,
+    pending: &PendingAuthorization,
+    code: ErrorCode,
+    description: &str,
+) -> Response<Body> {
+    if context
+        .store()
+        .delete_pending(digest(request_id))
+        .await
+        .is_err()
+    {
+        return store_unavailable();
+    }
+    authorize::error_redirect(
+        context,
+        &pending.redirect_uri,
+        pending.state.as_deref(),
+        &OAuthError::new(code, description),
     )
 }
 
@@ -685,6 +733,7 @@ pub async fn callback(
         Ok(None) => return sign_in_expired(),
         Err(_) => return store_unavailable(),
     };
+    let request_id = connection.request_id.as_str();
     if let Some(error) = params.get("error") {
         let detail: String = params
             .get("error_description")
@@ -693,34 +742,40 @@ pub async fn callback(
             .take(MAX_PASSED_ERROR)
             .collect();
         tracing::info!(route = %oauth.route_id, subject = %user.subject, error, "the upstream's authorization server refused the connection");
-        let _ = context
-            .store()
-            .delete_pending(digest(&connection.request_id))
-            .await;
-        return authorize::error_redirect(
+        return give_up(
             context,
-            &pending.redirect_uri,
-            pending.state.as_deref(),
-            &OAuthError::new(
-                ErrorCode::AccessDenied,
-                format!("the upstream's authorization server refused: {detail}"),
-            ),
-        );
+            request_id,
+            &pending,
+            ErrorCode::AccessDenied,
+            &format!("the upstream's authorization server refused: {detail}"),
+        )
+        .await;
     }
-    let Some(code) = params.get("code") else {
-        return error_page(
-            StatusCode::BAD_REQUEST,
-            "Invalid request",
-            "The upstream's authorization server sent no code.",
-        );
+    let redeemed = match params.get("code") {
+        Some(code) => redeem(context, oauth, &connection, code, params.get("iss")).await,
+        None => Err(LoginError::BadAnswer("the callback has no code".into())),
     };
-    let tokens = match redeem(context, oauth, &connection, code, params.get("iss")).await {
+    let tokens = match redeemed {
         Ok(tokens) => tokens,
         Err(error) => {
             tracing::warn!(route = %oauth.route_id, %error, client = %context.client_address,
                 "connecting to the upstream's authorization server failed");
-            return connect_failed(&oauth.resource);
+            return give_up(
+                context,
+                request_id,
+                &pending,
+                ErrorCode::ServerError,
+                &format!(
+                    "connecting to the authorization server of {} failed",
+                    oauth.resource
+                ),
+            )
+            .await;
         }
+    };
+    let issuance = super::tokens::Issuance {
+        client_id: connection.client_id.clone(),
+        issuer: connection.issuer.clone(),
     };
     if let Err(error) = super::tokens::keep(
         context.store(),
@@ -728,7 +783,7 @@ pub async fn callback(
         &user.subject,
         key,
         &tokens,
-        connection.client_id.clone(),
+        issuance,
     )
     .await
     {
@@ -754,6 +809,12 @@ async fn redeem(
 ) -> Result<ProviderTokens, LoginError> {
     let client = &context.config.client;
     let server = context.server.connections.discover(client, oauth).await?;
+    // The code goes only to the server the browser was sent to.
+    if connection.issuer.as_deref() != Some(server.issuer.as_str()) {
+        return Err(LoginError::BadAnswer(
+            "the upstream names another authorization server than at the start".into(),
+        ));
+    }
     match iss {
         Some(iss) if iss != server.issuer => {
             return Err(LoginError::BadAnswer(
@@ -807,13 +868,26 @@ pub(super) async fn refresh(
     connections: &Connections,
     client: &HttpClient,
     oauth: &UpstreamOAuth,
-    client_id: Option<&str>,
+    kept: &ProviderToken,
     refresh_token: &str,
 ) -> Result<ProviderTokens, LoginError> {
     let server = connections.discover(client, oauth).await?;
-    let client_id = client_id
+    // A refresh token goes only to the server that issued it: when the upstream now names
+    // another one, the user connects again there.
+    if kept
+        .issuer
+        .as_deref()
+        .is_some_and(|issuer| issuer != server.issuer)
+    {
+        return Err(LoginError::Refused(
+            "the upstream names another authorization server now".into(),
+        ));
+    }
+    let client_id = kept
+        .client_id
+        .as_deref()
         .or(oauth.client_id.as_deref())
-        .ok_or_else(|| LoginError::BadAnswer("no client id was kept".into()))?;
+        .ok_or_else(|| LoginError::Refused("no client id was kept".into()))?;
     let answer = token_request(
         client,
         &server.token_endpoint,
@@ -1078,6 +1152,21 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("set client_id"));
+    }
+
+    #[test]
+    fn registrations_made_on_the_fly_are_renewed_daily() {
+        let connections = Connections::default();
+        connections.remember_registration("k".into(), "id-1".into());
+        assert_eq!(connections.registration("k").as_deref(), Some("id-1"));
+        assert_eq!(connections.registration("other"), None);
+        let Some(yesterday) = Instant::now().checked_sub(REGISTRATION_TTL) else {
+            return; // a machine up for less than a day cannot date an entry that far back
+        };
+        if let Ok(mut map) = connections.registered.lock() {
+            map.insert("k".into(), ("id-1".into(), yesterday));
+        }
+        assert_eq!(connections.registration("k"), None);
     }
 
     #[test]

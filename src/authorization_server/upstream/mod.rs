@@ -58,12 +58,17 @@ pub(super) enum LoginError {
     BadAnswer(String),
     #[error("{0}")]
     NotAllowed(String),
+    /// The token endpoint refused the grant itself (`invalid_grant`; GitHub's
+    /// `bad_refresh_token`): the code or refresh token is no good any more — unlike an
+    /// outage or a malformed answer, which say nothing about the grant.
+    #[error("the token endpoint refused the grant: {0}")]
+    Refused(String),
 }
 
 impl LoginError {
     fn page(&self, provider: &IdentityProvider) -> Response<Body> {
         match self {
-            LoginError::Unreachable(_) | LoginError::BadAnswer(_) => error_page(
+            LoginError::Unreachable(_) | LoginError::BadAnswer(_) | LoginError::Refused(_) => error_page(
                 StatusCode::BAD_GATEWAY,
                 "Sign-in failed",
                 &format!(
@@ -187,6 +192,7 @@ pub async fn start(
         code_verifier: code_verifier.clone(),
         nonce: random_token(),
         client_id: None,
+        issuer: None,
         expires_at: now_unix() + authorize::PENDING_TTL,
     };
     let challenge = URL_SAFE_NO_PAD.encode(crate::auth::api_key::sha256(code_verifier.as_bytes()));
@@ -289,7 +295,7 @@ pub async fn callback(
             &subject,
             &provider.id,
             &identity.tokens,
-            None,
+            tokens::Issuance::default(),
         )
         .await
         {
@@ -489,11 +495,20 @@ pub(super) enum ClientAuth {
     Post,
 }
 
-/// Who the gateway is at a token endpoint.
-#[derive(Debug, Clone, Copy)]
+/// Who the gateway is at a token endpoint. `Debug` leaves the secret out.
+#[derive(Clone, Copy)]
 pub(super) struct ClientCredentials<'a> {
     pub id: &'a str,
     pub secret: Option<&'a str>,
+}
+
+impl std::fmt::Debug for ClientCredentials<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientCredentials")
+            .field("id", &self.id)
+            .field("secret", &self.secret.map(|_| "***"))
+            .finish()
+    }
 }
 
 impl<'a> ClientCredentials<'a> {
@@ -558,9 +573,12 @@ pub(super) async fn token_request(
         })?;
     // GitHub answers errors with 200 and an `error` member.
     if let Some(error) = answer.get("error").and_then(Value::as_str) {
-        return Err(LoginError::BadAnswer(format!(
-            "the token endpoint refused the code: {error}"
-        )));
+        return Err(match error {
+            "invalid_grant" | "bad_refresh_token" | "bad_verification_code" => {
+                LoginError::Refused(error.to_string())
+            }
+            _ => LoginError::BadAnswer(format!("the token endpoint answered {error}")),
+        });
     }
     if !fetched.status.is_success() {
         return Err(LoginError::BadAnswer(format!(
@@ -1020,6 +1038,7 @@ mod tests {
             code_verifier: "verifier-secret".into(),
             nonce: "nonce-secret".into(),
             client_id: None,
+            issuer: None,
             expires_at: 1,
         };
         let shown = format!("{tokens:?} {login:?}");

@@ -59,18 +59,25 @@ pub(super) fn wanted(config: &Config, provider: &str) -> bool {
         .any(|route| route.user_token.as_ref().is_some_and(|t| t.key == provider))
 }
 
-/// Seals and stores what a provider or an upstream's authorization server issued
-/// (`client_id`: the client they were issued to, when not the configured one).
+/// Who issued kept tokens, to whom: a refresh goes to the same server as the same client.
+/// Both `None` for identity providers (their configuration says).
+#[derive(Debug, Clone, Default)]
+pub(super) struct Issuance {
+    pub client_id: Option<String>,
+    pub issuer: Option<String>,
+}
+
+/// Seals and stores what a provider or an upstream's authorization server issued.
 pub(super) async fn keep(
     store: &dyn Store,
     settings: &AuthorizationServerSettings,
     subject: &str,
     provider: &str,
     tokens: &ProviderTokens,
-    client_id: Option<String>,
+    issuance: Issuance,
 ) -> Result<(), String> {
     let sealer = sealer(settings).ok_or("no token_encryption_key")?;
-    let record = seal(&sealer, settings, subject, provider, tokens, client_id)?;
+    let record = seal(&sealer, settings, subject, provider, tokens, issuance)?;
     store
         .put_provider_token(subject, provider, record)
         .await
@@ -83,7 +90,7 @@ fn seal(
     subject: &str,
     provider: &str,
     tokens: &ProviderTokens,
-    client_id: Option<String>,
+    issuance: Issuance,
 ) -> Result<ProviderToken, String> {
     let now = now_unix();
     let access = sealer
@@ -103,7 +110,8 @@ fn seal(
     Ok(ProviderToken {
         access,
         refresh,
-        client_id,
+        client_id: issuance.client_id,
+        issuer: issuance.issuer,
         expires_at: tokens.expires_in.map(|secs| now + secs),
         // As long as a login through it can last (its refresh family's horizon).
         keep_until: now + 3 * settings.refresh_token_ttl.as_secs(),
@@ -163,36 +171,34 @@ impl AuthorizationServer {
         else {
             return Ok(None);
         };
-        // A key that changed (or a record tampered with) leaves nothing usable.
-        let Some(access) = sealer.open(
+        let access = sealer.open(
             &record.access,
             &seal_context(subject, provider_id, "access"),
-        ) else {
-            return Ok(None);
-        };
-        if !about_to_expire(record.expires_at) {
-            return Ok(Some((access, record.expires_at)));
-        }
-        let Some(refresh) = record
+        );
+        let refresh = record
             .refresh
             .as_deref()
-            .and_then(|r| sealer.open(r, &seal_context(subject, provider_id, "refresh")))
-        else {
-            return Ok(None);
+            .and_then(|r| sealer.open(r, &seal_context(subject, provider_id, "refresh")));
+        let refresh = match (access, refresh) {
+            (Some(access), _) if !about_to_expire(record.expires_at) => {
+                return Ok(Some((access, record.expires_at)))
+            }
+            (Some(_), Some(refresh)) => refresh,
+            // A key that changed (or a record tampered with), or an expired token with no
+            // way to renew it: nothing usable is left.
+            _ => {
+                self.forget(subject, provider_id, "it expired and cannot be refreshed")
+                    .await?;
+                return Ok(None);
+            }
         };
         let refreshed = match source {
             Source::Provider(provider) => {
                 refresh_at(&self.providers, &live.client, provider, &refresh).await
             }
             Source::Upstream(oauth) => {
-                super::connect::refresh(
-                    &self.connections,
-                    &live.client,
-                    oauth,
-                    record.client_id.as_deref(),
-                    &refresh,
-                )
-                .await
+                super::connect::refresh(&self.connections, &live.client, oauth, &record, &refresh)
+                    .await
             }
         };
         let tokens = match refreshed {
@@ -201,17 +207,12 @@ impl AuthorizationServer {
                 tokens.refresh_token.get_or_insert(refresh);
                 tokens
             }
-            Err(LoginError::Unreachable(e)) => return Err(unavailable(e)),
-            Err(error) => {
-                tracing::info!(source = provider_id, %error, "a user's upstream token could not be refreshed; it is forgotten");
-                // Forgotten, so that a refresh at the gateway is refused too and the user
-                // signs in (and connects) again instead of meeting 401s.
-                self.store
-                    .put_provider_token(subject, provider_id, tombstone())
-                    .await
-                    .map_err(|e| unavailable(e.to_string()))?;
+            Err(LoginError::Refused(why)) => {
+                self.forget(subject, provider_id, &why).await?;
                 return Ok(None);
             }
+            // An outage or an odd answer says nothing about the grant: try again later.
+            Err(error) => return Err(unavailable(error.to_string())),
         };
         let record = seal(
             &sealer,
@@ -219,7 +220,10 @@ impl AuthorizationServer {
             subject,
             provider_id,
             &tokens,
-            record.client_id,
+            Issuance {
+                client_id: record.client_id,
+                issuer: record.issuer,
+            },
         )
         .map_err(unavailable)?;
         let expires_at = record.expires_at;
@@ -228,6 +232,21 @@ impl AuthorizationServer {
             .await
             .map_err(|e| unavailable(e.to_string()))?;
         Ok(Some((tokens.access_token, expires_at)))
+    }
+
+    /// Forgets a user's token that can no longer be used, so that the gateway's own refresh
+    /// is refused too and the user signs in (and connects) again instead of meeting 401s.
+    async fn forget(
+        &self,
+        subject: &str,
+        key: &str,
+        why: &str,
+    ) -> Result<(), UserTokenUnavailable> {
+        tracing::info!(source = key, why, "a user's upstream token is forgotten");
+        self.store
+            .put_provider_token(subject, key, tombstone())
+            .await
+            .map_err(|e| UserTokenUnavailable(e.to_string()))
     }
 }
 
@@ -238,6 +257,7 @@ fn tombstone() -> ProviderToken {
         access: String::new(),
         refresh: None,
         client_id: None,
+        issuer: None,
         expires_at: Some(0),
         keep_until: 1,
     }

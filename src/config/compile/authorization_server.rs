@@ -289,7 +289,8 @@ pub(super) fn compile_authorization_server(
 
 /// Subjects `<provider id>:…` belong to that provider's users: a local user or a client
 /// (whose `client_credentials` tokens carry its id as subject) named so would share their
-/// consents, grants and forwarded provider tokens.
+/// consents, grants and forwarded provider tokens. Likewise a machine client named like a
+/// local user's subject.
 fn check_subject_namespaces(
     users: &[LocalUser],
     clients: &[StaticClient],
@@ -318,6 +319,16 @@ fn check_subject_namespaces(
         }
     }
     for (i, client) in clients.iter().enumerate() {
+        let machine = client.grant_types.iter().any(|g| g == "client_credentials");
+        if machine && users.iter().any(|u| u.subject == client.client_id) {
+            c.push(
+                format!("authorization_server.clients[{i}].client_id"),
+                format!(
+                    "{:?} is also a local user's subject: its client_credentials tokens would speak for that user (and use their upstream tokens); choose another client id",
+                    client.client_id
+                ),
+            );
+        }
         if let Some(provider) = claimed(&client.client_id) {
             c.push(
                 format!("authorization_server.clients[{i}].client_id"),

@@ -61,10 +61,8 @@ pub(super) fn compile_user_token(
                 base_dir,
                 c,
             )?;
-            (
-                UserTokenSource::UpstreamOAuth(Arc::new(oauth)),
-                format!("route:{route_id}"),
-            )
+            let key = connection_key(&oauth);
+            (UserTokenSource::UpstreamOAuth(Arc::new(oauth)), key)
         }
         (Some(_), Some(_)) => {
             c.push(
@@ -87,6 +85,20 @@ pub(super) fn compile_user_token(
         bearer: header == http::header::AUTHORIZATION,
         header,
     })
+}
+
+/// Under which name users' tokens for this route are kept: the route and what they were
+/// obtained for, so that tokens for one upstream are never sent to another after a reload
+/// points the route elsewhere (they are then simply not found, and users reconnect).
+fn connection_key(oauth: &UpstreamOAuth) -> String {
+    let target = format!(
+        "{}\u{0}{}",
+        oauth.resource,
+        oauth.authorization_server.as_deref().unwrap_or("")
+    );
+    let digest = crate::auth::api_key::sha256(target.as_bytes());
+    let short: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("route:{}:{short}", oauth.route_id)
 }
 
 /// Route ids appear in the callback path `/connect/<id>/callback`: URL-safe characters only.
@@ -144,6 +156,12 @@ fn upstream_oauth(
             "a client secret needs the client_id it belongs to (client_id = \"…\")",
         );
     }
+    if secret_configured && authorization_server.is_none() {
+        c.push(
+            format!("{path}.client_secret_env"),
+            "a client secret goes only to a server named here: set authorization_server (otherwise the upstream's metadata would choose where it is sent)",
+        );
+    }
     for scope in &raw.scopes {
         if scope.is_empty() || scope.contains(' ') {
             c.push(
@@ -187,6 +205,29 @@ mod tests {
         for id in ["", ".", "..", "a/b", "a b", "a%2f", "é", &"x".repeat(65)] {
             assert!(!url_safe_id(id), "{id:?}");
         }
+    }
+
+    #[test]
+    fn tokens_are_kept_per_route_and_upstream() {
+        let oauth = |resource: &str, server: Option<&str>| UpstreamOAuth {
+            route_id: "linear".into(),
+            resource: resource.into(),
+            authorization_server: server.map(str::to_string),
+            client_id: None,
+            client_secret: None,
+            scopes: Vec::new(),
+        };
+        let key = connection_key(&oauth("https://a.example/mcp", None));
+        assert!(key.starts_with("route:linear:"), "{key}");
+        assert_eq!(key, connection_key(&oauth("https://a.example/mcp", None)));
+        assert_ne!(key, connection_key(&oauth("https://b.example/mcp", None)));
+        assert_ne!(
+            key,
+            connection_key(&oauth(
+                "https://a.example/mcp",
+                Some("https://auth.example")
+            ))
+        );
     }
 
     #[test]
