@@ -91,6 +91,9 @@ impl Gateway {
             tracing::warn!(switch = %switch, "dangerous configuration switch is on");
         }
         crate::observability::metrics::METRICS.config_loaded("ok", Some(&config.source_sha256));
+        for proxy in &config.outbound_proxy {
+            tracing::info!(proxy = %proxy, "identity calls go through an outbound proxy");
+        }
         for warning in &config.warnings {
             tracing::warn!(key = %warning.path, "{}", warning.message);
         }
@@ -270,6 +273,9 @@ impl Gateway {
         config.verifiers.adopt_keys(&old.verifiers);
         config.verifiers.start_background_tasks();
         crate::observability::metrics::METRICS.config_loaded("ok", Some(&config.source_sha256));
+        for proxy in &config.outbound_proxy {
+            tracing::info!(proxy = %proxy, "identity calls go through an outbound proxy");
+        }
         for warning in &config.warnings {
             tracing::warn!(key = %warning.path, "{}", warning.message);
         }
@@ -334,7 +340,12 @@ impl Worker {
         runtime.block_on(async move {
             let config = self.app.config();
             let limits = config.server.limits.clone();
-            let upstream = outbound::client(limits.connect_timeout, config.outbound_tls.clone());
+            // Upstream MCP servers are neighbours: never through the outbound proxy.
+            let upstream = outbound::client(
+                limits.connect_timeout,
+                config.outbound_tls.clone(),
+                outbound::ProxyRules::default(),
+            );
             drop(config);
             let mut registered = Vec::new();
             for (listener, role) in self.listeners {

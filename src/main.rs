@@ -15,6 +15,7 @@ use mcp_auth_gateway::model::route::UserTokenSource;
 use mcp_auth_gateway::{observability, Gateway};
 
 mod as_cli;
+mod probe_cli;
 mod token_cli;
 
 #[derive(Parser)]
@@ -65,6 +66,8 @@ enum Command {
     Keys(as_cli::KeysCommand),
     /// Read a password from stdin and print its Argon2id hash (local users).
     HashPassword,
+    /// Ask a health endpoint; exit 0 when it answers 2xx (container health checks).
+    Probe(probe_cli::ProbeArgs),
 }
 
 fn main() -> ExitCode {
@@ -78,6 +81,7 @@ fn main() -> ExitCode {
         Command::Clients(command) => as_cli::clients(command),
         Command::Keys(command) => as_cli::keys(command),
         Command::HashPassword => as_cli::hash_password(),
+        Command::Probe(args) => probe_cli::run(args),
     }
 }
 
@@ -324,6 +328,9 @@ fn check(path: PathBuf) -> ExitCode {
         for warning in mcp_auth_gateway::authorization_server::client_pitfalls(settings) {
             println!("WARNING authorization_server: {warning}");
         }
+    }
+    for proxy in &config.outbound_proxy {
+        println!("outbound proxy for identity calls: {proxy}");
     }
     for switch in &config.dangerous {
         println!("WARNING dangerous: {switch}");

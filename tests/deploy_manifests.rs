@@ -942,3 +942,89 @@ fn yaml_documents(path: &Path) -> Option<Vec<Value>> {
     );
     Some(serde_json::from_slice(&output.stdout).expect("JSON from python3"))
 }
+
+/// The container image's HEALTHCHECK command, as written in deploy/docker/Dockerfile, run
+/// against a real gateway (its port in place of the image's 8080): healthy while it
+/// serves, unhealthy when nothing answers.
+#[tokio::test]
+async fn the_container_health_check_probes_a_real_gateway() {
+    let dockerfile = read(&external::repo_root().join("deploy/docker/Dockerfile"));
+    let joined = dockerfile.replace("\\\n", " ");
+    let line = joined
+        .lines()
+        .find(|l| l.starts_with("HEALTHCHECK"))
+        .expect("a HEALTHCHECK");
+    let exec = &line[line.find("CMD [").expect("exec form") + "CMD ".len()..];
+    let argv: Vec<String> = serde_json::from_str(exec.trim()).expect("a JSON array");
+    assert_eq!(argv[0], "/usr/local/bin/mcp-auth-gateway");
+    assert_eq!(argv[1], "probe");
+    assert!(dockerfile.contains("EXPOSE 8080"));
+    let run = |port: u16| {
+        let args: Vec<String> = argv[1..]
+            .iter()
+            .map(|a| a.replace("127.0.0.1:8080", &format!("127.0.0.1:{port}")))
+            .collect();
+        Command::new(common::process::BIN)
+            .args(&args)
+            .output()
+            .expect("run the probe")
+    };
+    let upstream = common::Upstream::start().await;
+    let gateway = common::TestGateway::start(&common::gateway::standard_config(
+        &upstream.url("/mcp"),
+        "",
+        "",
+    ))
+    .await;
+    let healthy = run(gateway.addr.port());
+    assert!(
+        healthy.status.success(),
+        "{}",
+        String::from_utf8_lossy(&healthy.stderr)
+    );
+    gateway.shutdown().await;
+    let gone = run(common::free_port());
+    assert!(!gone.status.success());
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("refused"));
+}
+
+/// Neither compose example downloads anything when its containers start: the MCP server is
+/// installed into its image when it is built, the same version the tests run.
+#[test]
+fn the_compose_examples_install_at_build_time_not_at_start() {
+    let package: Value = serde_json::from_str(&read(
+        &external::repo_root().join("tests/node/package.json"),
+    ))
+    .expect("package.json");
+    let version = package["devDependencies"]["@modelcontextprotocol/server-everything"]
+        .as_str()
+        .or(package["dependencies"]["@modelcontextprotocol/server-everything"].as_str())
+        .expect("the tests' server-everything version");
+    for example in ["deploy/traefik", "deploy/replicas"] {
+        let path = external::repo_root()
+            .join(example)
+            .join("docker-compose.yml");
+        let Some(mut documents) = yaml_documents(&path) else {
+            return;
+        };
+        let compose = documents.remove(0);
+        let services = compose["services"].as_object().expect("services");
+        for (name, service) in services {
+            let command = service["command"].to_string();
+            assert!(
+                !command.contains("npx") && !command.contains("npm"),
+                "{example}: {name} installs at start: {command}"
+            );
+        }
+        let inline = compose["services"]["mcp"]["build"]["dockerfile_inline"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{example}: mcp is built"));
+        assert!(
+            inline.contains(&format!(
+                "npm install --global --omit=dev @modelcontextprotocol/server-everything@{version}"
+            )),
+            "{example}: {inline}"
+        );
+        assert!(inline.contains("CMD [\"mcp-server-everything\", \"streamableHttp\"]"));
+    }
+}

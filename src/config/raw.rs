@@ -242,11 +242,29 @@ pub struct RawIdentityProvider {
 }
 
 /// Calls the gateway makes: upstreams, JWKS, introspection.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(default)]
 pub struct RawOutbound {
     /// Extra trusted CA certificates (PEM), added to the system roots.
     pub ca_files: Vec<String>,
+    /// An http:// proxy for identity calls (JWKS, introspection, identity providers,
+    /// upstreams' authorization servers); absent = the environment's.
+    pub proxy: Option<String>,
+    /// Destinations that bypass the proxy (added to `NO_PROXY` when that is used).
+    pub no_proxy: Vec<String>,
+    /// Read `HTTPS_PROXY` / `HTTP_PROXY` / `ALL_PROXY` / `NO_PROXY` when `proxy` is unset.
+    pub proxy_from_environment: bool,
+}
+
+impl Default for RawOutbound {
+    fn default() -> Self {
+        Self {
+            ca_files: Vec::new(),
+            proxy: None,
+            no_proxy: Vec::new(),
+            proxy_from_environment: true,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

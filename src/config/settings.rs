@@ -28,6 +28,8 @@ pub struct Config {
     pub client: HttpClient,
     /// Trust anchors for outbound TLS; each worker builds its own upstream pool from it.
     pub outbound_tls: rustls::ClientConfig,
+    /// The outbound proxies identity calls use, as they may be shown (no credentials).
+    pub outbound_proxy: Vec<String>,
     /// Dangerous switches in effect, for the startup warning.
     pub dangerous: Vec<String>,
     /// SHA-256 (hex) of the configuration text, for `mcp_gateway_config_info`.

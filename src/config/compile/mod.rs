@@ -84,7 +84,8 @@ pub(super) fn compile(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigE
     let tls = c
         .ok("outbound.ca_files", outbound::tls_config(extra_roots))
         .unwrap_or_else(|| outbound::tls_config(Vec::new()).unwrap_or_else(|_| empty_tls()));
-    let client = outbound::client(limits.connect_timeout, tls.clone());
+    let (proxy, outbound_proxy) = outbound_proxy(&raw.outbound, &mut c);
+    let client = outbound::client(limits.connect_timeout, tls.clone(), proxy);
     let server = compile_server(&raw.server, limits, base_dir, &mut c);
     let identity_headers = compile_identity_headers(&raw.identity_headers, &mut c);
     let allow_http = raw.dangerous.allow_plain_http_identity_endpoints;
@@ -282,6 +283,7 @@ pub(super) fn compile(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigE
             redis,
             client,
             outbound_tls: tls,
+            outbound_proxy,
             dangerous,
             warnings: c.warnings,
             source_sha256: String::new(),
@@ -345,4 +347,77 @@ fn check_log_level(level: &str) -> Result<(), String> {
     tracing_subscriber::EnvFilter::try_new(level)
         .map(|_| ())
         .map_err(|e| format!("{level:?} is not a log filter ({e}): {fix}"))
+}
+
+/// `[outbound] proxy` / `no_proxy` / `proxy_from_environment`: the rules for identity calls,
+/// and what to say of them (proxy addresses without credentials).
+fn outbound_proxy(
+    raw: &crate::config::raw::RawOutbound,
+    c: &mut Collector,
+) -> (outbound::ProxyRules, Vec<String>) {
+    if let Some(proxy) = &raw.proxy {
+        return match proxy_address(proxy) {
+            Ok(shown) => (
+                outbound::ProxyRules::fixed(proxy, &raw.no_proxy),
+                vec![format!(
+                    "{shown} (no_proxy: {})",
+                    list_or_none(&raw.no_proxy)
+                )],
+            ),
+            Err(why) => {
+                c.push("outbound.proxy", why);
+                (outbound::ProxyRules::default(), Vec::new())
+            }
+        };
+    }
+    if !raw.proxy_from_environment {
+        return (outbound::ProxyRules::default(), Vec::new());
+    }
+    let mut shown = Vec::new();
+    for name in [
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ] {
+        let Ok(value) = std::env::var(name) else {
+            continue;
+        };
+        match proxy_address(&value) {
+            Ok(address) => shown.push(format!("{name}={address}")),
+            Err(why) => c.warn(
+                "outbound.proxy_from_environment",
+                format!("{name}: {why}; identity calls it applies to will fail (set proxy_from_environment = false to ignore the environment)"),
+            ),
+        }
+    }
+    (outbound::ProxyRules::from_environment(&raw.no_proxy), shown)
+}
+
+/// An outbound proxy as it may be shown: `http://host:port`, credentials left out.
+fn proxy_address(text: &str) -> Result<String, String> {
+    let url = url::Url::parse(text).map_err(|e| format!("{text:?} is not a URL: {e}"))?;
+    if url.scheme() != "http" {
+        return Err(format!(
+            "{}:// proxies are not supported: use an http:// proxy (the tunnel inside it carries TLS)",
+            url.scheme()
+        ));
+    }
+    let host = url
+        .host_str()
+        .ok_or_else(|| "the proxy URL has no host".to_string())?;
+    Ok(match url.port() {
+        Some(port) => format!("http://{host}:{port}"),
+        None => format!("http://{host}"),
+    })
+}
+
+fn list_or_none(list: &[String]) -> String {
+    if list.is_empty() {
+        "none".into()
+    } else {
+        list.join(", ")
+    }
 }
