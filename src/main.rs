@@ -40,6 +40,10 @@ enum Command {
             env = "MCP_GATEWAY_CONFIG"
         )]
         config: PathBuf,
+        /// Also reload when the file's content changes (checked every 2 s; a Kubernetes
+        /// ConfigMap update, an edit), as SIGHUP does.
+        #[arg(long, env = "MCP_GATEWAY_WATCH")]
+        watch: bool,
     },
     /// Validate a configuration and print the routes and verifiers it compiles to.
     Check {
@@ -73,7 +77,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { config } => serve(config),
+        Command::Serve { config, watch } => serve(config, watch),
         Command::Check { config } => check(config),
         Command::Keygen => keygen(),
         Command::HashKey => hash_key(),
@@ -92,7 +96,7 @@ pub(crate) fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
     })
 }
 
-fn serve(path: PathBuf) -> ExitCode {
+fn serve(path: PathBuf, watch: bool) -> ExitCode {
     // The control runtime: signals and background refreshes. Requests are served by the
     // gateway's own worker threads (`server.workers`).
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -120,9 +124,21 @@ fn serve(path: PathBuf) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        tracing::info!(routes, config = %path.display(), "mcp-auth-gateway started");
-        while let Signal::Reload = wait_for_signal().await {
-            reload(&gateway, &path);
+        tracing::info!(routes, config = %path.display(), watch, "mcp-auth-gateway started");
+        let mut watcher = watch.then(|| ConfigWatcher::new(&path));
+        loop {
+            let signal = match watcher.as_mut() {
+                Some(watcher) => tokio::select! {
+                    signal = wait_for_signal() => signal,
+                    () = watcher.changed() => Signal::FileChanged,
+                },
+                None => wait_for_signal().await,
+            };
+            match signal {
+                Signal::Stop => break,
+                Signal::Reload => reload(&gateway, &path, "SIGHUP received"),
+                Signal::FileChanged => reload(&gateway, &path, "the configuration file changed"),
+            }
         }
         tracing::info!("shutting down: draining in-flight requests");
         gateway.shutdown().await;
@@ -134,6 +150,43 @@ fn serve(path: PathBuf) -> ExitCode {
 enum Signal {
     Stop,
     Reload,
+    FileChanged,
+}
+
+/// `serve --watch`: notices when the configuration file's content changes. It compares
+/// content, not modification times: a Kubernetes ConfigMap is swapped in through symlinks,
+/// and an editor may touch a file without changing it.
+struct ConfigWatcher {
+    path: PathBuf,
+    last: Option<[u8; 32]>,
+}
+
+impl ConfigWatcher {
+    const INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+    fn new(path: &std::path::Path) -> ConfigWatcher {
+        ConfigWatcher {
+            path: path.to_path_buf(),
+            last: Self::digest(path),
+        }
+    }
+
+    fn digest(path: &std::path::Path) -> Option<[u8; 32]> {
+        std::fs::read(path).ok().map(|text| api_key::sha256(&text))
+    }
+
+    /// Returns once the content differs from what it was at the last change (a file that
+    /// cannot be read for a moment, mid-swap, is no change).
+    async fn changed(&mut self) {
+        loop {
+            tokio::time::sleep(Self::INTERVAL).await;
+            let now = Self::digest(&self.path);
+            if now.is_some() && now != self.last {
+                self.last = now;
+                return;
+            }
+        }
+    }
 }
 
 /// Waits for SIGTERM or Ctrl-C (stop) or SIGHUP (reload: `systemctl reload`,
@@ -165,8 +218,8 @@ async fn wait_for_signal() -> Signal {
 /// Reads and compiles the configuration file again and swaps it in; a file that does not
 /// compile is reported (every problem, with its key path) and the running configuration
 /// keeps serving.
-fn reload(gateway: &Gateway, path: &std::path::Path) {
-    tracing::info!(config = %path.display(), "SIGHUP received: reloading the configuration");
+fn reload(gateway: &Gateway, path: &std::path::Path, why: &str) {
+    tracing::info!(config = %path.display(), "{why}: reloading the configuration");
     match config::load(path) {
         Ok(config) => {
             let hash = config.source_sha256.clone();

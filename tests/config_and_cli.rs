@@ -968,10 +968,16 @@ struct Served {
 
 impl Served {
     fn spawn(config: &Path) -> Served {
+        Served::spawn_with(config, &[])
+    }
+
+    /// `serve --config <config>` with more arguments.
+    fn spawn_with(config: &Path, args: &[&str]) -> Served {
         let mut child = gateway()
             .arg("serve")
             .arg("--config")
             .arg(config)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -1192,6 +1198,57 @@ async fn serve_answers_health_and_exits_cleanly_on_sigterm() {
     assert!(
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "still accepting after exit"
+    );
+    served.wait_for("stopped");
+}
+
+/// `serve --watch`: a changed file is reloaded without a signal — a broken one is reported
+/// and changes nothing, a good one with a new route is swapped in; a touch that changes no
+/// content reloads nothing.
+#[tokio::test]
+async fn serve_watch_reloads_a_changed_file() {
+    let good = TempConfig::new("serve-watch", &serve_config("127.0.0.1:0"));
+    let mut served = Served::spawn_with(&good.path, &["--watch"]);
+    let listening = served.wait_for("listening");
+    let addr: std::net::SocketAddr = listening["addr"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no addr in {listening}"))
+        .parse()
+        .expect("addr");
+    let original = std::fs::read_to_string(&good.path).expect("config text");
+    std::fs::write(
+        &good.path,
+        original.replace("upstream = \"http", "upstream = \"ftp"),
+    )
+    .expect("write broken config");
+    served.wait_for("the configuration file changed");
+    let failed = served.wait_for("configuration reload failed");
+    assert!(
+        failed["problems"]
+            .as_str()
+            .is_some_and(|p| p.contains("routes[0].upstream")),
+        "{failed}"
+    );
+    assert_eq!(common::http::get(addr, "/mcp", &[]).await.status, 401);
+    let with_route = format!(
+        "{original}\n[[routes]]\nid = \"added\"\npath = \"/added\"\nupstream = \"http://127.0.0.1:9/added\"\nverifiers = [\"api_keys\"]\n"
+    );
+    std::fs::write(&good.path, &with_route).expect("write new config");
+    served.wait_for("the configuration file changed");
+    served.wait_for("configuration reloaded");
+    assert_eq!(common::http::get(addr, "/added", &[]).await.status, 401);
+    // The same content written again: no reload (the next event is the one below).
+    std::fs::write(&good.path, &with_route).expect("rewrite");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let kill = Command::new("kill")
+        .args(["-TERM", &served.pid().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(kill.success());
+    let next = served.wait_for("");
+    assert_ne!(
+        next["message"], "the configuration file changed: reloading the configuration",
+        "{next}"
     );
     served.wait_for("stopped");
 }

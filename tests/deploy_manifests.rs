@@ -233,6 +233,24 @@ fn kubernetes_manifests_refer_to_each_other() {
     secret_has(name, key);
     let (gateway_secret, gateway_key) = secret_ref(gateway, "REDIS_PASSWORD");
     secret_has(gateway_secret, gateway_key);
+    // ConfigMap updates are picked up by `serve --watch`, which the binary accepts.
+    let args: Vec<&str> = gateway["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(args.contains(&"--watch"), "{args:?}");
+    let help = Command::new(common::process::BIN)
+        .args(&args)
+        .arg("--help")
+        .output()
+        .expect("serve --help");
+    assert!(
+        help.status.success(),
+        "{}",
+        String::from_utf8_lossy(&help.stderr)
+    );
 
     // The ConfigMap's Redis URL names the Redis Service, which selects the StatefulSet's
     // pods on the port Redis listens on.
