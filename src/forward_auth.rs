@@ -10,7 +10,9 @@
 //! - Traefik, Caddy: `X-Forwarded-Method`, `X-Forwarded-Proto`, `X-Forwarded-Host`,
 //!   `X-Forwarded-Uri` (path and query);
 //! - nginx: `X-Original-Method`, `X-Original-URI` (`$request_uri`), plus the
-//!   `X-Forwarded-Host` the deploy/ config sets (else the subrequest's `Host`).
+//!   `X-Forwarded-Host` the deploy/ config sets (else the subrequest's `Host`);
+//! - ingress-nginx, as it comes: `X-Original-Method` and `X-Original-URL`
+//!   (`$scheme://$http_host$request_uri`: the target and the host in one).
 //!
 //! The original `Authorization` and `Origin` arrive as ordinary headers. Each forwarded header
 //! must appear at most once.
@@ -37,6 +39,7 @@ const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
 const X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
+const X_ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");
 
 /// The original request as the front proxy described it.
 #[derive(Debug)]
@@ -209,20 +212,47 @@ fn single_str(headers: &HeaderMap, name: HeaderName) -> Result<Option<&str>, Rej
     }
 }
 
+/// ingress-nginx's `X-Original-URL` split into the request target and the host it names:
+/// `http(s)://` + a host without user info + the target, which starts with `/`.
+pub fn split_original_url(url: &str) -> Result<(&str, &str), Rejection> {
+    let bad = || Rejection::AmbiguousPath("x-original-url is not scheme://host/target");
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(bad)?;
+    let slash = rest.find('/').ok_or_else(bad)?;
+    let (host, target) = rest.split_at(slash);
+    if host.is_empty() || host.contains(['@', '?', '#', '\\']) {
+        return Err(bad());
+    }
+    Ok((target, host))
+}
+
 /// The original request, from one dialect only: Traefik/Caddy `X-Forwarded-Method` +
-/// `X-Forwarded-Uri`, or nginx `X-Original-Method` + `X-Original-URI`. A front proxy only
-/// overwrites its own dialect, so a client may have added the other one: if both are
-/// present they must agree exactly, or the request is refused. A missing method is refused
-/// too (never assumed to be GET).
+/// `X-Forwarded-Uri`, or nginx `X-Original-Method` + `X-Original-URI` (or ingress-nginx's
+/// `X-Original-URL`; both must agree when both are there). A front proxy only overwrites
+/// its own dialect, so a client may have added the other one: if both are present they
+/// must agree exactly, or the request is refused. A missing method is refused too (never
+/// assumed to be GET). The host is `X-Forwarded-Host`, else the one `X-Original-URL` names
+/// (both must agree), else `Host`.
 pub fn original_request(headers: &HeaderMap) -> Result<Original, Rejection> {
     let forwarded = (
         single_str(headers, X_FORWARDED_METHOD)?,
         single_str(headers, X_FORWARDED_URI)?,
     );
-    let original = (
-        single_str(headers, X_ORIGINAL_METHOD)?,
-        single_str(headers, X_ORIGINAL_URI)?,
-    );
+    let url = single_str(headers, X_ORIGINAL_URL)?
+        .map(split_original_url)
+        .transpose()?;
+    let nginx_target = match (single_str(headers, X_ORIGINAL_URI)?, url) {
+        (Some(uri), Some((target, _))) if uri != target => {
+            return Err(Rejection::MalformedHeader(
+                "forwarded request (x-original-uri and x-original-url disagree)",
+            ))
+        }
+        (Some(uri), _) => Some(uri),
+        (None, url) => url.map(|(target, _)| target),
+    };
+    let original = (single_str(headers, X_ORIGINAL_METHOD)?, nginx_target);
     let (method, uri) = match (forwarded, original) {
         ((None, None), described) | (described, (None, None)) => described,
         (a, b) if a == b => a,
@@ -249,9 +279,14 @@ pub fn original_request(headers: &HeaderMap) -> Result<Original, Rejection> {
             "forwarded URI must be origin-form",
         ));
     }
-    let host = match single_str(headers, X_FORWARDED_HOST)? {
-        Some(host) => Some(host.to_string()),
-        None => single_str(headers, header::HOST)?.map(str::to_string),
+    let host = match (single_str(headers, X_FORWARDED_HOST)?, url) {
+        (Some(forwarded), Some((_, named))) if forwarded != named => {
+            return Err(Rejection::MalformedHeader(
+                "forwarded request (x-forwarded-host and x-original-url disagree)",
+            ))
+        }
+        (Some(host), _) | (None, Some((_, host))) => Some(host.to_string()),
+        (None, None) => single_str(headers, header::HOST)?.map(str::to_string),
     };
     Ok(Original { method, uri, host })
 }
@@ -285,12 +320,73 @@ mod tests {
         )
     }
 
+    fn url() -> impl Strategy<Value = Option<String>> {
+        prop::option::of(
+            prop::sample::select(vec![
+                "https://mcp.example/mcp",
+                "http://mcp.example:8080/mcp?x=1",
+                "https://mcp.example/mcp#frag",
+                "https://evil@mcp.example/mcp",
+                "https://mcp.example",
+                "ftp://mcp.example/mcp",
+                "/mcp",
+            ])
+            .prop_map(String::from),
+        )
+    }
+
+    #[test]
+    fn ingress_nginx_original_urls() {
+        assert_eq!(
+            split_original_url("https://mcp.example.com/mcp?x=1").ok(),
+            Some(("/mcp?x=1", "mcp.example.com"))
+        );
+        assert_eq!(
+            split_original_url("http://127.0.0.1:8080/").ok(),
+            Some(("/", "127.0.0.1:8080"))
+        );
+        for bad in [
+            "/mcp",
+            "https://mcp.example.com",
+            "ftp://mcp.example.com/mcp",
+            "https:///mcp",
+            "https://user@mcp.example.com/mcp",
+            "https://mcp.example.com?x=/mcp",
+            "HTTPS://mcp.example.com/mcp",
+        ] {
+            assert!(split_original_url(bad).is_err(), "{bad}");
+        }
+        // As ingress-nginx sends it: method and URL, the host from the URL.
+        let mut headers = HeaderMap::new();
+        headers.insert(X_ORIGINAL_METHOD, http::HeaderValue::from_static("POST"));
+        headers.insert(
+            X_ORIGINAL_URL,
+            http::HeaderValue::from_static("https://mcp.example.com/mcp?x=1"),
+        );
+        headers.insert(header::HOST, http::HeaderValue::from_static("gateway:9090"));
+        let original = original_request(&headers).expect("accepted");
+        assert_eq!(original.method, Method::POST);
+        assert_eq!(original.uri, "/mcp?x=1");
+        assert_eq!(original.host.as_deref(), Some("mcp.example.com"));
+        // A disagreeing X-Original-URI or X-Forwarded-Host is refused.
+        let mut other = headers.clone();
+        other.insert(X_ORIGINAL_URI, http::HeaderValue::from_static("/other"));
+        assert!(original_request(&other).is_err());
+        let mut other = headers.clone();
+        other.insert(
+            X_FORWARDED_HOST,
+            http::HeaderValue::from_static("evil.example"),
+        );
+        assert!(original_request(&other).is_err());
+    }
+
     proptest! {
         /// The described request comes from exactly one dialect (or both, agreeing); it
         /// never carries a fragment, is always origin-form, and always has a method.
         #[test]
         fn forwarded_request_is_unambiguous(
             fwd_method in method(), fwd_uri in uri(), orig_method in method(), orig_uri in uri(),
+            orig_url in url(),
         ) {
             let mut headers = HeaderMap::new();
             for (name, value) in [
@@ -298,6 +394,7 @@ mod tests {
                 (X_FORWARDED_URI, &fwd_uri),
                 (X_ORIGINAL_METHOD, &orig_method),
                 (X_ORIGINAL_URI, &orig_uri),
+                (X_ORIGINAL_URL, &orig_url),
             ] {
                 if let Some(value) = value {
                     if let Ok(value) = http::HeaderValue::from_str(value) {
@@ -305,8 +402,21 @@ mod tests {
                     }
                 }
             }
+            // The URL's target, when it is one (an unusable URL is refused outright).
+            let url_target = orig_url.as_deref().map(|u| split_original_url(u).map(|(t, _)| t.to_string()));
+            if matches!(url_target, Some(Err(_))) {
+                prop_assert!(original_request(&headers).is_err());
+                return Ok(());
+            }
+            let url_target = url_target.and_then(Result::ok);
+            if let (Some(uri), Some(target)) = (&orig_uri, &url_target) {
+                if uri != target {
+                    prop_assert!(original_request(&headers).is_err());
+                    return Ok(());
+                }
+            }
             let forwarded = (fwd_method.clone(), fwd_uri.clone());
-            let original = (orig_method.clone(), orig_uri.clone());
+            let original = (orig_method.clone(), orig_uri.clone().or(url_target));
             if let Ok(request) = original_request(&headers) {
                 let described = match (forwarded.0.is_some() || forwarded.1.is_some(), original.0.is_some() || original.1.is_some()) {
                     (true, true) => {

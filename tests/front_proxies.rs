@@ -55,11 +55,21 @@ async fn caddy_in_front_of_verify() {
     scenario(Kind::Caddy).await;
 }
 
+/// nginx set up the way ingress-nginx sets up an `auth-url`: the subrequest carries only
+/// `X-Original-URL` and `X-Original-Method` (no snippet, no `X-Forwarded-*`).
+#[tokio::test]
+async fn nginx_as_ingress_nginx_sets_up_auth_url_in_front_of_verify() {
+    scenario(Kind::IngressNginx).await;
+}
+
 async fn scenario(kind: Kind) {
     let Some(stack) = Stack::start(kind).await else {
         return; // program missing on a local run (require() said so loudly)
     };
     authorized_request_carries_only_the_gateway_identity(&stack).await;
+    if matches!(kind, Kind::IngressNginx) {
+        forged_descriptions_are_refused(&stack).await;
+    }
     denials_are_the_gateway_answers_and_never_reach_the_upstream(&stack).await;
     metadata_is_public(&stack).await;
     sse_is_streamed(&stack).await;
@@ -89,6 +99,12 @@ const FORGED: &[(&str, &str)] = &[
     ("X-Forwarded-Method", "MALLORY"),
 ];
 
+/// The forged headers that describe the original request. ingress-nginx overwrites only
+/// `X-Original-Method` (and `X-Original-URL`): a client's copies of the others reach
+/// `/verify`, which refuses a description that disagrees with the proxy's
+/// ([`forged_descriptions_are_refused`]) — so they are left out of the authorized request.
+const FORGED_DESCRIPTIONS: &[&str] = &["X-Original-URI", "X-Forwarded-Uri", "X-Forwarded-Method"];
+
 /// Values that must not appear in any header the upstream receives.
 const FORGED_MARKERS: &[&str] = &["mallory", "m@evil", "forged", "MALLORY"];
 
@@ -104,7 +120,9 @@ async fn authorized_request_carries_only_the_gateway_identity(s: &Stack) {
             ("mcp-session-id", "client-session"),
             ("mcp-protocol-version", "2025-11-25"),
         ];
-        headers.extend_from_slice(FORGED);
+        headers.extend(FORGED.iter().filter(|(name, _)| {
+            !matches!(s.proxy.kind, Kind::IngressNginx) || !FORGED_DESCRIPTIONS.contains(name)
+        }));
         let payload = if method == "POST" { body } else { "" };
         let answer = s.call(method, "/mcp?a=1", &headers, payload).await;
         s.check(answer.status == 200, "authorized request → 200", &answer);
@@ -180,6 +198,39 @@ async fn authorized_request_carries_only_the_gateway_identity(s: &Stack) {
     }
 }
 
+/// Behind a proxy that does not overwrite them, a client's own `X-Original-URI` or
+/// `X-Forwarded-*` description that differs from the proxy's is refused (fail closed), and
+/// nothing reaches the upstream.
+async fn forged_descriptions_are_refused(s: &Stack) {
+    let key = bearer(API_KEY);
+    for forged in FORGED_DESCRIPTIONS {
+        let value = FORGED
+            .iter()
+            .find(|(name, _)| name == forged)
+            .map(|(_, value)| *value)
+            .expect("a forged value");
+        let before = s.upstream.requests().len();
+        let answer = s
+            .call(
+                "GET",
+                "/mcp?a=1",
+                &[("authorization", key.as_str()), (forged, value)],
+                "",
+            )
+            .await;
+        s.check(
+            answer.status == 403,
+            &format!("a forged {forged} → 403"),
+            &answer,
+        );
+        s.check(
+            s.upstream.requests().len() == before,
+            "nothing reached the upstream",
+            &answer,
+        );
+    }
+}
+
 async fn denials_are_the_gateway_answers_and_never_reach_the_upstream(s: &Stack) {
     let before = s.upstream.requests().len();
     let metadata = format!(
@@ -217,6 +268,11 @@ async fn denials_are_the_gateway_answers_and_never_reach_the_upstream(s: &Stack)
         ),
     ];
     for (case, headers, status, error) in cases {
+        // Behind ingress-nginx a forged description is refused outright (403, see
+        // forged_descriptions_are_refused) rather than judged without a token.
+        if matches!(s.proxy.kind, Kind::IngressNginx) && headers == forged_original {
+            continue;
+        }
         for method in ["POST", "GET"] {
             let payload = if method == "POST" { body } else { "" };
             let answer = s.call(method, "/mcp", headers, payload).await;
@@ -362,6 +418,9 @@ async fn fails_closed_without_the_gateway(mut s: Stack) {
 enum Kind {
     Traefik,
     Nginx,
+    /// deploy/nginx/nginx.conf with the auth subrequests' headers as ingress-nginx sends
+    /// them (see [`as_ingress_nginx`]).
+    IngressNginx,
     Caddy,
 }
 
@@ -369,7 +428,7 @@ impl Kind {
     fn program(self) -> &'static str {
         match self {
             Kind::Traefik => "traefik",
-            Kind::Nginx => "nginx",
+            Kind::Nginx | Kind::IngressNginx => "nginx",
             Kind::Caddy => "caddy",
         }
     }
@@ -378,10 +437,46 @@ impl Kind {
     fn files(self) -> &'static [&'static str] {
         match self {
             Kind::Traefik => &["traefik/traefik.yml", "traefik/dynamic.yml"],
-            Kind::Nginx => &["nginx/nginx.conf"],
+            Kind::Nginx | Kind::IngressNginx => &["nginx/nginx.conf"],
             Kind::Caddy => &["caddy/Caddyfile"],
         }
     }
+}
+
+/// The auth subrequests of deploy/nginx/nginx.conf reduced to what ingress-nginx's
+/// generated `auth-url` location sends about the original request: `X-Original-URL`
+/// (`$scheme://$http_host$request_uri`) and `X-Original-Method`, nothing of the Traefik
+/// dialect and no `X-Original-URI` or `X-Forwarded-Host`.
+fn as_ingress_nginx(text: &str) -> String {
+    let dropped = [
+        "proxy_set_header X-Original-URI     $request_uri;",
+        "proxy_set_header X-Forwarded-Uri    $request_uri;",
+        "proxy_set_header X-Forwarded-Method $request_method;",
+        "proxy_set_header X-Forwarded-Host   $http_host;",
+        "proxy_set_header X-Forwarded-Proto  $scheme;",
+    ];
+    let mut kept = Vec::new();
+    let mut removed = 0;
+    for line in text.lines() {
+        if dropped.contains(&line.trim()) {
+            removed += 1;
+        } else {
+            kept.push(line);
+        }
+    }
+    // Both auth locations (the check and the repeated one for denials), each header once.
+    assert_eq!(
+        removed,
+        2 * dropped.len(),
+        "deploy/nginx/nginx.conf changed shape"
+    );
+    let text = kept.join("\n");
+    assert_eq!(
+        text.matches("proxy_set_header X-Original-URL     $scheme://$http_host$request_uri;")
+            .count(),
+        2
+    );
+    text
 }
 
 /// Replaces the example addresses of deploy/ in one pass (a substituted address is never
@@ -456,6 +551,10 @@ impl FrontProxy {
             let source = external::repo_root().join("deploy").join(file);
             let text =
                 fs::read_to_string(&source).unwrap_or_else(|e| panic!("{}: {e}", source.display()));
+            let text = match kind {
+                Kind::IngressNginx => as_ingress_nginx(&text),
+                _ => text,
+            };
             let (text, counts) = substitute(&text, &table);
             for (t, c) in total.iter_mut().zip(counts) {
                 *t += c;
@@ -481,7 +580,7 @@ impl FrontProxy {
         match kind {
             // The file provider's `filename: dynamic.yml` is relative to the working dir.
             Kind::Traefik => command.arg("--configFile=traefik.yml"),
-            Kind::Nginx => command
+            Kind::Nginx | Kind::IngressNginx => command
                 .arg("-p")
                 .arg(format!("{}/", dir.display()))
                 .arg("-c")
@@ -549,7 +648,7 @@ impl Drop for FrontProxy {
         // port). SIGTERM is nginx's fast shutdown: the master stops its workers (SIGKILL
         // after a second if they linger), then exits — so waiting for it is bounded.
         // Traefik and Caddy are single processes; SIGKILL skips their grace period.
-        if matches!(self.kind, Kind::Nginx)
+        if matches!(self.kind, Kind::Nginx | Kind::IngressNginx)
             && Command::new("kill")
                 .args(["-TERM", &self.child.id().to_string()])
                 .status()

@@ -72,7 +72,11 @@ fn introspector(require_audience: bool) -> Introspector {
         CACHE_TTL,
         Duration::from_secs(5),
         mapping(),
-        mcp_auth_gateway::outbound::client(Duration::from_secs(1), tls),
+        mcp_auth_gateway::outbound::client(
+            Duration::from_secs(1),
+            tls,
+            mcp_auth_gateway::outbound::ProxyRules::default(),
+        ),
         IntrospectionGuards {
             negative_cache_ttl: Duration::ZERO,
             max_concurrent: 1,
