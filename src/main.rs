@@ -117,6 +117,9 @@ fn serve(path: PathBuf, watch: bool) -> ExitCode {
         // Held until exit: dropping it flushes the queued log lines.
         let _log = observability::init(&config.log);
         let routes = config.routes.len();
+        // The content the running configuration came from: a change made while the gateway
+        // starts is a change too.
+        let mut watcher = watch.then(|| ConfigWatcher::new(&path, &config.source_sha256));
         let gateway = match Gateway::start(config).await {
             Ok(gateway) => gateway,
             Err(error) => {
@@ -125,7 +128,6 @@ fn serve(path: PathBuf, watch: bool) -> ExitCode {
             }
         };
         tracing::info!(routes, config = %path.display(), watch, "mcp-auth-gateway started");
-        let mut watcher = watch.then(|| ConfigWatcher::new(&path));
         loop {
             let signal = match watcher.as_mut() {
                 Some(watcher) => tokio::select! {
@@ -158,21 +160,29 @@ enum Signal {
 /// and an editor may touch a file without changing it.
 struct ConfigWatcher {
     path: PathBuf,
-    last: Option<[u8; 32]>,
+    /// SHA-256 (hex) of the content last loaded or seen.
+    last: String,
 }
 
 impl ConfigWatcher {
     const INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 
-    fn new(path: &std::path::Path) -> ConfigWatcher {
+    /// `loaded`: SHA-256 (hex) of the text the running configuration was compiled from.
+    fn new(path: &std::path::Path, loaded: &str) -> ConfigWatcher {
         ConfigWatcher {
             path: path.to_path_buf(),
-            last: Self::digest(path),
+            last: loaded.to_string(),
         }
     }
 
-    fn digest(path: &std::path::Path) -> Option<[u8; 32]> {
-        std::fs::read(path).ok().map(|text| api_key::sha256(&text))
+    fn digest(path: &std::path::Path) -> Option<String> {
+        let text = std::fs::read(path).ok()?;
+        Some(
+            api_key::sha256(&text)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+        )
     }
 
     /// Returns once the content differs from what it was at the last change (a file that
@@ -180,10 +190,12 @@ impl ConfigWatcher {
     async fn changed(&mut self) {
         loop {
             tokio::time::sleep(Self::INTERVAL).await;
-            let now = Self::digest(&self.path);
-            if now.is_some() && now != self.last {
-                self.last = now;
-                return;
+            match Self::digest(&self.path) {
+                Some(now) if now != self.last => {
+                    self.last = now;
+                    return;
+                }
+                _ => {}
             }
         }
     }

@@ -1215,6 +1215,8 @@ async fn serve_watch_reloads_a_changed_file() {
         .unwrap_or_else(|| panic!("no addr in {listening}"))
         .parse()
         .expect("addr");
+    // A change right after the start counts (the watcher compares with the content the
+    // configuration was loaded from, not with what it finds when it starts watching).
     let original = std::fs::read_to_string(&good.path).expect("config text");
     std::fs::write(
         &good.path,
