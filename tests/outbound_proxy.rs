@@ -178,15 +178,18 @@ async fn identity_calls_go_through_the_configured_proxy_and_upstream_calls_do_no
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(upstream.last().header("x-user-id"), Some("alice"));
     let seen = proxy.seen();
-    // Only the JWKS went through the proxy, with the proxy's credentials; the upstream not.
-    assert_eq!(seen.len(), 1, "{seen:?}");
-    assert_eq!(seen[0].target, authority(&jwks_server));
-    assert_eq!(
-        seen[0].authorization.as_deref(),
-        Some("Basic Z3c6czNjcmV0"),
-        "gw:s3cret"
-    );
-    assert_eq!(jwks_server.hits(), 1);
+    // Only the JWKS went through the proxy (the start-up fetch and the request's may both
+    // open a tunnel), with the proxy's credentials; the upstream never.
+    assert!(!seen.is_empty(), "nothing went through the proxy");
+    for tunnel in &seen {
+        assert_eq!(tunnel.target, authority(&jwks_server), "{seen:?}");
+        assert_eq!(
+            tunnel.authorization.as_deref(),
+            Some("Basic Z3c6czNjcmV0"),
+            "gw:s3cret"
+        );
+    }
+    assert!(jwks_server.hits() >= 1);
     gateway.shutdown().await;
 }
 
@@ -208,7 +211,7 @@ async fn no_proxy_destinations_go_direct() {
     let answer = call(gateway.addr, &key.sign(&claims("bob"))).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert!(proxy.seen().is_empty(), "{:?}", proxy.seen());
-    assert_eq!(jwks_server.hits(), 1);
+    assert!(jwks_server.hits() >= 1);
     gateway.shutdown().await;
 }
 
@@ -300,7 +303,10 @@ async fn the_binary_honours_the_environment() {
     let answer = call(gateway.addr, &key.sign(&claims("dave"))).await;
     assert_eq!(answer.status, 200, "{}\n{}", answer.body, gateway.log());
     let seen = proxy.seen();
-    assert_eq!(seen.len(), 1, "{seen:?}");
-    assert_eq!(seen[0].target, authority(&jwks_server));
+    assert!(!seen.is_empty(), "nothing went through the proxy");
+    assert!(
+        seen.iter().all(|t| t.target == authority(&jwks_server)),
+        "{seen:?}"
+    );
     assert!(!gateway.log().contains("s3cret"));
 }
