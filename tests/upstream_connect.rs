@@ -843,13 +843,19 @@ scopes = ["tools:read"]
     )
 }
 
+/// The stand-in, the recording upstream behind `/tools`, and the gateway between them.
+async fn stand_in_stack(name: &str) -> (StandIn, Upstream, Stack) {
+    let dir = oauth::temp_dir(name);
+    let stand_in = StandIn::start().await;
+    let echo = Upstream::start().await;
+    let stack = Stack::start(&stand_in_toml(&dir, &stand_in, &echo), stand_in.addr).await;
+    (stand_in, echo, stack)
+}
+
 #[tokio::test]
 async fn upstream_tokens_are_refreshed_and_a_refused_refresh_makes_the_user_connect_again() {
     let _serial = ONE_AT_A_TIME.lock().await;
-    let dir = oauth::temp_dir("connect-refresh");
-    let stand_in = StandIn::start().await;
-    let echo = Upstream::start().await;
-    let mut stack = Stack::start(&stand_in_toml(&dir, &stand_in, &echo), stand_in.addr).await;
+    let (stand_in, echo, mut stack) = stand_in_stack("connect-refresh").await;
 
     // Tokens that expire within the refresh margin: refreshed before every request.
     stand_in.with(|s| s.expires_in = 20);
@@ -1028,10 +1034,7 @@ async fn a_refresh_token_goes_only_to_the_server_that_issued_it() {
 #[tokio::test]
 async fn a_token_that_cannot_be_renewed_is_forgotten() {
     let _serial = ONE_AT_A_TIME.lock().await;
-    let dir = oauth::temp_dir("connect-no-refresh");
-    let stand_in = StandIn::start().await;
-    let echo = Upstream::start().await;
-    let mut stack = Stack::start(&stand_in_toml(&dir, &stand_in, &echo), stand_in.addr).await;
+    let (stand_in, echo, mut stack) = stand_in_stack("connect-no-refresh").await;
     stand_in.with(|s| {
         s.no_refresh_tokens = true;
         s.expires_in = 20;
@@ -1057,10 +1060,7 @@ async fn a_token_that_cannot_be_renewed_is_forgotten() {
 #[tokio::test]
 async fn the_connect_callback_refuses_replays_other_browsers_and_a_mixed_up_issuer() {
     let _serial = ONE_AT_A_TIME.lock().await;
-    let dir = oauth::temp_dir("connect-callback");
-    let stand_in = StandIn::start().await;
-    let echo = Upstream::start().await;
-    let mut stack = Stack::start(&stand_in_toml(&dir, &stand_in, &echo), stand_in.addr).await;
+    let (stand_in, echo, mut stack) = stand_in_stack("connect-callback").await;
 
     // A wrong iss (RFC 9207 mix-up): no token; the client is told (server_error).
     stand_in.with(|s| s.wrong_iss = true);
