@@ -98,6 +98,7 @@ impl Gateway {
             tracing::warn!(key = %warning.path, "{}", warning.message);
         }
         config.verifiers.start_background_tasks();
+        crate::memory::start_trimming();
         // Before the listeners: its keys must be published before the first request.
         let authorization_server = match &config.authorization_server {
             Some(settings) => {

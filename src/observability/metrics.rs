@@ -187,6 +187,11 @@ impl Registry {
         self.open_connections.fetch_sub(1, Ordering::Relaxed);
     }
 
+    /// Client connections open now.
+    pub fn open_connections(&self) -> i64 {
+        self.open_connections.load(Ordering::Relaxed)
+    }
+
     pub fn request_started(&self) {
         self.requests_in_flight.fetch_add(1, Ordering::Relaxed);
     }

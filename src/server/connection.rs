@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
-use tokio::sync::watch;
 
 use crate::observability::metrics::METRICS;
 
@@ -113,7 +112,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
 
 /// Requests in flight on one connection, and whether the client is still taking its
 /// responses. Each request holds an [`InFlight`] until its response body is finished or
-/// dropped; the connection is idle when none is held.
+/// dropped; the connection is idle when none is held, and [`Activity::idle_deadline`] says
+/// since when.
+///
+/// Plain atomics, no channel: a request starting or ending only counts. The connection's
+/// one timer asks [`Activity::next_check`] when to look again, so nothing is woken per
+/// request.
 ///
 /// A client that stops reading (an HTTP/2 stream window left at zero, a full TCP receive
 /// buffer) keeps its requests in flight forever: hyper stops polling a body it cannot send.
@@ -123,11 +127,13 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
 /// is not reading ([`Activity::client_stalled`]).
 #[derive(Clone)]
 pub struct Activity {
-    in_flight: Arc<watch::Sender<usize>>,
-    client: Arc<ClientProgress>,
+    state: Arc<State>,
 }
 
-struct ClientProgress {
+struct State {
+    in_flight: AtomicUsize,
+    /// Milliseconds since `epoch` when the last request in flight ended (or the start).
+    idle_since_ms: AtomicU64,
     /// Bodies waiting for hyper to poll them again.
     waiting: AtomicUsize,
     /// Milliseconds since `epoch` at the last poll (or since waiting began).
@@ -135,9 +141,9 @@ struct ClientProgress {
     epoch: Instant,
 }
 
-impl ClientProgress {
+impl State {
     fn now_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+        millis(self.epoch.elapsed())
     }
 
     fn start_waiting(&self) {
@@ -157,11 +163,16 @@ impl ClientProgress {
     }
 }
 
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
 impl Default for Activity {
     fn default() -> Self {
         Self {
-            in_flight: Arc::new(watch::Sender::new(0)),
-            client: Arc::new(ClientProgress {
+            state: Arc::new(State {
+                in_flight: AtomicUsize::new(0),
+                idle_since_ms: AtomicU64::new(0),
                 waiting: AtomicUsize::new(0),
                 last_progress_ms: AtomicU64::new(0),
                 epoch: Instant::now(),
@@ -172,49 +183,58 @@ impl Default for Activity {
 
 impl Activity {
     pub fn start(&self) -> InFlight {
-        self.in_flight.send_modify(|n| *n += 1);
+        self.state.in_flight.fetch_add(1, Ordering::AcqRel);
         METRICS.request_started();
         InFlight {
-            in_flight: self.in_flight.clone(),
+            state: self.state.clone(),
         }
     }
 
-    /// Completes once no request has been in flight for `limit`.
-    pub async fn idle_for(&self, limit: Duration) {
-        let mut count = self.in_flight.subscribe();
-        loop {
-            if count.wait_for(|n| *n == 0).await.is_err() {
-                return;
-            }
-            match tokio::time::timeout(limit, count.wait_for(|n| *n > 0)).await {
-                Err(_elapsed) => return,
-                Ok(Err(_closed)) => return,
-                Ok(Ok(_busy)) => continue,
-            }
+    /// When the connection will have been idle for `limit`: `None` while a request is in
+    /// flight.
+    pub fn idle_deadline(&self, limit: Duration) -> Option<Instant> {
+        let state = &self.state;
+        if state.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let since = Duration::from_millis(state.idle_since_ms.load(Ordering::Acquire));
+        Some(state.epoch + since.saturating_add(limit))
+    }
+
+    /// When to look at the connection next, from `now`: at its idle deadline if it is idle,
+    /// and at least every `every` (stalled clients; requests that end in between).
+    pub fn next_check(&self, now: Instant, idle_limit: Duration, every: Duration) -> Instant {
+        let periodic = now + every.min(idle_limit);
+        match self.idle_deadline(idle_limit) {
+            Some(idle) => idle.min(periodic),
+            None => periodic,
         }
     }
 
     /// Some response has waited for the client for longer than `limit` with no progress.
     pub fn client_stalled(&self, limit: Duration) -> bool {
-        let client = &self.client;
-        if client.waiting.load(Ordering::Acquire) == 0 {
+        let state = &self.state;
+        if state.waiting.load(Ordering::Acquire) == 0 {
             return false;
         }
-        let since = client.last_progress_ms.load(Ordering::Acquire);
-        let limit_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
-        client.now_ms().saturating_sub(since) > limit_ms
+        let since = state.last_progress_ms.load(Ordering::Acquire);
+        state.now_ms().saturating_sub(since) > millis(limit)
     }
 }
 
 /// One request in flight; dropping it ends the request.
 pub struct InFlight {
-    in_flight: Arc<watch::Sender<usize>>,
+    state: Arc<State>,
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         METRICS.request_finished();
-        self.in_flight.send_modify(|n| *n = n.saturating_sub(1));
+        let state = &self.state;
+        // The idle clock starts when the last request ends.
+        if state.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            state.idle_since_ms.store(state.now_ms(), Ordering::Release);
+        }
     }
 }
 
@@ -222,7 +242,7 @@ impl Drop for InFlight {
 /// connection when it waits for the client.
 pub struct Tracked<B> {
     inner: B,
-    client: Arc<ClientProgress>,
+    client: Arc<State>,
     /// Handed to hyper (or not polled yet) and not polled again since.
     waiting: bool,
     _in_flight: InFlight,
@@ -230,10 +250,10 @@ pub struct Tracked<B> {
 
 impl<B> Tracked<B> {
     pub fn new(inner: B, in_flight: InFlight, activity: &Activity) -> Self {
-        activity.client.start_waiting();
+        activity.state.start_waiting();
         Self {
             inner,
-            client: activity.client.clone(),
+            client: activity.state.clone(),
             waiting: true,
             _in_flight: in_flight,
         }
@@ -331,21 +351,54 @@ mod tests {
         );
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn idle_after_the_last_request_ends() {
+    #[test]
+    fn idle_from_the_end_of_the_last_request() {
+        let limit = Duration::from_secs(5);
         let activity = Activity::default();
-        let request = activity.start();
-        let idle = activity.idle_for(Duration::from_secs(5));
-        tokio::pin!(idle);
-        assert!(
-            tokio::time::timeout(Duration::from_secs(60), idle.as_mut())
-                .await
-                .is_err(),
+        let idle_at_start = activity
+            .idle_deadline(limit)
+            .expect("idle before any request");
+        assert_eq!(idle_at_start, activity.state.epoch + limit);
+
+        let first = activity.start();
+        let second = activity.start();
+        assert_eq!(
+            activity.idle_deadline(limit),
+            None,
             "busy connections are not idle"
         );
-        drop(request);
-        tokio::time::timeout(Duration::from_secs(6), idle)
-            .await
-            .expect("idle 5 s after the request ended");
+        drop(first);
+        assert_eq!(
+            activity.idle_deadline(limit),
+            None,
+            "one request is still in flight"
+        );
+        #[allow(clippy::disallowed_methods)] // a plain #[test]: no runtime to block
+        std::thread::sleep(Duration::from_millis(20));
+        drop(second);
+        let idle = activity.idle_deadline(limit).expect("idle once both ended");
+        assert!(idle >= idle_at_start + Duration::from_millis(20));
+    }
+
+    #[test]
+    fn the_next_check_comes_at_the_idle_deadline_or_the_period() {
+        let activity = Activity::default();
+        let now = activity.state.epoch;
+        let (idle, every) = (Duration::from_secs(60), Duration::from_secs(30));
+        assert_eq!(activity.next_check(now, idle, every), now + every);
+        let later = now + Duration::from_secs(45);
+        assert_eq!(
+            activity.next_check(later, idle, every),
+            now + idle,
+            "idle since the start: the idle deadline comes first"
+        );
+        let busy = activity.start();
+        assert_eq!(activity.next_check(later, idle, every), later + every);
+        assert_eq!(
+            activity.next_check(later, Duration::from_secs(10), every),
+            later + Duration::from_secs(10),
+            "a request ending now could make the connection idle within the idle limit"
+        );
+        drop(busy);
     }
 }

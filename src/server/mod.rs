@@ -7,13 +7,15 @@ pub mod connection;
 pub mod router;
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -50,29 +52,31 @@ pub enum ListenerRole {
 /// One builder per protocol: the protocol is decided before hyper sees the connection.
 #[derive(Clone)]
 struct Builders {
-    http1: auto::Builder<TokioExecutor>,
-    http2: auto::Builder<TokioExecutor>,
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
 }
 
-fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        // hyper refuses (431) heads that do not fit its read buffer; the exact limit is
-        // enforced by the transport guard.
-        .max_buf_size((limits.max_header_bytes + 4096).max(8192));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(limits.max_header_bytes + 4096).unwrap_or(u32::MAX))
-        // Each stream can become an upstream exchange: keep the fan-out per connection modest.
-        .max_concurrent_streams(100)
-        // Dead HTTP/2 peers are found by ping, not left holding a connection slot.
-        .keep_alive_interval(Some(Duration::from_secs(30)))
-        .keep_alive_timeout(Duration::from_secs(10));
-    builder
+impl Builders {
+    fn new(limits: &Limits) -> Self {
+        let mut http1 = http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            // hyper refuses (431) heads that do not fit its read buffer; the exact limit is
+            // enforced by the transport guard.
+            .max_buf_size((limits.max_header_bytes + 4096).max(8192));
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(limits.max_header_bytes + 4096).unwrap_or(u32::MAX))
+            // Each stream can become an upstream exchange: keep the fan-out per connection
+            // modest.
+            .max_concurrent_streams(100)
+            // Dead HTTP/2 peers are found by ping, not left holding a connection slot.
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .keep_alive_timeout(Duration::from_secs(10));
+        Self { http1, http2 }
+    }
 }
 
 /// What every listener of one worker shares.
@@ -97,10 +101,7 @@ pub async fn serve(context: WorkerContext, listener: TcpListener, role: Listener
         upstream,
         budget,
     } = context;
-    let builders = Builders {
-        http1: http_builder(&limits).http1_only(),
-        http2: http_builder(&limits).http2_only(),
-    };
+    let builders = Builders::new(&limits);
     // Shared by reference: cloning the client itself per request clones its pool handles.
     let upstream = Arc::new(upstream);
     // Every connection task holds a sender; when all are gone, the drain is over.
@@ -204,10 +205,6 @@ impl ConnectionTask {
         let Ok(Ok(Some((io, protocol)))) = sniffed else {
             return;
         };
-        let builder = match protocol {
-            Protocol::Http1 => &self.builders.http1,
-            Protocol::Http2 => &self.builders.http2,
-        };
         let activity = Activity::default();
         let service = {
             let app = self.app.clone();
@@ -219,43 +216,56 @@ impl ConnectionTask {
                 let upstream = upstream.clone();
                 let in_flight = activity.start();
                 let activity = activity.clone();
-                async move {
+                // Boxed: hyper keeps the service future inside the connection's state for as
+                // long as the connection lives, and moves it there by value. The pipeline's
+                // future is kilobytes; boxed, an idle or streaming connection holds a pointer
+                // and the memory is freed as soon as the response head is out.
+                Box::pin(async move {
                     let response = router::handle(&app, &upstream, request, connection).await;
                     Ok::<_, Infallible>(
                         response.map(|body| Tracked::new(body, in_flight, &activity)),
                     )
-                }
+                })
             })
         };
-        let conn = builder
-            .serve_connection(TokioIo::new(io), service)
-            .into_owned();
-        // Ask the connection to finish gracefully (in-flight requests complete; HTTP/2 sends
-        // GOAWAY) on shutdown, or once no request has been in flight for `idle_timeout`.
-        let mut conn = std::pin::pin!(conn);
+        // Boxed, each protocol's connection state is only as big as it needs to be (HTTP/2's
+        // is several times HTTP/1.1's), not the larger of the two for every connection.
+        let io = TokioIo::new(io);
+        let conn = match protocol {
+            Protocol::Http1 => {
+                Served::Http1(Box::pin(self.builders.http1.serve_connection(io, service)))
+            }
+            Protocol::Http2 => {
+                Served::Http2(Box::pin(self.builders.http2.serve_connection(io, service)))
+            }
+        };
+        let mut conn = conn;
+        // Serve to the end. Ask the connection to finish gracefully (in-flight requests
+        // complete; HTTP/2 sends GOAWAY) on shutdown, or once no request has been in flight
+        // for `idle_timeout`; drop it when the client stops taking its responses.
         let mut stopping = self.stopping.clone();
-        // A client that stops taking its responses is dropped after `send_timeout` without
-        // progress; a connection asked to close when idle gets CLOSE_GRACE to say goodbye.
+        // One timer per connection: it fires at the idle deadline, or every half
+        // `send_timeout` to look for a client that stopped taking its responses (dropped
+        // after `send_timeout` without progress). A connection asked to close when idle gets
+        // CLOSE_GRACE to say goodbye.
+        let idle_timeout = self.limits.idle_timeout;
         let send_timeout = self.limits.send_timeout;
-        let mut stall_check =
-            tokio::time::interval((send_timeout / 2).max(Duration::from_millis(100)));
-        stall_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let stall_period = (send_timeout / 2).max(Duration::from_millis(100));
+        let first_check = activity.next_check(Instant::now(), idle_timeout, stall_period);
+        let check = tokio::time::sleep_until(first_check.into());
+        tokio::pin!(check);
         let close_deadline = tokio::time::sleep(Duration::MAX);
         tokio::pin!(close_deadline);
         let mut closing = false;
         loop {
             tokio::select! {
-                _ = conn.as_mut() => return,
+                _ = &mut conn => return,
                 _ = stopping.changed(), if !closing => {
-                    conn.as_mut().graceful_shutdown();
+                    conn.graceful_shutdown();
                     closing = true;
                 }
-                _ = activity.idle_for(self.limits.idle_timeout), if !closing => {
-                    conn.as_mut().graceful_shutdown();
-                    closing = true;
-                    close_deadline.as_mut().reset(tokio::time::Instant::now() + CLOSE_GRACE);
-                }
-                _ = stall_check.tick() => {
+                _ = &mut check => {
+                    let now = Instant::now();
                     if activity.client_stalled(send_timeout) {
                         static STALLED: Throttle = Throttle::new(Duration::from_secs(10));
                         if let Some(suppressed) = STALLED.allow() {
@@ -264,9 +274,67 @@ impl ConnectionTask {
                         }
                         return;
                     }
+                    let idle = activity
+                        .idle_deadline(idle_timeout)
+                        .is_some_and(|deadline| deadline <= now);
+                    if idle && !closing {
+                        conn.graceful_shutdown();
+                        closing = true;
+                        close_deadline.as_mut().reset((now + CLOSE_GRACE).into());
+                    }
+                    let next = if closing {
+                        now + stall_period
+                    } else {
+                        activity.next_check(now, idle_timeout, stall_period)
+                    };
+                    check.as_mut().reset(next.into());
                 }
                 _ = &mut close_deadline => return,
             }
+        }
+    }
+}
+
+/// A served connection of either protocol.
+enum Served<H1, H2> {
+    Http1(Pin<Box<H1>>),
+    Http2(Pin<Box<H2>>),
+}
+
+type Http1Connection<I, S> = http1::Connection<I, S>;
+type Http2Connection<I, S> = http2::Connection<I, S, TokioExecutor>;
+
+impl<I, S, B> Served<Http1Connection<I, S>, Http2Connection<I, S>>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Future: Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn graceful_shutdown(&mut self) {
+        match self {
+            Served::Http1(conn) => conn.as_mut().graceful_shutdown(),
+            Served::Http2(conn) => conn.as_mut().graceful_shutdown(),
+        }
+    }
+}
+
+impl<H1, H2, E1, E2> Future for Served<H1, H2>
+where
+    H1: Future<Output = Result<(), E1>>,
+    H2: Future<Output = Result<(), E2>>,
+{
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        // Connection errors (a reset, a malformed request) end the connection; hyper has
+        // answered what could be answered.
+        match self.get_mut() {
+            Served::Http1(conn) => conn.as_mut().poll(cx).map(|_| ()),
+            Served::Http2(conn) => conn.as_mut().poll(cx).map(|_| ()),
         }
     }
 }

@@ -99,9 +99,9 @@ async fn dispatch(
         connection.role,
     ) {
         if AuthorizationServer::serves(settings, path) {
-            return server
-                .handle(config, settings, request, context.client)
-                .await;
+            // Boxed: its future (forms, storage, outbound calls) is far larger than the
+            // proxy's, and every request's future would otherwise be sized for it.
+            return Box::pin(server.handle(config, settings, request, context.client)).await;
         }
     }
     if is_metadata_path(path) {
