@@ -83,6 +83,7 @@ class Held:
         self.ready_at = time.monotonic()
         self.bytes = 0
         self.keepalives = 0
+        self.keepalives_at_hold = 0
         self.closed_at = None
         self.close_reason = None
         self.task = asyncio.ensure_future(self.drain())
@@ -207,6 +208,8 @@ class Pool:
     async def hold_and_close(self, summary):
         args = self.args
         write_json(args.ready, summary)
+        for h in self.all:
+            h.keepalives_at_hold = h.keepalives
         how = await wait_release(args.release, args.hold_max)
         self.stopping = True
         held_for = time.monotonic() - self.ready_at
@@ -224,6 +227,10 @@ class Pool:
                 "still_open_at_release": sum(1 for h in self.all if h.closed_at is None),
                 "keepalives_received": sum(h.keepalives for h in self.all),
                 "streams_with_a_keepalive": sum(1 for h in self.all if h.keepalives > 0),
+                # After --ready was written (every stream open), until the release.
+                "streams_with_a_keepalive_while_held": sum(
+                    1 for h in self.all if h.keepalives > h.keepalives_at_hold
+                ),
             }
         )
         for task in self.slots:
