@@ -359,11 +359,21 @@ impl Worker {
                 }
             }
             let _ = started.send(Ok(()));
+            // Connections watch a shutdown signal of their own worker's. Polling a receiver
+            // takes its channel's lock; one channel shared by every worker would move that
+            // lock between cores on every request.
+            let (relay, stopped) = watch::channel(*self.stopped.borrow());
+            let mut stopping = self.stopped.clone();
+            tokio::spawn(async move {
+                // Shutdown asked for, or the gateway dropped: either way, stop.
+                let _ = stopping.wait_for(|stop| *stop).await;
+                let _ = relay.send(true);
+            });
             let mut serving = JoinSet::new();
             let context = server::WorkerContext {
                 app: self.app.clone(),
                 limits,
-                shutdown: self.stopped.clone(),
+                shutdown: stopped,
                 upstream,
                 budget: self.connection_budget.clone(),
             };

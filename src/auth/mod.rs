@@ -157,13 +157,25 @@ impl Verifiers {
         }
         let cached = self.cache.get(&digest).await;
         METRICS.token_cache(cached.is_some());
-        if let Some(principal) = cached {
-            if set.accepts(principal.verifier) {
-                return Ok(principal);
-            }
+        match cached {
+            Some(principal) if set.accepts(principal.verifier) => Ok(principal),
             // Vouched for by a verifier this route does not accept: verify afresh, uncached.
-            return self.verify_uncached(set, token).await.map(Arc::new);
+            // Boxed, like the miss below: the hit path runs on every request, and its future
+            // would otherwise be sized (and moved, level by level) for the rare paths.
+            Some(_) => Box::pin(self.verify_uncached(set, token))
+                .await
+                .map(Arc::new),
+            None => Box::pin(self.verify_and_cache(set, token, digest)).await,
         }
+    }
+
+    /// A cache miss: verify, and cache what verified.
+    async fn verify_and_cache(
+        &self,
+        set: &VerifierSet,
+        token: &str,
+        digest: [u8; 32],
+    ) -> Result<Arc<Principal>, VerifyError> {
         // Concurrent first uses share one verification. Whoever runs it uses its own
         // verifier set; a waiter from another route must not inherit that result blindly.
         let ran_here = AtomicBool::new(false);

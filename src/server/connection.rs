@@ -74,6 +74,14 @@ impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
             let n = self.prefix.len().min(buf.remaining());
             let head = self.prefix.split_to(n);
             buf.put_slice(&head);
+            // Hand over whatever has arrived behind the prefix in the same read: hyper then
+            // parses the request head in one pass instead of finding the 24 sniffed bytes
+            // incomplete and scanning the whole head again for its end.
+            if self.prefix.is_empty() && buf.remaining() > 0 {
+                // Pending registers the waker (a later wake-up is harmless); an error or the
+                // end of the stream shows again on the next read.
+                let _ = Pin::new(&mut self.inner).poll_read(cx, buf);
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.inner).poll_read(cx, buf)

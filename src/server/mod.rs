@@ -170,22 +170,25 @@ struct ConnectionTask {
 
 impl ConnectionTask {
     async fn run(self, stream: tokio::net::TcpStream, tls: Option<TlsAcceptor>) {
-        let mut stopping = self.stopping.clone();
         match tls {
             None => self.serve(stream).await,
-            Some(acceptor) => {
-                let handshake =
-                    tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
-                let stream = tokio::select! {
-                    handshake = handshake => match handshake {
-                        Ok(Ok(stream)) => stream,
-                        _ => return,
-                    },
-                    _ = stopping.changed() => return,
-                };
-                self.serve(stream).await
-            }
+            // Boxed: a TLS connection's state (handshake, records) is several times a plain
+            // one's, and every connection's task would otherwise be sized for it.
+            Some(acceptor) => Box::pin(self.serve_tls(stream, acceptor)).await,
         }
+    }
+
+    async fn serve_tls(&self, stream: tokio::net::TcpStream, acceptor: TlsAcceptor) {
+        let mut stopping = self.stopping.clone();
+        let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+        let stream = tokio::select! {
+            handshake = handshake => match handshake {
+                Ok(Ok(stream)) => stream,
+                _ => return,
+            },
+            _ = stopping.changed() => return,
+        };
+        self.serve(stream).await
     }
 
     /// Reads the protocol under `header_read_timeout`, then serves the connection. Until a
