@@ -17,8 +17,14 @@ use crate::observability::metrics::METRICS;
 /// How often the open connections are looked at.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// Connections that must have closed since the last trim (from the highest count seen) for
-/// the next one to be worth its cost.
+/// the next one to be worth its cost…
 const CLOSED_BEFORE_TRIM: i64 = 64;
+/// …and the share of that highest count they must be: with thousands of streams open, a
+/// client closing 64 connections again and again must not make every worker wait on a
+/// trim of a large heap.
+const CLOSED_SHARE_BEFORE_TRIM: i64 = 4;
+/// Looks between trims.
+const MIN_CHECKS_BETWEEN_TRIMS: u32 = 2;
 
 /// Starts the trimming thread, once per process (on allocators that need it).
 pub fn start_trimming() {
@@ -46,21 +52,28 @@ pub fn start_trimming() {
     });
 }
 
-/// When to trim: once the open connections have fallen by [`CLOSED_BEFORE_TRIM`] from the
-/// highest count seen since the last trim.
+/// When to trim: once the open connections have fallen by [`CLOSED_BEFORE_TRIM`], and by a
+/// [`CLOSED_SHARE_BEFORE_TRIM`]th, from the highest count seen since the last trim, and not
+/// within [`MIN_CHECKS_BETWEEN_TRIMS`] looks of it.
 #[derive(Debug, Default)]
 struct TrimPolicy {
     high: i64,
+    since_trim: u32,
 }
 
 impl TrimPolicy {
     fn should_trim(&mut self, open: i64) -> bool {
         self.high = self.high.max(open);
-        if self.high - open >= CLOSED_BEFORE_TRIM {
+        self.since_trim = self.since_trim.saturating_add(1);
+        let closed = self.high - open;
+        let enough = closed >= CLOSED_BEFORE_TRIM
+            && closed >= self.high / CLOSED_SHARE_BEFORE_TRIM
+            && self.since_trim >= MIN_CHECKS_BETWEEN_TRIMS;
+        if enough {
             self.high = open;
-            return true;
+            self.since_trim = 0;
         }
-        false
+        enough
     }
 }
 
@@ -94,14 +107,31 @@ mod tests {
         let mut policy = TrimPolicy::default();
         assert!(!policy.should_trim(0));
         assert!(!policy.should_trim(1000), "rising: nothing freed yet");
-        assert!(!policy.should_trim(1000 - CLOSED_BEFORE_TRIM + 1));
-        assert!(policy.should_trim(1000 - CLOSED_BEFORE_TRIM));
-        let level = 1000 - CLOSED_BEFORE_TRIM;
+        assert!(!policy.should_trim(800), "fewer than a quarter closed");
+        assert!(policy.should_trim(750));
         assert!(
-            !policy.should_trim(level - CLOSED_BEFORE_TRIM + 1),
-            "counted from the last trim's level, not from the old peak"
+            !policy.should_trim(0),
+            "not on the very next look, however many closed"
         );
-        assert!(policy.should_trim(level - CLOSED_BEFORE_TRIM));
+        assert!(policy.should_trim(0), "counted from the last trim's level");
+        assert!(!policy.should_trim(0), "nothing closed since");
+    }
+
+    #[test]
+    fn a_small_drop_from_a_large_count_does_not_trim() {
+        let mut policy = TrimPolicy::default();
+        assert!(!policy.should_trim(10_000));
+        for _ in 0..10 {
+            assert!(!policy.should_trim(10_000 - CLOSED_BEFORE_TRIM));
+            assert!(!policy.should_trim(10_000));
+        }
+    }
+
+    #[test]
+    fn a_burst_of_64_closing_trims() {
+        let mut policy = TrimPolicy::default();
+        assert!(!policy.should_trim(64));
+        assert!(policy.should_trim(0));
     }
 
     #[test]

@@ -137,6 +137,32 @@ async fn idle_http2_connection_is_closed_after_idle_timeout() {
 }
 
 #[tokio::test]
+async fn idle_close_is_not_postponed_by_the_slow_reader_check() {
+    // The slow-reader check runs every send_timeout / 2 (here 0.5 s): it must not restart
+    // the idle clock, or a connection would never be idle for longer than that.
+    let (_upstream, gateway) = gateway("idle_timeout = \"2s\"\nsend_timeout = \"1s\"").await;
+    let stream = TcpStream::connect(gateway.addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    let driver = tokio::spawn(connection);
+    let request = http::Request::builder()
+        .uri(format!("http://{}/mcp", gateway.addr))
+        .header("authorization", format!("Bearer {API_KEY}"))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let _ = response.into_body().collect().await.unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(10), driver).await;
+    assert!(
+        ended.is_ok(),
+        "an idle HTTP/2 connection stayed open: idle_timeout longer than send_timeout / 2 never fired"
+    );
+}
+
+#[tokio::test]
 async fn an_open_stream_is_not_idle() {
     // A response still streaming keeps its connection: idle means nothing in flight.
     let (upstream, gateway) = gateway("idle_timeout = \"1s\"").await;

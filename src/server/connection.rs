@@ -56,11 +56,17 @@ pub async fn sniff<S: AsyncRead + Unpin>(
 pub struct Prefixed<S> {
     prefix: Bytes,
     inner: S,
+    /// An error met while reading on behind the prefix, returned by the next read.
+    deferred: Option<io::Error>,
 }
 
 impl<S> Prefixed<S> {
     fn new(prefix: Bytes, inner: S) -> Self {
-        Self { prefix, inner }
+        Self {
+            prefix,
+            inner,
+            deferred: None,
+        }
     }
 }
 
@@ -78,11 +84,16 @@ impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
             // parses the request head in one pass instead of finding the 24 sniffed bytes
             // incomplete and scanning the whole head again for its end.
             if self.prefix.is_empty() && buf.remaining() > 0 {
-                // Pending registers the waker (a later wake-up is harmless); an error or the
-                // end of the stream shows again on the next read.
-                let _ = Pin::new(&mut self.inner).poll_read(cx, buf);
+                // Pending registers the waker (a later wake-up is harmless); an error is kept
+                // for the next read, the end of the stream shows again by itself.
+                if let Poll::Ready(Err(error)) = Pin::new(&mut self.inner).poll_read(cx, buf) {
+                    self.deferred = Some(error);
+                }
             }
             return Poll::Ready(Ok(()));
+        }
+        if let Some(error) = self.deferred.take() {
+            return Poll::Ready(Err(error));
         }
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
@@ -171,6 +182,15 @@ impl State {
     }
 }
 
+/// However short the configured limits, the connection is not looked at more often.
+const MIN_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// `at + after`, or a year from `at` when that does not fit (a huge configured limit).
+pub fn later(at: Instant, after: Duration) -> Instant {
+    at.checked_add(after)
+        .unwrap_or_else(|| at + Duration::from_secs(365 * 24 * 3600))
+}
+
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
@@ -206,13 +226,13 @@ impl Activity {
             return None;
         }
         let since = Duration::from_millis(state.idle_since_ms.load(Ordering::Acquire));
-        Some(state.epoch + since.saturating_add(limit))
+        Some(later(state.epoch, since.saturating_add(limit)))
     }
 
     /// When to look at the connection next, from `now`: at its idle deadline if it is idle,
     /// and at least every `every` (stalled clients; requests that end in between).
     pub fn next_check(&self, now: Instant, idle_limit: Duration, every: Duration) -> Instant {
-        let periodic = now + every.min(idle_limit);
+        let periodic = later(now, every.min(idle_limit).max(MIN_CHECK_INTERVAL));
         match self.idle_deadline(idle_limit) {
             Some(idle) => idle.min(periodic),
             None => periodic,
@@ -239,9 +259,14 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         METRICS.request_finished();
         let state = &self.state;
-        // The idle clock starts when the last request ends.
+        // The idle clock starts when the last request ends. The time is stored before the
+        // count can reach zero, so whoever sees zero also sees when.
+        let now = state.now_ms();
+        if state.in_flight.load(Ordering::Acquire) == 1 {
+            state.idle_since_ms.store(now, Ordering::Release);
+        }
         if state.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            state.idle_since_ms.store(state.now_ms(), Ordering::Release);
+            state.idle_since_ms.store(now, Ordering::Release);
         }
     }
 }

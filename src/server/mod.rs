@@ -283,10 +283,12 @@ impl ConnectionTask {
                     if idle && !closing {
                         conn.graceful_shutdown();
                         closing = true;
-                        close_deadline.as_mut().reset((now + CLOSE_GRACE).into());
+                        close_deadline
+                            .as_mut()
+                            .reset(connection::later(now, CLOSE_GRACE).into());
                     }
                     let next = if closing {
-                        now + stall_period
+                        connection::later(now, stall_period)
                     } else {
                         activity.next_check(now, idle_timeout, stall_period)
                     };
