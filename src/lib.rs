@@ -28,8 +28,9 @@
 //! `observability` (a leaf) holds logging, the audit event, request ids and the metrics
 //! registry; `redis_connection` is the one way to Redis (`[redis]`: the authorization
 //! server's store, session bindings, rate limits). `secret`, `glob` and `body` are leaves
-//! everything may use; `memory` (giving freed memory back) reads only the metrics. Below the composition root (`app`, `server`, `proxy`,
-//! `forward_auth`, which call each other) no two modules import each other.
+//! everything may use; `memory` (giving freed memory back) reads only the metrics. Below
+//! the composition root (`app`, `server`, `proxy`, `forward_auth`, which call each other)
+//! no two modules import each other.
 
 // Denied, not forbidden: `memory` holds the one exception (a call into glibc), allowed there
 // alone and explained.

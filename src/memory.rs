@@ -5,7 +5,7 @@
 //! keep megabytes of freed pages resident (measured: 55 MiB idle after a 1,024-connection
 //! burst, against 13 MiB before; BENCHMARKS.md). `malloc_trim` returns the free pages inside
 //! every arena. It walks the arenas under their locks, so it runs only after connections
-//! have closed in numbers, at most once a second, from a thread of its own.
+//! have closed in numbers (see [`TrimPolicy`]), from a thread of its own.
 //!
 //! The only `unsafe` in the crate: one call into the C library, on glibc targets.
 

@@ -111,9 +111,10 @@ async fn one_address_cannot_take_every_slot() {
     assert_eq!(raw_status(&answer), 200, "{answer}");
 }
 
-#[tokio::test]
-async fn idle_http2_connection_is_closed_after_idle_timeout() {
-    let (_upstream, gateway) = gateway("idle_timeout = \"1s\"").await;
+/// An HTTP/2 connection that made one request and then stays open answering pings only:
+/// the gateway must end it within 10 s.
+async fn assert_idle_http2_connection_closed(limits: &str, why: &str) {
+    let (_upstream, gateway) = gateway(limits).await;
     let stream = TcpStream::connect(gateway.addr).await.unwrap();
     let (mut sender, connection) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
@@ -128,38 +129,28 @@ async fn idle_http2_connection_is_closed_after_idle_timeout() {
     let response = sender.send_request(request).await.unwrap();
     assert_eq!(response.status(), 200);
     let _ = response.into_body().collect().await.unwrap();
-    // The client answers pings and sends nothing else: the gateway ends the connection.
     let ended = tokio::time::timeout(Duration::from_secs(10), driver).await;
-    assert!(
-        ended.is_ok(),
-        "an HTTP/2 connection with no stream stayed open past idle_timeout"
-    );
+    assert!(ended.is_ok(), "{why}");
+}
+
+#[tokio::test]
+async fn idle_http2_connection_is_closed_after_idle_timeout() {
+    assert_idle_http2_connection_closed(
+        "idle_timeout = \"1s\"",
+        "an HTTP/2 connection with no stream stayed open past idle_timeout",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn idle_close_is_not_postponed_by_the_slow_reader_check() {
     // The slow-reader check runs every send_timeout / 2 (here 0.5 s): it must not restart
     // the idle clock, or a connection would never be idle for longer than that.
-    let (_upstream, gateway) = gateway("idle_timeout = \"2s\"\nsend_timeout = \"1s\"").await;
-    let stream = TcpStream::connect(gateway.addr).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    let driver = tokio::spawn(connection);
-    let request = http::Request::builder()
-        .uri(format!("http://{}/mcp", gateway.addr))
-        .header("authorization", format!("Bearer {API_KEY}"))
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let response = sender.send_request(request).await.unwrap();
-    assert_eq!(response.status(), 200);
-    let _ = response.into_body().collect().await.unwrap();
-    let ended = tokio::time::timeout(Duration::from_secs(10), driver).await;
-    assert!(
-        ended.is_ok(),
-        "an idle HTTP/2 connection stayed open: idle_timeout longer than send_timeout / 2 never fired"
-    );
+    assert_idle_http2_connection_closed(
+        "idle_timeout = \"2s\"\nsend_timeout = \"1s\"",
+        "idle_timeout longer than send_timeout / 2 never closed an idle HTTP/2 connection",
+    )
+    .await;
 }
 
 #[tokio::test]
