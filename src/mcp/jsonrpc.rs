@@ -10,7 +10,7 @@
 
 use std::fmt;
 
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -115,25 +115,126 @@ fn classify(error: &serde_json::Error) -> PeekError {
     }
 }
 
-/// The envelope as sent. Unknown members are ignored; known ones twice are an error.
-#[derive(Deserialize)]
+/// The envelope as sent. Unknown members are skipped; known ones twice are an error. Read by
+/// hand rather than derived: a derived struct also accepts an array of positional fields
+/// (`["2.0","tools/list",1,null,null,null]`), which no JSON-RPC peer reads as a message, and
+/// skips unknown members with `IgnoredAny` (see [`Skipped`]).
 struct Envelope {
     jsonrpc: Option<String>,
     method: Option<String>,
-    #[serde(default, deserialize_with = "present")]
     id: Option<Value>,
-    #[serde(default)]
     params: Option<Params>,
-    result: Option<IgnoredAny>,
-    error: Option<IgnoredAny>,
+    result: Option<Skipped>,
+    error: Option<Skipped>,
 }
 
-/// `id` present (even as `null`) versus absent.
-fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
-    let value = Value::deserialize(deserializer)?;
-    match value {
-        Value::String(_) | Value::Number(_) | Value::Null => Ok(Some(value)),
-        _ => Err(de::Error::custom("id must be a string, a number or null")),
+impl<'de> Deserialize<'de> for Envelope {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EnvelopeVisitor;
+        impl<'de> Visitor<'de> for EnvelopeVisitor {
+            type Value = Envelope;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON-RPC message object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Envelope, A::Error> {
+                let mut envelope = Envelope {
+                    jsonrpc: None,
+                    method: None,
+                    id: None,
+                    params: None,
+                    result: None,
+                    error: None,
+                };
+                let mut seen = [false; 6];
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    let index = match key.as_ref() {
+                        "jsonrpc" => 0,
+                        "method" => 1,
+                        "id" => 2,
+                        "params" => 3,
+                        "result" => 4,
+                        "error" => 5,
+                        _ => {
+                            map.next_value::<Skipped>()?;
+                            continue;
+                        }
+                    };
+                    if std::mem::replace(&mut seen[index], true) {
+                        return Err(de::Error::custom(format!("duplicate member `{key}`")));
+                    }
+                    match index {
+                        0 => envelope.jsonrpc = map.next_value()?,
+                        1 => envelope.method = map.next_value()?,
+                        2 => envelope.id = Some(map.next_value::<Id>()?.0),
+                        3 => envelope.params = map.next_value()?,
+                        4 => envelope.result = map.next_value()?,
+                        _ => envelope.error = map.next_value()?,
+                    }
+                }
+                Ok(envelope)
+            }
+        }
+        deserializer.deserialize_map(EnvelopeVisitor)
+    }
+}
+
+/// An `id` as present (even as `null`): a string, a number or null.
+struct Id(Value);
+
+impl<'de> Deserialize<'de> for Id {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match Value::deserialize(deserializer)? {
+            value @ (Value::String(_) | Value::Number(_) | Value::Null) => Ok(Id(value)),
+            _ => Err(de::Error::custom("id must be a string, a number or null")),
+        }
+    }
+}
+
+/// A value nobody reads, checked as a generic parser checks it. serde's `IgnoredAny` only
+/// checks syntax, so it lets through what `JSON.parse`-like readers refuse or read
+/// differently — numbers beyond an f64 (`1e999`, found by the fuzzer) and lone surrogate
+/// escapes (`"\ud800"`). Reading each value through `deserialize_any` makes serde_json
+/// apply the same checks as when it builds a `Value`, without building one.
+struct Skipped;
+
+impl<'de> Deserialize<'de> for Skipped {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SkipVisitor;
+        impl<'de> Visitor<'de> for SkipVisitor {
+            type Value = Skipped;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Skipped, E> {
+                Ok(Skipped)
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Skipped, E> {
+                Ok(Skipped)
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Skipped, E> {
+                Ok(Skipped)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Skipped, E> {
+                Ok(Skipped)
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Skipped, E> {
+                Ok(Skipped)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Skipped, E> {
+                Ok(Skipped)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Skipped, A::Error> {
+                while seq.next_element::<Skipped>()?.is_some() {}
+                Ok(Skipped)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Skipped, A::Error> {
+                while map.next_key::<Skipped>()?.is_some() {
+                    map.next_value::<Skipped>()?;
+                }
+                Ok(Skipped)
+            }
+        }
+        deserializer.deserialize_any(SkipVisitor)
     }
 }
 
@@ -160,7 +261,7 @@ impl<'de> Deserialize<'de> for Params {
                         "name" => &mut params.name,
                         "uri" => &mut params.uri,
                         _ => {
-                            map.next_value::<IgnoredAny>()?;
+                            map.next_value::<Skipped>()?;
                             continue;
                         }
                     };
@@ -172,7 +273,7 @@ impl<'de> Deserialize<'de> for Params {
                 Ok(params)
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Params, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                while seq.next_element::<Skipped>()?.is_some() {}
                 Ok(Params::default())
             }
         }
@@ -333,6 +434,37 @@ mod tests {
             ),
             ("[]", PeekError::BatchSize),
             ("5", PeekError::NotJsonRpc("unexpected member or type")),
+            // Numbers beyond an f64 and lone surrogates, even where nobody reads them:
+            // generic parsers refuse them or read them their own way (found by the fuzzer).
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"n":1e999}}}"#,
+                PeekError::NotJson,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","x":[-1e400]}"#,
+                PeekError::NotJson,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"result":{"n":1e999}}"#,
+                PeekError::NotJson,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"x":"\ud800"}}"#,
+                PeekError::NotJson,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":[{"\udc00":1}]}"#,
+                PeekError::NotJson,
+            ),
+            // A message is an object, never an array of positional fields.
+            (
+                r#"[["2.0","tools/list",1,null,null,null]]"#,
+                PeekError::NotJsonRpc("unexpected member or type"),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"result":{},"result":{}}"#,
+                PeekError::NotJsonRpc("unexpected member or type"),
+            ),
         ];
         for (body, expected) in refused {
             assert_eq!(peek(body.as_bytes()), Err(expected), "{body}");
