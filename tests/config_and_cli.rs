@@ -973,7 +973,17 @@ impl Served {
 
     /// `serve --config <config>` with more arguments.
     fn spawn_with(config: &Path, args: &[&str]) -> Served {
-        let mut child = gateway()
+        Served::spawn_env(config, args, None)
+    }
+
+    /// `serve --config <config>` with more arguments and, if given, `RUST_LOG`.
+    fn spawn_env(config: &Path, args: &[&str], rust_log: Option<&str>) -> Served {
+        let mut command = gateway();
+        match rust_log {
+            Some(filter) => command.env("RUST_LOG", filter),
+            None => command.env_remove("RUST_LOG"),
+        };
+        let mut child = command
             .arg("serve")
             .arg("--config")
             .arg(config)
@@ -1023,6 +1033,30 @@ impl Served {
         }
     }
 
+    /// Waits for a raw stdout line (any log format) that `wanted` accepts.
+    fn wait_for_line(&mut self, wanted: impl Fn(&str) -> bool) -> String {
+        loop {
+            let line = match self.lines.recv_timeout(Duration::from_secs(30)) {
+                Ok(line) => line,
+                Err(e) => panic!("no such line ({e}); log so far:\n{}", self.seen.join("\n")),
+            };
+            self.seen.push(line.clone());
+            if wanted(&line) {
+                return line;
+            }
+        }
+    }
+
+    /// Every stdout line up to the end of the output (after the process exits).
+    fn rest_of_output(&mut self) -> Vec<String> {
+        let mut rest = Vec::new();
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(30)) {
+            self.seen.push(line.clone());
+            rest.push(line);
+        }
+        rest
+    }
+
     fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
     }
@@ -1067,6 +1101,74 @@ fn serve_config(listen: &str) -> String {
         "[[api_keys]]",
         "[log]\nformat = \"json\"\nlevel = \"info\"\n\n[server.limits]\nshutdown_grace = \"5s\"\n\n[[api_keys]]",
     )
+}
+
+/// The audit line in the `pretty` format (the shipped default), and the log filter deciding
+/// whether it is written: `RUST_LOG=warn` and `audit=off` silence it, the rest stays.
+#[tokio::test]
+async fn audit_lines_follow_the_format_and_the_log_filter() {
+    let port = common::free_port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let pretty = TempConfig::new(
+        "serve-pretty",
+        &edit(
+            &serve_config(&format!("127.0.0.1:{port}")),
+            "format = \"json\"",
+            "format = \"pretty\"",
+        ),
+    );
+    let mut served = Served::spawn_env(&pretty.path, &[], None);
+    served.wait_for_line(|line| line.contains(" INFO ") && line.contains("listening"));
+    let denied = common::http::get(addr, "/mcp?q=secret", &[("user-agent", "a \"b\"")]).await;
+    assert_eq!(denied.status, 401);
+    let line = served.wait_for_line(|line| line.contains(" audit: "));
+    let (timestamp, rest) = line.split_once(' ').expect("a timestamp first");
+    assert!(
+        timestamp.len() == 27 && timestamp.ends_with('Z') && timestamp.as_bytes()[10] == b'T',
+        "{line}"
+    );
+    assert!(
+        rest.starts_with(
+            " INFO audit: request method=GET path=\"/mcp\" status=401 verdict=\"deny\" route=\"mcp\""
+        ),
+        "{line}"
+    );
+    assert!(rest.contains(" client=127.0.0.1 request_id=\""), "{line}");
+    assert!(rest.ends_with(" user_agent=\"a \\\"b\\\"\""), "{line}");
+    assert!(!line.contains("secret"), "{line}");
+    drop(served);
+
+    for filter in ["warn", "info,audit=off"] {
+        let mut served = Served::spawn_env(&pretty.path, &[], Some(filter));
+        let health = loop {
+            if let Ok(stream) = tokio::net::TcpStream::connect(addr).await {
+                drop(stream);
+                break common::http::get(addr, "/healthz", &[]).await;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(health.status, 200);
+        assert_eq!(common::http::get(addr, "/mcp", &[]).await.status, 401);
+        let status = Command::new("kill")
+            .args(["-TERM", &served.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+        assert!(served.wait().success());
+        let lines = served.rest_of_output();
+        assert!(
+            lines.iter().all(|line| !line.contains(" audit: ")),
+            "RUST_LOG={filter}: {lines:?}"
+        );
+        if filter != "warn" {
+            assert!(
+                lines
+                    .iter()
+                    .any(|line| line.contains("shutting down") || line.contains("stopped")),
+                "RUST_LOG={filter} silenced the other info lines too: {lines:?}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -5,6 +5,7 @@
 //! status, latency to the response head, client address, request id, trace id, user agent.
 //! Tokens, keys and secrets are never fields of any event.
 
+mod audit;
 pub mod metrics;
 pub mod request_id;
 
@@ -71,11 +72,12 @@ pub fn init(settings: &LogSettings) -> LogGuard {
             .name("gateway-log-drops".into())
             .spawn(report_dropped_lines);
     }
+    let audit_writer = writer.clone();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
         .with_writer(writer);
-    let _ = match settings.format {
+    let installed = match settings.format {
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
@@ -83,6 +85,13 @@ pub fn init(settings: &LogSettings) -> LogGuard {
             .try_init(),
         LogFormat::Pretty => builder.try_init(),
     };
+    // Audit lines skip tracing-subscriber's formatting (see `audit`), except in colour.
+    if installed.is_ok() && (settings.format == LogFormat::Json || !ansi) {
+        audit::install(audit::Sink {
+            writer: audit_writer,
+            format: settings.format,
+        });
+    }
     guard
 }
 
@@ -243,6 +252,7 @@ impl Outcome {
     }
 }
 
+/// The request's audit event: one line, target `audit`, level `info`.
 pub fn audit(
     method: &Method,
     path: &str,
@@ -251,27 +261,59 @@ pub fn audit(
     outcome: &Outcome,
     context: &RequestContext,
 ) {
+    if !tracing::enabled!(target: "audit", tracing::Level::INFO) {
+        return;
+    }
+    let record = audit::Record {
+        method,
+        path,
+        status: status.as_u16(),
+        verdict: outcome.verdict,
+        route: outcome.route.as_deref(),
+        subject: outcome.subject.as_deref(),
+        auth: outcome.auth_method,
+        key_id: outcome.key_id.as_deref(),
+        reason: outcome.reason.as_deref(),
+        forwarded: outcome.forwarded.as_deref(),
+        mcp_method: outcome.mcp_method.as_deref(),
+        mcp_target: outcome.mcp_target.as_deref(),
+        rule: outcome.rule.as_deref(),
+        latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
+        client: context.client,
+        request_id: context.id.to_str().unwrap_or_default(),
+        trace_id: context.trace_id.as_deref(),
+        user_agent: context.user_agent.as_deref(),
+    };
+    if !audit::write(&record) {
+        audit_through_tracing(&record);
+    }
+}
+
+/// The same event through tracing: in colour, under another subscriber, and as the
+/// reference the hand-written line is tested against.
+fn audit_through_tracing(record: &audit::Record<'_>) {
     tracing::info!(
         target: "audit",
-        %method,
-        path,
-        status = status.as_u16(),
-        verdict = outcome.verdict,
-        route = outcome.route.as_deref(),
-        subject = outcome.subject.as_deref(),
-        auth = outcome.auth_method,
-        key_id = outcome.key_id.as_deref(),
-        reason = outcome.reason.as_deref(),
-        forwarded = outcome.forwarded.as_deref(),
-        mcp_method = outcome.mcp_method.as_deref(),
-        mcp_target = outcome.mcp_target.as_deref(),
-        rule = outcome.rule.as_deref(),
-        latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
-        client = %context.client,
-        request_id = context.id.to_str().unwrap_or_default(),
-        trace_id = context.trace_id.as_deref(),
-        user_agent = context.user_agent.as_deref(),
-        "request"
+        method = %record.method,
+        path = record.path,
+        status = record.status,
+        verdict = record.verdict,
+        route = record.route,
+        subject = record.subject,
+        auth = record.auth,
+        key_id = record.key_id,
+        reason = record.reason,
+        forwarded = record.forwarded,
+        mcp_method = record.mcp_method,
+        mcp_target = record.mcp_target,
+        rule = record.rule,
+        latency_us = record.latency_us,
+        client = %record.client,
+        request_id = record.request_id,
+        trace_id = record.trace_id,
+        user_agent = record.user_agent,
+        "{}",
+        audit::MESSAGE
     );
 }
 
