@@ -16,7 +16,7 @@ use http::{Request, Response};
 use http_body_util::{BodyExt, LengthLimitError};
 
 use super::rejection::Rejection;
-use super::rewrite::strip_hop_by_hop;
+use super::rewrite::{connection_listed, is_hop_by_hop, remove_where};
 use crate::body::{Body, BoxError};
 use crate::observability::Throttle;
 use crate::outbound::HttpClient;
@@ -66,19 +66,7 @@ pub async fn forward(
         }
         return Err(Rejection::UpstreamRefusedGateway);
     }
-    strip_hop_by_hop(&mut parts.headers);
-    strip_origin_wide(&mut parts.headers);
-    // CORS is the gateway's decision (route allowlist), not the upstream's: an upstream's
-    // `Access-Control-Allow-Origin: *` must not widen it.
-    let upstream_cors: Vec<_> = parts
-        .headers
-        .keys()
-        .filter(|name| name.as_str().starts_with("access-control-"))
-        .cloned()
-        .collect();
-    for name in upstream_cors {
-        parts.headers.remove(name);
-    }
+    withhold_upstream_headers(&mut parts.headers);
     let is_event_stream = parts
         .headers
         .get(header::CONTENT_TYPE)
@@ -96,8 +84,7 @@ pub async fn forward(
         .map_err(Into::into)
         .map_frame(|frame| match frame.into_trailers() {
             Ok(mut trailers) => {
-                strip_hop_by_hop(&mut trailers);
-                strip_origin_wide(&mut trailers);
+                withhold_upstream_headers(&mut trailers);
                 http_body::Frame::trailers(trailers)
             }
             Err(frame) => frame,
@@ -126,10 +113,18 @@ const ORIGIN_WIDE: [&str; 8] = [
     "service-worker-allowed",
 ];
 
-fn strip_origin_wide(headers: &mut http::HeaderMap) {
-    for name in ORIGIN_WIDE {
-        headers.remove(name);
-    }
+/// Removes from an upstream's head or trailers, in one pass over the names present, what
+/// the client must not receive: hop-by-hop headers, [`ORIGIN_WIDE`] ones, and CORS headers —
+/// CORS is the gateway's decision (route allowlist), not the upstream's: an upstream's
+/// `Access-Control-Allow-Origin: *` must not widen it.
+fn withhold_upstream_headers(headers: &mut http::HeaderMap) {
+    let listed = connection_listed(headers);
+    remove_where(headers, |name| {
+        let withheld = is_hop_by_hop(name, &listed)
+            || ORIGIN_WIDE.contains(&name.as_str())
+            || name.as_str().starts_with("access-control-");
+        withheld.then_some(false)
+    });
 }
 
 /// Where the client's request body stands, told by [`Completing`]: whether it has ended, and
@@ -289,5 +284,90 @@ where
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::super::rewrite::tests::{map, names};
+    use super::*;
+
+    #[test]
+    fn upstream_answers_lose_hop_by_hop_origin_wide_and_cors_headers() {
+        let mut headers = map(&[
+            ("connection", "close, x-secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("proxy-authenticate", "Basic"),
+            (
+                "www-authenticate",
+                "Bearer resource_metadata=\"https://elsewhere\"",
+            ),
+            ("set-cookie", "a=b"),
+            ("set-cookie", "c=d"),
+            ("strict-transport-security", "max-age=0"),
+            ("alt-svc", "h3=\":443\""),
+            ("access-control-allow-origin", "*"),
+            ("access-control-allow-credentials", "true"),
+            ("content-type", "text/event-stream"),
+            ("mcp-session-id", "s"),
+            ("x-accel-buffering", "yes"),
+        ]);
+        withhold_upstream_headers(&mut headers);
+        assert_eq!(
+            names(&headers),
+            ["content-type", "mcp-session-id", "x-accel-buffering"]
+        );
+    }
+
+    /// The strip as written before the single pass: one lookup per candidate name.
+    fn reference(headers: &mut http::HeaderMap) {
+        let named = connection_listed(headers);
+        for name in named.iter().chain(super::super::rewrite::HOP_BY_HOP.iter()) {
+            headers.remove(name);
+        }
+        headers.remove(header::UPGRADE);
+        for name in ORIGIN_WIDE {
+            headers.remove(name);
+        }
+        let cors: Vec<_> = headers
+            .keys()
+            .filter(|name| name.as_str().starts_with("access-control-"))
+            .cloned()
+            .collect();
+        for name in cors {
+            headers.remove(name);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn the_single_pass_strips_what_the_lookups_stripped(
+            pairs in prop::collection::vec((
+                prop::sample::select(vec![
+                    "connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade",
+                    "proxy-authenticate", "www-authenticate", "authentication-info", "set-cookie",
+                    "clear-site-data", "service-worker-allowed", "access-control-allow-origin",
+                    "access-control-max-age", "content-type", "content-length", "x-custom",
+                    "mcp-session-id", "x-secret",
+                ]),
+                "[a-z, -]{0,16}",
+            ), 0..20),
+        ) {
+            let mut headers = http::HeaderMap::new();
+            for (name, value) in &pairs {
+                if let Ok(value) = HeaderValue::from_str(value) {
+                    headers.append(http::HeaderName::from_static(name), value);
+                }
+            }
+            let mut expected = headers.clone();
+            reference(&mut expected);
+            withhold_upstream_headers(&mut headers);
+            prop_assert_eq!(headers, expected);
+        }
     }
 }

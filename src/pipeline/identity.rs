@@ -22,20 +22,12 @@ use std::fmt::Write as _;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::policy::Grant;
-use super::transport::dashed;
 use crate::auth::Principal;
 use crate::model::identity::{is_scope_token, IdentityHeaders};
 
-// The request-time half of the compiled names (`model::identity`): stripping and setting.
+// The request-time half of the compiled names (`model::identity`): setting them. Removing
+// what a client sent under them is phase 9's strip (`rewrite`).
 impl IdentityHeaders {
-    /// Removes every header carrying one of our names (spoofing), whatever its case or count,
-    /// and look-alikes spelled with `_` or `.` for `-` (`X_User_Id`): CGI-style servers
-    /// (WSGI, Rack) read `X_User_Id` and `X-User-Id` as the same variable. Returns how many
-    /// were removed, for the debug log.
-    pub fn strip(&self, headers: &mut HeaderMap) -> usize {
-        strip_names(headers, &self.names())
-    }
-
     /// Sets the identity of `grant`, which [`representable`] accepted at the verify phase.
     pub fn set(&self, grant: &Grant, headers: &mut HeaderMap) {
         let principal = grant.principal();
@@ -152,26 +144,6 @@ pub fn decode_list(value: &str) -> Vec<String> {
         .collect()
 }
 
-/// Removes `names` and their `_` / `.` look-alikes from `headers`; returns the count removed.
-pub fn strip_names(headers: &mut HeaderMap, names: &[&HeaderName]) -> usize {
-    let lookalikes: Vec<HeaderName> = headers
-        .keys()
-        .filter(|key| key.as_str().contains(['_', '.']))
-        .filter(|key| {
-            let dashed = dashed(key.as_str());
-            names.iter().any(|name| name.as_str() == dashed)
-        })
-        .cloned()
-        .collect();
-    let mut removed = 0;
-    for name in names.iter().copied().chain(lookalikes.iter()) {
-        if let http::header::Entry::Occupied(entry) = headers.entry(name) {
-            removed += entry.remove_entry_mult().1.count();
-        }
-    }
-    removed
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,28 +187,5 @@ mod tests {
             prop_assert!(!encoded.contains('"') && !encoded.contains('\\'));
             prop_assert_eq!(decode_list(&encoded), items);
         }
-    }
-
-    #[test]
-    fn strips_names_and_lookalikes_only() {
-        let mut headers = HeaderMap::new();
-        for name in [
-            "x-user-id",
-            "X-User-Id",
-            "x_user_id",
-            "x.user.id",
-            "x-user-idx",
-            "x_other",
-        ] {
-            headers.append(
-                HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_static("v"),
-            );
-        }
-        let user_id = HeaderName::from_static("x-user-id");
-        assert_eq!(strip_names(&mut headers, &[&user_id]), 4);
-        let mut left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
-        left.sort();
-        assert_eq!(left, vec!["x-user-idx", "x_other"]);
     }
 }

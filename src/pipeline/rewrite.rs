@@ -4,8 +4,10 @@
 //! `Connection`), the client's `Authorization` (no token passthrough), `Cookie`, `Origin`
 //! (already validated; SDK upstreams re-check it against their own host), every header that
 //! claims forwarding facts (`Forwarded`, `X-Forwarded-*`, `X-Real-IP`, `X-Original-*`, …)
-//! and every header that collides with an identity or upstream-credential header we set. Then set identity from the [`Admission`], the route's upstream credential
-//! and `X-Forwarded-For/Proto/Host`. `Host` becomes the upstream's authority.
+//! and every header that collides, in any spelling with `_` or `.` for `-`, with an identity
+//! or upstream-credential header we set — in one pass over the names present. Then set
+//! identity from the [`Admission`], the route's upstream credential and
+//! `X-Forwarded-For/Proto/Host`. `Host` becomes the upstream's authority.
 
 use std::net::IpAddr;
 
@@ -13,9 +15,8 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Request, Uri, Version};
 
-use super::identity::strip_names;
 use super::policy::Admission;
-use super::transport::dashed;
+use super::transport::{begins_reading_as, reads_as};
 use crate::body::Body;
 use crate::model::identity::IdentityHeaders;
 
@@ -41,17 +42,21 @@ const NEVER_FORWARDED: [HeaderName; 4] = [
 
 /// Whether a client header claims something about the connection or the original request
 /// that only a proxy may say (`Forwarded`, `X-Forwarded-*`, `X-Real-IP`, `X-Original-*`,
-/// …), in any spelling with `_` or `.` for `-`. (Method overrides never get this far: the
-/// transport guard refuses them.) Upstreams use these for client-IP
+/// …), in any spelling with `_` or `.` for `-` ([`reads_as`]). (Method overrides never get
+/// this far: the transport guard refuses them.) Upstreams use these for client-IP
 /// allowlists, rate limits and URL generation (`X-Forwarded-Prefix`).
-fn claims_forwarding(name: &HeaderName) -> bool {
-    let dashed = dashed(name.as_str());
-    dashed.starts_with("x-forwarded-")
-        || dashed.starts_with("x-original-")
-        || matches!(
-            dashed.as_ref(),
-            "forwarded" | "x-real-ip" | "x-client-ip" | "true-client-ip" | "x-cluster-client-ip"
-        )
+fn claims_forwarding(name: &str) -> bool {
+    begins_reading_as(name, "x-forwarded-")
+        || begins_reading_as(name, "x-original-")
+        || [
+            "forwarded",
+            "x-real-ip",
+            "x-client-ip",
+            "true-client-ip",
+            "x-cluster-client-ip",
+        ]
+        .iter()
+        .any(|claim| reads_as(name, claim))
 }
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -70,20 +75,73 @@ pub struct ClientSide<'a> {
     pub trust_forwarded: bool,
 }
 
-/// Removes hop-by-hop headers, including those listed in `Connection` (and `Upgrade`:
-/// MCP never upgrades, and a smuggled upgrade must not reach the upstream).
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
+/// The names a `Connection` header lists (RFC 9110 §7.6.1): hop-by-hop for this message.
+pub fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect()
+}
+
+/// Whether `name` is hop-by-hop: RFC 9110's, the legacy ones, `Upgrade` (MCP never
+/// upgrades, and a smuggled upgrade must not reach the other side), or listed in
+/// `Connection`.
+pub fn is_hop_by_hop(name: &HeaderName, listed: &[HeaderName]) -> bool {
+    HOP_BY_HOP.contains(name) || name == header::UPGRADE || listed.contains(name)
+}
+
+/// Removes every header `doomed` names, in one pass over the names present rather than
+/// one lookup per name that might be (most are absent). Returns how many values went for
+/// each name `doomed` flagged with `true`.
+pub fn remove_where(
+    headers: &mut HeaderMap,
+    mut doomed: impl FnMut(&HeaderName) -> Option<bool>,
+) -> usize {
+    let names: Vec<(HeaderName, bool)> = headers
+        .keys()
+        .filter_map(|name| doomed(name).map(|counted| (name.clone(), counted)))
         .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
-        headers.remove(name);
+    let mut counted = 0;
+    for (name, count) in names {
+        if let header::Entry::Occupied(entry) = headers.entry(name) {
+            let values = entry.remove_entry_mult().1.count();
+            if count {
+                counted += values;
+            }
+        }
     }
-    headers.remove(header::UPGRADE);
+    counted
+}
+
+/// Whether `name` is one of `names` in any spelling with `_` or `.` for `-` ([`reads_as`]):
+/// a look-alike of a header we set would reach a CGI-style upstream as that header.
+fn names_one_of<'a>(name: &HeaderName, mut names: impl Iterator<Item = &'a HeaderName>) -> bool {
+    names.any(|ours| reads_as(name.as_str(), ours.as_str()))
+}
+
+/// Phase 9's strip: removes from the client's headers everything the upstream must not
+/// receive (see the module documentation), in one pass. Returns how many identity headers
+/// the client sent (spoofing), for the debug log.
+fn withhold_client_headers(
+    headers: &mut HeaderMap,
+    identity: &IdentityHeaders,
+    credentials: &[(HeaderName, HeaderValue)],
+) -> usize {
+    let listed = connection_listed(headers);
+    remove_where(headers, |name| {
+        if is_hop_by_hop(name, &listed) || NEVER_FORWARDED.contains(name) {
+            return Some(false);
+        }
+        if names_one_of(name, identity.names().into_iter()) {
+            return Some(true);
+        }
+        let withheld = claims_forwarding(name.as_str())
+            || names_one_of(name, credentials.iter().map(|(ours, _)| ours));
+        withheld.then_some(false)
+    })
 }
 
 pub fn upstream_request(
@@ -124,25 +182,10 @@ pub fn upstream_request(
         inbound(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok().map(str::to_string));
     let inbound_proto = inbound(&X_FORWARDED_PROTO);
     let inbound_host = inbound(&X_FORWARDED_HOST);
-    strip_hop_by_hop(headers);
-    for name in &NEVER_FORWARDED {
-        headers.remove(name);
-    }
-    let forwarding: Vec<HeaderName> = headers
-        .keys()
-        .filter(|n| claims_forwarding(n))
-        .cloned()
-        .collect();
-    for name in forwarding {
-        headers.remove(name);
-    }
-    let spoofed = client.identity.strip(headers);
+    let spoofed = withhold_client_headers(headers, client.identity, &route.upstream_headers);
     if spoofed > 0 {
         tracing::debug!(route = %route.id, spoofed, "removed client-sent identity headers");
     }
-    let credential_names: Vec<&HeaderName> =
-        route.upstream_headers.iter().map(|(n, _)| n).collect();
-    strip_names(headers, &credential_names);
 
     if let Admission::Granted(grant) = admission {
         client.identity.set(grant, headers);
@@ -170,4 +213,236 @@ pub fn upstream_request(
     // The pooled client negotiates HTTP/2 itself over TLS (ALPN); ask for HTTP/1.1 semantics.
     parts.version = Version::HTTP_11;
     Ok(Request::from_parts(parts, body))
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use std::borrow::Cow;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A header name with `-` for `_` and `.`, built: what the reference compares.
+    fn dashed(name: &str) -> Cow<'_, str> {
+        if name.contains(['_', '.']) {
+            Cow::Owned(name.replace(['_', '.'], "-"))
+        } else {
+            Cow::Borrowed(name)
+        }
+    }
+
+    /// The forwarding claims as first written, on the built dashed name.
+    fn claims_forwarding_reference(name: &str) -> bool {
+        let dashed = dashed(name);
+        dashed.starts_with("x-forwarded-")
+            || dashed.starts_with("x-original-")
+            || matches!(
+                dashed.as_ref(),
+                "forwarded"
+                    | "x-real-ip"
+                    | "x-client-ip"
+                    | "true-client-ip"
+                    | "x-cluster-client-ip"
+            )
+    }
+
+    fn identity() -> IdentityHeaders {
+        let name = HeaderName::from_static;
+        IdentityHeaders {
+            user_id: name("x-user-id"),
+            user_name: name("x-user-name"),
+            user_email: name("x-user-email"),
+            groups: name("x-user-groups"),
+            scopes: name("x-auth-scopes"),
+            client_id: name("x-client-id"),
+            method: name("x-auth-method"),
+            token_id: name("x-token_id"),
+        }
+    }
+
+    fn credentials() -> Vec<(HeaderName, HeaderValue)> {
+        vec![(
+            HeaderName::from_static("x-api-key"),
+            HeaderValue::from_static("upstream-secret"),
+        )]
+    }
+
+    /// The strip as it was written before the single pass: one lookup per name that might
+    /// be present. The single pass must remove exactly what this removes.
+    fn reference(
+        headers: &mut HeaderMap,
+        identity: &IdentityHeaders,
+        credentials: &[(HeaderName, HeaderValue)],
+    ) -> usize {
+        fn strip_names(headers: &mut HeaderMap, names: &[&HeaderName]) -> usize {
+            // Before the single pass, a configured name spelled with `_` (`x-token_id`) did
+            // not catch its dashed look-alike (`x-token-id`); now it does, on both sides.
+            let lookalikes: Vec<HeaderName> = headers
+                .keys()
+                .filter(|key| {
+                    let key = dashed(key.as_str());
+                    names.iter().any(|name| dashed(name.as_str()) == key)
+                })
+                .cloned()
+                .collect();
+            let mut removed = 0;
+            for name in names.iter().copied().chain(lookalikes.iter()) {
+                if let header::Entry::Occupied(entry) = headers.entry(name) {
+                    removed += entry.remove_entry_mult().1.count();
+                }
+            }
+            removed
+        }
+        let named = connection_listed(headers);
+        for name in named.iter().chain(HOP_BY_HOP.iter()) {
+            headers.remove(name);
+        }
+        headers.remove(header::UPGRADE);
+        for name in &NEVER_FORWARDED {
+            headers.remove(name);
+        }
+        let forwarding: Vec<HeaderName> = headers
+            .keys()
+            .filter(|n| claims_forwarding_reference(n.as_str()))
+            .cloned()
+            .collect();
+        for name in forwarding {
+            headers.remove(name);
+        }
+        let spoofed = strip_names(headers, &identity.names());
+        let credential_names: Vec<&HeaderName> = credentials.iter().map(|(n, _)| n).collect();
+        strip_names(headers, &credential_names);
+        spoofed
+    }
+
+    pub(in crate::pipeline) fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        headers
+    }
+
+    pub(in crate::pipeline) fn names(headers: &HeaderMap) -> Vec<&str> {
+        let mut names: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
+    #[test]
+    fn the_upstream_gets_neither_credentials_nor_claims_nor_hop_by_hop_headers() {
+        let mut headers = map(&[
+            ("host", "gw.example"),
+            ("authorization", "Bearer t"),
+            ("cookie", "a=b"),
+            ("origin", "https://app.example"),
+            ("connection", "keep-alive, X-Custom-Hop"),
+            ("keep-alive", "timeout=5"),
+            ("x-custom-hop", "1"),
+            ("upgrade", "websocket"),
+            ("te", "trailers"),
+            ("forwarded", "for=1.2.3.4"),
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x_forwarded.prefix", "/admin"),
+            ("x-original-url", "/admin"),
+            ("x-real-ip", "1.2.3.4"),
+            ("X-User-Id", "admin"),
+            ("x-user-id", "root"),
+            ("x_user_id", "admin"),
+            ("x.user.id", "admin"),
+            ("x-token-id", "a look-alike of the configured x-token_id"),
+            ("x-token_id", "exact"),
+            ("x_api_key", "client-chosen"),
+            ("x-user-idx", "kept"),
+            ("x_other", "kept"),
+            ("content-type", "application/json"),
+            ("mcp-session-id", "s"),
+        ]);
+        let spoofed = withhold_client_headers(&mut headers, &identity(), &credentials());
+        assert_eq!(spoofed, 6);
+        assert_eq!(
+            names(&headers),
+            ["content-type", "mcp-session-id", "x-user-idx", "x_other"]
+        );
+    }
+
+    fn header_name() -> impl Strategy<Value = String> {
+        let known = prop::sample::select(vec![
+            "host",
+            "authorization",
+            "cookie",
+            "origin",
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+            "proxy-authorization",
+            "forwarded",
+            "x-forwarded-for",
+            "x-forwarded-host",
+            "x-original-uri",
+            "x-real-ip",
+            "true-client-ip",
+            "x-user-id",
+            "x-user-groups",
+            "x-token_id",
+            "x-token-id",
+            "x-api-key",
+            "content-type",
+            "accept",
+            "mcp-session-id",
+            "x-custom",
+        ]);
+        // Known names respelled with `_` / `.`, and arbitrary tokens.
+        (known, any::<u32>(), "[a-z._-]{1,12}").prop_map(|(known, mask, free)| {
+            if mask % 4 == 3 {
+                return free;
+            }
+            known
+                .chars()
+                .enumerate()
+                .map(|(i, c)| match (c, mask >> (i % 32) & 1, mask >> 31) {
+                    ('-', 1, 0) => '_',
+                    ('-', 1, _) => '.',
+                    _ => c,
+                })
+                .collect()
+        })
+    }
+
+    proptest! {
+        /// The in-place comparison reads names as building the dashed names does.
+        #[test]
+        fn reads_as_compares_the_dashed_names(a in "[a-z._-]{0,8}", b in "[a-z._-]{0,8}") {
+            prop_assert_eq!(reads_as(&a, &b), dashed(&a) == dashed(&b));
+            prop_assert_eq!(begins_reading_as(&a, &b), dashed(&a).starts_with(dashed(&b).as_ref()));
+            prop_assert_eq!(claims_forwarding(&a), claims_forwarding_reference(&a));
+        }
+
+        /// Whatever the client sends, the single pass removes exactly what one lookup per
+        /// candidate name removed, and counts the same spoofed identity headers.
+        #[test]
+        fn the_single_pass_strips_what_the_lookups_stripped(
+            pairs in prop::collection::vec((header_name(), "[a-z_., -]{0,16}"), 0..24),
+        ) {
+            let mut headers = HeaderMap::new();
+            for (name, value) in &pairs {
+                if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+                    headers.append(name, value);
+                }
+            }
+            let mut expected = headers.clone();
+            let spoofed_before = reference(&mut expected, &identity(), &credentials());
+            let spoofed = withhold_client_headers(&mut headers, &identity(), &credentials());
+            prop_assert_eq!(spoofed, spoofed_before);
+            prop_assert_eq!(headers, expected);
+        }
+    }
 }

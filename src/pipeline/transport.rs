@@ -2,8 +2,6 @@
 //! Host and Origin allowlists (DNS-rebinding protection, MCP transport spec "Security
 //! Warning"), method allowlist, header and body size limits, and CORS for browser clients.
 
-use std::borrow::Cow;
-
 use http::header::{self, HeaderMap, HeaderValue};
 use http::Method;
 
@@ -69,22 +67,44 @@ pub fn guard(route: &Route, request: &RequestView<'_>, limits: &Limits) -> Resul
     Ok(())
 }
 
-/// A header name as CGI-style servers read it: `_` and `.` count as `-`. Borrowed (no
-/// allocation) for the usual names that contain neither.
-pub fn dashed(name: &str) -> Cow<'_, str> {
-    if name.contains(['_', '.']) {
-        Cow::Owned(name.replace(['_', '.'], "-"))
+/// A header name as CGI-style servers read it: `_` and `.` count as `-`.
+fn dash(byte: u8) -> u8 {
+    if byte == b'_' || byte == b'.' {
+        b'-'
     } else {
-        Cow::Borrowed(name)
+        byte
     }
+}
+
+/// Whether two header names read the same to a CGI-style server (WSGI, Rack), `_` and `.`
+/// counting as `-`: `X_User_Id`, `X.User.Id` and `X-User-Id` are one variable there. Compares
+/// in place: this runs for every header of every request against every name we set.
+pub fn reads_as(name: &str, other: &str) -> bool {
+    name.len() == other.len()
+        && name
+            .bytes()
+            .zip(other.bytes())
+            .all(|(a, b)| dash(a) == dash(b))
+}
+
+/// Whether `name` begins with what reads as `prefix` (see [`reads_as`]).
+pub fn begins_reading_as(name: &str, prefix: &str) -> bool {
+    name.len() >= prefix.len()
+        && name
+            .bytes()
+            .zip(prefix.bytes())
+            .all(|(a, b)| dash(a) == dash(b))
 }
 
 /// `X-HTTP-Method-Override` and its relatives, in any spelling with `_` or `.` for `-`.
 pub fn is_method_override(name: &str) -> bool {
-    matches!(
-        dashed(name).as_ref(),
-        "x-http-method-override" | "x-http-method" | "x-method-override"
-    )
+    [
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+    ]
+    .iter()
+    .any(|override_name| reads_as(name, override_name))
 }
 
 /// A header that must appear at most once; a duplicate is refused, never "first wins".
