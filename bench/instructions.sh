@@ -21,6 +21,7 @@
 #   jwt-warn        POST tools/call, ES256 JWT, no rule, `warn` (no audit line)
 #   open-warn       POST, no authentication, `warn`
 #   verify          GET /verify with the JWT, `warn` (the ForwardAuth check alone)
+#   verify-new      the same on a new connection per check (Traefik's way)
 #
 # Needs valgrind, nginx, openssl, python3. Prints one TSV line per case and writes
 # $INSTR_OUT (default bench/results/instructions.tsv).
@@ -29,7 +30,7 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 BENCH="$ROOT/bench"
 WARMUP=${INSTR_WARMUP:-200}
 COUNT=${INSTR_COUNT:-2000}
-CASES=${INSTR_CASES:-"jwt-rule-info jwt-rule-json jwt-warn open-warn verify"}
+CASES=${INSTR_CASES:-"jwt-rule-info jwt-rule-json jwt-warn open-warn verify verify-new"}
 OUT=${INSTR_OUT:-$BENCH/results/instructions.tsv}
 UP_PORT=${INSTR_UPSTREAM_PORT:-18391}
 GW_PORT=${INSTR_GATEWAY_PORT:-18392}
@@ -147,10 +148,10 @@ unauthenticated_routes = ["open"]
 EOF
 }
 
-# One case: $1 = name, $2 = [log] lines, $3 = method, $4 = path, $5 = token or "".
-# Prints the instructions per request.
+# One case: $1 = name, $2 = [log] lines, $3 = method, $4 = path, $5 = token or "",
+# $6 = "new" for a new connection per request. Prints the instructions per request.
 measure() {
-    local name=$1 log=$2 method=$3 path=$4 token=$5 totals=()
+    local name=$1 log=$2 method=$3 path=$4 token=$5 fresh=${6:-} totals=()
     config "$log" >"$WORK/$name.toml"
     "$BENCH_BIN" check --config "$WORK/$name.toml" >/dev/null 2>&1 || die "config $name"
     for requests in "$WARMUP" "$((WARMUP + COUNT))"; do
@@ -158,9 +159,10 @@ measure() {
         env -u RUST_LOG valgrind --tool=callgrind --callgrind-out-file="$profile" \
             "$BENCH_BIN" serve --config "$WORK/$name.toml" >"$WORK/$name-$requests.log" 2>&1 &
         local pid=$!
-        python3 - "$GW_PORT" "$method" "$path" "$token" "$requests" <<'PY' || die "client for $name"
+        python3 - "$GW_PORT" "$method" "$path" "$token" "$requests" "$fresh" <<'PY' || die "client for $name"
 import http.client, sys, time
 port, method, path, token, requests = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+fresh = sys.argv[6] == "new"
 body = b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_weather","arguments":{"city":"Paris"}}}'
 deadline = time.time() + 120
 while True:
@@ -177,6 +179,9 @@ headers = {"Content-Type": "application/json", "Accept": "application/json, text
 if token:
     headers["Authorization"] = "Bearer " + token
 for _ in range(requests):
+    if fresh:
+        conn.close()
+        conn = http.client.HTTPConnection("127.0.0.1", int(port), timeout=60)
     if method == "POST":
         conn.request("POST", path, body=body, headers=headers)
     else:
@@ -207,6 +212,7 @@ for case in $CASES; do
         jwt-warn) result=$(measure "$case" $'[log]\nlevel = "warn"' POST /jwt "$(token_for /jwt)") ;;
         open-warn) result=$(measure "$case" $'[log]\nlevel = "warn"' POST /open "") ;;
         verify) result=$(measure "$case" $'[log]\nlevel = "warn"' GET /verify "$(token_for /jwt)") ;;
+        verify-new) result=$(measure "$case" $'[log]\nlevel = "warn"' GET /verify "$(token_for /jwt)" new) ;;
         *) die "unknown case $case" ;;
     esac
     [[ -n $result ]] || die "case $case failed"

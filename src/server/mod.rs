@@ -257,8 +257,8 @@ impl ConnectionTask {
         let first_check = activity.next_check(Instant::now(), idle_timeout, stall_period);
         let check = tokio::time::sleep_until(first_check.into());
         tokio::pin!(check);
-        let close_deadline = tokio::time::sleep(Duration::MAX);
-        tokio::pin!(close_deadline);
+        // Set once the connection is asked to close; until then no timer is registered.
+        let mut close_deadline: Option<Pin<Box<tokio::time::Sleep>>> = None;
         let mut closing = false;
         loop {
             tokio::select! {
@@ -283,9 +283,9 @@ impl ConnectionTask {
                     if idle && !closing {
                         conn.graceful_shutdown();
                         closing = true;
-                        close_deadline
-                            .as_mut()
-                            .reset(connection::later(now, CLOSE_GRACE).into());
+                        close_deadline = Some(Box::pin(tokio::time::sleep_until(
+                            connection::later(now, CLOSE_GRACE).into(),
+                        )));
                     }
                     let next = if closing {
                         connection::later(now, stall_period)
@@ -294,7 +294,7 @@ impl ConnectionTask {
                     };
                     check.as_mut().reset(next.into());
                 }
-                _ = &mut close_deadline => return,
+                _ = until(&mut close_deadline) => return,
             }
         }
     }
@@ -341,5 +341,13 @@ where
             Served::Http1(conn) => conn.as_mut().poll(cx).map(|_| ()),
             Served::Http2(conn) => conn.as_mut().poll(cx).map(|_| ()),
         }
+    }
+}
+
+/// Waits for `deadline`, or forever when there is none.
+async fn until(deadline: &mut Option<Pin<Box<tokio::time::Sleep>>>) {
+    match deadline {
+        Some(sleep) => sleep.await,
+        None => std::future::pending().await,
     }
 }
