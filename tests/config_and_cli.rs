@@ -344,6 +344,20 @@ fn each_problem_names_its_key_path_and_the_fix() {
             "is a standard header",
         ),
         (
+            "identity header spelled like an MCP header",
+            "[[api_keys]]",
+            "[identity_headers]\nuser_id = \"Mcp_Session_Id\"\n\n[[api_keys]]",
+            "identity_headers.user_id",
+            "is a standard header",
+        ),
+        (
+            "identity headers that differ only in _ and -",
+            "[[api_keys]]",
+            "[identity_headers]\nuser_id = \"X-Who\"\nuser_name = \"X_Who\"\n\n[[api_keys]]",
+            "identity_headers",
+            "share a name",
+        ),
+        (
             "log format",
             "[[api_keys]]",
             "[log]\nformat = \"xml\"\n\n[[api_keys]]",
@@ -1136,6 +1150,13 @@ async fn audit_lines_follow_the_format_and_the_log_filter() {
     assert!(rest.contains(" client=127.0.0.1 request_id=\""), "{line}");
     assert!(rest.ends_with(" user_agent=\"a \\\"b\\\"\""), "{line}");
     assert!(!line.contains("secret"), "{line}");
+    drop(served);
+
+    // A directive on a field the audit event does not have leaves it alone.
+    let mut served = Served::spawn_env(&pretty.path, &[], Some("info,[{peer}]=warn"));
+    served.wait_for_line(|line| line.contains("listening"));
+    assert_eq!(common::http::get(addr, "/mcp", &[]).await.status, 401);
+    served.wait_for_line(|line| line.contains(" audit: request method=GET path=\"/mcp\""));
     drop(served);
 
     for filter in ["warn", "info,audit=off"] {

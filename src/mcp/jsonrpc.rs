@@ -145,22 +145,17 @@ impl<'de> Deserialize<'de> for Envelope {
                     result: None,
                     error: None,
                 };
-                let mut seen = [false; 6];
-                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                    let index = match key.as_ref() {
-                        "jsonrpc" => 0,
-                        "method" => 1,
-                        "id" => 2,
-                        "params" => 3,
-                        "result" => 4,
-                        "error" => 5,
-                        _ => {
-                            map.next_value::<Skipped>()?;
-                            continue;
-                        }
+                let mut seen = [false; ENVELOPE_MEMBERS.len()];
+                while let Some(member) = map.next_key_seed(MemberOf(&ENVELOPE_MEMBERS))? {
+                    let Some(index) = member else {
+                        map.next_value::<Skipped>()?;
+                        continue;
                     };
                     if std::mem::replace(&mut seen[index], true) {
-                        return Err(de::Error::custom(format!("duplicate member `{key}`")));
+                        return Err(de::Error::custom(format!(
+                            "duplicate member `{}`",
+                            ENVELOPE_MEMBERS[index]
+                        )));
                     }
                     match index {
                         0 => envelope.jsonrpc = map.next_value()?,
@@ -175,6 +170,34 @@ impl<'de> Deserialize<'de> for Envelope {
             }
         }
         deserializer.deserialize_map(EnvelopeVisitor)
+    }
+}
+
+/// The envelope members policy reads, by index.
+const ENVELOPE_MEMBERS: [&str; 6] = ["jsonrpc", "method", "id", "params", "result", "error"];
+
+/// The `params` members policy reads, by index.
+const PARAMS_MEMBERS: [&str; 2] = ["name", "uri"];
+
+/// Reads a member name as its index among the names given (`None`: a member nobody reads),
+/// without building a `String` for it: escaped spellings (`"n\u0061me"`) are decoded by
+/// serde_json into its scratch space and compared there.
+struct MemberOf<'names>(&'names [&'static str]);
+
+impl<'de> de::DeserializeSeed<'de> for MemberOf<'_> {
+    type Value = Option<usize>;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for MemberOf<'_> {
+    type Value = Option<usize>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a member name")
+    }
+    fn visit_str<E: de::Error>(self, name: &str) -> Result<Option<usize>, E> {
+        Ok(self.0.iter().position(|known| *known == name))
     }
 }
 
@@ -256,17 +279,20 @@ impl<'de> Deserialize<'de> for Params {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Params, A::Error> {
                 let mut params = Params::default();
-                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                    let slot = match key.as_ref() {
-                        "name" => &mut params.name,
-                        "uri" => &mut params.uri,
-                        _ => {
+                while let Some(member) = map.next_key_seed(MemberOf(&PARAMS_MEMBERS))? {
+                    let slot = match member {
+                        Some(0) => &mut params.name,
+                        Some(_) => &mut params.uri,
+                        None => {
                             map.next_value::<Skipped>()?;
                             continue;
                         }
                     };
                     if slot.is_some() {
-                        return Err(de::Error::custom(format!("duplicate member `{key}`")));
+                        return Err(de::Error::custom(format!(
+                            "duplicate member `{}`",
+                            PARAMS_MEMBERS[usize::from(member == Some(1))]
+                        )));
                     }
                     *slot = Some(map.next_value::<Value>()?);
                 }

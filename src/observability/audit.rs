@@ -7,8 +7,9 @@
 //! log writer. The text is tracing-subscriber's, byte for byte, in both formats — the tests
 //! below format each record both ways and compare — so log pipelines see no difference.
 //!
-//! Only when the log goes through [`super::init`] without colours: a terminal (ANSI) and a
-//! subscriber set by someone else (tests) get the line through tracing, as before.
+//! Only when the log goes through [`super::init`]: the `pretty` format on a terminal (in
+//! colour) and a subscriber set by someone else (tests) get the line through tracing, as
+//! before. The `json` format has no colours and is always written here.
 
 use std::cell::RefCell;
 use std::fmt::Write as _;

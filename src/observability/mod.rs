@@ -95,22 +95,76 @@ pub fn init(settings: &LogSettings) -> LogGuard {
     guard
 }
 
-/// Standard output for the log writer thread, buffered. The thread writes every line the
-/// queue holds and then flushes, so under load many lines leave in one `write` instead of
-/// one each (std's `Stdout` flushes at every newline: one system call per audit line, per
-/// request). A quiet gateway still writes each line as it comes.
+/// Standard output for the log writer thread, in batches of whole lines (see
+/// [`LineBatches`]). The thread writes every line the queue holds and then flushes, so
+/// under load many lines leave in one `write` instead of one each (std's `Stdout` flushes
+/// at every newline: one system call per audit line, per request). A quiet gateway still
+/// writes each line as it comes.
 fn log_output() -> Box<dyn std::io::Write + Send> {
     #[cfg(unix)]
     {
         use std::os::fd::AsFd;
         if let Ok(fd) = std::io::stdout().as_fd().try_clone_to_owned() {
-            return Box::new(std::io::BufWriter::with_capacity(
-                64 * 1024,
-                std::fs::File::from(fd),
-            ));
+            return Box::new(LineBatches::new(std::fs::File::from(fd)));
         }
     }
     Box::new(std::io::stdout())
+}
+
+/// The most bytes one `write` of [`LineBatches`] carries: POSIX `PIPE_BUF`, up to which a
+/// write to a pipe is never interleaved with another process's (stderr sent to the same
+/// pipe, `2>&1`, or a journal). A line longer than this goes out alone, as it did before.
+const ATOMIC_WRITE: usize = 4096;
+
+/// Collects whole lines (each `write` from the log thread is one line) and writes them in
+/// batches of at most [`ATOMIC_WRITE`] bytes that end on a line's end, so no other writer
+/// to the same pipe can land inside a line.
+struct LineBatches<W: std::io::Write> {
+    out: W,
+    batch: Vec<u8>,
+}
+
+impl<W: std::io::Write> LineBatches<W> {
+    fn new(out: W) -> Self {
+        Self {
+            out,
+            batch: Vec::with_capacity(ATOMIC_WRITE),
+        }
+    }
+
+    fn write_batch(&mut self) -> std::io::Result<()> {
+        if !self.batch.is_empty() {
+            let written = self.out.write_all(&self.batch);
+            self.batch.clear();
+            written?;
+        }
+        Ok(())
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for LineBatches<W> {
+    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+        if self.batch.len() + line.len() > ATOMIC_WRITE {
+            self.write_batch()?;
+        }
+        if line.len() > ATOMIC_WRITE {
+            self.out.write_all(line)?;
+        } else {
+            self.batch.extend_from_slice(line);
+        }
+        Ok(line.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.write_batch()?;
+        self.out.flush()
+    }
+}
+
+impl<W: std::io::Write> Drop for LineBatches<W> {
+    fn drop(&mut self) {
+        let _ = self.write_batch();
+    }
 }
 
 /// Says on stderr (not through the full queue) how many lines were lost.
@@ -279,7 +333,16 @@ pub fn audit(
     outcome: &Outcome,
     context: &RequestContext,
 ) {
-    if !tracing::enabled!(target: "audit", tracing::Level::INFO) {
+    // Asked as the event itself, fields included: a filter directive on a field name
+    // (`[{peer}]=warn`) must judge this line as it judged the `info!` it replaces.
+    let enabled = tracing::event_enabled!(
+        target: "audit",
+        tracing::Level::INFO,
+        { message, method, path, status, verdict, route, subject, auth, key_id, reason,
+          forwarded, mcp_method, mcp_target, rule, latency_us, client, request_id, trace_id,
+          user_agent }
+    );
+    if !enabled {
         return;
     }
     let record = audit::Record {
@@ -338,6 +401,48 @@ fn audit_through_tracing(record: &audit::Record<'_>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Records each `write` it is given.
+    #[derive(Default)]
+    struct Writes(Vec<Vec<u8>>);
+
+    impl std::io::Write for Writes {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.push(bytes.to_vec());
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn log_lines_leave_in_batches_of_whole_lines_within_pipe_buf() {
+        use std::io::Write;
+        let mut batches = LineBatches::new(Writes::default());
+        let line = |n: usize, fill: u8| {
+            let mut line = vec![fill; n - 1];
+            line.push(b'\n');
+            line
+        };
+        for i in 0..30 {
+            batches.write_all(&line(300, b'a' + i % 26)).unwrap();
+        }
+        batches.write_all(&line(5000, b'L')).unwrap();
+        batches.write_all(&line(10, b'z')).unwrap();
+        batches.flush().unwrap();
+        let writes = &batches.out.0;
+        let all: Vec<u8> = writes.concat();
+        assert_eq!(all.len(), 30 * 300 + 5000 + 10, "nothing lost");
+        for write in writes {
+            assert!(write.ends_with(b"\n"), "every write ends on a line's end");
+            assert!(write.len() <= ATOMIC_WRITE || write.len() == 5000);
+        }
+        // 30 lines of 300 bytes: 13 fit in 4096, so three batches, then the long line
+        // alone, then the last line at the flush.
+        let sizes: Vec<usize> = writes.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [3900, 3900, 1200, 5000, 10]);
+    }
 
     #[test]
     fn throttle_logs_once_per_interval_and_counts_the_rest() {

@@ -16,9 +16,10 @@ use http::request::Parts;
 use http::{Request, Uri, Version};
 
 use super::policy::Admission;
-use super::transport::{begins_reading_as, reads_as};
 use crate::body::Body;
+use crate::model::header_spelling::{begins_reading_as, reads_as};
 use crate::model::identity::IdentityHeaders;
+use crate::observability::request_id::REQUEST_ID;
 
 /// RFC 9110 §7.6.1 connection-specific fields, plus the legacy ones proxies still meet.
 pub const HOP_BY_HOP: [HeaderName; 8] = [
@@ -32,12 +33,15 @@ pub const HOP_BY_HOP: [HeaderName; 8] = [
     header::TRANSFER_ENCODING,
 ];
 
-/// Client headers that never reach the upstream, whatever the route.
-const NEVER_FORWARDED: [HeaderName; 4] = [
+/// Client headers that never reach the upstream, whatever the route. `Proxy` is no HTTP
+/// header at all: CGI-style servers would read it as the `HTTP_PROXY` environment variable
+/// that HTTP client libraries obey ("httpoxy").
+const NEVER_FORWARDED: [HeaderName; 5] = [
     header::AUTHORIZATION,
     header::COOKIE,
     header::HOST,
     header::ORIGIN,
+    HeaderName::from_static("proxy"),
 ];
 
 /// Whether a client header claims something about the connection or the original request
@@ -123,25 +127,45 @@ fn names_one_of<'a>(name: &HeaderName, mut names: impl Iterator<Item = &'a Heade
 }
 
 /// Phase 9's strip: removes from the client's headers everything the upstream must not
-/// receive (see the module documentation), in one pass. Returns how many identity headers
-/// the client sent (spoofing), for the debug log.
+/// receive (see the module documentation), in one pass. Every name the gateway withholds or
+/// sets is matched in every spelling a CGI-style server reads alike ([`reads_as`]):
+/// `Transfer_Encoding` would reach such a server as `Transfer-Encoding`, `X_Upstream_Token`
+/// as the route's token header. The request id is the gateway's own (set before this);
+/// only its look-alikes go. Returns how many identity headers the client sent (spoofing),
+/// for the debug log.
 fn withhold_client_headers(
     headers: &mut HeaderMap,
     identity: &IdentityHeaders,
     credentials: &[(HeaderName, HeaderValue)],
+    user_token: Option<&HeaderName>,
 ) -> usize {
     let listed = connection_listed(headers);
     remove_where(headers, |name| {
-        if is_hop_by_hop(name, &listed) || NEVER_FORWARDED.contains(name) {
+        if NEVER_FORWARDED.contains(name) || reads_like_hop_by_hop(name, &listed) {
             return Some(false);
         }
         if names_one_of(name, identity.names().into_iter()) {
             return Some(true);
         }
-        let withheld = claims_forwarding(name.as_str())
-            || names_one_of(name, credentials.iter().map(|(ours, _)| ours));
+        let request_id_lookalike =
+            reads_as(name.as_str(), REQUEST_ID.as_str()) && *name != REQUEST_ID;
+        let withheld = request_id_lookalike
+            || claims_forwarding(name.as_str())
+            || names_one_of(
+                name,
+                credentials.iter().map(|(ours, _)| ours).chain(user_token),
+            );
         withheld.then_some(false)
     })
+}
+
+/// [`is_hop_by_hop`] in every spelling a CGI-style server reads alike.
+fn reads_like_hop_by_hop(name: &HeaderName, listed: &[HeaderName]) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .chain(std::iter::once(&header::UPGRADE))
+        .chain(listed)
+        .any(|hop| reads_as(name.as_str(), hop.as_str()))
 }
 
 pub fn upstream_request(
@@ -182,7 +206,16 @@ pub fn upstream_request(
         inbound(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok().map(str::to_string));
     let inbound_proto = inbound(&X_FORWARDED_PROTO);
     let inbound_host = inbound(&X_FORWARDED_HOST);
-    let spoofed = withhold_client_headers(headers, client.identity, &route.upstream_headers);
+    let user_token = route
+        .user_token
+        .as_ref()
+        .map(|forwarding| &forwarding.header);
+    let spoofed = withhold_client_headers(
+        headers,
+        client.identity,
+        &route.upstream_headers,
+        user_token,
+    );
     if spoofed > 0 {
         tracing::debug!(route = %route.id, spoofed, "removed client-sent identity headers");
     }
@@ -268,16 +301,19 @@ pub(super) mod tests {
         )]
     }
 
-    /// The strip as it was written before the single pass: one lookup per name that might
-    /// be present. The single pass must remove exactly what this removes.
+    fn user_token() -> HeaderName {
+        HeaderName::from_static("x-upstream-token")
+    }
+
+    /// The strip written as one removal per candidate name, on built dashed names. The
+    /// single pass must remove exactly what this removes.
     fn reference(
         headers: &mut HeaderMap,
         identity: &IdentityHeaders,
         credentials: &[(HeaderName, HeaderValue)],
+        user_token: Option<&HeaderName>,
     ) -> usize {
         fn strip_names(headers: &mut HeaderMap, names: &[&HeaderName]) -> usize {
-            // Before the single pass, a configured name spelled with `_` (`x-token_id`) did
-            // not catch its dashed look-alike (`x-token-id`); now it does, on both sides.
             let lookalikes: Vec<HeaderName> = headers
                 .keys()
                 .filter(|key| {
@@ -294,11 +330,11 @@ pub(super) mod tests {
             }
             removed
         }
-        let named = connection_listed(headers);
-        for name in named.iter().chain(HOP_BY_HOP.iter()) {
-            headers.remove(name);
-        }
-        headers.remove(header::UPGRADE);
+        let mut hop_by_hop = connection_listed(headers);
+        hop_by_hop.extend(HOP_BY_HOP.iter().cloned());
+        hop_by_hop.push(header::UPGRADE);
+        let hop_refs: Vec<&HeaderName> = hop_by_hop.iter().collect();
+        strip_names(headers, &hop_refs);
         for name in &NEVER_FORWARDED {
             headers.remove(name);
         }
@@ -311,8 +347,17 @@ pub(super) mod tests {
             headers.remove(name);
         }
         let spoofed = strip_names(headers, &identity.names());
-        let credential_names: Vec<&HeaderName> = credentials.iter().map(|(n, _)| n).collect();
+        let mut credential_names: Vec<&HeaderName> = credentials.iter().map(|(n, _)| n).collect();
+        credential_names.extend(user_token);
         strip_names(headers, &credential_names);
+        let request_id_lookalikes: Vec<HeaderName> = headers
+            .keys()
+            .filter(|key| dashed(key.as_str()) == "x-request-id" && **key != REQUEST_ID)
+            .cloned()
+            .collect();
+        for name in request_id_lookalikes {
+            headers.remove(name);
+        }
         spoofed
     }
 
@@ -357,16 +402,34 @@ pub(super) mod tests {
             ("x-token-id", "a look-alike of the configured x-token_id"),
             ("x-token_id", "exact"),
             ("x_api_key", "client-chosen"),
+            ("transfer_encoding", "chunked"),
+            ("keep.alive", "timeout=5"),
+            ("x_custom.hop", "listed in Connection, respelled"),
+            ("proxy", "http://attacker.example:3128"),
+            ("x-request-id", "the gateway's own"),
+            ("x_request_id", "client-chosen"),
+            ("x_upstream_token", "client-chosen"),
             ("x-user-idx", "kept"),
             ("x_other", "kept"),
             ("content-type", "application/json"),
             ("mcp-session-id", "s"),
         ]);
-        let spoofed = withhold_client_headers(&mut headers, &identity(), &credentials());
+        let spoofed = withhold_client_headers(
+            &mut headers,
+            &identity(),
+            &credentials(),
+            Some(&user_token()),
+        );
         assert_eq!(spoofed, 6);
         assert_eq!(
             names(&headers),
-            ["content-type", "mcp-session-id", "x-user-idx", "x_other"]
+            [
+                "content-type",
+                "mcp-session-id",
+                "x-request-id",
+                "x-user-idx",
+                "x_other"
+            ]
         );
     }
 
@@ -393,6 +456,9 @@ pub(super) mod tests {
             "x-user-id",
             "x-user-groups",
             "x-token_id",
+            "proxy",
+            "x-request-id",
+            "x-upstream-token",
             "x-token-id",
             "x-api-key",
             "content-type",
@@ -439,8 +505,9 @@ pub(super) mod tests {
                 }
             }
             let mut expected = headers.clone();
-            let spoofed_before = reference(&mut expected, &identity(), &credentials());
-            let spoofed = withhold_client_headers(&mut headers, &identity(), &credentials());
+            let token = user_token();
+            let spoofed_before = reference(&mut expected, &identity(), &credentials(), Some(&token));
+            let spoofed = withhold_client_headers(&mut headers, &identity(), &credentials(), Some(&token));
             prop_assert_eq!(spoofed, spoofed_before);
             prop_assert_eq!(headers, expected);
         }

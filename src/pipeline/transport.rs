@@ -9,6 +9,7 @@ use super::rejection::Rejection;
 use super::request::RequestView;
 use crate::config::Limits;
 use crate::model::allowlist::HostAllowlist;
+use crate::model::header_spelling::reads_as;
 use crate::model::route::Route;
 
 /// Phase 2. Order inside: size first (cheap, bounds everything after), then Host and
@@ -65,35 +66,6 @@ pub fn guard(route: &Route, request: &RequestView<'_>, limits: &Limits) -> Resul
         }
     }
     Ok(())
-}
-
-/// A header name as CGI-style servers read it: `_` and `.` count as `-`.
-fn dash(byte: u8) -> u8 {
-    if byte == b'_' || byte == b'.' {
-        b'-'
-    } else {
-        byte
-    }
-}
-
-/// Whether two header names read the same to a CGI-style server (WSGI, Rack), `_` and `.`
-/// counting as `-`: `X_User_Id`, `X.User.Id` and `X-User-Id` are one variable there. Compares
-/// in place: this runs for every header of every request against every name we set.
-pub fn reads_as(name: &str, other: &str) -> bool {
-    name.len() == other.len()
-        && name
-            .bytes()
-            .zip(other.bytes())
-            .all(|(a, b)| dash(a) == dash(b))
-}
-
-/// Whether `name` begins with what reads as `prefix` (see [`reads_as`]).
-pub fn begins_reading_as(name: &str, prefix: &str) -> bool {
-    name.len() >= prefix.len()
-        && name
-            .bytes()
-            .zip(prefix.bytes())
-            .all(|(a, b)| dash(a) == dash(b))
 }
 
 /// `X-HTTP-Method-Override` and its relatives, in any spelling with `_` or `.` for `-`.

@@ -1,6 +1,5 @@
 //! `[server]`, its limits and public URL, and the identity header names.
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -11,6 +10,7 @@ use super::Collector;
 use crate::config::raw::{RawConfig, RawIdentityHeaders, RawServer};
 use crate::config::settings::{Limits, PublicUrl, ServerSettings};
 use crate::model::allowlist::canonical_origin;
+use crate::model::header_spelling::{begins_reading_as, reads_as};
 use crate::model::identity::IdentityHeaders;
 use crate::model::path::check_path;
 
@@ -220,19 +220,29 @@ pub(super) fn compile_identity_headers(
         method: name("method", &raw.method),
         token_id: name("token_id", &raw.token_id),
     };
-    let distinct: HashSet<&HeaderName> = headers.names().into_iter().collect();
-    if distinct.len() != headers.names().len() {
+    // Names that differ only in `_`, `.` and `-` are one header to a CGI-style upstream
+    // (and to the strip, which removes every spelling of each).
+    let names = headers.names();
+    let shared = names.iter().enumerate().any(|(i, name)| {
+        names[i + 1..]
+            .iter()
+            .any(|other| reads_as(name.as_str(), other.as_str()))
+    });
+    if shared {
         c.push(
             "identity_headers",
-            "two identity headers share a name: each needs its own",
+            "two identity headers share a name (`_`, `.` and `-` count as one): each needs its own",
         );
     }
     headers
 }
 
-/// Headers an identity or upstream-credential header must never replace.
+/// Headers an identity or upstream-credential header must never replace, in any spelling
+/// with `_` or `.` for `-`: the strip removes every spelling of the names the gateway sets,
+/// so `mcp_session_id` would take every client's `Mcp-Session-Id` away.
 pub(super) fn is_reserved_header(name: &HeaderName) -> bool {
     use http::header;
+    let name = name.as_str();
     [
         header::HOST,
         header::CONTENT_LENGTH,
@@ -242,8 +252,10 @@ pub(super) fn is_reserved_header(name: &HeaderName) -> bool {
         header::ACCEPT,
         header::COOKIE,
         header::ORIGIN,
+        crate::observability::request_id::REQUEST_ID,
+        HeaderName::from_static("last-event-id"),
     ]
-    .contains(name)
-        || name.as_str().starts_with("mcp-")
-        || name.as_str() == "last-event-id"
+    .iter()
+    .any(|reserved| reads_as(name, reserved.as_str()))
+        || begins_reading_as(name, "mcp-")
 }
