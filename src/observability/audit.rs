@@ -2,7 +2,7 @@
 //!
 //! One line per request is the gateway's most frequent log output; formatted through
 //! tracing-subscriber it cost about 17,000 instructions a request (field visitors, dynamic
-//! dispatch per field, the registry's span lookups), an eighth of a proxied request
+//! dispatch per field, styling objects even without colours), a ninth of a proxied request
 //! (BENCHMARKS.md). Here the same line is written straight from the record into the same
 //! log writer. The text is tracing-subscriber's, byte for byte, in both formats — the tests
 //! below format each record both ways and compare — so log pipelines see no difference.

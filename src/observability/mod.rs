@@ -334,7 +334,9 @@ pub fn audit(
     context: &RequestContext,
 ) {
     // Asked as the event itself, fields included: a filter directive on a field name
-    // (`[{peer}]=warn`) must judge this line as it judged the `info!` it replaces.
+    // (`[{peer}]=warn`) must judge this line as it judged the `info!` it replaces. The
+    // field list is `audit_through_tracing`'s and `audit::Record::fields`'s: a field added
+    // to one goes into all three (the byte-for-byte tests catch the other two, not this).
     let enabled = tracing::event_enabled!(
         target: "audit",
         tracing::Level::INFO,
