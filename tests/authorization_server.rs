@@ -119,6 +119,22 @@ async fn discovery_documents_point_at_the_built_in_server() {
             doc["scopes_supported"],
             serde_json::json!(["mcp:admin", "mcp:tools"])
         );
+        assert_eq!(doc["jwks_uri"], "http://127.0.0.1/jwks.json");
+        assert_eq!(doc["revocation_endpoint"], "http://127.0.0.1/revoke");
+        assert_eq!(doc["introspection_endpoint"], "http://127.0.0.1/introspect");
+        // client_credentials is offered only when a configured client may use it.
+        assert_eq!(
+            doc["grant_types_supported"],
+            serde_json::json!(["authorization_code", "refresh_token"])
+        );
+        assert_eq!(
+            doc["token_endpoint_auth_methods_supported"],
+            serde_json::json!(["none", "client_secret_basic", "client_secret_post"])
+        );
+        assert_eq!(
+            doc["introspection_endpoint_auth_methods_supported"],
+            serde_json::json!(["client_secret_basic", "client_secret_post"])
+        );
     }
     let jwks = get(gateway.addr, "/jwks.json", &[]).await.json();
     let key = &jwks["keys"][0];
@@ -601,5 +617,358 @@ upstream = "{}"
     }
     let token_error = post_form(gateway.addr, "/token", "grant_type=nope", &[]).await;
     assert_eq!(token_error.header("access-control-allow-origin"), Some("*"));
+    gateway.shutdown().await;
+}
+
+/// A redirect URI on https: the client can be told apart from any local program that claims
+/// its client_id, so a consent it was given can be remembered (RFC 8252 §8.6).
+const WEB_REDIRECT: &str = "https://app.example/callback";
+
+fn web_authorize_query(client_id: &str, challenge: &str, scope: &str) -> String {
+    form(&[
+        ("response_type", "code"),
+        ("client_id", client_id),
+        ("redirect_uri", WEB_REDIRECT),
+        ("code_challenge", challenge),
+        ("code_challenge_method", "S256"),
+        ("state", "s"),
+        ("scope", scope),
+        ("resource", "http://127.0.0.1/mcp"),
+    ])
+}
+
+async fn register(gateway: &TestGateway, metadata: serde_json::Value) -> serde_json::Value {
+    let answer = post_json(gateway.addr, "/register", &[], &metadata.to_string()).await;
+    assert_eq!(answer.status, 201, "{}", answer.body);
+    answer.json()
+}
+
+#[tokio::test]
+async fn a_confidential_client_authenticates_in_the_body_and_no_secret_is_stored_in_clear() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let dir = oauth::temp_dir("stored-form");
+    let upstream = Upstream::start().await;
+    // A resource server of the configuration, allowed to introspect.
+    let rs_secret = "resource-server-secret";
+    let rs = format!(
+        "[[authorization_server.clients]]\nclient_id = \"rs\"\nsecret_hash = \"{}\"\ngrant_types = [\"client_credentials\"]\n",
+        mcp_auth_gateway::auth::api_key::format_hash(&mcp_auth_gateway::auth::api_key::sha256(
+            rs_secret.as_bytes()
+        ))
+    );
+    let gateway = start(&dir, &upstream, &rs).await;
+    let addr = gateway.addr;
+    let registered = register(
+        &gateway,
+        serde_json::json!({
+            "redirect_uris": [WEB_REDIRECT],
+            "token_endpoint_auth_method": "client_secret_post",
+            "grant_types": ["authorization_code", "refresh_token"],
+            "client_name": "Confidential",
+        }),
+    )
+    .await;
+    let client_id = registered["client_id"].as_str().unwrap().to_string();
+    let secret = registered["client_secret"].as_str().unwrap().to_string();
+    let registration_token = registered["registration_access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let (verifier, challenge) = pkce();
+    let mut browser = Browser::default();
+    let location = browser_login(
+        &mut browser,
+        addr,
+        &web_authorize_query(&client_id, &challenge, "mcp:tools"),
+    )
+    .await;
+    let code = query(&location)["code"].clone();
+    let session_cookies = browser.cookie_values();
+    assert!(
+        !session_cookies.is_empty(),
+        "the login sets a session cookie"
+    );
+    // client_secret_post: the credentials in the form body (RFC 6749 §2.3.1).
+    let tokens = post_form(
+        addr,
+        "/token",
+        &form(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", WEB_REDIRECT),
+            ("code_verifier", &verifier),
+            ("client_id", &client_id),
+            ("client_secret", &secret),
+        ]),
+        &[],
+    )
+    .await;
+    assert_eq!(tokens.status, 200, "{}", tokens.body);
+    let tokens = tokens.json();
+    // The defaults: an hour for the access token.
+    assert_eq!(tokens["expires_in"], 3600);
+    let access = tokens["access_token"].as_str().unwrap().to_string();
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_string();
+    let claims = oauth::jwt_claims(&access);
+    assert_eq!(
+        claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(),
+        3600
+    );
+    assert_eq!(call_mcp(&gateway, &access).await.status, 200);
+
+    // The refresh token, with the secret in the body again; a wrong secret is refused.
+    let refresh_with = |secret: &str| {
+        form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &refresh),
+            ("client_id", &client_id),
+            ("client_secret", secret),
+        ])
+    };
+    let wrong = post_form(addr, "/token", &refresh_with("not-the-secret"), &[]).await;
+    assert_eq!(wrong.status, 401, "{}", wrong.body);
+    assert_eq!(wrong.json()["error"], "invalid_client");
+    let refreshed = post_form(addr, "/token", &refresh_with(&secret), &[]).await;
+    assert_eq!(refreshed.status, 200, "{}", refreshed.body);
+    let refresh2 = refreshed.json()["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Introspected, a refresh token shows the default 30 days of life.
+    let basic = format!(
+        "Basic {}",
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("rs:{rs_secret}")
+        )
+    );
+    let introspected = post_form(
+        addr,
+        "/introspect",
+        &form(&[("token", &refresh2)]),
+        &[("authorization", &basic)],
+    )
+    .await;
+    assert_eq!(introspected.status, 200, "{}", introspected.body);
+    let introspected = introspected.json();
+    assert_eq!(introspected["active"], true);
+    assert_eq!(introspected["token_type"], "refresh_token");
+    let lifetime = introspected["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap();
+    assert!(
+        (30 * 86_400 - 60..=30 * 86_400 + 60).contains(&lifetime),
+        "{lifetime} s"
+    );
+
+    // The database: WAL, and none of the secrets above in any column of any table —
+    // secrets, registration tokens, refresh tokens and codes are kept as hashes only.
+    let db = rusqlite::Connection::open(dir.join("as.db")).expect("open the database");
+    let mode: String = db
+        .query_row("PRAGMA journal_mode", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let mut secrets = vec![
+        ("client secret", secret.as_str()),
+        ("registration access token", registration_token.as_str()),
+        ("refresh token", refresh.as_str()),
+        ("rotated refresh token", refresh2.as_str()),
+        ("authorization code", code.as_str()),
+        ("access token", access.as_str()),
+    ];
+    for cookie in &session_cookies {
+        secrets.push(("login session cookie", cookie.as_str()));
+    }
+    let tables: Vec<String> = db
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(tables.iter().any(|t| t == "refresh_tokens"), "{tables:?}");
+    let mut cells = 0;
+    for table in &tables {
+        let mut statement = db.prepare(&format!("SELECT * FROM \"{table}\"")).unwrap();
+        let columns = statement.column_count();
+        let mut rows = statement.query([]).unwrap();
+        while let Some(row) = rows.next().unwrap() {
+            for i in 0..columns {
+                let bytes = match row.get_ref(i).unwrap() {
+                    rusqlite::types::ValueRef::Text(b) | rusqlite::types::ValueRef::Blob(b) => {
+                        b.to_vec()
+                    }
+                    _ => continue,
+                };
+                cells += 1;
+                for (what, value) in &secrets {
+                    assert!(
+                        !bytes.windows(value.len()).any(|w| w == value.as_bytes()),
+                        "the {what} is stored in clear in {table}"
+                    );
+                }
+            }
+        }
+    }
+    assert!(
+        cells > 10,
+        "the database holds the flow's state ({cells} cells)"
+    );
+    gateway.shutdown().await;
+}
+
+#[tokio::test]
+async fn consent_is_remembered_per_client_and_scopes() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let dir = oauth::temp_dir("consent-remembered");
+    let upstream = Upstream::start().await;
+    let gateway = start(&dir, &upstream, "").await;
+    let addr = gateway.addr;
+    // (Two names: an identical registration would replace the first one.)
+    let public_client = |name: &str| {
+        serde_json::json!({
+            "redirect_uris": [WEB_REDIRECT],
+            "token_endpoint_auth_method": "none",
+            "client_name": name,
+        })
+    };
+    let first = register(&gateway, public_client("First")).await["client_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let second = register(&gateway, public_client("Second")).await["client_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut browser = Browser::default();
+    let (_, challenge) = pkce();
+    browser_login(
+        &mut browser,
+        addr,
+        &web_authorize_query(&first, &challenge, "mcp:tools"),
+    )
+    .await;
+
+    // The same user, client and scopes: straight back with a code, no page.
+    let again = browser
+        .get(
+            addr,
+            &format!(
+                "/authorize?{}",
+                web_authorize_query(&first, &challenge, "mcp:tools")
+            ),
+        )
+        .await;
+    assert_eq!(again.status, 302, "{}", again.body);
+    let location = again.header("location").unwrap();
+    assert!(location.starts_with(WEB_REDIRECT), "{location}");
+    assert!(query(location).contains_key("code"), "{location}");
+
+    // More scopes than were granted, or another client: asked again.
+    for (client_id, scope) in [(&first, "mcp:tools mcp:admin"), (&second, "mcp:tools")] {
+        let page = browser
+            .get(
+                addr,
+                &format!(
+                    "/authorize?{}",
+                    web_authorize_query(client_id, &challenge, scope)
+                ),
+            )
+            .await;
+        assert_eq!(page.status, 200, "{client_id} {scope}: {}", page.body);
+        assert!(page.body.contains("id=\"consent\""), "{}", page.body);
+        assert!(!page.body.contains("id=\"login\""), "{}", page.body);
+    }
+    gateway.shutdown().await;
+}
+
+#[tokio::test]
+async fn without_a_resource_the_only_route_is_the_audience_and_with_several_it_is_an_error() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let dir = oauth::temp_dir("no-resource");
+    let upstream = Upstream::start().await;
+    let gateway = start(&dir, &upstream, "").await;
+    let client_id = oauth::register_public(gateway.addr, REDIRECT).await;
+    let (verifier, challenge) = pkce();
+    let without_resource = |challenge: &str| {
+        form(&[
+            ("response_type", "code"),
+            ("client_id", &client_id),
+            ("redirect_uri", REDIRECT),
+            ("code_challenge", challenge),
+            ("code_challenge_method", "S256"),
+            ("state", "s"),
+        ])
+    };
+    let location = browser_login(
+        &mut Browser::default(),
+        gateway.addr,
+        &without_resource(&challenge),
+    )
+    .await;
+    let tokens = post_form(
+        gateway.addr,
+        "/token",
+        &form(&[
+            ("grant_type", "authorization_code"),
+            ("code", &query(&location)["code"]),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", &verifier),
+            ("client_id", &client_id),
+        ]),
+        &[],
+    )
+    .await;
+    assert_eq!(tokens.status, 200, "{}", tokens.body);
+    let access = tokens.json()["access_token"].as_str().unwrap().to_string();
+    let claims = oauth::jwt_claims(&access);
+    assert_eq!(claims["aud"], "http://127.0.0.1/mcp");
+    assert_eq!(call_mcp(&gateway, &access).await.status, 200);
+    gateway.shutdown().await;
+
+    // Two routes take this server's tokens: which one is meant must be said.
+    let dir = oauth::temp_dir("no-resource-two");
+    let toml = format!(
+        r#"
+[server]
+listen = ["127.0.0.1:0"]
+public_url = "http://127.0.0.1"
+
+[[routes]]
+id = "mcp"
+path = "/mcp"
+upstream = "{upstream}"
+
+[[routes]]
+id = "other"
+path = "/other"
+upstream = "{upstream}"
+{as_section}
+"#,
+        upstream = upstream.url("/mcp"),
+        as_section = as_toml(&dir, ""),
+    );
+    let gateway = TestGateway::start(&toml).await;
+    let client_id = oauth::register_public(gateway.addr, REDIRECT).await;
+    let (_, challenge) = pkce();
+    let query_text = form(&[
+        ("response_type", "code"),
+        ("client_id", &client_id),
+        ("redirect_uri", REDIRECT),
+        ("code_challenge", &challenge),
+        ("code_challenge_method", "S256"),
+        ("state", "s"),
+    ]);
+    let answer = Browser::default()
+        .get(gateway.addr, &format!("/authorize?{query_text}"))
+        .await;
+    assert_eq!(answer.status, 302, "{}", answer.body);
+    let params = query(answer.header("location").unwrap());
+    assert_eq!(params["error"], "invalid_target");
+    assert!(
+        params["error_description"].contains("resource is required"),
+        "{params:?}"
+    );
+    assert_eq!(params["state"], "s");
     gateway.shutdown().await;
 }

@@ -9,14 +9,17 @@ mod common;
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use bytes::Bytes;
 use http_body_util::Full;
 use serde_json::{json, Value};
 
 use common::http::{exchange, get, post_json, request, Answer};
-use common::oauth::{self, browser_login, form, hidden, pkce, post_form, query, Browser, PASSWORD};
+use common::oauth::{
+    self, browser_login, form, hidden, jwt_claims as claims, pkce, post_form, query, Browser,
+    PASSWORD,
+};
 use common::{TestGateway, Upstream};
 
 /// One built-in authorization server per process: its keys and revocations are published
@@ -240,12 +243,6 @@ fn basic(id: &str, secret: &str) -> String {
         "Basic {}",
         STANDARD.encode(format!("{}:{}", encode(id), encode(secret)))
     )
-}
-
-/// The claims of a JWT (not verified: the gateway's route does that).
-fn claims(jwt: &str) -> Value {
-    let payload = jwt.split('.').nth(1).expect("a JWT");
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("base64url")).expect("JSON")
 }
 
 fn aud_is(value: &Value, resource: &str) -> bool {

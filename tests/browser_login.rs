@@ -1,7 +1,8 @@
 //! The login and consent pages in a real browser: headless Chromium (Debian's `chromium`,
 //! driven by playwright-core from `tests/node/browser_login.mjs`) goes through the redirect
 //! dance of the built-in authorization server, on a desktop and on a phone-sized viewport.
-//! Screenshots of each page are kept under `target/tmp/browser-login/` as test artifacts.
+//! Screenshots of each page are kept under `target/tmp/browser-login/` as test artifacts, listed
+//! at the end of the run by `zz_skip_report`.
 //! Needs node (with the tests/node packages) and chromium: fails under `CI=true` without
 //! them, skips loudly otherwise.
 
@@ -124,7 +125,9 @@ async fn chromium_logs_in_consents_and_the_code_buys_a_working_token() {
         .await
         .expect("browser task");
         assert_eq!(result["ok"], true, "{result}");
-        assert!(shots.join("login.png").is_file() && shots.join("consent.png").is_file());
+        for page in ["login.png", "consent.png"] {
+            common::external::keep_artifact(&shots.join(page));
+        }
         let consent_text = result["pages"][1]["text"].as_str().unwrap_or("");
         assert!(consent_text.contains("Test Client"), "{consent_text}");
         assert!(consent_text.contains("Team tools"), "{consent_text}");
@@ -174,10 +177,14 @@ async fn chromium_deny_sends_access_denied_back() {
     let (_, challenge) = pkce();
     let url = authorize_url(&gateway, &client_id, &challenge);
     let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser-login/deny");
+    let shots_kept = shots.clone();
     let result = tokio::task::spawn_blocking(move || drive(&tools, &url, &shots, "1280x800", true))
         .await
         .expect("browser task");
     assert_eq!(result["ok"], true, "{result}");
+    for page in ["login.png", "consent.png"] {
+        common::external::keep_artifact(&shots_kept.join(page));
+    }
     let params = query(result["location"].as_str().unwrap());
     assert_eq!(params["error"], "access_denied");
     assert_eq!(params["state"], "browser-state");

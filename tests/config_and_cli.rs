@@ -455,6 +455,38 @@ fn each_problem_names_its_key_path_and_the_fix() {
 }
 
 #[test]
+fn the_authorization_servers_lifetimes_default_to_an_hour_thirty_days_and_a_minute() {
+    let with_server = format!("{VALID}\n[authorization_server]\ndatabase = \"as.db\"\n");
+    let config = compile(&with_server).unwrap_or_else(|e| panic!("{e}"));
+    let settings = config
+        .authorization_server
+        .expect("[authorization_server] is on");
+    assert_eq!(settings.access_token_ttl, Duration::from_secs(3600));
+    assert_eq!(
+        settings.refresh_token_ttl,
+        Duration::from_secs(30 * 24 * 3600)
+    );
+    assert_eq!(settings.code_ttl, Duration::from_secs(60));
+
+    // Each is configurable within bounds; outside them the key path and the range are named.
+    let set = |key: &str, value: &str| format!("{with_server}{key} = \"{value}\"\n");
+    let config = compile(&set("authorization_code_ttl", "30s")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        config.authorization_server.unwrap().code_ttl,
+        Duration::from_secs(30)
+    );
+    for (key, value, fragment) in [
+        ("authorization_code_ttl", "61s", "use 10s to 60s"),
+        ("authorization_code_ttl", "5s", "use 10s to 60s"),
+        ("access_token_ttl", "25h", "use 1m to 24h"),
+        ("refresh_token_ttl", "30m", "use 1h to 365d"),
+    ] {
+        let error = problems(&set(key, value));
+        assert_problem(&error, &format!("authorization_server.{key}"), fragment);
+    }
+}
+
+#[test]
 fn type_errors_name_their_key_path_and_line_all_at_once() {
     // A misspelt required key, a duration in words, a string where a list belongs, and a
     // bad size: four problems, each at its key path and line, in one report.

@@ -6,10 +6,13 @@
 //! code and call the `echo` tool of the real `@modelcontextprotocol/server-everything` through
 //! the in-process gateway. Then: the same client state keeps working after a gateway restart,
 //! and a refused access token is replaced with the refresh token. Both SDKs also log in with
-//! a Client ID Metadata Document the test serves over HTTPS on 127.0.0.1 (private CA).
+//! a Client ID Metadata Document the test serves over HTTPS on 127.0.0.1 (private CA), and
+//! keep working across a restart with it too.
 //! Without an SDK: the consent page of a metadata-document client whose redirect URI is on
-//! another host warns about it, and with registration turned off `/register` answers 404 and
-//! the metadata does not advertise it.
+//! another host warns about it and shows the client's logo inlined (nothing loaded from
+//! elsewhere); metadata documents on internal addresses or outside the allowlist are never
+//! fetched; with registration turned off `/register` answers 404 and the metadata does not
+//! advertise it.
 //!
 //! Needs node (with the packages of tests/node, installed with `npm ci` on first use),
 //! python3 with the `mcp` package (`pip install mcp==2.3.0`, see tests/python/README.md) and
@@ -255,20 +258,85 @@ async fn typescript_sdk_keeps_working_across_a_gateway_restart() {
     let Some(node) = node() else {
         return;
     };
-    let mut stack = Stack::start(&node, "ts-restart", "").await;
+    typescript_keeps_working_across_a_restart(&node, "ts-restart", None).await;
+}
+
+#[tokio::test]
+async fn typescript_sdk_with_a_metadata_document_keeps_working_across_a_gateway_restart() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let Some(node) = node() else {
+        return;
+    };
+    let Some(cimd) = Cimd::start("ts-cimd-restart").await else {
+        return;
+    };
+    typescript_keeps_working_across_a_restart(&node, "ts-cimd-restart", Some(&cimd)).await;
+}
+
+#[tokio::test]
+async fn python_sdk_keeps_working_across_a_gateway_restart() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let Some(node) = node() else {
+        return;
+    };
+    let Some(python) = python_with_sdk() else {
+        return;
+    };
+    python_keeps_working_across_a_restart(&node, &python, "py-restart", None).await;
+}
+
+#[tokio::test]
+async fn python_sdk_with_a_metadata_document_keeps_working_across_a_gateway_restart() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let Some(node) = node() else {
+        return;
+    };
+    let Some(python) = python_with_sdk() else {
+        return;
+    };
+    let Some(cimd) = Cimd::start("py-cimd-restart").await else {
+        return;
+    };
+    python_keeps_working_across_a_restart(&node, &python, "py-cimd-restart", Some(&cimd)).await;
+}
+
+/// The gateway for a restart test; with `cimd`, the client's metadata document published
+/// (its URL returned) and the gateway able to fetch it.
+async fn restart_stack(node: &Path, name: &str, cimd: Option<&Cimd>) -> (Stack, Option<String>) {
+    let stack = Stack::start(node, name, cimd.map_or("", |c| c.config.as_str())).await;
+    let document_url = cimd.map(|cimd| {
+        let url = cimd.documents.url("/oauth/restart.json");
+        cimd.documents.publish(
+            "/oauth/restart.json",
+            client_document(
+                &url,
+                "mcp-auth-gateway e2e (restart)",
+                &stack.redirect_uri(),
+            ),
+        );
+        url
+    });
+    (stack, document_url)
+}
+
+/// The client's state survives a restart of the gateway (same port, same database); a
+/// revoked access token is replaced with the refresh token. Registered by DCR, or with a
+/// metadata document when `cimd` is given.
+async fn typescript_keeps_working_across_a_restart(node: &Path, name: &str, cimd: Option<&Cimd>) {
+    let (mut stack, document_url) = restart_stack(node, name, cimd).await;
     let state = stack.dir.join("ts-client.json");
     let with_state = || ClientOptions {
         state: Some(&state),
-        client_metadata_url: None,
+        client_metadata_url: document_url.as_deref(),
         provider: None,
     };
 
-    let first = run_client(&stack, Sdk::TypeScript, &node, with_state()).await;
-    assert_first_login(&stack, &first, None);
+    let first = run_client(&stack, Sdk::TypeScript, node, with_state()).await;
+    assert_first_login(&stack, &first, document_url.as_deref());
 
     // Same port, same database: the stored access token still works, without a login.
     stack.restart().await;
-    let second = run_client(&stack, Sdk::TypeScript, &node, with_state()).await;
+    let second = run_client(&stack, Sdk::TypeScript, node, with_state()).await;
     assert_no_login(&second);
     second.assert_grants(&[]);
     assert_eq!(second.get("/mcpUnauthorized"), 0, "{}", second.context());
@@ -278,9 +346,13 @@ async fn typescript_sdk_keeps_working_across_a_gateway_restart() {
     let access = saved["tokens"]["access_token"].as_str().expect("token");
     let client_id = saved["clientInformation"]["client_id"]
         .as_str()
+        .or(document_url.as_deref())
         .expect("client_id");
+    if let Some(url) = &document_url {
+        assert_eq!(client_id, url);
+    }
     stack.revoke(access, client_id).await;
-    let third = run_client(&stack, Sdk::TypeScript, &node, with_state()).await;
+    let third = run_client(&stack, Sdk::TypeScript, node, with_state()).await;
     assert_no_login(&third);
     assert_eq!(third.get("/mcpUnauthorized"), 1, "{}", third.context());
     third.assert_grants(&["refresh_token"]);
@@ -299,29 +371,28 @@ async fn typescript_sdk_keeps_working_across_a_gateway_restart() {
     stack.shutdown().await;
 }
 
-#[tokio::test]
-async fn python_sdk_keeps_working_across_a_gateway_restart() {
-    let _serial = ONE_AT_A_TIME.lock().await;
-    let Some(node) = node() else {
-        return;
-    };
-    let Some(python) = python_with_sdk() else {
-        return;
-    };
-    let mut stack = Stack::start(&node, "py-restart", "").await;
+/// As `typescript_keeps_working_across_a_restart`, for the Python SDK, which refreshes on
+/// expiry rather than on a 401 and authorizes again when its token is refused.
+async fn python_keeps_working_across_a_restart(
+    node: &Path,
+    python: &Path,
+    name: &str,
+    cimd: Option<&Cimd>,
+) {
+    let (mut stack, document_url) = restart_stack(node, name, cimd).await;
     let state = stack.dir.join("py-client.json");
     let with_state = || ClientOptions {
         state: Some(&state),
-        client_metadata_url: None,
+        client_metadata_url: document_url.as_deref(),
         provider: None,
     };
 
-    let first = run_client(&stack, Sdk::Python, &python, with_state()).await;
-    assert_first_login(&stack, &first, None);
+    let first = run_client(&stack, Sdk::Python, python, with_state()).await;
+    assert_first_login(&stack, &first, document_url.as_deref());
 
     // Same port, same database: the stored access token still works, without a login.
     stack.restart().await;
-    let second = run_client(&stack, Sdk::Python, &python, with_state()).await;
+    let second = run_client(&stack, Sdk::Python, python, with_state()).await;
     assert_no_login(&second);
     second.assert_grants(&[]);
     assert_eq!(second.get("/mcpUnauthorized"), 0, "{}", second.context());
@@ -332,7 +403,7 @@ async fn python_sdk_keeps_working_across_a_gateway_restart() {
     let mut saved = read_json(&state);
     saved["access_token_expires_at"] = serde_json::json!(1);
     std::fs::write(&state, saved.to_string()).expect("write client state");
-    let third = run_client(&stack, Sdk::Python, &python, with_state()).await;
+    let third = run_client(&stack, Sdk::Python, python, with_state()).await;
     assert_no_login(&third);
     third.assert_grants(&["refresh_token"]);
     assert_eq!(third.get("/mcpUnauthorized"), 0, "{}", third.context());
@@ -351,14 +422,18 @@ async fn python_sdk_keeps_working_across_a_gateway_restart() {
     );
 
     // A revoked access token: on the 401 this SDK authorizes again, with the client it
-    // registered before (no new registration); a public client on a loopback redirect is
-    // asked for consent again (RFC 8252 §8.6), so the browser part is login and consent.
+    // has (no new registration); a public client on a loopback redirect is asked for
+    // consent again (RFC 8252 §8.6), so the browser part is login and consent.
     let client_id = renewed["client_info"]["client_id"]
         .as_str()
+        .or(document_url.as_deref())
         .expect("client_id")
         .to_string();
+    if let Some(url) = &document_url {
+        assert_eq!(&client_id, url);
+    }
     stack.revoke(&access, &client_id).await;
-    let fourth = run_client(&stack, Sdk::Python, &python, with_state()).await;
+    let fourth = run_client(&stack, Sdk::Python, python, with_state()).await;
     fourth.assert_ok();
     let ctx = fourth.context();
     assert_eq!(fourth.get("/mcpUnauthorized"), 1, "{ctx}");
@@ -582,6 +657,171 @@ async fn registration_turned_off_answers_404_and_is_not_advertised() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A 1×1 PNG, as a client would publish for its `logo_uri`.
+const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x02\x00\x00\x00\x90\x77\x53\xde\x00\x00\x00\x0cIDAT\x78\x9c\x63\x90\x0a\xbb\x0d\x00\x01\xd9\x01\x4c\x18\x0b\xce\xb7\x00\x00\x00\x00IEND\xae\x42\x60\x82";
+
+#[tokio::test]
+async fn consent_page_shows_the_clients_logo_inlined_and_loads_nothing_from_elsewhere() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let Some(cimd) = Cimd::start("consent-logo").await else {
+        return;
+    };
+    let (gateway, dir) = start_gateway_only("consent-logo", &cimd.config).await;
+    let addr = gateway.addr;
+    let redirect_uri = "https://app.example/cb";
+    cimd.documents
+        .publish_bytes("/logo.png", "image/png", Bytes::from_static(PNG));
+    let document_url = cimd.documents.url("/oauth/with-logo.json");
+    let mut document = client_document(&document_url, "Has a logo", redirect_uri);
+    document["logo_uri"] = cimd.documents.url("/logo.png").into();
+    cimd.documents.publish("/oauth/with-logo.json", document);
+
+    let (_, page) = consent_page(addr, &document_url, redirect_uri).await;
+    let inlined = format!(
+        "<img src=\"data:image/png;base64,{}\"",
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, PNG)
+    );
+    assert!(page.body.contains(&inlined), "{}", page.body);
+    assert!(!page.body.contains("src=\"http"), "{}", page.body);
+    let csp = page.header("content-security-policy").expect("a CSP");
+    assert!(csp.contains("default-src 'none'"), "{csp}");
+    assert!(csp.contains("img-src data:;"), "{csp}");
+    assert!(!csp.contains("https:") && !csp.contains('*'), "{csp}");
+    assert_eq!(cimd.documents.hits("/logo.png"), 1);
+
+    // Shown again from memory: the logo's host is not asked on every page.
+    let (_, again) = consent_page(addr, &document_url, redirect_uri).await;
+    assert!(again.body.contains(&inlined));
+    assert_eq!(cimd.documents.hits("/logo.png"), 1);
+
+    // An SVG (a document with scripts of its own) or a page that only claims to be an image
+    // is not inlined: the consent page is shown without a logo.
+    for (path, content_type, body) in [
+        (
+            "/logo.svg",
+            "image/svg+xml",
+            &b"<svg xmlns=\"http://www.w3.org/2000/svg\"/>"[..],
+        ),
+        (
+            "/fake.png",
+            "image/png",
+            &b"<html><script>alert(1)</script>"[..],
+        ),
+        ("/missing.png", "image/png", &b""[..]),
+    ] {
+        if !body.is_empty() {
+            cimd.documents
+                .publish_bytes(path, content_type, Bytes::from_static(body));
+        }
+        let document_path = format!("/oauth/logo{}.json", path.replace(['/', '.'], "-"));
+        let document_url = cimd.documents.url(&document_path);
+        let mut document = client_document(&document_url, "Bad logo", redirect_uri);
+        document["logo_uri"] = cimd.documents.url(path).into();
+        cimd.documents.publish(&document_path, document);
+        let (_, page) = consent_page(addr, &document_url, redirect_uri).await;
+        assert!(!page.body.contains("<img"), "{path}: {}", page.body);
+        assert!(page.body.contains("Bad logo"), "{path}");
+    }
+    gateway.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// GET /authorize for `client_id` as a fresh browser: the page that comes back.
+async fn authorize_page(addr: SocketAddr, client_id: &str) -> common::http::Answer {
+    let (_verifier, challenge) = pkce();
+    let query = form(&[
+        ("response_type", "code"),
+        ("client_id", client_id),
+        ("redirect_uri", "https://app.example/cb"),
+        ("code_challenge", &challenge),
+        ("code_challenge_method", "S256"),
+        ("resource", &format!("http://{addr}/mcp")),
+    ]);
+    Browser::default()
+        .get(addr, &format!("/authorize?{query}"))
+        .await
+}
+
+#[tokio::test]
+async fn metadata_documents_on_internal_addresses_or_outside_the_allowlist_are_not_fetched() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let Some(cimd) = Cimd::start("cimd-guards").await else {
+        return;
+    };
+    let path = "/oauth/client.json";
+    let on_loopback = cimd.documents.url(path);
+    cimd.documents.publish(
+        path,
+        client_document(&on_loopback, "Internal", "https://app.example/cb"),
+    );
+    // The gateway trusts the documents' CA but runs without the dangerous override.
+    let trust_only = cimd
+        .config
+        .replace("cimd_allow_private_addresses = true", "");
+    let (gateway, dir) = start_gateway_only("cimd-guards-strict", &trust_only).await;
+    for (client_id, why) in [
+        (on_loopback.as_str(), "not a public internet address"),
+        (
+            "https://169.254.169.254/latest/meta-data/client.json",
+            "not a public internet address",
+        ),
+        ("https://[::1]/client.json", "not a public internet address"),
+        (
+            "https://100.64.0.1/client.json",
+            "not a public internet address",
+        ),
+    ] {
+        let page = authorize_page(gateway.addr, client_id).await;
+        assert_eq!(page.status, 400, "{client_id}: {}", page.body);
+        assert!(
+            page.body.contains("Application not accepted"),
+            "{}",
+            page.body
+        );
+        assert!(page.body.contains(why), "{client_id}: {}", page.body);
+        assert!(page.header("location").is_none());
+    }
+    assert_eq!(cimd.documents.hits(path), 0, "nothing was fetched");
+    gateway.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // With an allowlist, only its hosts are contacted (the override lets loopback stand in
+    // for the internet here).
+    let allowlist = |domains: &str| {
+        format!(
+            "{}\n[authorization_server.client_id_metadata_documents]\nallowed_domains = [{domains}]\n",
+            cimd.config
+        )
+    };
+    let (gateway, dir) =
+        start_gateway_only("cimd-guards-elsewhere", &allowlist("\"clients.example\"")).await;
+    let page = authorize_page(gateway.addr, &on_loopback).await;
+    assert_eq!(page.status, 400, "{}", page.body);
+    assert!(
+        page.body.contains("not in the allowed domains"),
+        "{}",
+        page.body
+    );
+    assert_eq!(cimd.documents.hits(path), 0, "nothing was fetched");
+    gateway.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let by_name = cimd.documents.url_by_name(path);
+    cimd.documents.publish(
+        path,
+        client_document(&by_name, "Listed", "https://app.example/cb"),
+    );
+    let (gateway, dir) =
+        start_gateway_only("cimd-guards-listed", &allowlist("\"localhost\"")).await;
+    let page = authorize_page(gateway.addr, &by_name).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("id=\"login\""), "{}", page.body);
+    assert!(page.body.contains("Listed"), "{}", page.body);
+    assert_eq!(cimd.documents.hits(path), 1);
+    gateway.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 // ---------------------------------------------------------------------------------------
 // Client ID Metadata Documents over HTTPS on loopback, signed by a private CA.
 
@@ -712,10 +952,11 @@ fn make_certificates(dir: &Path) -> bool {
     true
 }
 
-type Documents = Arc<Mutex<HashMap<String, (String, usize)>>>;
+/// Path → (content type, body, requests so far).
+type Documents = Arc<Mutex<HashMap<String, (&'static str, Bytes, usize)>>>;
 
-/// An HTTPS server on 127.0.0.1 that serves the documents published on it (JSON) and
-/// counts the requests for each.
+/// An HTTPS server on 127.0.0.1 that serves the documents published on it and counts the
+/// requests for each.
 struct DocumentServer {
     addr: SocketAddr,
     documents: Documents,
@@ -755,14 +996,14 @@ impl DocumentServer {
                         async move {
                             let path = request.uri().path().to_string();
                             let found = served.lock().unwrap().get_mut(&path).map(|entry| {
-                                entry.1 += 1;
-                                entry.0.clone()
+                                entry.2 += 1;
+                                (entry.0, entry.1.clone())
                             });
                             let response = match found {
-                                Some(body) => Response::builder()
-                                    .header("content-type", "application/json")
+                                Some((content_type, body)) => Response::builder()
+                                    .header("content-type", content_type)
                                     .header("cache-control", "max-age=60")
-                                    .body(Full::new(Bytes::from(body))),
+                                    .body(Full::new(body)),
                                 None => Response::builder()
                                     .status(404)
                                     .header("content-type", "text/plain")
@@ -789,11 +1030,20 @@ impl DocumentServer {
         format!("https://127.0.0.1:{}{path}", self.addr.port())
     }
 
+    /// The URL of `path` by host name (`localhost`, also in the certificate).
+    fn url_by_name(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.addr.port())
+    }
+
     fn publish(&self, path: &str, document: Value) {
+        self.publish_bytes(path, "application/json", document.to_string().into());
+    }
+
+    fn publish_bytes(&self, path: &str, content_type: &'static str, body: Bytes) {
         self.documents
             .lock()
             .unwrap()
-            .insert(path.to_string(), (document.to_string(), 0));
+            .insert(path.to_string(), (content_type, body, 0));
     }
 
     fn hits(&self, path: &str) -> usize {
@@ -801,7 +1051,7 @@ impl DocumentServer {
             .lock()
             .unwrap()
             .get(path)
-            .map_or(0, |entry| entry.1)
+            .map_or(0, |entry| entry.2)
     }
 }
 

@@ -1,5 +1,6 @@
-//! The closing summary of a `cargo test` run: how many tests skipped because an external
-//! program (nginx, Caddy, Traefik, node, npm, openssl) is missing. Cargo runs test targets in
+//! The closing summary of a `cargo test` run: the artifacts tests kept (screenshots of the
+//! login and consent pages, `common::external::keep_artifact`), and how many tests skipped
+//! because an external program (nginx, Caddy, Traefik, node, npm, openssl) is missing. Cargo runs test targets in
 //! name order, so this one (`harness = false`) runs after every other integration test of the
 //! same run and reads what they recorded (`common::external::skip`). Under `CI=true` nothing
 //! skips: a missing program fails its test instead.
@@ -11,6 +12,25 @@ mod external;
 use std::collections::BTreeMap;
 
 fn main() {
+    report_artifacts();
+    report_skips();
+}
+
+fn report_artifacts() {
+    let record = external::artifact_record_file();
+    let recorded = std::fs::read_to_string(&record).unwrap_or_default();
+    let _ = std::fs::remove_file(&record);
+    let kept: Vec<&str> = recorded.lines().filter(|l| !l.is_empty()).collect();
+    if kept.is_empty() {
+        return;
+    }
+    println!("test artifacts kept ({}):", kept.len());
+    for path in kept {
+        println!("  {path}");
+    }
+}
+
+fn report_skips() {
     let record = external::skip_record_file();
     let recorded = std::fs::read_to_string(&record).unwrap_or_default();
     let _ = std::fs::remove_file(&record);

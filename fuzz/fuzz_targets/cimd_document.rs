@@ -15,6 +15,11 @@
 //!   userinfo or dot segment, and a public address when the host is an IP literal; with an
 //!   allowlist, only hosts on it; the dangerous override additionally admits only http;
 //! - `cache_lifetime` stays within `[min_cache, max_cache]`.
+//!
+//! The same client-chosen input as a logo (`authorization_server::logo`): the body is
+//! inlined only when it starts with a recognised raster signature, as a `data:` URI that
+//! decodes back to it; the text is fetched only as an https URL without userinfo or
+//! fragment.
 #![no_main]
 
 use std::net::IpAddr;
@@ -25,6 +30,7 @@ use mcp_auth_gateway::authorization_server::cimd::{
     cache_lifetime, is_public_address, parse_document, validate_client_id_url, CimdError,
     CimdSettings,
 };
+use mcp_auth_gateway::authorization_server::logo::{data_uri, fetchable_url, sniff_image};
 use serde_json::Value;
 
 const ID: &str = "https://client.example/meta.json";
@@ -139,10 +145,36 @@ fn check_cache_control(text: &str) {
     );
 }
 
+fn check_logo(data: &[u8]) {
+    match data_uri(data) {
+        Some(uri) => {
+            let media_type = sniff_image(data).expect("inlined an unrecognised image");
+            let payload = uri
+                .strip_prefix(&format!("data:{media_type};base64,"))
+                .expect("a base64 data URI of the sniffed type");
+            let decoded = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, payload)
+                .expect("valid base64");
+            assert_eq!(decoded, data);
+        }
+        None => assert!(sniff_image(data).is_none()),
+    }
+}
+
+fn check_logo_url(text: &str) {
+    if let Some(url) = fetchable_url(text, &settings(&[], false)) {
+        assert_eq!(url.scheme(), "https");
+        assert!(url.username().is_empty() && url.password().is_none());
+        assert!(url.fragment().is_none());
+        assert!(url.host_str().is_some());
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     check_document(data);
+    check_logo(data);
     if let Ok(text) = std::str::from_utf8(data) {
         check_url(text);
         check_cache_control(text);
+        check_logo_url(text);
     }
 });

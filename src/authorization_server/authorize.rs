@@ -426,12 +426,26 @@ async fn proceed(
         .clone()
         .or(user.email.clone())
         .unwrap_or_else(|| user.subject.clone());
+    let logo = match &client.logo_uri {
+        Some(logo_uri) => {
+            context
+                .server
+                .logos
+                .data_uri(
+                    logo_uri,
+                    &context.settings.cimd,
+                    std::sync::Arc::new(context.config.outbound_tls.clone()),
+                )
+                .await
+        }
+        None => None,
+    };
     html(
         StatusCode::OK,
         pages::consent(&ConsentView {
             client_name: &client.display_name(),
             client_id: &client.client_id,
-            logo_uri: client.logo_uri.as_deref(),
+            logo: logo.as_deref(),
             redirect_host: &redirect_host,
             redirect_host_differs: client.kind == ClientKind::MetadataDocument
                 && client_host.as_deref() != Some(redirect_host.as_str())

@@ -218,7 +218,7 @@ fn is_dot_segment(segment: &str) -> bool {
 
 /// `host` (lowercase, as the URL parser gives it) against the configured list: exact names,
 /// or `*.suffix` for any name below `suffix` (not `suffix` itself). Empty list = any host.
-fn host_allowed(host: &str, allowed: &[String]) -> bool {
+pub(crate) fn host_allowed(host: &str, allowed: &[String]) -> bool {
     if allowed.is_empty() {
         return true;
     }
@@ -686,29 +686,57 @@ async fn fetch(
     settings: &CimdSettings,
     tls: Arc<rustls::ClientConfig>,
 ) -> Result<(CimdDocument, Duration), CimdError> {
+    let wanted = Wanted {
+        accept: "application/json",
+        content_type: is_json_content_type,
+        max_bytes: settings.max_bytes,
+    };
+    let (body, cache_control) = guarded_get(url, settings, tls, &wanted, settings.timeout).await?;
+    let document = parse_document(&body, client_id)?;
+    Ok((document, cache_lifetime(cache_control.as_deref(), settings)))
+}
+
+/// What one guarded `GET` asks for and accepts.
+pub(crate) struct Wanted {
+    /// The `Accept` header sent.
+    pub accept: &'static str,
+    /// Whether the answer's headers name an acceptable `Content-Type`.
+    pub content_type: fn(&HeaderMap) -> bool,
+    /// The largest body read.
+    pub max_bytes: usize,
+}
+
+/// One `GET` of a URL anyone may have handed us, under every guard of this module: all
+/// resolved addresses public (unless the dangerous override is on), a connection to one of
+/// them by address, https only, no redirect followed, the body capped, and the whole
+/// exchange — lookup, connect, TLS, headers, body — under `deadline`. The caller has
+/// checked the URL's form. Returns the body and the answer's `Cache-Control`.
+pub(crate) async fn guarded_get(
+    url: &Url,
+    settings: &CimdSettings,
+    tls: Arc<rustls::ClientConfig>,
+    wanted: &Wanted,
+    deadline: Duration,
+) -> Result<(Bytes, Option<String>), CimdError> {
     let exchange = async {
         let addresses = resolve(url, settings).await?;
         let tcp = connect(&addresses).await?;
-        let (body, cache_control) = match url.scheme() {
+        match url.scheme() {
             "https" => {
                 let stream = tokio_rustls::TlsConnector::from(http1_only(tls))
                     .connect(server_name(url)?, tcp)
                     .await
                     .map_err(|e| CimdError::Tls(e.to_string()))?;
-                request(stream, url, settings.max_bytes).await?
+                request(stream, url, wanted).await
             }
-            // Plain http exists for tests only (validate_client_id_url admits it only then).
-            "http" if settings.allow_private_addresses => {
-                request(tcp, url, settings.max_bytes).await?
-            }
-            _ => return Err(CimdError::InvalidUrl("not an https URL")),
-        };
-        let document = parse_document(&body, client_id)?;
-        Ok((document, cache_lifetime(cache_control.as_deref(), settings)))
+            // Plain http exists for tests only (the URL checks admit it only then).
+            "http" if settings.allow_private_addresses => request(tcp, url, wanted).await,
+            _ => Err(CimdError::InvalidUrl("not an https URL")),
+        }
     };
-    tokio::time::timeout(settings.timeout, exchange)
+    tokio::time::timeout(deadline, exchange)
         .await
-        .map_err(|_| CimdError::Timeout(settings.timeout))?
+        .map_err(|_| CimdError::Timeout(deadline))?
 }
 
 /// The host's addresses, all of which must be public: a name that resolves to one public
@@ -782,13 +810,9 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// One `GET` on a fresh HTTP/1.1 connection: the body (at most `max_bytes`) of a 200
-/// JSON answer and its `Cache-Control`.
-async fn request<S>(
-    io: S,
-    url: &Url,
-    max_bytes: usize,
-) -> Result<(Bytes, Option<String>), CimdError>
+/// One `GET` on a fresh HTTP/1.1 connection: the body (at most `wanted.max_bytes`) of a 200
+/// answer of the wanted type, and its `Cache-Control`.
+async fn request<S>(io: S, url: &Url, wanted: &Wanted) -> Result<(Bytes, Option<String>), CimdError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -798,9 +822,10 @@ where
     let _connection = AbortOnDrop(tokio::spawn(async move {
         let _ = connection.await;
     }));
-    let request = Request::get(url.path())
+    let max_bytes = wanted.max_bytes;
+    let request = Request::get(&url[Position::BeforePath..Position::AfterQuery])
         .header(HOST, &url[Position::BeforeHost..Position::AfterPort])
-        .header(ACCEPT, "application/json")
+        .header(ACCEPT, wanted.accept)
         .header(USER_AGENT, USER_AGENT_VALUE)
         .body(Empty::<Bytes>::new())
         .map_err(|_| CimdError::InvalidUrl("cannot be sent as an HTTP request"))?;
@@ -809,7 +834,7 @@ where
         .await
         .map_err(|e| CimdError::Http(e.to_string()))?;
     check_status(response.status())?;
-    if !is_json_content_type(response.headers()) {
+    if !(wanted.content_type)(response.headers()) {
         return Err(CimdError::ContentType);
     }
     let cache_control = joined(response.headers(), CACHE_CONTROL);

@@ -23,6 +23,7 @@ mod discovery;
 mod error;
 mod http;
 pub mod keys;
+pub mod logo;
 mod pages;
 mod register;
 mod revoke;
@@ -76,6 +77,28 @@ const KEY_REFRESH: Duration = Duration::from_secs(5);
 const REVOCATION_SYNC: Duration = Duration::from_secs(1);
 const PURGE_INTERVAL: Duration = Duration::from_secs(600);
 
+/// When the background upkeep does each of its jobs.
+struct Schedule {
+    /// How often it wakes (and, with a shared store, picks up revocations).
+    tick: Duration,
+    keys: Duration,
+    purge: Duration,
+}
+
+impl Schedule {
+    fn for_settings(settings: &AuthorizationServerSettings) -> Schedule {
+        Schedule {
+            tick: if settings.redis.is_some() {
+                REVOCATION_SYNC
+            } else {
+                KEY_REFRESH
+            },
+            keys: KEY_REFRESH,
+            purge: PURGE_INTERVAL,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
@@ -98,6 +121,8 @@ pub struct AuthorizationServer {
     /// HMAC key deriving a refresh token's successor from it (see `refresh_successor`).
     refresh_key: aws_lc_rs::hmac::Key,
     cimd: cimd::CimdFetcher,
+    /// Clients' logos, inlined on the consent page.
+    logos: logo::Logos,
     /// Discovery documents and keys of upstream identity providers.
     providers: upstream::Providers,
     /// Upstream MCP servers' authorization servers, as discovered, and the gateway's
@@ -122,7 +147,7 @@ impl AuthorizationServer {
         for (jti, expires_at) in server.store.revoked_access_tokens(now_unix()).await? {
             LOCAL_AUTHORITY.revoke(&jti, expires_at);
         }
-        server.spawn_upkeep(settings.clone());
+        server.spawn_upkeep(settings.clone(), Schedule::for_settings(settings));
         Ok(server)
     }
 
@@ -131,7 +156,7 @@ impl AuthorizationServer {
         client: crate::outbound::HttpClient,
         store: Arc<dyn Store>,
     ) -> Result<Arc<AuthorizationServer>, StartError> {
-        let ring = load_keys(store.as_ref(), settings).await?;
+        let ring = load_keys(store.as_ref(), settings, now_unix()).await?;
         LOCAL_AUTHORITY.publish_keys(published_key_set(&ring.jwks));
         let secret = store.server_secret("csrf").await?;
         let refresh_secret = store.server_secret("refresh").await?;
@@ -141,6 +166,7 @@ impl AuthorizationServer {
             csrf_key: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &secret),
             refresh_key: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &refresh_secret),
             cimd: cimd::CimdFetcher::new(),
+            logos: logo::Logos::new(),
             providers: upstream::Providers::default(),
             provider_tokens: upstream::tokens::new_cache(),
             connections: upstream::connect::Connections::default(),
@@ -154,25 +180,24 @@ impl AuthorizationServer {
 
     /// Background upkeep: revocations from other replicas (when the store is shared), the
     /// keys (a rotation elsewhere), and expired rows.
-    fn spawn_upkeep(self: &Arc<Self>, settings: AuthorizationServerSettings) {
+    fn spawn_upkeep(self: &Arc<Self>, settings: AuthorizationServerSettings, schedule: Schedule) {
         let weak = Arc::downgrade(self);
         let shared = settings.redis.is_some();
         tokio::spawn(async move {
-            let tick = if shared { REVOCATION_SYNC } else { KEY_REFRESH };
             let (mut since_keys, mut since_purge) = (Duration::ZERO, Duration::ZERO);
             loop {
-                tokio::time::sleep(tick).await;
+                tokio::time::sleep(schedule.tick).await;
                 let Some(server) = weak.upgrade() else { return };
                 if shared {
                     server.sync_revocations().await;
                 }
-                since_keys += tick;
-                if since_keys >= KEY_REFRESH {
+                since_keys += schedule.tick;
+                if since_keys >= schedule.keys {
                     since_keys = Duration::ZERO;
                     server.reload_keys(&settings).await;
                 }
-                since_purge += tick;
-                if since_purge >= PURGE_INTERVAL {
+                since_purge += schedule.tick;
+                if since_purge >= schedule.purge {
                     since_purge = Duration::ZERO;
                     server.purge().await;
                 }
@@ -194,7 +219,7 @@ impl AuthorizationServer {
     }
 
     async fn reload_keys(&self, settings: &AuthorizationServerSettings) {
-        match load_keys(self.store.as_ref(), settings).await {
+        match load_keys(self.store.as_ref(), settings, now_unix()).await {
             Ok(ring) => {
                 let current = self.keys.load();
                 if ring.jwks != current.jwks || ring.active.kid != current.active.kid {
@@ -487,8 +512,8 @@ pub(crate) fn digest(value: &str) -> [u8; 32] {
 async fn load_keys(
     store: &dyn Store,
     settings: &AuthorizationServerSettings,
+    now: u64,
 ) -> Result<KeyRing, StartError> {
-    let now = now_unix();
     let wanted = keys::algorithm_name(settings.signing_algorithm);
     let mut stored = store.signing_keys().await?;
     let active = match &settings.signing_key_file {
@@ -565,7 +590,14 @@ fn published_key_set(jwks: &serde_json::Value) -> KeySet {
 /// tokens they signed have expired. Running gateways pick it up within `KEY_REFRESH`.
 pub async fn rotate_keys(settings: &AuthorizationServerSettings) -> Result<String, StartError> {
     let store = store::open(settings).await?;
-    let now = now_unix();
+    rotate_keys_in(store.as_ref(), settings, now_unix()).await
+}
+
+async fn rotate_keys_in(
+    store: &dyn Store,
+    settings: &AuthorizationServerSettings,
+    now: u64,
+) -> Result<String, StartError> {
     let key = new_stored_key(settings.signing_algorithm, now)?;
     let kid = key.kid.clone();
     store.put_signing_key(key).await?;
@@ -600,4 +632,150 @@ pub fn client_pitfalls(settings: &AuthorizationServerSettings) -> Vec<String> {
         );
     }
     warnings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::authorization_server::store::{CodeGrant, UserIdentity};
+
+    /// A configuration with the authorization server on, its database in a fresh directory.
+    fn config(name: &str) -> (Config, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("mcp-gw-as-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let toml = r#"
+[server]
+listen = ["127.0.0.1:0"]
+public_url = "http://127.0.0.1"
+
+[[routes]]
+id = "mcp"
+path = "/mcp"
+upstream = "http://127.0.0.1:9/mcp"
+
+[authorization_server]
+database = "as.db"
+access_token_ttl = "10m"
+"#;
+        let config = crate::config::from_toml_str(toml, &dir).expect("configuration");
+        (config, dir)
+    }
+
+    fn published_kids(ring: &KeyRing) -> Vec<String> {
+        let mut kids: Vec<String> = ring.jwks["keys"]
+            .as_array()
+            .expect("keys")
+            .iter()
+            .map(|k| k["kid"].as_str().expect("kid").to_string())
+            .collect();
+        kids.sort();
+        kids
+    }
+
+    #[tokio::test]
+    async fn a_rotated_out_key_stays_published_until_its_tokens_have_expired() {
+        let (config, dir) = config("retire");
+        let settings = config.authorization_server.as_ref().expect("settings");
+        let store = store::open(settings).await.expect("store");
+        let t0 = 1_900_000_000;
+        let old = load_keys(store.as_ref(), settings, t0).await.expect("keys");
+        let new_kid = rotate_keys_in(store.as_ref(), settings, t0 + 60)
+            .await
+            .expect("rotate");
+
+        // Tokens signed by the old key live at most access_token_ttl (10 min) after the
+        // rotation; a little margin covers clocks and replicas that switch late.
+        let last_old_token_expires = t0 + 60 + 600;
+        let mut both = vec![old.active.kid.clone(), new_kid.clone()];
+        both.sort();
+        for now in [
+            t0 + 61,
+            last_old_token_expires,
+            last_old_token_expires + 299,
+        ] {
+            let ring = load_keys(store.as_ref(), settings, now)
+                .await
+                .expect("keys");
+            assert_eq!(
+                ring.active.kid, new_kid,
+                "the new key signs from the rotation on"
+            );
+            assert_eq!(published_kids(&ring), both, "at {now}");
+        }
+        let ring = load_keys(store.as_ref(), settings, last_old_token_expires + 301)
+            .await
+            .expect("keys");
+        assert_eq!(published_kids(&ring), vec![new_kid]);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    fn code_grant(expires_at: u64) -> CodeGrant {
+        CodeGrant {
+            client_id: "c".into(),
+            redirect_uri: "https://app.example/cb".into(),
+            code_challenge: "x".into(),
+            resource: "http://127.0.0.1/mcp".into(),
+            scopes: vec![],
+            user: UserIdentity {
+                subject: "local:alice".into(),
+                provider: None,
+                username: None,
+                name: None,
+                email: None,
+                groups: vec![],
+            },
+            family_id: "f".into(),
+            expires_at,
+        }
+    }
+
+    #[tokio::test]
+    async fn expired_rows_are_purged_in_the_background_and_live_ones_kept() {
+        let (config, dir) = config("purge");
+        let settings = config.authorization_server.clone().expect("settings");
+        let server = AuthorizationServer::start(&settings, config.client.clone())
+            .await
+            .expect("start");
+        let now = now_unix();
+        server
+            .store
+            // Spent codes are kept ten minutes past their expiry to recognise replays.
+            .put_code([1; 32], code_grant(now - 601))
+            .await
+            .expect("expired code");
+        server
+            .store
+            .put_code([2; 32], code_grant(now + 3600))
+            .await
+            .expect("live code");
+        let codes = || {
+            let db = rusqlite::Connection::open(dir.join("as.db")).expect("open the database");
+            db.query_row("SELECT count(*) FROM codes", [], |row| row.get::<_, i64>(0))
+                .expect("count")
+        };
+        assert_eq!(codes(), 2);
+        // The same upkeep as in production, on a short schedule.
+        server.spawn_upkeep(
+            settings,
+            Schedule {
+                tick: Duration::from_millis(20),
+                keys: Duration::from_secs(3600),
+                purge: Duration::from_millis(20),
+            },
+        );
+        let mut remaining = codes();
+        for _ in 0..500 {
+            if remaining == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            remaining = codes();
+        }
+        assert_eq!(
+            remaining, 1,
+            "the expired code is purged, the live one kept"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

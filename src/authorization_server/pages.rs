@@ -103,7 +103,9 @@ pub fn login(view: &LoginView<'_>) -> String {
 pub struct ConsentView<'a> {
     pub client_name: &'a str,
     pub client_id: &'a str,
-    pub logo_uri: Option<&'a str>,
+    /// The client's logo as a `data:` URI (see `logo`): the page loads nothing from
+    /// elsewhere.
+    pub logo: Option<&'a str>,
     pub redirect_host: &'a str,
     /// The redirect goes to another host than the client_id URL's (CIMD clients).
     pub redirect_host_differs: bool,
@@ -120,8 +122,12 @@ pub struct ConsentView<'a> {
 
 pub fn consent(view: &ConsentView<'_>) -> String {
     let logo = view
-        .logo_uri
-        .filter(|uri| uri.starts_with("https://"))
+        .logo
+        .filter(|uri| {
+            ["png", "jpeg", "gif", "webp"]
+                .iter()
+                .any(|kind| uri.starts_with(&format!("data:image/{kind};base64,")))
+        })
         .map(|uri| format!("<img src=\"{}\" alt=\"\">", escape(uri)))
         .unwrap_or_default();
     let scopes = if view.scopes.is_empty() {
@@ -206,5 +212,39 @@ mod tests {
         assert!(page.contains("&lt;b&gt;"));
         assert!(page.contains("Continue with &lt;i&gt;Corp&lt;/i&gt;"));
         assert!(page.contains("action=\"/tenant/login/corp\" id=\"provider-corp\""));
+    }
+
+    fn consent_with_logo(logo: Option<&str>) -> String {
+        consent(&ConsentView {
+            client_name: "App",
+            client_id: "https://app.example/client.json",
+            logo,
+            redirect_host: "app.example",
+            redirect_host_differs: false,
+            redirect_is_loopback: false,
+            resource: "https://mcp.example/mcp",
+            resource_name: None,
+            scopes: &[],
+            user: "alice",
+            request: "r",
+            csrf: "c",
+            base: "",
+        })
+    }
+
+    #[test]
+    fn the_consent_page_shows_only_an_inlined_logo() {
+        let page = consent_with_logo(Some("data:image/png;base64,iVBORw0KGgo="));
+        assert!(page.contains("<img src=\"data:image/png;base64,iVBORw0KGgo=\" alt=\"\">"));
+        for external in [
+            "https://cdn.example/logo.png",
+            "//cdn.example/logo.png",
+            "data:image/svg+xml;base64,PHN2Zy8+",
+            "data:text/html,<script>alert(1)</script>",
+        ] {
+            let page = consent_with_logo(Some(external));
+            assert!(!page.contains("<img"), "{external}: {page}");
+        }
+        assert!(!consent_with_logo(None).contains("<img"));
     }
 }

@@ -63,6 +63,28 @@ pub fn skip_record_file() -> PathBuf {
     ))
 }
 
+/// Where this `cargo test` run lists the files its tests keep for people to look at
+/// (screenshots): the closing summary (`zz_skip_report`) prints them, so CI logs name them.
+pub fn artifact_record_file() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "kept-artifacts-{}.txt",
+        std::os::unix::process::parent_id()
+    ))
+}
+
+/// Records `path` (which must exist) as an artifact of this run.
+pub fn keep_artifact(path: &Path) {
+    assert!(path.is_file(), "no artifact at {}", path.display());
+    let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    if let Ok(mut file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(artifact_record_file())
+    {
+        let _ = writeln!(file, "{}", path.display());
+    }
+}
+
 /// `tests/node/node_modules`, installed with `npm ci` the first time a test needs it (a fresh
 /// clone has none). `None` after a loud skip when npm is missing or cannot install (offline)
 /// on a local run; a failure under `CI=true`.

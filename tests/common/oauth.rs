@@ -56,6 +56,12 @@ pub fn pkce() -> (String, String) {
     (verifier, challenge)
 }
 
+/// The claims of a JWT, not verified (the gateway's routes do that).
+pub fn jwt_claims(jwt: &str) -> serde_json::Value {
+    let payload = jwt.split('.').nth(1).expect("a JWT");
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("base64url")).expect("JSON")
+}
+
 pub fn form(pairs: &[(&str, &str)]) -> String {
     let mut serializer = form_urlencoded::Serializer::new(String::new());
     for (name, value) in pairs {
@@ -91,6 +97,11 @@ pub struct Browser {
 }
 
 impl Browser {
+    /// The values of the cookies the gateway set (its login session).
+    pub fn cookie_values(&self) -> Vec<String> {
+        self.cookies.values().cloned().collect()
+    }
+
     fn cookie_header(&self) -> String {
         self.cookies
             .iter()

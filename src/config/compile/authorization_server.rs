@@ -131,8 +131,8 @@ pub(super) fn compile_authorization_server(
         "authorization_code_ttl",
         section.authorization_code_ttl.0,
         10,
-        600,
-        "use 10s to 10m (OAuth 2.1 §4.1.2), e.g. \"60s\"",
+        60,
+        "use 10s to 60s: a code is spent within seconds of its redirect, and a short life narrows what a leaked one is worth (OAuth 2.1 §4.1.2 allows at most 10m)",
     );
     in_range(
         c,

@@ -1,0 +1,250 @@
+//! The client's logo on the consent page, without an external asset. A `logo_uri` is
+//! chosen by whoever registered or published the client: letting the user's browser load it
+//! would tell that host who is looking at the page and when, and would let the page depend
+//! on a server we do not control. So the gateway fetches the logo itself — under the same
+//! SSRF guards as client metadata documents (`cimd::guarded_get`) — accepts only a small
+//! raster image recognised by its first bytes, and inlines it as a `data:` URI; the pages'
+//! CSP allows no other image source.
+//!
+//! A logo is decoration: any failure (refused URL, slow or absent host, not an image) shows
+//! the page without it, and is remembered for a while so that the next page does not wait
+//! for the same failure again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use http::header::CONTENT_TYPE;
+use http::HeaderMap;
+use moka::future::Cache;
+use url::Url;
+
+use super::cimd::{self, CimdSettings, Wanted};
+
+/// The largest logo inlined (its `data:` URI is a third larger).
+pub const MAX_LOGO_BYTES: usize = 64 * 1024;
+/// The consent page waits at most this long for a logo it has not seen before.
+const FETCH_DEADLINE: Duration = Duration::from_secs(2);
+/// How long a logo, or the failure to get one, is remembered.
+const REMEMBERED_FOR: Duration = Duration::from_secs(15 * 60);
+/// The cache is bounded by bytes: URIs are chosen by registrants.
+const CACHE_CAPACITY_BYTES: u64 = 8 * 1024 * 1024;
+const MAX_LOGO_URI_LEN: usize = 2048;
+/// Logo fetches at a time, process-wide; when all are busy the page goes without.
+const FETCH_SLOTS: usize = 4;
+
+/// The image formats inlined, recognised by their signatures. SVG is not among them: it is
+/// a document that can carry scripts and references of its own.
+pub fn sniff_image(bytes: &[u8]) -> Option<&'static str> {
+    if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        Some("image/png")
+    } else if bytes.starts_with(b"\xff\xd8\xff") {
+        Some("image/jpeg")
+    } else if bytes.starts_with(b"GIF87a") || bytes.starts_with(b"GIF89a") {
+        Some("image/gif")
+    } else if bytes.len() >= 12 && &bytes[..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
+        Some("image/webp")
+    } else {
+        None
+    }
+}
+
+/// The `data:` URI of `bytes` when they are an image of an inlined format.
+pub fn data_uri(bytes: &[u8]) -> Option<String> {
+    let media_type = sniff_image(bytes)?;
+    Some(format!(
+        "data:{media_type};base64,{}",
+        STANDARD.encode(bytes)
+    ))
+}
+
+/// `logo_uri` as a URL the gateway may fetch: https (http only under the dangerous
+/// test override), no userinfo, a host the metadata-document allowlist admits — the
+/// operator's list of hosts the gateway may contact for clients.
+pub fn fetchable_url(logo_uri: &str, settings: &CimdSettings) -> Option<Url> {
+    if logo_uri.len() > MAX_LOGO_URI_LEN || !logo_uri.bytes().all(|b| b.is_ascii_graphic()) {
+        return None;
+    }
+    let mut url = Url::parse(logo_uri).ok()?;
+    let scheme_ok =
+        url.scheme() == "https" || (url.scheme() == "http" && settings.allow_private_addresses);
+    if !scheme_ok || !url.username().is_empty() || url.password().is_some() {
+        return None;
+    }
+    if !cimd::host_allowed(url.host_str()?, &settings.allowed_domains) {
+        return None;
+    }
+    url.set_fragment(None);
+    Some(url)
+}
+
+/// A `Content-Type` that could hold an inlined format (the bytes decide which).
+fn is_image_content_type(headers: &HeaderMap) -> bool {
+    let mut values = headers.get_all(CONTENT_TYPE).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return false;
+    };
+    value
+        .to_str()
+        .is_ok_and(|v| v.trim_start().to_ascii_lowercase().starts_with("image/"))
+}
+
+/// Logos as `data:` URIs (or the failure to get one), by `logo_uri`.
+pub struct Logos {
+    cache: Cache<String, Option<Arc<str>>>,
+    slots: tokio::sync::Semaphore,
+}
+
+impl Default for Logos {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Logos {
+    pub fn new() -> Self {
+        Self {
+            cache: Cache::builder()
+                .max_capacity(CACHE_CAPACITY_BYTES)
+                .weigher(|key: &String, value: &Option<Arc<str>>| {
+                    let size = key.len() + value.as_ref().map_or(0, |v| v.len());
+                    u32::try_from(size).unwrap_or(u32::MAX)
+                })
+                .time_to_live(REMEMBERED_FOR)
+                .build(),
+            slots: tokio::sync::Semaphore::new(FETCH_SLOTS),
+        }
+    }
+
+    /// The logo of `logo_uri` as a `data:` URI, or `None` (not fetchable, failed, busy).
+    pub async fn data_uri(
+        &self,
+        logo_uri: &str,
+        settings: &CimdSettings,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> Option<Arc<str>> {
+        let url = fetchable_url(logo_uri, settings)?;
+        if let Some(known) = self.cache.get(logo_uri).await {
+            return known;
+        }
+        // Busy: no logo this time, and nothing remembered.
+        let _slot = self.slots.try_acquire().ok()?;
+        self.cache
+            .get_with_by_ref(logo_uri, async {
+                let wanted = Wanted {
+                    accept: "image/png, image/jpeg, image/gif, image/webp",
+                    content_type: is_image_content_type,
+                    max_bytes: MAX_LOGO_BYTES,
+                };
+                let deadline = FETCH_DEADLINE.min(settings.timeout);
+                match cimd::guarded_get(&url, settings, tls, &wanted, deadline).await {
+                    Ok((body, _)) => data_uri(&body).map(Arc::from),
+                    Err(error) => {
+                        tracing::debug!(%error, "client logo not shown");
+                        None
+                    }
+                }
+            })
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn settings(allowed: &[&str]) -> CimdSettings {
+        CimdSettings {
+            enabled: true,
+            allowed_domains: allowed.iter().map(|d| d.to_string()).collect(),
+            min_cache: Duration::from_secs(60),
+            max_cache: Duration::from_secs(3600),
+            timeout: Duration::from_secs(5),
+            max_bytes: 5 * 1024,
+            allow_private_addresses: false,
+        }
+    }
+
+    #[test]
+    fn images_are_recognised_by_their_signatures() {
+        let cases: &[(&[u8], Option<&str>)] = &[
+            (b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR", Some("image/png")),
+            (b"\xff\xd8\xff\xe0\0\x10JFIF", Some("image/jpeg")),
+            (b"GIF89a\x01\0\x01\0", Some("image/gif")),
+            (b"GIF87a", Some("image/gif")),
+            (b"RIFF\x10\0\0\0WEBPVP8 ", Some("image/webp")),
+            (b"RIFF\x10\0\0\0WAVEfmt ", None),
+            (b"<svg xmlns=\"http://www.w3.org/2000/svg\"/>", None),
+            (b"<?xml version=\"1.0\"?><svg/>", None),
+            (b"<html><script>alert(1)</script>", None),
+            (b"\x89PNG", None),
+            (b"", None),
+        ];
+        for (bytes, expected) in cases {
+            assert_eq!(sniff_image(bytes), *expected, "{bytes:?}");
+        }
+        assert_eq!(
+            data_uri(b"GIF89a!").as_deref(),
+            Some("data:image/gif;base64,R0lGODlhIQ==")
+        );
+    }
+
+    #[test]
+    fn only_https_urls_on_allowed_hosts_are_fetched() {
+        let any = settings(&[]);
+        let listed = settings(&["*.example.com"]);
+        let cases = [
+            ("https://cdn.example.com/logo.png", &any, true),
+            ("https://cdn.example.com/logo.png?v=2#top", &listed, true),
+            ("https://example.com/logo.png", &listed, false),
+            ("http://cdn.example.com/logo.png", &any, false),
+            ("data:image/png;base64,AAAA", &any, false),
+            ("javascript:alert(1)", &any, false),
+            ("https://user:pw@cdn.example.com/logo.png", &any, false),
+            ("https://cdn.example.com/a logo.png", &any, false),
+            ("not a url", &any, false),
+        ];
+        for (uri, settings, fetchable) in cases {
+            assert_eq!(fetchable_url(uri, settings).is_some(), fetchable, "{uri}");
+        }
+        let url = fetchable_url("https://cdn.example.com/l.png?v=2#top", &any).unwrap();
+        assert_eq!(url.as_str(), "https://cdn.example.com/l.png?v=2");
+        let mut tests_only = settings(&[]);
+        tests_only.allow_private_addresses = true;
+        assert!(fetchable_url("http://127.0.0.1:8080/logo.png", &tests_only).is_some());
+    }
+
+    proptest! {
+        #[test]
+        fn whatever_is_inlined_is_a_base64_data_uri_of_a_recognised_image(
+            bytes in proptest::collection::vec(any::<u8>(), 0..64),
+            signature in prop_oneof![
+                Just(&b""[..]),
+                Just(&b"\x89PNG\r\n\x1a\n"[..]),
+                Just(&b"\xff\xd8\xff"[..]),
+                Just(&b"GIF89a"[..]),
+            ],
+        ) {
+            let bytes = [signature, &bytes[..]].concat();
+            match data_uri(&bytes) {
+                Some(uri) => {
+                    let (head, payload) = uri.split_once(";base64,").unwrap();
+                    prop_assert_eq!(Some(head.trim_start_matches("data:")), sniff_image(&bytes));
+                    prop_assert_eq!(STANDARD.decode(payload).unwrap(), bytes);
+                }
+                None => prop_assert!(sniff_image(&bytes).is_none()),
+            }
+        }
+
+        #[test]
+        fn fetchable_urls_are_https_without_userinfo_or_fragment(uri in "\\PC{0,80}") {
+            if let Some(url) = fetchable_url(&uri, &settings(&[])) {
+                prop_assert_eq!(url.scheme(), "https");
+                prop_assert!(url.username().is_empty() && url.password().is_none());
+                prop_assert!(url.fragment().is_none());
+            }
+        }
+    }
+}
