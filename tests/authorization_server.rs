@@ -818,11 +818,16 @@ async fn a_confidential_client_authenticates_in_the_body_and_no_secret_is_stored
 }
 
 #[tokio::test]
-async fn consent_is_remembered_per_client_and_scopes() {
+async fn consent_is_remembered_per_user_client_and_scopes() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let dir = oauth::temp_dir("consent-remembered");
     let upstream = Upstream::start().await;
-    let gateway = start(&dir, &upstream, "").await;
+    // bob, beside alice, with the same password.
+    let bob = format!(
+        "[[authorization_server.users]]\nusername = \"bob\"\npassword_hash = \"{}\"\n",
+        mcp_auth_gateway::authorization_server::cli::hash_password(oauth::PASSWORD).unwrap()
+    );
+    let gateway = start(&dir, &upstream, &bob).await;
     let addr = gateway.addr;
     // (Two names: an identical registration would replace the first one.)
     let public_client = |name: &str| {
@@ -879,6 +884,64 @@ async fn consent_is_remembered_per_client_and_scopes() {
         assert!(page.body.contains("id=\"consent\""), "{}", page.body);
         assert!(!page.body.contains("id=\"login\""), "{}", page.body);
     }
+
+    // Another user, same client and scopes: alice's consent is not bob's.
+    let mut bobs_browser = Browser::default();
+    let login = bobs_browser
+        .get(
+            addr,
+            &format!(
+                "/authorize?{}",
+                web_authorize_query(&first, &challenge, "mcp:tools")
+            ),
+        )
+        .await;
+    let consent = bobs_browser
+        .post_form(
+            addr,
+            "/login",
+            &form(&[
+                ("request", &oauth::hidden(&login.body, "request").unwrap()),
+                ("csrf", &oauth::hidden(&login.body, "csrf").unwrap()),
+                ("username", "bob"),
+                ("password", oauth::PASSWORD),
+            ]),
+        )
+        .await;
+    assert_eq!(consent.status, 200, "{}", consent.body);
+    assert!(consent.body.contains("id=\"consent\""), "{}", consent.body);
+
+    // A confidential client proves who it is with its secret, so its consent is remembered
+    // even on a loopback redirect (a public one there is asked every time).
+    let confidential = register(
+        &gateway,
+        serde_json::json!({
+            "redirect_uris": [REDIRECT],
+            "token_endpoint_auth_method": "client_secret_basic",
+            "client_name": "Confidential on loopback",
+        }),
+    )
+    .await["client_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    browser_login(
+        &mut browser,
+        addr,
+        &authorize_query(&confidential, &challenge, "s"),
+    )
+    .await;
+    let again = browser
+        .get(
+            addr,
+            &format!(
+                "/authorize?{}",
+                authorize_query(&confidential, &challenge, "s")
+            ),
+        )
+        .await;
+    assert_eq!(again.status, 302, "{}", again.body);
+    assert!(again.header("location").unwrap().starts_with(REDIRECT));
     gateway.shutdown().await;
 }
 

@@ -347,7 +347,7 @@ async fn fetches_and_validates_a_document() {
             .await
             .unwrap_or_else(|e| panic!("{path}: {e}"));
         assert_eq!(document.client_id, url);
-        assert_eq!(document.client_name.as_deref(), Some("Test Client"));
+        assert_eq!(document.client_name, "Test Client");
         assert_eq!(
             document.redirect_uris,
             [

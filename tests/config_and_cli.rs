@@ -487,6 +487,41 @@ fn the_authorization_servers_lifetimes_default_to_an_hour_thirty_days_and_a_minu
 }
 
 #[test]
+fn the_authorization_server_is_on_https_or_on_loopback() {
+    let with_server = |public_url: &str, issuer: &str| {
+        let text = edit(
+            VALID,
+            "public_url = \"http://127.0.0.1\"",
+            &format!("public_url = \"{public_url}\""),
+        );
+        format!("{text}\n[authorization_server]\ndatabase = \"as.db\"\n{issuer}")
+    };
+    for (public_url, issuer) in [
+        ("https://mcp.example.com", ""),
+        ("http://localhost:8080", ""),
+        ("http://[::1]:8080", ""),
+        (
+            "http://mcp.example.com",
+            "issuer = \"https://mcp.example.com\"\n",
+        ),
+    ] {
+        let config = compile(&with_server(public_url, issuer)).unwrap_or_else(|e| panic!("{e}"));
+        assert!(config.authorization_server.is_some());
+    }
+    let error = problems(&with_server("http://mcp.example.com", ""));
+    assert_problem(
+        &error,
+        "authorization_server.issuer",
+        "defaults to server.public_url \"http://mcp.example.com\", which is not https",
+    );
+    let error = problems(&with_server(
+        "https://mcp.example.com",
+        "issuer = \"http://mcp.example.com\"\n",
+    ));
+    assert_problem(&error, "authorization_server.issuer", "not a usable issuer");
+}
+
+#[test]
 fn type_errors_name_their_key_path_and_line_all_at_once() {
     // A misspelt required key, a duration in words, a string where a list belongs, and a
     // bad size: four problems, each at its key path and line, in one report.

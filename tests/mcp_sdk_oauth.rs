@@ -344,13 +344,12 @@ async fn typescript_keeps_working_across_a_restart(node: &Path, name: &str, cimd
     // The access token is revoked: the SDK gets a 401 and uses its refresh token.
     let saved = read_json(&state);
     let access = saved["tokens"]["access_token"].as_str().expect("token");
-    let client_id = saved["clientInformation"]["client_id"]
-        .as_str()
-        .or(document_url.as_deref())
-        .expect("client_id");
-    if let Some(url) = &document_url {
-        assert_eq!(client_id, url);
-    }
+    let client_id = match &document_url {
+        Some(url) => url.as_str(),
+        None => saved["clientInformation"]["client_id"]
+            .as_str()
+            .expect("client_id"),
+    };
     stack.revoke(access, client_id).await;
     let third = run_client(&stack, Sdk::TypeScript, node, with_state()).await;
     assert_no_login(&third);
@@ -424,14 +423,13 @@ async fn python_keeps_working_across_a_restart(
     // A revoked access token: on the 401 this SDK authorizes again, with the client it
     // has (no new registration); a public client on a loopback redirect is asked for
     // consent again (RFC 8252 §8.6), so the browser part is login and consent.
-    let client_id = renewed["client_info"]["client_id"]
-        .as_str()
-        .or(document_url.as_deref())
-        .expect("client_id")
-        .to_string();
-    if let Some(url) = &document_url {
-        assert_eq!(&client_id, url);
-    }
+    let client_id = match &document_url {
+        Some(url) => url.clone(),
+        None => renewed["client_info"]["client_id"]
+            .as_str()
+            .expect("client_id")
+            .to_string(),
+    };
     stack.revoke(&access, &client_id).await;
     let fourth = run_client(&stack, Sdk::Python, python, with_state()).await;
     fourth.assert_ok();
@@ -721,9 +719,38 @@ async fn consent_page_shows_the_clients_logo_inlined_and_loads_nothing_from_else
         let (_, page) = consent_page(addr, &document_url, redirect_uri).await;
         assert!(!page.body.contains("<img"), "{path}: {}", page.body);
         assert!(page.body.contains("Bad logo"), "{path}");
+        if !body.is_empty() {
+            assert_eq!(
+                cimd.documents.hits(path),
+                1,
+                "{path} was fetched and refused"
+            );
+        }
     }
     gateway.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A public client registered with `logo_uri`, redirecting to https://app.example/cb.
+async fn register_with_logo(addr: SocketAddr, logo_uri: &str) -> String {
+    let answer = common::http::post_json(
+        addr,
+        "/register",
+        &[],
+        &serde_json::json!({
+            "redirect_uris": ["https://app.example/cb"],
+            "token_endpoint_auth_method": "none",
+            "client_name": format!("Logo at {logo_uri}"),
+            "logo_uri": logo_uri,
+        })
+        .to_string(),
+    )
+    .await;
+    assert_eq!(answer.status, 201, "{}", answer.body);
+    answer.json()["client_id"]
+        .as_str()
+        .expect("client_id")
+        .to_string()
 }
 
 /// GET /authorize for `client_id` as a fresh browser: the page that comes back.
@@ -754,6 +781,7 @@ async fn metadata_documents_on_internal_addresses_or_outside_the_allowlist_are_n
         path,
         client_document(&on_loopback, "Internal", "https://app.example/cb"),
     );
+    let by_name_strict = cimd.documents.url_by_name(path);
     // The gateway trusts the documents' CA but runs without the dangerous override.
     let trust_only = cimd
         .config
@@ -766,6 +794,8 @@ async fn metadata_documents_on_internal_addresses_or_outside_the_allowlist_are_n
             "not a public internet address",
         ),
         ("https://[::1]/client.json", "not a public internet address"),
+        // A name, resolved: every address it has must be public.
+        (by_name_strict.as_str(), "not a public internet address"),
         (
             "https://100.64.0.1/client.json",
             "not a public internet address",
@@ -782,6 +812,19 @@ async fn metadata_documents_on_internal_addresses_or_outside_the_allowlist_are_n
         assert!(page.header("location").is_none());
     }
     assert_eq!(cimd.documents.hits(path), 0, "nothing was fetched");
+
+    // Logos of registered clients go by the same guards: none fetched from inside.
+    cimd.documents
+        .publish_bytes("/logo.png", "image/png", Bytes::from_static(PNG));
+    for logo_uri in [
+        cimd.documents.url("/logo.png"),
+        cimd.documents.url_by_name("/logo.png"),
+    ] {
+        let client_id = register_with_logo(gateway.addr, &logo_uri).await;
+        let (_, page) = consent_page(gateway.addr, &client_id, "https://app.example/cb").await;
+        assert!(!page.body.contains("<img"), "{logo_uri}: {}", page.body);
+    }
+    assert_eq!(cimd.documents.hits("/logo.png"), 0, "no logo was fetched");
     gateway.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 
@@ -818,6 +861,24 @@ async fn metadata_documents_on_internal_addresses_or_outside_the_allowlist_are_n
     assert!(page.body.contains("id=\"login\""), "{}", page.body);
     assert!(page.body.contains("Listed"), "{}", page.body);
     assert_eq!(cimd.documents.hits(path), 1);
+    // Logos too: from a listed host shown, from another not fetched.
+    for (logo_uri, shown) in [
+        (cimd.documents.url("/logo.png"), false),
+        (cimd.documents.url_by_name("/logo.png"), true),
+    ] {
+        let client_id = register_with_logo(gateway.addr, &logo_uri).await;
+        let (_, page) = consent_page(gateway.addr, &client_id, "https://app.example/cb").await;
+        assert_eq!(
+            page.body.contains("<img src=\"data:image/png"),
+            shown,
+            "{logo_uri}"
+        );
+    }
+    assert_eq!(
+        cimd.documents.hits("/logo.png"),
+        1,
+        "only the listed host was asked"
+    );
     gateway.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -431,11 +431,9 @@ async fn proceed(
             context
                 .server
                 .logos
-                .data_uri(
-                    logo_uri,
-                    &context.settings.cimd,
-                    std::sync::Arc::new(context.config.outbound_tls.clone()),
-                )
+                .inlined(logo_uri, &context.settings.cimd, || {
+                    std::sync::Arc::new(context.config.outbound_tls.clone())
+                })
                 .await
         }
         None => None,

@@ -57,7 +57,7 @@ const USER_AGENT_VALUE: &str = "mcp-auth-gateway";
 #[derive(Debug, Clone)]
 pub struct CimdDocument {
     pub client_id: String,
-    pub client_name: Option<String>,
+    pub client_name: String,
     pub redirect_uris: Vec<String>,
     /// `["authorization_code"]` when the document has none.
     pub grant_types: Vec<String>,
@@ -400,13 +400,18 @@ pub fn parse_document(body: &[u8], client_id: &str) -> Result<CimdDocument, Cimd
         None => vec!["authorization_code".to_string()],
         Some(value) => grant_types(value)?,
     };
-    let client_name = optional_string(&map, "client_name", "client_name must be a string")?;
-    if let Some(name) = &client_name {
-        if name.chars().count() > MAX_CLIENT_NAME_CHARS || name.chars().any(char::is_control) {
-            return Err(CimdError::Invalid(
-                "client_name must be at most 200 characters without control characters",
-            ));
-        }
+    // MCP (2025-11-25, "Client ID Metadata Documents") requires a name: it is what the
+    // consent page shows the user.
+    let client_name = match optional(&map, "client_name") {
+        Some(Value::String(name)) if !name.trim().is_empty() => name.clone(),
+        _ => return Err(CimdError::Invalid("client_name must be a non-empty string")),
+    };
+    if client_name.chars().count() > MAX_CLIENT_NAME_CHARS
+        || client_name.chars().any(char::is_control)
+    {
+        return Err(CimdError::Invalid(
+            "client_name must be at most 200 characters without control characters",
+        ));
     }
     let scope = optional_string(&map, "scope", "scope must be a string")?;
     if let Some(scope) = &scope {
@@ -570,7 +575,7 @@ impl CimdDocument {
     fn weight(&self) -> usize {
         let optional = |s: &Option<String>| s.as_ref().map_or(0, String::len);
         256 + self.client_id.len()
-            + optional(&self.client_name)
+            + self.client_name.len()
             + self
                 .redirect_uris
                 .iter()
@@ -1131,7 +1136,15 @@ mod tests {
     }
 
     fn document(extra: &str) -> String {
-        format!(r#"{{"client_id":"{ID}","redirect_uris":["https://client.example/cb"]{extra}}}"#)
+        // A name unless `extra` brings its own.
+        let name = if extra.contains("\"client_name\"") {
+            ""
+        } else {
+            r#","client_name":"App""#
+        };
+        format!(
+            r#"{{"client_id":"{ID}","redirect_uris":["https://client.example/cb"]{name}{extra}}}"#
+        )
     }
 
     #[test]
@@ -1141,7 +1154,8 @@ mod tests {
         assert_eq!(doc.redirect_uris, ["https://client.example/cb"]);
         assert_eq!(doc.grant_types, ["authorization_code"]);
         assert_eq!(doc.token_endpoint_auth_method, "none");
-        assert!(doc.client_name.is_none() && doc.scope.is_none());
+        assert_eq!(doc.client_name, "App");
+        assert!(doc.scope.is_none());
 
         let full = document(
             r#","client_name":"Example","grant_types":["authorization_code","refresh_token"],
@@ -1150,7 +1164,7 @@ mod tests {
                "response_types":["code"],"token_endpoint_auth_method":"none","tos_uri":null"#,
         );
         let doc = parse_document(full.as_bytes(), ID).unwrap();
-        assert_eq!(doc.client_name.as_deref(), Some("Example"));
+        assert_eq!(doc.client_name, "Example");
         assert_eq!(doc.grant_types, ["authorization_code", "refresh_token"]);
         assert_eq!(doc.scope.as_deref(), Some("mcp:read mcp:write"));
         assert_eq!(
@@ -1235,6 +1249,13 @@ mod tests {
                 "Invalid",
             ),
             (document(r#","client_name":"a\u0000b""#), "Invalid"),
+            (
+                format!(r#"{{"client_id":"{ID}","redirect_uris":["https://a.example/cb"]}}"#),
+                "Invalid",
+            ),
+            (document(r#","client_name":"  ""#), "Invalid"),
+            (document(r#","client_name":null"#), "Invalid"),
+            (document(r#","client_name":7"#), "Invalid"),
             (document(r#","scope":"a  b""#), "Invalid"),
             (document(r#","scope":"a\"b""#), "Invalid"),
             (document(r#","logo_uri":"javascript:alert(1)""#), "Invalid"),
@@ -1337,6 +1358,7 @@ mod tests {
         ) {
             let body = serde_json::json!({
                 "client_id": id, "redirect_uris": uris, "token_endpoint_auth_method": method,
+                "client_name": "App",
             });
             match parse_document(body.to_string().as_bytes(), ID) {
                 Ok(doc) => {

@@ -122,7 +122,7 @@ pub async fn resolve(context: &Context<'_>, client_id: &str) -> Result<Client, R
         }
         return Ok(Client {
             client_id: document.client_id.clone(),
-            name: document.client_name.clone(),
+            name: Some(document.client_name.clone()),
             redirect_uris: document.redirect_uris.clone(),
             secret_sha256: None,
             grant_types: document.grant_types.clone(),

@@ -6,6 +6,9 @@
 //! raster image recognised by its first bytes, and inlines it as a `data:` URI; the pages'
 //! CSP allows no other image source.
 //!
+//! Logos follow the metadata-document settings (`fetchable_url`): no fetch while those are
+//! off, only hosts their allowlist admits.
+//!
 //! A logo is decoration: any failure (refused URL, slow or absent host, not an image) shows
 //! the page without it, and is remembered for a while so that the next page does not wait
 //! for the same failure again.
@@ -34,17 +37,22 @@ const MAX_LOGO_URI_LEN: usize = 2048;
 /// Logo fetches at a time, process-wide; when all are busy the page goes without.
 const FETCH_SLOTS: usize = 4;
 
-/// The image formats inlined, recognised by their signatures. SVG is not among them: it is
-/// a document that can carry scripts and references of its own.
+/// The media types inlined. SVG is not among them: it is a document that can carry scripts
+/// and references of its own.
+pub const INLINED_TYPES: [&str; 4] = ["image/png", "image/jpeg", "image/gif", "image/webp"];
+/// A cache entry's bookkeeping beyond its key and value, for the byte bound.
+const ENTRY_OVERHEAD: usize = 64;
+
+/// The media type of `bytes` when they start with the signature of an inlined format.
 pub fn sniff_image(bytes: &[u8]) -> Option<&'static str> {
     if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
-        Some("image/png")
+        Some(INLINED_TYPES[0])
     } else if bytes.starts_with(b"\xff\xd8\xff") {
-        Some("image/jpeg")
+        Some(INLINED_TYPES[1])
     } else if bytes.starts_with(b"GIF87a") || bytes.starts_with(b"GIF89a") {
-        Some("image/gif")
+        Some(INLINED_TYPES[2])
     } else if bytes.len() >= 12 && &bytes[..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
-        Some("image/webp")
+        Some(INLINED_TYPES[3])
     } else {
         None
     }
@@ -59,11 +67,15 @@ pub fn data_uri(bytes: &[u8]) -> Option<String> {
     ))
 }
 
-/// `logo_uri` as a URL the gateway may fetch: https (http only under the dangerous
-/// test override), no userinfo, a host the metadata-document allowlist admits — the
-/// operator's list of hosts the gateway may contact for clients.
+/// `logo_uri` as a URL the gateway may fetch. Logos go by the metadata-document settings,
+/// the operator's word on fetching URLs that clients chose: none while metadata documents
+/// are off, only hosts `allowed_domains` admits; https (http only under the dangerous test
+/// override), no userinfo.
 pub fn fetchable_url(logo_uri: &str, settings: &CimdSettings) -> Option<Url> {
-    if logo_uri.len() > MAX_LOGO_URI_LEN || !logo_uri.bytes().all(|b| b.is_ascii_graphic()) {
+    if !settings.enabled
+        || logo_uri.len() > MAX_LOGO_URI_LEN
+        || !logo_uri.bytes().all(|b| b.is_ascii_graphic())
+    {
         return None;
     }
     let mut url = Url::parse(logo_uri).ok()?;
@@ -108,7 +120,7 @@ impl Logos {
             cache: Cache::builder()
                 .max_capacity(CACHE_CAPACITY_BYTES)
                 .weigher(|key: &String, value: &Option<Arc<str>>| {
-                    let size = key.len() + value.as_ref().map_or(0, |v| v.len());
+                    let size = ENTRY_OVERHEAD + key.len() + value.as_ref().map_or(0, |v| v.len());
                     u32::try_from(size).unwrap_or(u32::MAX)
                 })
                 .time_to_live(REMEMBERED_FOR)
@@ -118,30 +130,47 @@ impl Logos {
     }
 
     /// The logo of `logo_uri` as a `data:` URI, or `None` (not fetchable, failed, busy).
-    pub async fn data_uri(
+    /// `tls` is asked for only when the logo must be fetched.
+    pub async fn inlined(
         &self,
         logo_uri: &str,
         settings: &CimdSettings,
-        tls: Arc<rustls::ClientConfig>,
+        tls: impl FnOnce() -> Arc<rustls::ClientConfig>,
     ) -> Option<Arc<str>> {
         let url = fetchable_url(logo_uri, settings)?;
-        if let Some(known) = self.cache.get(logo_uri).await {
+        // What was fetched under the dangerous override (from anywhere) is not shown once
+        // it is off: the override is part of the key.
+        let key = format!(
+            "{}{logo_uri}",
+            if settings.allow_private_addresses {
+                "private "
+            } else {
+                ""
+            }
+        );
+        if let Some(known) = self.cache.get(&key).await {
             return known;
         }
         // Busy: no logo this time, and nothing remembered.
         let _slot = self.slots.try_acquire().ok()?;
         self.cache
-            .get_with_by_ref(logo_uri, async {
+            .get_with_by_ref(&key, async {
                 let wanted = Wanted {
                     accept: "image/png, image/jpeg, image/gif, image/webp",
                     content_type: is_image_content_type,
                     max_bytes: MAX_LOGO_BYTES,
                 };
                 let deadline = FETCH_DEADLINE.min(settings.timeout);
-                match cimd::guarded_get(&url, settings, tls, &wanted, deadline).await {
-                    Ok((body, _)) => data_uri(&body).map(Arc::from),
+                match cimd::guarded_get(&url, settings, tls(), &wanted, deadline).await {
+                    Ok((body, _)) => {
+                        let inlined = data_uri(&body).map(Arc::from);
+                        if inlined.is_none() {
+                            tracing::debug!(%logo_uri, "client logo not shown: not a PNG, JPEG, GIF or WebP image");
+                        }
+                        inlined
+                    }
                     Err(error) => {
-                        tracing::debug!(%error, "client logo not shown");
+                        tracing::debug!(%logo_uri, %error, "client logo not shown: fetching it failed");
                         None
                     }
                 }
@@ -214,6 +243,9 @@ mod tests {
         let mut tests_only = settings(&[]);
         tests_only.allow_private_addresses = true;
         assert!(fetchable_url("http://127.0.0.1:8080/logo.png", &tests_only).is_some());
+        let mut off = settings(&[]);
+        off.enabled = false;
+        assert!(fetchable_url("https://cdn.example.com/logo.png", &off).is_none());
     }
 
     proptest! {
@@ -239,7 +271,14 @@ mod tests {
         }
 
         #[test]
-        fn fetchable_urls_are_https_without_userinfo_or_fragment(uri in "\\PC{0,80}") {
+        fn fetchable_urls_are_https_without_userinfo_or_fragment(
+            prefix in prop_oneof![
+                Just(""), Just("https://"), Just("https://cdn.example.com/"),
+                Just("http://cdn.example.com/"), Just("https://u:p@"),
+            ],
+            rest in "\\PC{0,60}",
+        ) {
+            let uri = format!("{prefix}{rest}");
             if let Some(url) = fetchable_url(&uri, &settings(&[])) {
                 prop_assert_eq!(url.scheme(), "https");
                 prop_assert!(url.username().is_empty() && url.password().is_none());

@@ -124,9 +124,9 @@ pub fn consent(view: &ConsentView<'_>) -> String {
     let logo = view
         .logo
         .filter(|uri| {
-            ["png", "jpeg", "gif", "webp"]
+            super::logo::INLINED_TYPES
                 .iter()
-                .any(|kind| uri.starts_with(&format!("data:image/{kind};base64,")))
+                .any(|kind| uri.starts_with(&format!("data:{kind};base64,")))
         })
         .map(|uri| format!("<img src=\"{}\" alt=\"\">", escape(uri)))
         .unwrap_or_default();

@@ -30,10 +30,19 @@ pub(super) fn issuer_identifier(
     c: &mut Collector,
 ) -> String {
     if raw.issuer.is_empty() {
-        return format!(
-            "{}{}",
-            server.public_url.origin, server.public_url.base_path
-        );
+        // The MCP specification wants every authorization server endpoint on https; clients
+        // make an exception for loopback only. Refused here rather than at the first login.
+        let public_url = &server.public_url;
+        if !public_url.origin.starts_with("https://") && !is_loopback_host(&public_url.host) {
+            c.push(
+                "authorization_server.issuer",
+                format!(
+                    "defaults to server.public_url {:?}, which is not https: MCP clients accept an http authorization server on loopback only; make public_url the https URL clients use (TLS here or at the front proxy), e.g. \"https://mcp.example.com\"",
+                    public_url.origin
+                ),
+            );
+        }
+        return format!("{}{}", public_url.origin, public_url.base_path);
     }
     match url::Url::parse(&raw.issuer) {
         Ok(url)
