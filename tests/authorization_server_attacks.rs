@@ -573,6 +573,47 @@ async fn codes_are_single_use_and_bound_to_client_and_redirect() {
         assert_oauth_error(&answer, 400, "invalid_grant");
     }
 
+    // Left out, when the authorization request named it (RFC 6749 §4.1.3)...
+    let redeem_without_redirect_uri = |code: String, verifier: String| {
+        let client_id = client_id.clone();
+        let gateway = &gateway;
+        async move {
+            redeem_with(
+                gateway,
+                &[
+                    ("grant_type", "authorization_code"),
+                    ("code", &code),
+                    ("code_verifier", &verifier),
+                    ("client_id", &client_id),
+                ],
+            )
+            .await
+        }
+    };
+    let (verifier, challenge) = pkce();
+    let code = code_for(&mut browser, &gateway, &client_id, &challenge).await;
+    let answer = redeem_without_redirect_uri(code, verifier).await;
+    assert_oauth_error(&answer, 400, "invalid_grant");
+    assert!(
+        answer.body.contains("redirect_uri is required"),
+        "{}",
+        answer.body
+    );
+    // ... but not when it left the only registered one implied.
+    let (verifier, challenge) = pkce();
+    let implied = form(&[
+        ("response_type", "code"),
+        ("client_id", &client_id),
+        ("code_challenge", &challenge),
+        ("code_challenge_method", "S256"),
+        ("resource", RESOURCE),
+    ]);
+    let location = browser_login(&mut browser, gateway.addr, &implied).await;
+    assert!(location.starts_with(REDIRECT), "{location}");
+    let answer =
+        redeem_without_redirect_uri(query(&location)["code"].clone(), verifier.clone()).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+
     // A code nobody issued.
     let answer = redeem(&gateway, &client_id, "not-a-code", &verifier).await;
     assert_oauth_error(&answer, 400, "invalid_grant");

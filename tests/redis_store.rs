@@ -96,6 +96,7 @@ fn code_grant(client_id: &str, family: &str, expires_at: u64) -> CodeGrant {
     CodeGrant {
         client_id: client_id.into(),
         redirect_uri: "https://app.example/cb".into(),
+        redirect_uri_given: true,
         code_challenge: "challenge".into(),
         resource: "https://r.example/mcp".into(),
         scopes: vec!["mcp:tools".into()],
@@ -567,6 +568,7 @@ mod scenarios {
         let pending = PendingAuthorization {
             client_id: "c".into(),
             redirect_uri: "https://app.example/cb".into(),
+            redirect_uri_given: true,
             state: Some("xyz".into()),
             code_challenge: "challenge".into(),
             resource: "https://r.example/mcp".into(),
@@ -981,6 +983,7 @@ mod redis_only {
                 PendingAuthorization {
                     client_id: "c".into(),
                     redirect_uri: "https://app.example/cb".into(),
+                    redirect_uri_given: false,
                     state: None,
                     code_challenge: "x".into(),
                     resource: "https://r.example/mcp".into(),

@@ -160,6 +160,7 @@ pub async fn authorize(context: &Context<'_>, request: Request<Incoming>) -> Res
             let pending = PendingAuthorization {
                 client_id: client.client_id.clone(),
                 redirect_uri,
+                redirect_uri_given: params.get("redirect_uri").is_some(),
                 state: state.map(str::to_string),
                 code_challenge,
                 resource: resource.uri.clone(),
@@ -491,6 +492,7 @@ pub(super) async fn issue_code(
     let grant = CodeGrant {
         client_id: pending.client_id.clone(),
         redirect_uri: pending.redirect_uri.clone(),
+        redirect_uri_given: pending.redirect_uri_given,
         code_challenge: pending.code_challenge.clone(),
         resource: pending.resource.clone(),
         scopes: pending.scopes.clone(),

@@ -714,6 +714,7 @@ access_token_ttl = "10m"
         CodeGrant {
             client_id: "c".into(),
             redirect_uri: "https://app.example/cb".into(),
+            redirect_uri_given: true,
             code_challenge: "x".into(),
             resource: "http://127.0.0.1/mcp".into(),
             scopes: vec![],

@@ -133,13 +133,19 @@ async fn authorization_code(
             "the authorization code was issued to another client",
         ));
     }
-    if params
-        .get("redirect_uri")
-        .is_some_and(|uri| uri != grant.redirect_uri)
-    {
-        return Err(OAuthError::invalid_grant(
-            "redirect_uri differs from the authorization request",
-        ));
+    // RFC 6749 §4.1.3: repeated, and identical, when the authorization request named it.
+    match params.get("redirect_uri") {
+        Some(uri) if uri != grant.redirect_uri => {
+            return Err(OAuthError::invalid_grant(
+                "redirect_uri differs from the authorization request",
+            ))
+        }
+        None if grant.redirect_uri_given => {
+            return Err(OAuthError::invalid_grant(
+                "redirect_uri is required: the authorization request named one",
+            ))
+        }
+        _ => {}
     }
     if !verifier_well_formed(verifier) || !pkce_matches(verifier, &grant.code_challenge) {
         return Err(OAuthError::invalid_grant(

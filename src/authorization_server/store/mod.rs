@@ -79,6 +79,11 @@ pub struct RegisteredClient {
 pub struct PendingAuthorization {
     pub client_id: String,
     pub redirect_uri: String,
+    /// The request named `redirect_uri` (rather than leaving the only registered one
+    /// implied): the token request must then repeat it (RFC 6749 §4.1.3). Records written
+    /// before this field existed read as `false`.
+    #[serde(default)]
+    pub redirect_uri_given: bool,
     pub state: Option<String>,
     pub code_challenge: String,
     pub resource: String,
@@ -91,6 +96,9 @@ pub struct PendingAuthorization {
 pub struct CodeGrant {
     pub client_id: String,
     pub redirect_uri: String,
+    /// See `PendingAuthorization::redirect_uri_given`.
+    #[serde(default)]
+    pub redirect_uri_given: bool,
     pub code_challenge: String,
     pub resource: String,
     pub scopes: Vec<String>,

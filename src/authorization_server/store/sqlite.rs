@@ -864,6 +864,7 @@ mod tests {
                 CodeGrant {
                     client_id: "c".into(),
                     redirect_uri: "https://a/cb".into(),
+                    redirect_uri_given: true,
                     code_challenge: "x".into(),
                     resource: "https://r".into(),
                     scopes: vec![],
