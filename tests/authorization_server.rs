@@ -1033,5 +1033,51 @@ upstream = "{upstream}"
         "{params:?}"
     );
     assert_eq!(params["state"], "s");
+
+    // Consent is remembered per resource: given for /mcp, asked again for /other.
+    let web_client = register(
+        &gateway,
+        serde_json::json!({
+            "redirect_uris": [WEB_REDIRECT],
+            "token_endpoint_auth_method": "none",
+            "client_name": "Two resources",
+        }),
+    )
+    .await["client_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let for_resource = |resource: &str| {
+        form(&[
+            ("response_type", "code"),
+            ("client_id", &web_client),
+            ("redirect_uri", WEB_REDIRECT),
+            ("code_challenge", &challenge),
+            ("code_challenge_method", "S256"),
+            ("resource", resource),
+        ])
+    };
+    let mut browser = Browser::default();
+    browser_login(
+        &mut browser,
+        gateway.addr,
+        &for_resource("http://127.0.0.1/mcp"),
+    )
+    .await;
+    let again = browser
+        .get(
+            gateway.addr,
+            &format!("/authorize?{}", for_resource("http://127.0.0.1/mcp")),
+        )
+        .await;
+    assert_eq!(again.status, 302, "{}", again.body);
+    let other = browser
+        .get(
+            gateway.addr,
+            &format!("/authorize?{}", for_resource("http://127.0.0.1/other")),
+        )
+        .await;
+    assert_eq!(other.status, 200, "{}", other.body);
+    assert!(other.body.contains("id=\"consent\""), "{}", other.body);
     gateway.shutdown().await;
 }

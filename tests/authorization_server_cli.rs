@@ -260,6 +260,7 @@ async fn clients_and_key_rotation_from_the_command_line() {
         &form(&[
             ("grant_type", "authorization_code"),
             ("code", &query(&location)["code"]),
+            ("redirect_uri", "http://127.0.0.1:7/cb"),
             ("code_verifier", &verifier),
             ("client_id", &client_id),
         ]),

@@ -692,24 +692,28 @@ async fn consent_page_shows_the_clients_logo_inlined_and_loads_nothing_from_else
     assert!(again.body.contains(&inlined));
     assert_eq!(cimd.documents.hits("/logo.png"), 1);
 
-    // An SVG (a document with scripts of its own) or a page that only claims to be an image
-    // is not inlined: the consent page is shown without a logo.
+    // An SVG (a document with scripts of its own), a page that only claims to be an image,
+    // a logo over 64 KB, one that never comes (the page does not wait for it) or none at
+    // all: the consent page is shown without a logo.
+    let oversized = [PNG, &[0u8; 64 * 1024][..]].concat();
     for (path, content_type, body) in [
         (
             "/logo.svg",
             "image/svg+xml",
-            &b"<svg xmlns=\"http://www.w3.org/2000/svg\"/>"[..],
+            Bytes::from_static(b"<svg xmlns=\"http://www.w3.org/2000/svg\"/>"),
         ),
         (
             "/fake.png",
             "image/png",
-            &b"<html><script>alert(1)</script>"[..],
+            Bytes::from_static(b"<html><script>alert(1)</script>"),
         ),
-        ("/missing.png", "image/png", &b""[..]),
+        ("/big.png", "image/png", Bytes::from(oversized)),
+        ("/slow/logo.png", "image/png", Bytes::from_static(PNG)),
+        ("/missing.png", "image/png", Bytes::new()),
     ] {
         if !body.is_empty() {
             cimd.documents
-                .publish_bytes(path, content_type, Bytes::from_static(body));
+                .publish_bytes(path, content_type, body.clone());
         }
         let document_path = format!("/oauth/logo{}.json", path.replace(['/', '.'], "-"));
         let document_url = cimd.documents.url(&document_path);
@@ -881,6 +885,20 @@ async fn metadata_documents_on_internal_addresses_or_outside_the_allowlist_are_n
     );
     gateway.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
+
+    // Metadata documents turned off: no logo is fetched either.
+    let off = format!(
+        "{}\n[authorization_server.client_id_metadata_documents]\nenabled = false\n",
+        cimd.config
+    );
+    let (gateway, dir) = start_gateway_only("cimd-guards-off", &off).await;
+    let client_id =
+        register_with_logo(gateway.addr, &cimd.documents.url_by_name("/logo.png")).await;
+    let (_, page) = consent_page(gateway.addr, &client_id, "https://app.example/cb").await;
+    assert!(!page.body.contains("<img"), "{}", page.body);
+    assert_eq!(cimd.documents.hits("/logo.png"), 1, "no further logo fetch");
+    gateway.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1017,7 +1035,7 @@ fn make_certificates(dir: &Path) -> bool {
 type Documents = Arc<Mutex<HashMap<String, (&'static str, Bytes, usize)>>>;
 
 /// An HTTPS server on 127.0.0.1 that serves the documents published on it and counts the
-/// requests for each.
+/// requests for each; under `/slow/` it answers only after 30 s.
 struct DocumentServer {
     addr: SocketAddr,
     documents: Documents,
@@ -1060,6 +1078,10 @@ impl DocumentServer {
                                 entry.2 += 1;
                                 (entry.0, entry.1.clone())
                             });
+                            // Paths under /slow/ answer long after anyone waits.
+                            if path.starts_with("/slow/") {
+                                tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+                            }
                             let response = match found {
                                 Some((content_type, body)) => Response::builder()
                                     .header("content-type", content_type)

@@ -8,8 +8,8 @@
 //! Properties: never panics, every error message is printable ASCII without `"` or `\`
 //! (it goes out as an OAuth `error_description`), and
 //! - `parse_document` accepts only a JSON object whose `client_id` is exactly the URL,
-//!   without `client_secret`/`client_secret_expires_at`, with a non-empty `client_name` of
-//!   at most 200 characters, 1 to 20 redirect URIs of at
+//!   without `client_secret`/`client_secret_expires_at`, with a `client_name` of at most
+//!   200 characters holding a letter or digit and no control character, 1 to 20 redirect URIs of at
 //!   most 2048 bytes, a non-shared-secret auth method and at least one grant type;
 //! - `validate_client_id_url` accepts only https URLs of at most 2048 bytes that are
 //!   exactly their own serialization, with a path other than `/`, no query, fragment,
@@ -80,7 +80,8 @@ fn check_document(data: &[u8]) {
     );
     let name = object.get("client_name").and_then(Value::as_str);
     assert_eq!(name, Some(document.client_name.as_str()));
-    assert!(!document.client_name.trim().is_empty());
+    assert!(document.client_name.chars().any(char::is_alphanumeric));
+    assert!(!document.client_name.chars().any(char::is_control));
     assert!(document.client_name.chars().count() <= 200);
 }
 

@@ -403,14 +403,20 @@ pub fn parse_document(body: &[u8], client_id: &str) -> Result<CimdDocument, Cimd
     // MCP (2025-11-25, "Client ID Metadata Documents") requires a name: it is what the
     // consent page shows the user.
     let client_name = match optional(&map, "client_name") {
-        Some(Value::String(name)) if !name.trim().is_empty() => name.clone(),
-        _ => return Err(CimdError::Invalid("client_name must be a non-empty string")),
+        Some(Value::String(name)) if name.chars().any(char::is_alphanumeric) => name.clone(),
+        _ => {
+            return Err(CimdError::Invalid(
+                "client_name must be a string with at least one letter or digit",
+            ))
+        }
     };
     if client_name.chars().count() > MAX_CLIENT_NAME_CHARS
-        || client_name.chars().any(char::is_control)
+        || client_name
+            .chars()
+            .any(|c| c.is_control() || is_invisible_format(c))
     {
         return Err(CimdError::Invalid(
-            "client_name must be at most 200 characters without control characters",
+            "client_name must be at most 200 characters without control, bidi or invisible formatting characters",
         ));
     }
     let scope = optional_string(&map, "scope", "scope must be a string")?;
@@ -433,6 +439,15 @@ pub fn parse_document(body: &[u8], client_id: &str) -> Result<CimdDocument, Cimd
         logo_uri,
         client_uri,
     })
+}
+
+/// Formatting characters that change how a name reads without being seen: bidi overrides
+/// and isolates (a name can be made to read as another), zero-width characters, the soft
+/// hyphen and the byte order mark.
+fn is_invisible_format(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}')
 }
 
 /// A member that is present and not `null`.
@@ -1254,6 +1269,8 @@ mod tests {
                 "Invalid",
             ),
             (document(r#","client_name":"  ""#), "Invalid"),
+            (document(r#","client_name":"\u200b\u200b""#), "Invalid"),
+            (document(r#","client_name":"Good\u202eevil""#), "Invalid"),
             (document(r#","client_name":null"#), "Invalid"),
             (document(r#","client_name":7"#), "Invalid"),
             (document(r#","scope":"a  b""#), "Invalid"),

@@ -337,3 +337,32 @@ pub trait Store: Send + Sync {
     /// Deletes everything past its lifetime; returns the number of rows removed.
     fn purge_expired(&self, now: u64) -> StoreFuture<'_, u64>;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_written_before_redirect_uri_given_read_as_implied() {
+        let pending: PendingAuthorization = serde_json::from_str(
+            r#"{"client_id":"c","redirect_uri":"https://app.example/cb","state":null,
+                "code_challenge":"x","resource":"https://r.example/mcp","scopes":[],
+                "expires_at":1}"#,
+        )
+        .expect("an old pending authorization");
+        assert!(!pending.redirect_uri_given);
+        let code: CodeGrant = serde_json::from_str(
+            r#"{"client_id":"c","redirect_uri":"https://app.example/cb","code_challenge":"x",
+                "resource":"https://r.example/mcp","scopes":[],"user":{"subject":"local:alice",
+                "groups":[]},"family_id":"f","expires_at":1}"#,
+        )
+        .expect("an old code");
+        assert!(!code.redirect_uri_given);
+        let written = serde_json::to_value(&CodeGrant {
+            redirect_uri_given: true,
+            ..code
+        })
+        .unwrap();
+        assert_eq!(written["redirect_uri_given"], true);
+    }
+}

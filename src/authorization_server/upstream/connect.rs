@@ -451,11 +451,17 @@ pub fn client_metadata(
     let mut document = client_document(settings, vec![callback_uri(settings, route_id)]);
     document["client_id"] = json!(client_metadata_url(settings, route_id));
     // What the person sees on the upstream's consent page: which gateway, for which server.
-    document["client_name"] = json!(format!(
+    let name = format!(
         "MCP gateway at {} for {}",
         host(&settings.issuer),
         host(&oauth.resource)
-    ));
+    );
+    // Within what metadata-document readers accept (ours: 200 characters).
+    document["client_name"] = json!(if name.chars().count() <= 200 {
+        name
+    } else {
+        "MCP gateway".to_string()
+    });
     json_public(&document)
 }
 
