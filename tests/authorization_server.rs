@@ -195,13 +195,7 @@ async fn register_log_in_call_refresh_and_revoke() {
     // asked again (RFC 8252 §8.6) rather than remembered.
     let (_, challenge2) = pkce();
     let again = browser
-        .get(
-            addr,
-            &format!(
-                "/authorize?{}",
-                authorize_query(&client_id, &challenge2, "s2")
-            ),
-        )
+        .authorize(addr, &authorize_query(&client_id, &challenge2, "s2"))
         .await;
     assert_eq!(again.status, 200, "{}", again.body);
     assert!(again.body.contains("id=\"consent\""), "{}", again.body);
@@ -385,9 +379,7 @@ async fn only_routes_that_accept_the_server_get_its_tokens() {
         ("code_challenge_method", "S256"),
         ("resource", "http://127.0.0.1/keys"),
     ]);
-    let answer = browser
-        .get(gateway.addr, &format!("/authorize?{query_for_keys}"))
-        .await;
+    let answer = browser.authorize(gateway.addr, &query_for_keys).await;
     assert_eq!(answer.status, 302);
     assert_eq!(
         query(answer.header("location").unwrap())["error"],
@@ -459,13 +451,7 @@ async fn a_removed_user_gets_no_more_tokens() {
     // Her browser session no longer counts as logged in.
     let (_, challenge) = pkce();
     let page = browser
-        .get(
-            gateway.addr,
-            &format!(
-                "/authorize?{}",
-                authorize_query(&client_id, &challenge, "s")
-            ),
-        )
+        .authorize(gateway.addr, &authorize_query(&client_id, &challenge, "s"))
         .await;
     assert!(page.body.contains("id=\"login\""), "{}", page.body);
     gateway.shutdown().await;
@@ -641,6 +627,14 @@ async fn register(gateway: &TestGateway, metadata: serde_json::Value) -> serde_j
     let answer = post_json(gateway.addr, "/register", &[], &metadata.to_string()).await;
     assert_eq!(answer.status, 201, "{}", answer.body);
     answer.json()
+}
+
+/// The client_id of a registration of `metadata`.
+async fn register_client_id(gateway: &TestGateway, metadata: serde_json::Value) -> String {
+    register(gateway, metadata).await["client_id"]
+        .as_str()
+        .expect("client_id")
+        .to_string()
 }
 
 #[tokio::test]
@@ -837,14 +831,8 @@ async fn consent_is_remembered_per_user_client_and_scopes() {
             "client_name": name,
         })
     };
-    let first = register(&gateway, public_client("First")).await["client_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let second = register(&gateway, public_client("Second")).await["client_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let first = register_client_id(&gateway, public_client("First")).await;
+    let second = register_client_id(&gateway, public_client("Second")).await;
     let mut browser = Browser::default();
     let (_, challenge) = pkce();
     browser_login(
@@ -856,13 +844,7 @@ async fn consent_is_remembered_per_user_client_and_scopes() {
 
     // The same user, client and scopes: straight back with a code, no page.
     let again = browser
-        .get(
-            addr,
-            &format!(
-                "/authorize?{}",
-                web_authorize_query(&first, &challenge, "mcp:tools")
-            ),
-        )
+        .authorize(addr, &web_authorize_query(&first, &challenge, "mcp:tools"))
         .await;
     assert_eq!(again.status, 302, "{}", again.body);
     let location = again.header("location").unwrap();
@@ -872,13 +854,7 @@ async fn consent_is_remembered_per_user_client_and_scopes() {
     // More scopes than were granted, or another client: asked again.
     for (client_id, scope) in [(&first, "mcp:tools mcp:admin"), (&second, "mcp:tools")] {
         let page = browser
-            .get(
-                addr,
-                &format!(
-                    "/authorize?{}",
-                    web_authorize_query(client_id, &challenge, scope)
-                ),
-            )
+            .authorize(addr, &web_authorize_query(client_id, &challenge, scope))
             .await;
         assert_eq!(page.status, 200, "{client_id} {scope}: {}", page.body);
         assert!(page.body.contains("id=\"consent\""), "{}", page.body);
@@ -888,13 +864,7 @@ async fn consent_is_remembered_per_user_client_and_scopes() {
     // Another user, same client and scopes: alice's consent is not bob's.
     let mut bobs_browser = Browser::default();
     let login = bobs_browser
-        .get(
-            addr,
-            &format!(
-                "/authorize?{}",
-                web_authorize_query(&first, &challenge, "mcp:tools")
-            ),
-        )
+        .authorize(addr, &web_authorize_query(&first, &challenge, "mcp:tools"))
         .await;
     let consent = bobs_browser
         .post_form(
@@ -913,7 +883,7 @@ async fn consent_is_remembered_per_user_client_and_scopes() {
 
     // A confidential client proves who it is with its secret, so its consent is remembered
     // even on a loopback redirect (a public one there is asked every time).
-    let confidential = register(
+    let confidential = register_client_id(
         &gateway,
         serde_json::json!({
             "redirect_uris": [REDIRECT],
@@ -921,10 +891,7 @@ async fn consent_is_remembered_per_user_client_and_scopes() {
             "client_name": "Confidential on loopback",
         }),
     )
-    .await["client_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    .await;
     browser_login(
         &mut browser,
         addr,
@@ -932,13 +899,7 @@ async fn consent_is_remembered_per_user_client_and_scopes() {
     )
     .await;
     let again = browser
-        .get(
-            addr,
-            &format!(
-                "/authorize?{}",
-                authorize_query(&confidential, &challenge, "s")
-            ),
-        )
+        .authorize(addr, &authorize_query(&confidential, &challenge, "s"))
         .await;
     assert_eq!(again.status, 302, "{}", again.body);
     assert!(again.header("location").unwrap().starts_with(REDIRECT));
@@ -1023,7 +984,7 @@ upstream = "{upstream}"
         ("state", "s"),
     ]);
     let answer = Browser::default()
-        .get(gateway.addr, &format!("/authorize?{query_text}"))
+        .authorize(gateway.addr, &query_text)
         .await;
     assert_eq!(answer.status, 302, "{}", answer.body);
     let params = query(answer.header("location").unwrap());
@@ -1035,7 +996,7 @@ upstream = "{upstream}"
     assert_eq!(params["state"], "s");
 
     // Consent is remembered per resource: given for /mcp, asked again for /other.
-    let web_client = register(
+    let web_client = register_client_id(
         &gateway,
         serde_json::json!({
             "redirect_uris": [WEB_REDIRECT],
@@ -1043,10 +1004,7 @@ upstream = "{upstream}"
             "client_name": "Two resources",
         }),
     )
-    .await["client_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    .await;
     let for_resource = |resource: &str| {
         form(&[
             ("response_type", "code"),
@@ -1065,17 +1023,11 @@ upstream = "{upstream}"
     )
     .await;
     let again = browser
-        .get(
-            gateway.addr,
-            &format!("/authorize?{}", for_resource("http://127.0.0.1/mcp")),
-        )
+        .authorize(gateway.addr, &for_resource("http://127.0.0.1/mcp"))
         .await;
     assert_eq!(again.status, 302, "{}", again.body);
     let other = browser
-        .get(
-            gateway.addr,
-            &format!("/authorize?{}", for_resource("http://127.0.0.1/other")),
-        )
+        .authorize(gateway.addr, &for_resource("http://127.0.0.1/other"))
         .await;
     assert_eq!(other.status, 200, "{}", other.body);
     assert!(other.body.contains("id=\"consent\""), "{}", other.body);

@@ -31,7 +31,9 @@ use mcp_auth_gateway::authorization_server::cimd::{
     cache_lifetime, is_public_address, parse_document, validate_client_id_url, CimdError,
     CimdSettings,
 };
-use mcp_auth_gateway::authorization_server::logo::{data_uri, fetchable_url, sniff_image};
+use mcp_auth_gateway::authorization_server::logo::{
+    data_uri, fetchable_url, is_inlined, sniff_image,
+};
 use serde_json::Value;
 
 const ID: &str = "https://client.example/meta.json";
@@ -158,6 +160,7 @@ fn check_logo(data: &[u8]) {
             let decoded = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, payload)
                 .expect("valid base64");
             assert_eq!(decoded, data);
+            assert!(is_inlined(&uri), "the consent page would not show it");
         }
         None => assert!(sniff_image(data).is_none()),
     }

@@ -40,6 +40,8 @@ const FETCH_SLOTS: usize = 4;
 /// The media types inlined. SVG is not among them: it is a document that can carry scripts
 /// and references of its own.
 pub const INLINED_TYPES: [&str; 4] = ["image/png", "image/jpeg", "image/gif", "image/webp"];
+/// The `Accept` header of a logo fetch: the types above.
+const ACCEPT_INLINED: &str = "image/png, image/jpeg, image/gif, image/webp";
 /// A cache entry's bookkeeping beyond its key and value, for the byte bound.
 const ENTRY_OVERHEAD: usize = 64;
 
@@ -56,6 +58,13 @@ pub fn sniff_image(bytes: &[u8]) -> Option<&'static str> {
     } else {
         None
     }
+}
+
+/// Whether `uri` is a `data:` URI as [`data_uri`] makes them (what the consent page shows).
+pub fn is_inlined(uri: &str) -> bool {
+    uri.strip_prefix("data:")
+        .and_then(|rest| rest.split_once(";base64,"))
+        .is_some_and(|(media_type, _)| INLINED_TYPES.contains(&media_type))
 }
 
 /// The `data:` URI of `bytes` when they are an image of an inlined format.
@@ -156,7 +165,7 @@ impl Logos {
         self.cache
             .get_with_by_ref(&key, async {
                 let wanted = Wanted {
-                    accept: "image/png, image/jpeg, image/gif, image/webp",
+                    accept: ACCEPT_INLINED,
                     content_type: is_image_content_type,
                     max_bytes: MAX_LOGO_BYTES,
                 };
@@ -218,6 +227,9 @@ mod tests {
             data_uri(b"GIF89a!").as_deref(),
             Some("data:image/gif;base64,R0lGODlhIQ==")
         );
+        assert!(is_inlined("data:image/gif;base64,R0lGODlhIQ=="));
+        assert!(!is_inlined("data:image/svg+xml;base64,PHN2Zy8+"));
+        assert!(!is_inlined("https://cdn.example/logo.png"));
     }
 
     #[test]
@@ -248,6 +260,56 @@ mod tests {
         assert!(fetchable_url("https://cdn.example.com/logo.png", &off).is_none());
     }
 
+    /// A client configuration that trusts nothing (the test server speaks plain http).
+    fn no_tls() -> Arc<rustls::ClientConfig> {
+        Arc::new(
+            rustls::ClientConfig::builder()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth(),
+        )
+    }
+
+    #[tokio::test]
+    async fn at_most_four_logos_are_fetched_at_a_time_and_a_busy_page_goes_without() {
+        // A host that accepts connections and never answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (accepted, mut accepts) = tokio::sync::mpsc::unbounded_channel();
+        let silent = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+                let _ = accepted.send(());
+            }
+        });
+        let mut settings = settings(&[]);
+        settings.allow_private_addresses = true;
+        let settings = Arc::new(settings);
+        let logos = Arc::new(Logos::new());
+        let mut waiting = Vec::new();
+        for i in 0..FETCH_SLOTS {
+            let (logos, settings) = (logos.clone(), settings.clone());
+            waiting.push(tokio::spawn(async move {
+                let uri = format!("http://{addr}/logo-{i}.png");
+                logos.inlined(&uri, &settings, no_tls).await
+            }));
+        }
+        for _ in 0..FETCH_SLOTS {
+            accepts.recv().await.expect("a fetch connects");
+        }
+        // Every slot is taken: the next page gets no logo at once, and nothing is fetched.
+        let busy = logos
+            .inlined(&format!("http://{addr}/logo-more.png"), &settings, no_tls)
+            .await;
+        assert!(busy.is_none());
+        // The waiting fetches give up at their deadline, without a logo.
+        for fetch in waiting {
+            assert!(fetch.await.unwrap().is_none());
+        }
+        assert!(accepts.try_recv().is_err(), "the busy page fetched nothing");
+        silent.abort();
+    }
+
     proptest! {
         #[test]
         fn whatever_is_inlined_is_a_base64_data_uri_of_a_recognised_image(
@@ -265,6 +327,7 @@ mod tests {
                     let (head, payload) = uri.split_once(";base64,").unwrap();
                     prop_assert_eq!(Some(head.trim_start_matches("data:")), sniff_image(&bytes));
                     prop_assert_eq!(STANDARD.decode(payload).unwrap(), bytes);
+                    prop_assert!(is_inlined(&uri));
                 }
                 None => prop_assert!(sniff_image(&bytes).is_none()),
             }

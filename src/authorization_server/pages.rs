@@ -123,11 +123,7 @@ pub struct ConsentView<'a> {
 pub fn consent(view: &ConsentView<'_>) -> String {
     let logo = view
         .logo
-        .filter(|uri| {
-            super::logo::INLINED_TYPES
-                .iter()
-                .any(|kind| uri.starts_with(&format!("data:{kind};base64,")))
-        })
+        .filter(|uri| super::logo::is_inlined(uri))
         .map(|uri| format!("<img src=\"{}\" alt=\"\">", escape(uri)))
         .unwrap_or_default();
     let scopes = if view.scopes.is_empty() {

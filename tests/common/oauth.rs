@@ -133,6 +133,11 @@ impl Browser {
         answer
     }
 
+    /// `GET /authorize?{query}`: the page (or redirect) the gateway answers.
+    pub async fn authorize(&mut self, addr: SocketAddr, query: &str) -> Answer {
+        self.get(addr, &format!("/authorize?{query}")).await
+    }
+
     pub async fn post_form(&mut self, addr: SocketAddr, path: &str, body: &str) -> Answer {
         let answer = exchange(
             addr,
