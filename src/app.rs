@@ -19,6 +19,7 @@ use crate::pipeline::limits::RateLimiter;
 use crate::redis_connection::SharedRedis;
 use crate::server::budget::ConnectionBudget;
 use crate::server::ListenerRole;
+use crate::upstream::Upstreams;
 use crate::{outbound, server};
 
 /// State shared by every connection.
@@ -343,11 +344,14 @@ impl Worker {
             let config = self.app.config();
             let limits = config.server.limits.clone();
             // Upstream MCP servers are neighbours: never through the outbound proxy.
-            let upstream = outbound::client(
+            let upstream = Arc::new(Upstreams::new(
                 limits.connect_timeout,
-                config.outbound_tls.clone(),
-                outbound::ProxyRules::default(),
-            );
+                outbound::client(
+                    limits.connect_timeout,
+                    config.outbound_tls.clone(),
+                    outbound::ProxyRules::default(),
+                ),
+            ));
             drop(config);
             let mut registered = Vec::new();
             for (listener, role) in self.listeners {
@@ -371,6 +375,7 @@ impl Worker {
                 let _ = relay.send(true);
             });
             tokio::spawn(keep_the_next_wake_near());
+            tokio::spawn(upstream.clone().expire_idle_connections());
             let mut serving = JoinSet::new();
             let context = server::WorkerContext {
                 app: self.app.clone(),

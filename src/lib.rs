@@ -12,6 +12,7 @@
 //!                 │                     ▼                                           ▼
 //!                 │     sessions · 7 MCP rules [mcp::jsonrpc]        sessions · 7 · 8
 //!                 │     · 8 limits · 9 rewrite · 10 forward          200 + identity headers
+//!                 │       [upstream]
 //!                 │     · 11 list filter [mcp::filter]               or 401/403 + challenge
 //!                 ▼
 //!   built-ins: /healthz, /readyz, /.well-known/oauth-protected-resource[/…] (metadata),
@@ -25,6 +26,8 @@
 //! changing a byte, filters lists and binds sessions; `authorization_server` issues the
 //! tokens (it and `pipeline` never import each other: `server::router` mounts both);
 //! `server` owns connections (deadlines, budgets, idle and slow-reader closing);
+//! `upstream` owns the connections to the MCP servers (the gateway's own HTTP/1.1 client for
+//! `http://` upstreams, the pooled hyper client for `https://`) and knows no policy;
 //! `observability` (a leaf) holds logging, the audit event, request ids and the metrics
 //! registry; `redis_connection` is the one way to Redis (`[redis]`: the authorization
 //! server's store, session bindings, rate limits). `secret`, `glob` and `body` are leaves
@@ -54,6 +57,7 @@ pub mod proxy;
 pub mod redis_connection;
 pub mod secret;
 pub mod server;
+pub mod upstream;
 
 pub use app::{Gateway, StartError};
 pub use config::Config;

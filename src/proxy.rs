@@ -16,7 +16,6 @@ use crate::mcp::{
 };
 use crate::observability::metrics::METRICS;
 use crate::observability::Outcome;
-use crate::outbound::HttpClient;
 use crate::pipeline::limits::RateLimiter;
 use crate::pipeline::policy::Admission;
 use crate::pipeline::rejection::Rejection;
@@ -24,10 +23,11 @@ use crate::pipeline::request::{request_host, RequestView};
 use crate::pipeline::rewrite::{self, ClientSide};
 use crate::pipeline::{admit, forward, mcp_policy, session, transport, user_token, Denial};
 use crate::server::Connection;
+use crate::upstream::Upstreams;
 
 pub async fn handle(
     config: &Config,
-    upstream: &HttpClient,
+    upstream: &Upstreams,
     request: Request<Incoming>,
     connection: Connection,
     sessions: &dyn SessionStore,

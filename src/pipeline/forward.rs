@@ -1,4 +1,4 @@
-//! Phase 10 — Forward: send the rewritten request on the pooled client and stream the answer
+//! Phase 10 — Forward: send the rewritten request to the upstream and stream the answer
 //! back. Deadlines: the response *head* (`response_timeout`), then the longest *silence*
 //! inside the body (`stream_idle_timeout`) — a healthy SSE stream that sends events or
 //! keep-alive comments is never cut, however long it lives. A client that goes away drops
@@ -19,16 +19,16 @@ use super::rejection::Rejection;
 use super::rewrite::{connection_listed, is_hop_by_hop, remove_where};
 use crate::body::{Body, BoxError};
 use crate::observability::Throttle;
-use crate::outbound::HttpClient;
+use crate::upstream::Upstreams;
 
 pub async fn forward(
-    client: &HttpClient,
+    upstream: &Upstreams,
     request: Request<Body>,
     response_timeout: Duration,
     stream_idle_timeout: Duration,
     client_body: &BodyProgress,
 ) -> Result<Response<Body>, Rejection> {
-    let response = match tokio::time::timeout(response_timeout, client.request(request)).await {
+    let response = match tokio::time::timeout(response_timeout, upstream.send(request)).await {
         // An upstream still waiting for the client's body is not the slow one (slow-POST).
         Err(_) if client_body.waiting_for_client() => return Err(Rejection::BodyTimeout),
         Err(_) => return Err(Rejection::UpstreamTimeout),
@@ -80,15 +80,13 @@ pub async fn forward(
     }
     // Trailers get the same treatment as the head: a challenge or a cookie must not slip
     // through after the body.
-    let body = body
-        .map_err(Into::into)
-        .map_frame(|frame| match frame.into_trailers() {
-            Ok(mut trailers) => {
-                withhold_upstream_headers(&mut trailers);
-                http_body::Frame::trailers(trailers)
-            }
-            Err(frame) => frame,
-        });
+    let body = body.map_frame(|frame| match frame.into_trailers() {
+        Ok(mut trailers) => {
+            withhold_upstream_headers(&mut trailers);
+            http_body::Frame::trailers(trailers)
+        }
+        Err(frame) => frame,
+    });
     let body = if stream_idle_timeout.is_zero() {
         body.boxed_unsync()
     } else {

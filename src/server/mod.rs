@@ -24,7 +24,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::app::App;
 use crate::config::Limits;
 use crate::observability::Throttle;
-use crate::outbound::HttpClient;
+use crate::upstream::Upstreams;
 use budget::ConnectionBudget;
 use connection::{Activity, Protocol, Tracked};
 
@@ -86,8 +86,8 @@ pub struct WorkerContext {
     pub limits: Limits,
     /// Flips to `true` on shutdown.
     pub shutdown: watch::Receiver<bool>,
-    /// The worker's own upstream pool.
-    pub upstream: HttpClient,
+    /// The worker's own upstream connections (shared by its listeners).
+    pub upstream: Arc<Upstreams>,
     /// Shared by all workers: `max_connections` bounds the whole process.
     pub budget: Arc<ConnectionBudget>,
 }
@@ -102,8 +102,6 @@ pub async fn serve(context: WorkerContext, listener: TcpListener, role: Listener
         budget,
     } = context;
     let builders = Builders::new(&limits);
-    // Shared by reference: cloning the client itself per request clones its pool handles.
-    let upstream = Arc::new(upstream);
     // Every connection task holds a sender; when all are gone, the drain is over.
     let (alive, mut all_closed) = mpsc::channel::<()>(1);
     let mut stopping = shutdown.clone();
@@ -161,7 +159,7 @@ pub async fn serve(context: WorkerContext, listener: TcpListener, role: Listener
 
 struct ConnectionTask {
     app: Arc<App>,
-    upstream: Arc<HttpClient>,
+    upstream: Arc<Upstreams>,
     builders: Builders,
     limits: Limits,
     connection: Connection,

@@ -16,8 +16,8 @@ use crate::body::{self, Body};
 use crate::config::Config;
 use crate::metadata::METADATA_PREFIX;
 use crate::observability::{self, metrics, request_id, Outcome, RequestContext};
-use crate::outbound::HttpClient;
 use crate::pipeline::request::request_host;
+use crate::upstream::Upstreams;
 use crate::{forward_auth, proxy};
 
 pub const HEALTH_PATH: &str = "/healthz";
@@ -26,7 +26,7 @@ pub const METRICS_PATH: &str = "/metrics";
 
 pub async fn handle(
     app: &App,
-    upstream: &HttpClient,
+    upstream: &Upstreams,
     mut request: Request<Incoming>,
     connection: Connection,
 ) -> Response<Body> {
@@ -77,7 +77,7 @@ pub async fn handle(
 async fn dispatch(
     app: &App,
     config: &Config,
-    upstream: &HttpClient,
+    upstream: &Upstreams,
     request: Request<Incoming>,
     connection: Connection,
     context: &RequestContext,

@@ -41,24 +41,30 @@ impl RedisServer {
 
     async fn launch(name: &str, password: Option<String>, tls: bool) -> Option<RedisServer> {
         let program = super::external::require("redis-server")?;
-        let port = super::free_port();
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("redis-{name}-{}-{port}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create the redis directory");
-        let mut server = RedisServer {
-            program,
-            port,
-            dir,
-            password,
-            tls,
-            child: None,
-        };
-        if tls {
-            make_certificates(&server.dir);
+        // A port found free can be taken before redis-server binds it (another test's
+        // outgoing connection, say): then another port is tried.
+        for _ in 0..5 {
+            let port = super::free_port();
+            let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+                .join(format!("redis-{name}-{}-{port}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("create the redis directory");
+            let mut server = RedisServer {
+                program: program.clone(),
+                port,
+                dir,
+                password: password.clone(),
+                tls,
+                child: None,
+            };
+            if tls {
+                make_certificates(&server.dir);
+            }
+            if server.spawn().await {
+                return Some(server);
+            }
         }
-        server.spawn().await;
-        Some(server)
+        panic!("redis-server found its port taken five times in a row");
     }
 
     /// `redis://127.0.0.1:PORT/0`, or `rediss://…` for TLS (no credentials: they go in the
@@ -94,10 +100,15 @@ impl RedisServer {
     /// if it runs).
     pub async fn restart(&mut self) {
         self.stop().await;
-        self.spawn().await;
+        assert!(
+            self.spawn().await,
+            "redis-server's port {} was taken meanwhile",
+            self.port
+        );
     }
 
-    async fn spawn(&mut self) {
+    /// Starts redis-server and waits until it answers; `false` if its port was taken.
+    async fn spawn(&mut self) -> bool {
         let log = self.dir.join("redis.log");
         let mut command = Command::new(&self.program);
         command
@@ -127,16 +138,20 @@ impl RedisServer {
         }
         let child = command.spawn().expect("start redis-server");
         self.child = Some(child);
-        self.wait_until_ready(&log).await;
+        self.wait_until_ready(&log).await
     }
 
     /// Polls with `PING` until the server answers (`+PONG`, or `-NOAUTH` when it wants a
     /// password); `-LOADING` means not yet. A TLS server is ready when it accepts.
-    async fn wait_until_ready(&mut self, log: &std::path::Path) {
+    async fn wait_until_ready(&mut self, log: &std::path::Path) -> bool {
         for _ in 0..200 {
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
                     let text = std::fs::read_to_string(log).unwrap_or_default();
+                    if text.contains("Address already in use") {
+                        self.child = None;
+                        return false;
+                    }
                     panic!(
                         "redis-server exited ({status}) on port {}:\n{text}",
                         self.port
@@ -148,11 +163,11 @@ impl RedisServer {
                     .await
                     .is_ok()
                 {
-                    return;
+                    return true;
                 }
             } else if let Some(answer) = ping(self.port).await {
                 if answer.starts_with("+PONG") || answer.starts_with("-NOAUTH") {
-                    return;
+                    return true;
                 }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -1,0 +1,474 @@
+//! Heads on an upstream HTTP/1.1 connection: the request head the gateway writes, the
+//! response head it reads, and how that response's body is delimited (RFC 9112 §6.3).
+//!
+//! Pure functions over bytes, so that what an upstream may send is tested by table, by
+//! property and by fuzzing (`fuzz/fuzz_targets/upstream_answer.rs`). Field syntax is
+//! `httparse`'s (hyper's own parser); what is decided here is stricter than RFC 9112 allows
+//! a recipient to be, on purpose: an answer whose length two parsers could read two ways
+//! (`Transfer-Encoding` with `Content-Length`, two lengths, a coding other than `chunked`)
+//! is refused with a 502, never guessed at — the same bytes would then be read one way by
+//! the gateway and another by whoever shares the connection next.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode, Version};
+
+/// The largest response head read from an upstream (hyper's client allowed ~400 KB).
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// The most header fields in one response head (or one chunked trailer section).
+pub const MAX_HEADERS: usize = 128;
+
+/// Why an upstream's response head is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeadError {
+    #[error("malformed response head: {0}")]
+    Malformed(httparse::Error),
+    #[error("response head larger than {MAX_HEAD_BYTES} bytes")]
+    TooLarge,
+    #[error("invalid response header field {0:?}")]
+    InvalidField(String),
+    #[error("ambiguous response length: {0}")]
+    Framing(&'static str),
+    #[error("101 Switching Protocols to a request that asked for no upgrade")]
+    UnaskedUpgrade,
+}
+
+/// A parsed response head.
+#[derive(Debug)]
+pub struct ResponseHead {
+    pub status: StatusCode,
+    pub version: Version,
+    pub headers: HeaderMap,
+}
+
+impl ResponseHead {
+    /// An interim answer (`100 Continue`, `103 Early Hints`): skipped, the real one follows.
+    pub fn is_interim(&self) -> bool {
+        self.status.is_informational()
+    }
+
+    /// Whether the connection may carry another request after this answer's body.
+    pub fn keeps_alive(&self) -> bool {
+        self.version == Version::HTTP_11
+            && !self
+                .headers
+                .get_all(header::CONNECTION)
+                .iter()
+                .any(|value| lists_token(value.as_bytes(), b"close"))
+    }
+}
+
+/// Parses the response head at the start of `buf`: `Ok(None)` while it is incomplete,
+/// otherwise the head and its length in bytes.
+pub fn parse_response_head(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, HeadError> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut fields);
+    let length = match response.parse(buf) {
+        Ok(httparse::Status::Complete(length)) => length,
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD_BYTES => {
+            return Err(HeadError::TooLarge)
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(error) => return Err(HeadError::Malformed(error)),
+    };
+    if length > MAX_HEAD_BYTES {
+        return Err(HeadError::TooLarge);
+    }
+    let version = match response.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    let status = response
+        .code
+        .and_then(|code| StatusCode::from_u16(code).ok())
+        .ok_or(HeadError::Malformed(httparse::Error::Status))?;
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        return Err(HeadError::UnaskedUpgrade);
+    }
+    let headers = header_map(response.headers)?;
+    Ok(Some((
+        ResponseHead {
+            status,
+            version,
+            headers,
+        },
+        length,
+    )))
+}
+
+/// Header fields as parsed by `httparse` into a map (names lowercased by `http`).
+pub fn header_map(fields: &[httparse::Header<'_>]) -> Result<HeaderMap, HeadError> {
+    let mut headers = HeaderMap::with_capacity(fields.len());
+    for field in fields {
+        let name = HeaderName::from_bytes(field.name.as_bytes())
+            .map_err(|_| HeadError::InvalidField(field.name.to_owned()))?;
+        let value = HeaderValue::from_bytes(field.value)
+            .map_err(|_| HeadError::InvalidField(field.name.to_owned()))?;
+        headers.append(name, value);
+    }
+    Ok(headers)
+}
+
+/// How a response body is delimited (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFraming {
+    /// No body: an answer to `HEAD`, a `204` or a `304`.
+    Empty,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// Everything until the upstream closes the connection (which then cannot be reused).
+    UntilClose,
+}
+
+/// How the body of `head`, answering a `method` request, is delimited — or why it cannot be
+/// told without guessing.
+pub fn response_framing(method: &Method, head: &ResponseHead) -> Result<BodyFraming, HeadError> {
+    if method == Method::HEAD
+        || head.status == StatusCode::NO_CONTENT
+        || head.status == StatusCode::NOT_MODIFIED
+    {
+        return Ok(BodyFraming::Empty);
+    }
+    let mut codings = head.headers.get_all(header::TRANSFER_ENCODING).iter();
+    let mut lengths = head.headers.get_all(header::CONTENT_LENGTH).iter();
+    match (codings.next(), lengths.next()) {
+        (Some(_), Some(_)) => Err(HeadError::Framing(
+            "both Transfer-Encoding and Content-Length",
+        )),
+        (Some(coding), None) => {
+            if codings.next().is_some() || !is_chunked(coding.as_bytes()) {
+                return Err(HeadError::Framing("a transfer coding other than chunked"));
+            }
+            Ok(BodyFraming::Chunked)
+        }
+        (None, Some(length)) => {
+            if lengths.next().is_some() {
+                return Err(HeadError::Framing("more than one Content-Length"));
+            }
+            parse_length(length.as_bytes())
+                .map(BodyFraming::Length)
+                .ok_or(HeadError::Framing("an invalid Content-Length"))
+        }
+        (None, None) => Ok(BodyFraming::UntilClose),
+    }
+}
+
+/// `chunked`, alone, in any case, with optional surrounding whitespace.
+fn is_chunked(value: &[u8]) -> bool {
+    value.trim_ascii().eq_ignore_ascii_case(b"chunked")
+}
+
+/// A `Content-Length` value: 1 to 19 ASCII digits (no sign, no list, no whitespace inside).
+pub fn parse_length(value: &[u8]) -> Option<u64> {
+    let digits = value.trim_ascii();
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |sum, digit| {
+        sum.checked_mul(10)?.checked_add(u64::from(digit - b'0'))
+    })
+}
+
+/// Whether a comma-separated header value lists `token` (case-insensitive).
+fn lists_token(value: &[u8], token: &[u8]) -> bool {
+    value
+        .split(|&byte| byte == b',')
+        .any(|item| item.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+/// How the gateway delimits the request body it sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestFraming {
+    /// No body and no framing header (`GET`, `HEAD`, `DELETE`, … with nothing to send).
+    None,
+    /// `Content-Length`.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`: the length is not known before the end.
+    Chunked,
+}
+
+/// Request fields the gateway writes itself, whatever the map holds: the framing is the
+/// gateway's, and it never waits for a `100 Continue` (the body follows the head at once).
+fn written_by_gateway(name: &HeaderName) -> bool {
+    name == header::CONTENT_LENGTH
+        || name == header::TRANSFER_ENCODING
+        || name == header::EXPECT
+        || name == header::CONNECTION
+}
+
+/// Writes an HTTP/1.1 request head into `out`. `target` is the origin-form request target
+/// and `host` the upstream's authority, used when `headers` names no `Host`. Names and
+/// values come from `http` types, which cannot hold CR, LF or NUL.
+pub fn encode_request_head(
+    method: &Method,
+    target: &str,
+    host: &str,
+    headers: &HeaderMap,
+    framing: RequestFraming,
+    out: &mut Vec<u8>,
+) {
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    if !headers.contains_key(header::HOST) {
+        out.extend_from_slice(b"host: ");
+        out.extend_from_slice(host.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    for (name, value) in headers {
+        if written_by_gateway(name) {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    match framing {
+        RequestFraming::None => {}
+        RequestFraming::Length(length) => {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(length.to_string().as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        RequestFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Methods whose empty body is sent with no framing header at all (as hyper sends them):
+/// `Content-Length: 0` on a `GET` is legal but unusual, and some servers refuse it.
+pub fn omits_empty_length(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS | Method::TRACE
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn parsed(text: &str) -> Result<Option<(ResponseHead, usize)>, HeadError> {
+        parse_response_head(text.as_bytes())
+    }
+
+    fn framing(method: Method, text: &str) -> Result<BodyFraming, HeadError> {
+        let (head, _) = parsed(text).unwrap().unwrap();
+        response_framing(&method, &head)
+    }
+
+    #[test]
+    fn a_complete_head_is_parsed_with_its_length() {
+        let text =
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nX-A: 1\r\nx-a: 2\r\n\r\nbody";
+        let (head, length) = parsed(text).unwrap().unwrap();
+        assert_eq!(head.status, StatusCode::OK);
+        assert_eq!(head.version, Version::HTTP_11);
+        assert_eq!(length, text.len() - 4);
+        assert_eq!(head.headers["content-type"], "text/event-stream");
+        assert_eq!(head.headers.get_all("x-a").iter().count(), 2);
+        assert!(head.keeps_alive());
+    }
+
+    #[test]
+    fn an_incomplete_head_asks_for_more_until_the_limit() {
+        assert!(parsed("HTTP/1.1 200 OK\r\nContent-").unwrap().is_none());
+        assert!(parsed("").unwrap().is_none());
+        let huge = format!("HTTP/1.1 200 OK\r\nx-big: {}", "a".repeat(MAX_HEAD_BYTES));
+        assert_eq!(parsed(&huge).unwrap_err(), HeadError::TooLarge);
+        let complete_but_huge = format!("{huge}\r\n\r\n");
+        assert_eq!(parsed(&complete_but_huge).unwrap_err(), HeadError::TooLarge);
+    }
+
+    #[test]
+    fn malformed_heads_are_refused() {
+        for text in [
+            "HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nx: a\r\n folded\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nx : a\r\n\r\n",
+            "HTTP/2 200 OK\r\n\r\n",
+            "HTTP/1.1 2000 OK\r\n\r\n",
+            "HTTP/1.1 099 Low\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nx: a\rb\r\n\r\n",
+            "ICY 200 OK\r\n\r\n",
+        ] {
+            assert!(parsed(text).is_err(), "{text:?}");
+        }
+        let many: String = (0..=MAX_HEADERS).map(|i| format!("x-{i}: 1\r\n")).collect();
+        assert!(parsed(&format!("HTTP/1.1 200 OK\r\n{many}\r\n")).is_err());
+        assert_eq!(
+            parsed("HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n").unwrap_err(),
+            HeadError::UnaskedUpgrade
+        );
+    }
+
+    #[test]
+    fn interim_answers_and_closing_answers_are_recognised() {
+        let (head, _) = parsed("HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(head.is_interim());
+        for text in [
+            "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nConnection: keep-alive, CLOSE\r\n\r\n",
+            "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\n\r\n",
+        ] {
+            let (head, _) = parsed(text).unwrap().unwrap();
+            assert!(!head.keeps_alive(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn bodies_are_delimited_by_rfc_9112_or_refused() {
+        use BodyFraming::*;
+        let post = || Method::POST;
+        assert_eq!(
+            framing(post(), "HTTP/1.1 200 OK\r\nContent-Length: 42\r\n\r\n"),
+            Ok(Length(42))
+        );
+        assert_eq!(
+            framing(post(), "HTTP/1.1 200 OK\r\nContent-Length:  007 \r\n\r\n"),
+            Ok(Length(7))
+        );
+        assert_eq!(
+            framing(
+                post(),
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n"
+            ),
+            Ok(Chunked)
+        );
+        assert_eq!(framing(post(), "HTTP/1.1 200 OK\r\n\r\n"), Ok(UntilClose));
+        assert_eq!(
+            framing(
+                Method::HEAD,
+                "HTTP/1.1 200 OK\r\nContent-Length: 42\r\n\r\n"
+            ),
+            Ok(Empty)
+        );
+        assert_eq!(
+            framing(
+                post(),
+                "HTTP/1.1 204 No Content\r\nContent-Length: 42\r\n\r\n"
+            ),
+            Ok(Empty)
+        );
+        assert_eq!(
+            framing(
+                post(),
+                "HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n"
+            ),
+            Ok(Empty)
+        );
+        for text in [
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 0x10\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: \r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: xchunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\n\r\n",
+        ] {
+            assert!(
+                matches!(framing(post(), text), Err(HeadError::Framing(_))),
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_request_head_carries_the_gateways_framing_only() {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        headers.insert("content-length", HeaderValue::from_static("999"));
+        headers.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        headers.insert("expect", HeaderValue::from_static("100-continue"));
+        headers.insert("connection", HeaderValue::from_static("close"));
+        let mut out = Vec::new();
+        encode_request_head(
+            &Method::POST,
+            "/mcp?a=1",
+            "up:8080",
+            &headers,
+            RequestFraming::Length(12),
+            &mut out,
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "POST /mcp?a=1 HTTP/1.1\r\nhost: up:8080\r\ncontent-type: application/json\r\ncontent-length: 12\r\n\r\n"
+        );
+        headers.insert("host", HeaderValue::from_static("named"));
+        let mut out = Vec::new();
+        encode_request_head(
+            &Method::GET,
+            "/",
+            "up",
+            &headers,
+            RequestFraming::Chunked,
+            &mut out,
+        );
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("GET / HTTP/1.1\r\ncontent-type"), "{text}");
+        assert!(
+            text.contains("host: named\r\n")
+                && text.ends_with("transfer-encoding: chunked\r\n\r\n")
+        );
+    }
+
+    proptest! {
+        /// Whatever the bytes, parsing never panics, and a parsed head's length lies within
+        /// them and within the limit.
+        #[test]
+        fn parsing_arbitrary_bytes_is_total(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            if let Ok(Some((_, length))) = parse_response_head(&bytes) {
+                prop_assert!(length <= bytes.len() && length <= MAX_HEAD_BYTES);
+            }
+        }
+
+        /// A head the gateway writes parses back (as a request) to the same fields, with the
+        /// framing header exactly once and no client-supplied framing.
+        #[test]
+        fn written_heads_read_back(
+            fields in prop::collection::vec(("[a-z][a-z0-9-]{0,12}", "[ -~]{0,20}"), 0..12),
+            length in proptest::option::of(0u64..1_000_000),
+        ) {
+            let mut headers = HeaderMap::new();
+            for (name, value) in &fields {
+                if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value.trim())) {
+                    headers.append(name, value);
+                }
+            }
+            let framing = length.map_or(RequestFraming::Chunked, RequestFraming::Length);
+            let mut out = Vec::new();
+            encode_request_head(&Method::POST, "/x", "up", &headers, framing, &mut out);
+            let mut parsed_fields = [httparse::EMPTY_HEADER; 64];
+            let mut request = httparse::Request::new(&mut parsed_fields);
+            prop_assert_eq!(request.parse(&out), Ok(httparse::Status::Complete(out.len())));
+            let read = header_map(request.headers).unwrap();
+            let framing_fields = read.get_all(header::CONTENT_LENGTH).iter().count()
+                + read.get_all(header::TRANSFER_ENCODING).iter().count();
+            prop_assert_eq!(framing_fields, 1);
+            for (name, value) in &headers {
+                if !written_by_gateway(name) {
+                    prop_assert!(read.get_all(name).iter().any(|v| v == value));
+                }
+            }
+        }
+
+        #[test]
+        fn lengths_parse_exactly_the_decimal_numbers(n in any::<u64>(), pad in 0usize..3) {
+            let text = format!("{}{n}", "0".repeat(pad));
+            let expected = (text.len() <= 19).then_some(n);
+            prop_assert_eq!(parse_length(text.as_bytes()), expected);
+        }
+    }
+}
