@@ -110,12 +110,12 @@ pub fn remove_where(
         .collect();
     let mut counted = 0;
     for (name, count) in names {
-        if let header::Entry::Occupied(entry) = headers.entry(name) {
-            let values = entry.remove_entry_mult().1.count();
-            if count {
-                counted += values;
-            }
+        if count {
+            counted += headers.get_all(&name).iter().count();
         }
+        // `remove`, not `entry`: an entry reserves room to insert, which could grow the map
+        // (and hyper keeps an answer's map, cleared, for the connection's next answer).
+        headers.remove(&name);
     }
     counted
 }

@@ -101,7 +101,14 @@ pub async fn serve(context: WorkerContext, listener: TcpListener, role: Listener
         upstream,
         budget,
     } = context;
-    let builders = Builders::new(&limits);
+    // One allocation per listener, not a copy in every connection's task (an idle SSE
+    // stream's task held two copies of the builders and limits: ~1.2 KB).
+    let shared = Arc::new(Shared {
+        builders: Builders::new(&limits),
+        limits: limits.clone(),
+        app: app.clone(),
+        upstream,
+    });
     // Every connection task holds a sender; when all are gone, the drain is over.
     let (alive, mut all_closed) = mpsc::channel::<()>(1);
     let mut stopping = shutdown.clone();
@@ -129,10 +136,7 @@ pub async fn serve(context: WorkerContext, listener: TcpListener, role: Listener
         };
         let _ = stream.set_nodelay(true);
         let task = ConnectionTask {
-            app: app.clone(),
-            upstream: upstream.clone(),
-            builders: builders.clone(),
-            limits: limits.clone(),
+            shared: shared.clone(),
             connection: Connection {
                 peer,
                 tls: tls.is_some(),
@@ -157,11 +161,16 @@ pub async fn serve(context: WorkerContext, listener: TcpListener, role: Listener
     }
 }
 
-struct ConnectionTask {
+/// What every connection of a listener shares.
+struct Shared {
     app: Arc<App>,
     upstream: Arc<Upstreams>,
     builders: Builders,
     limits: Limits,
+}
+
+struct ConnectionTask {
+    shared: Arc<Shared>,
     connection: Connection,
     stopping: watch::Receiver<bool>,
 }
@@ -197,8 +206,10 @@ impl ConnectionTask {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let mut stopping = self.stopping.clone();
-        let sniffing =
-            tokio::time::timeout(self.limits.header_read_timeout, connection::sniff(stream));
+        let sniffing = tokio::time::timeout(
+            self.shared.limits.header_read_timeout,
+            connection::sniff(stream),
+        );
         let sniffed = tokio::select! {
             sniffed = sniffing => sniffed,
             _ = stopping.changed() => return,
@@ -208,8 +219,8 @@ impl ConnectionTask {
         };
         let activity = Activity::default();
         let service = {
-            let app = self.app.clone();
-            let upstream = self.upstream.clone();
+            let app = self.shared.app.clone();
+            let upstream = self.shared.upstream.clone();
             let activity = activity.clone();
             let connection = self.connection;
             service_fn(move |request| {
@@ -233,12 +244,12 @@ impl ConnectionTask {
         // is several times HTTP/1.1's), not the larger of the two for every connection.
         let io = TokioIo::new(io);
         let conn = match protocol {
-            Protocol::Http1 => {
-                Served::Http1(Box::pin(self.builders.http1.serve_connection(io, service)))
-            }
-            Protocol::Http2 => {
-                Served::Http2(Box::pin(self.builders.http2.serve_connection(io, service)))
-            }
+            Protocol::Http1 => Served::Http1(Box::pin(
+                self.shared.builders.http1.serve_connection(io, service),
+            )),
+            Protocol::Http2 => Served::Http2(Box::pin(
+                self.shared.builders.http2.serve_connection(io, service),
+            )),
         };
         let mut conn = conn;
         // Serve to the end. Ask the connection to finish gracefully (in-flight requests
@@ -249,8 +260,8 @@ impl ConnectionTask {
         // `send_timeout` to look for a client that stopped taking its responses (dropped
         // after `send_timeout` without progress). A connection asked to close when idle gets
         // CLOSE_GRACE to say goodbye.
-        let idle_timeout = self.limits.idle_timeout;
-        let send_timeout = self.limits.send_timeout;
+        let idle_timeout = self.shared.limits.idle_timeout;
+        let send_timeout = self.shared.limits.send_timeout;
         let stall_period = (send_timeout / 2).max(Duration::from_millis(100));
         let first_check = activity.next_check(Instant::now(), idle_timeout, stall_period);
         let check = tokio::time::sleep_until(first_check.into());
