@@ -8,6 +8,7 @@
 //! - answers whose length could be read two ways (`Transfer-Encoding` with
 //!   `Content-Length`, two lengths, codings other than `chunked`, broken chunks), folded
 //!   headers and unasked-for upgrades are 502, and their connections are never reused;
+//! - malformed chunks cut the answer off (nothing after them passes as data);
 //! - chunked, close-delimited, HTTP/1.0 and interim (1xx) answers come through intact;
 //! - the gateway frames request bodies itself: a body of unknown length goes chunked, one
 //!   with a length keeps it, a `GET` has no framing header, an `Expect` is not forwarded.
@@ -268,6 +269,50 @@ async fn chunked_close_delimited_old_and_interim_answers_come_through() {
         );
         assert_eq!(upstream.accepted(), connections, "{text}: connections used");
     }
+}
+
+#[tokio::test]
+async fn malformed_chunks_cut_the_answer_off_and_the_next_request_works() {
+    // A chunk announcing 5 bytes and carrying 7: what follows the 5 is not passed as data.
+    // The first bytes go out first, so that the client has the head before the fault.
+    let upstream = FaultyServer::start(|mut stream, index| async move {
+        if index == 0 && read_request(&mut stream).await.is_some() {
+            send(
+                &mut stream,
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhel",
+            )
+            .await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            send(&mut stream, b"loXY\r\n0\r\n\r\n").await;
+        }
+        while read_request(&mut stream).await.is_some() {
+            send(&mut stream, &response(200, &[], "ok")).await;
+        }
+    })
+    .await;
+    let gateway = gateway_for(&upstream).await;
+    let request = format!(
+        "GET /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {}\r\n\r\n",
+        bearer()
+    );
+    let answer = raw(gateway.addr, request.as_bytes()).await;
+    assert_eq!(raw_status(&answer), 200, "{answer}");
+    assert!(
+        !answer.contains("XY"),
+        "the bytes after the chunk are not data: {answer:?}"
+    );
+    assert!(
+        !answer.ends_with("0\r\n\r\n"),
+        "the client does not get a complete answer: {answer:?}"
+    );
+    let auth = bearer();
+    let next = get(gateway.addr, "/mcp", &[("authorization", &auth)]).await;
+    assert_eq!((next.status.as_u16(), next.body.as_str()), (200, "ok"));
+    assert_eq!(
+        upstream.accepted(),
+        2,
+        "the broken connection was not reused"
+    );
 }
 
 #[tokio::test]

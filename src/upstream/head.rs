@@ -97,9 +97,10 @@ pub fn parse_response_head(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, 
 
 /// Header fields as parsed by `httparse` into a map (names lowercased by `http`).
 pub fn header_map(fields: &[httparse::Header<'_>]) -> Result<HeaderMap, HeadError> {
-    // Room for the few the gateway adds to an answer (request id, `X-Accel-Buffering`,
-    // CORS) without growing the map.
-    let mut headers = HeaderMap::with_capacity(fields.len() + 4);
+    // Room for the two the gateway adds to every streamed answer (request id,
+    // `X-Accel-Buffering`) without growing the map, which hyper keeps for the connection's
+    // next answer: no larger, for the same reason.
+    let mut headers = HeaderMap::with_capacity(fields.len() + 2);
     for field in fields {
         let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| HeadError::InvalidField(field.name.to_owned()))?;
