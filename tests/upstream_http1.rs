@@ -296,7 +296,12 @@ async fn malformed_chunks_cut_the_answer_off_and_the_next_request_works() {
         bearer()
     );
     let answer = raw(gateway.addr, request.as_bytes()).await;
-    assert_eq!(raw_status(&answer), 200, "{answer}");
+    // The head and the first bytes reach the client when the gateway read them before the
+    // fault; when both arrive in one read, the connection is dropped before anything is
+    // written. Either way the answer is cut off.
+    if !answer.is_empty() {
+        assert_eq!(raw_status(&answer), 200, "{answer}");
+    }
     assert!(
         !answer.contains("XY"),
         "the bytes after the chunk are not data: {answer:?}"
