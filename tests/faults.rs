@@ -1125,10 +1125,14 @@ async fn sigterm_drains_open_streams_and_in_flight_posts_then_exits_0() {
     let signalled = Instant::now();
 
     // New connections are refused while both exchanges are still open (the upstream holds
-    // them until released below).
+    // them until released below). A connect that meets the listener as it closes is reset
+    // (the kernel drops what was still in its accept queue): then the next one is refused.
     let refused = within("listener closed", async {
         loop {
             match TcpStream::connect(addr).await {
+                Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
                 Err(error) => break error,
                 Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             }
