@@ -17,9 +17,9 @@
 //! The original `Authorization` and `Origin` arrive as ordinary headers. Each forwarded header
 //! must appear at most once.
 
+use crate::body::RequestBody;
 use http::header::{self, HeaderName};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
-use hyper::body::Incoming;
 
 use crate::body::{self, Body};
 use crate::config::Config;
@@ -51,7 +51,7 @@ pub struct Original {
 
 pub async fn verify(
     config: &Config,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
     sessions: &dyn SessionStore,
     limiter: &RateLimiter,
 ) -> (Response<Body>, Outcome) {
@@ -142,7 +142,7 @@ async fn calls_and_limits(
     admission: &Admission,
     method: &Method,
     headers: &HeaderMap,
-    body: Incoming,
+    body: RequestBody,
     sessions: &dyn SessionStore,
     limiter: &RateLimiter,
     body_read_timeout: std::time::Duration,

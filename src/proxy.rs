@@ -2,9 +2,9 @@
 //! streaming both ways. The request body is never buffered; its size is bounded while it
 //! streams (and up front when `Content-Length` says it is too big).
 
+use crate::body::RequestBody;
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 
 use crate::auth::user_tokens::UserTokens;
 use crate::body::{self, Body, BoxError};
@@ -28,7 +28,7 @@ use crate::upstream::Upstreams;
 pub async fn handle(
     config: &Config,
     upstream: &Upstreams,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
     connection: Connection,
     sessions: &dyn SessionStore,
     limiter: &RateLimiter,
@@ -123,12 +123,12 @@ pub async fn handle(
                         });
                     }
                     outcome = with_mcp(outcome, judged);
-                    RequestBody::Judged(bytes)
+                    UpstreamBody::Judged(bytes)
                 }
                 (judged, Some(rejection)) => return deny(rejection, judged),
             }
         }
-        _ => RequestBody::Streaming(incoming),
+        _ => UpstreamBody::Streaming(incoming),
     };
     // 8. Limits — per route, per principal, per principal and tool.
     if let Err(rejection) = limiter
@@ -163,10 +163,10 @@ pub async fn handle(
     let limits = &config.server.limits;
     let body_progress = forward::BodyProgress::default();
     let limited = match judged_body {
-        RequestBody::Judged(bytes) => {
+        UpstreamBody::Judged(bytes) => {
             forward::Completing::new(body::full(bytes), &body_progress).boxed_unsync()
         }
-        RequestBody::Streaming(incoming) => {
+        UpstreamBody::Streaming(incoming) => {
             let limited =
                 Limited::new(incoming, clamp(limits.max_body_bytes)).map_err(BoxError::from);
             let limited = forward::Completing::new(limited, &body_progress);
@@ -261,11 +261,11 @@ pub async fn handle(
 }
 
 /// The request body on its way upstream.
-enum RequestBody {
+enum UpstreamBody {
     /// Read whole and judged by the route's MCP rules: these exact bytes are forwarded.
     Judged(bytes::Bytes),
     /// Streamed through untouched (bounded in size and silence).
-    Streaming(Incoming),
+    Streaming(RequestBody),
 }
 
 fn owned_caller(principal: &crate::auth::Principal) -> OwnedCaller {

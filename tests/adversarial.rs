@@ -3,9 +3,9 @@
 //! "fixes" it first) and the answer the gateway must give: status, `WWW-Authenticate` and
 //! body shape. Every rejected row also proves the upstream received nothing.
 //!
-//! Where hyper itself refuses a request before the gateway sees it, the row says so
-//! (`Shape::Hyper`: hyper's own status with an empty body); either way the upstream is
-//! untouched.
+//! Requests that cannot be read as one HTTP message (malformed heads, ambiguous framing)
+//! are refused by the gateway's HTTP/1.1 server before the pipeline sees them, with the same
+//! OAuth-shaped JSON body and the connection closed; either way the upstream is untouched.
 
 mod common;
 
@@ -15,7 +15,7 @@ use common::gateway::standard_config;
 use common::http::raw;
 use common::{TestGateway, Upstream, API_KEY};
 use Challenge::{Absent, Error, Plain};
-use Shape::{Hyper, JsonRpc, OAuth, Proxied};
+use Shape::{JsonRpc, OAuth, Proxied};
 
 /// The challenge every rejection on the standard route carries (before any `error=`).
 const CHALLENGE: &str = r#"Bearer resource_metadata="http://127.0.0.1/.well-known/oauth-protected-resource/mcp", scope="mcp:tools""#;
@@ -180,8 +180,6 @@ enum Shape {
     OAuth(&'static str),
     /// The gateway's JSON-RPC error: `{"jsonrpc": "2.0", "id": null, "error": {"code": -32000}}`.
     JsonRpc,
-    /// hyper refused the request before the gateway saw it: its own status, empty body.
-    Hyper,
     /// An empty body (a `/verify` answer).
     Empty,
     /// Forwarded: the upstream received exactly one request (and echoed it).
@@ -215,8 +213,8 @@ const FORBIDDEN: Want = want(403, Absent, JsonRpc);
 const METHOD_NOT_ALLOWED: Want = want(405, Absent, OAuth("method_not_allowed"));
 const BODY_TOO_LARGE: Want = want(413, Absent, OAuth("too_large"));
 const HEADERS_TOO_LARGE: Want = want(431, Absent, OAuth("too_large"));
-const HYPER_400: Want = want(400, Absent, Hyper);
-const HYPER_431: Want = want(431, Absent, Hyper);
+/// Not one readable HTTP message: refused by the HTTP/1.1 server, connection closed.
+const MALFORMED_MESSAGE: Want = want(400, Absent, OAuth("invalid_request"));
 // `/verify` turns every status other than 200/401 into 403, keeping body and challenge.
 const VERIFY_ALLOW: Want = want(200, Absent, Shape::Empty);
 const VERIFY_INVALID_REQUEST: Want = want(403, Absent, OAuth("invalid_request"));
@@ -316,7 +314,7 @@ fn check_shape(name: &str, answer: &RawAnswer, want: Shape) {
             );
             assert_eq!(body["error"]["code"], -32000, "{name}: {body}");
         }
-        Shape::Hyper | Shape::Empty => {
+        Shape::Empty => {
             assert_eq!(answer.body, "", "{name}: {answer:?}");
         }
         Shape::Proxied => {
@@ -334,7 +332,7 @@ fn check_shape(name: &str, answer: &RawAnswer, want: Shape) {
 #[tokio::test]
 async fn ambiguous_paths_are_refused_before_the_credential_is_read() {
     let fixture = Fixture::start().await;
-    // All carry a valid key: the path alone decides. hyper accepts every one of these
+    // All carry a valid key: the path alone decides. The HTTP/1.1 server accepts every one of these
     // request lines (even the backslashes), so each answer is the gateway's own 400.
     let targets = [
         "/mcp/../admin",
@@ -384,7 +382,7 @@ async fn unrouted_paths_are_404_and_matching_is_exact() {
                 req("CONNECT 127.0.0.1:1"),
                 INVALID_REQUEST,
             ),
-            // Controls: the route itself, and a fragment (hyper drops it from the target).
+            // Controls: the route itself, and a fragment (`http::Uri` drops it from the target).
             row("control", req("GET /mcp").auth(), PROXIED),
             row("fragment dropped", req("GET /mcp#frag").auth(), PROXIED),
         ])
@@ -629,8 +627,8 @@ async fn origin_and_host_allowlists() {
 #[tokio::test]
 async fn methods_sizes_and_framing() {
     let fixture = Fixture::start().await;
-    let over_guard = "a".repeat(9000); // > max_header_bytes (8192), fits hyper's buffer
-    let over_hyper = "a".repeat(20_000); // > hyper's read buffer (8192 + 4096)
+    let over_guard = "a".repeat(9000); // > max_header_bytes (8192), under the server's head limit
+    let over_hyper = "a".repeat(20_000); // > the server's head limit (8192 + 4096)
     let long_token = format!("Bearer {}", "a".repeat(8200));
     let post = || req("POST /mcp").auth();
     fixture
@@ -644,7 +642,7 @@ async fn methods_sizes_and_framing() {
             row("PATCH", req("PATCH /mcp").auth(), METHOD_NOT_ALLOWED),
             row("TRACE", req("TRACE /mcp").auth(), METHOD_NOT_ALLOWED),
             row("DELETE is allowed", req("DELETE /mcp").auth(), PROXIED),
-            // Header sizes: the guard's exact limit, then hyper's buffer.
+            // Header sizes: the guard's exact limit, then the server's read limit.
             row(
                 "headers over max_header_bytes",
                 req("GET /mcp").auth().h("X-Big", &over_guard),
@@ -656,9 +654,9 @@ async fn methods_sizes_and_framing() {
                 HEADERS_TOO_LARGE,
             ),
             row(
-                "headers over hyper's read buffer",
+                "headers over the server's read limit",
                 req("GET /mcp").auth().h("X-Big", &over_hyper),
-                HYPER_431,
+                HEADERS_TOO_LARGE,
             ),
             // Body size announced up front: refused before a byte of body is read.
             row(
@@ -673,28 +671,27 @@ async fn methods_sizes_and_framing() {
                     .body(b"{\"jsonrpc\":"),
                 BODY_TOO_LARGE,
             ),
-            // hyper reserves the top of the u64 range and reports such a length as a
-            // too-large *head* (431), before the gateway could say 413.
+            // A length of more than 19 digits is not read as a number at all.
             row(
                 "Content-Length u64::MAX",
                 post().h("Content-Length", "18446744073709551615"),
-                HYPER_431,
+                MALFORMED_MESSAGE,
             ),
-            // Malformed framing never reaches the gateway: hyper's parser says 400.
+            // Malformed framing never reaches the pipeline: the HTTP/1.1 server says 400.
             row(
                 "Content-Length not a number",
                 post().h("Content-Length", "abc"),
-                HYPER_400,
+                MALFORMED_MESSAGE,
             ),
             row(
                 "negative Content-Length",
                 post().h("Content-Length", "-1"),
-                HYPER_400,
+                MALFORMED_MESSAGE,
             ),
             row(
                 "Content-Length list",
                 post().h("Content-Length", "2, 2").body(b"{}"),
-                HYPER_400,
+                MALFORMED_MESSAGE,
             ),
             row(
                 "two different Content-Length headers",
@@ -702,22 +699,22 @@ async fn methods_sizes_and_framing() {
                     .h("Content-Length", "2")
                     .h("Content-Length", "3")
                     .body(b"{}"),
-                HYPER_400,
+                MALFORMED_MESSAGE,
             ),
             row(
                 "whitespace before the colon",
                 req("GET /mcp").auth().h("X-User-Id ", "mallory"),
-                HYPER_400,
+                MALFORMED_MESSAGE,
             ),
             row(
                 "obsolete line folding",
                 req("GET /mcp").auth().h("X-Folded", "a\r\n b"),
-                HYPER_400,
+                MALFORMED_MESSAGE,
             ),
             row(
                 "junk after the version",
                 req("GET /mcp HTTP/1.1 extra").auth(),
-                HYPER_400,
+                MALFORMED_MESSAGE,
             ),
         ])
         .await;
@@ -737,8 +734,8 @@ async fn methods_sizes_and_framing() {
 }
 
 #[tokio::test]
-async fn framing_that_hyper_normalizes_reaches_the_upstream_as_one_clean_message() {
-    // Not refusals, but what hyper lets through: the upstream always receives a request
+async fn framing_the_server_normalizes_reaches_the_upstream_as_one_clean_message() {
+    // Not refusals, but what the HTTP/1.1 server lets through (as hyper did): the upstream always receives a request
     // framed by the gateway's own client, never the client's ambiguous framing.
     let fixture = Fixture::start().await;
     let post = || req("POST /mcp").auth();

@@ -7,12 +7,12 @@
 //! `iss`. A valid request is stored (10 minutes, single use) and the browser goes through
 //! login and consent; each form carries a CSRF token bound to the browser's session cookie.
 
+use crate::body::RequestBody;
 use aws_lc_rs::hmac;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use http::header;
 use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 
 use super::clients::{self, Client, ClientKind, ResolveError};
 use super::error::{ErrorCode, OAuthError};
@@ -76,7 +76,7 @@ pub(super) fn store_unavailable() -> Response<Body> {
 }
 
 /// `GET` (or form `POST`) `/authorize`.
-pub async fn authorize(context: &Context<'_>, request: Request<Incoming>) -> Response<Body> {
+pub async fn authorize(context: &Context<'_>, request: Request<RequestBody>) -> Response<Body> {
     let (parts, body) = request.into_parts();
     let params = match parts.method {
         Method::GET | Method::HEAD => Params::parse(parts.uri.query().unwrap_or("").as_bytes()),
@@ -543,7 +543,7 @@ pub(super) struct FormContext {
 
 pub(super) async fn read_form(
     context: &Context<'_>,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
 ) -> Result<FormContext, Response<Body>> {
     let (parts, body) = request.into_parts();
     if parts.method != Method::POST || !is_form(&parts.headers) {
@@ -609,7 +609,7 @@ pub(super) async fn read_form(
 }
 
 /// `POST /login`: local users (Argon2 hashes from the configuration).
-pub async fn login(context: &Context<'_>, request: Request<Incoming>) -> Response<Body> {
+pub async fn login(context: &Context<'_>, request: Request<RequestBody>) -> Response<Body> {
     let form = match read_form(context, request).await {
         Ok(form) => form,
         Err(response) => return response,
@@ -782,7 +782,7 @@ pub(super) fn identity_of(user: &LocalUser) -> UserIdentity {
 }
 
 /// `POST /consent`: allow or deny; an allowance is remembered per user and client.
-pub async fn consent(context: &Context<'_>, request: Request<Incoming>) -> Response<Body> {
+pub async fn consent(context: &Context<'_>, request: Request<RequestBody>) -> Response<Body> {
     let form = match read_form(context, request).await {
         Ok(form) => form,
         Err(response) => return response,

@@ -40,11 +40,11 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::body::RequestBody;
 use ::http::{Method, Request, Response};
 use arc_swap::ArcSwap;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use hyper::body::Incoming;
 use serde_json::json;
 
 use crate::auth::api_key::sha256;
@@ -275,7 +275,7 @@ impl AuthorizationServer {
         &self,
         config: &Config,
         settings: &AuthorizationServerSettings,
-        request: Request<Incoming>,
+        request: Request<RequestBody>,
         client_address: IpAddr,
     ) -> (Response<Body>, Outcome) {
         let path = request.uri().path().to_string();

@@ -6,10 +6,10 @@
 //! registration from the same address replaces the previous one if that one was never used,
 //! and client ids never start with `https://` (those are metadata documents).
 
+use crate::body::RequestBody;
 use aws_lc_rs::constant_time::verify_slices_are_equal;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 use serde_json::{json, Map, Value};
 
 use super::error::{ErrorCode, OAuthError};
@@ -30,7 +30,7 @@ const UNUSED_REGISTRATION_SECS: u64 = 24 * 3600;
 const AUTH_METHODS: [&str; 3] = ["none", "client_secret_basic", "client_secret_post"];
 const GRANTS: [&str; 2] = ["authorization_code", "refresh_token"];
 
-pub async fn handle(context: &Context<'_>, request: Request<Incoming>) -> Response<Body> {
+pub async fn handle(context: &Context<'_>, request: Request<RequestBody>) -> Response<Body> {
     if !context.settings.registration.enabled {
         return json_no_store(
             StatusCode::NOT_FOUND,
@@ -50,7 +50,7 @@ fn invalid_metadata(description: impl Into<String>) -> OAuthError {
     OAuthError::new(ErrorCode::InvalidClientMetadata, description)
 }
 
-async fn read_metadata(request: Request<Incoming>) -> Result<Map<String, Value>, OAuthError> {
+async fn read_metadata(request: Request<RequestBody>) -> Result<Map<String, Value>, OAuthError> {
     let (parts, body) = request.into_parts();
     if !is_json(&parts.headers) {
         return Err(OAuthError::invalid_request(
@@ -200,7 +200,7 @@ fn validate(
 
 async fn register(
     context: &Context<'_>,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
 ) -> Result<Response<Body>, OAuthError> {
     let now = now_unix();
     let address_key = format!("register:{}", context.rate_key());
@@ -276,7 +276,7 @@ fn describe(context: &Context<'_>, client: &RegisteredClient) -> Value {
 /// RFC 7592: read, update or delete a registration with its registration access token.
 async fn manage(
     context: &Context<'_>,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
     client_id: &str,
 ) -> Result<Response<Body>, OAuthError> {
     let presented = request

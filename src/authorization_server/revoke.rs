@@ -4,8 +4,8 @@
 //! goes into the in-process set the verifier consults after its cache (`auth::local`), and
 //! into the store so that it survives a restart.
 
+use crate::body::RequestBody;
 use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 use serde_json::{json, Value};
 
 use super::clients::{self, Client, ClientKind};
@@ -20,7 +20,7 @@ use crate::config::authorization_server::LOCAL_ISSUER_ID;
 
 async fn read_params(
     context: &Context<'_>,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
 ) -> Result<(Client, Params), OAuthError> {
     let (parts, body) = request.into_parts();
     if parts.method != Method::POST || !is_form(&parts.headers) {
@@ -52,7 +52,7 @@ async fn our_access_token(context: &Context<'_>, token: &str) -> Option<Principa
     issuer.verify(token).await.ok()
 }
 
-pub async fn revoke(context: &Context<'_>, request: Request<Incoming>) -> Response<Body> {
+pub async fn revoke(context: &Context<'_>, request: Request<RequestBody>) -> Response<Body> {
     let (client, params) = match read_params(context, request).await {
         Ok(read) => read,
         Err(error) => return error.response(),
@@ -96,7 +96,7 @@ async fn revoke_token(
     Ok(())
 }
 
-pub async fn introspect(context: &Context<'_>, request: Request<Incoming>) -> Response<Body> {
+pub async fn introspect(context: &Context<'_>, request: Request<RequestBody>) -> Response<Body> {
     let (client, params) = match read_params(context, request).await {
         Ok(read) => read,
         Err(error) => return error.response(),

@@ -2,11 +2,11 @@
 //! rotation, `client_credentials` for machine clients. Access tokens are RFC 9068 JWTs;
 //! refresh tokens are opaque and stored as digests.
 
+use crate::body::RequestBody;
 use aws_lc_rs::constant_time::verify_slices_are_equal;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 use serde_json::{json, Value};
 
 use super::authorize::resolve_resource;
@@ -25,14 +25,17 @@ use crate::body::Body;
 /// is refreshed (30 days sliding → 90 days absolute by default).
 const FAMILY_LIFETIME_FACTOR: u64 = 3;
 
-pub async fn token(context: &Context<'_>, request: Request<Incoming>) -> Response<Body> {
+pub async fn token(context: &Context<'_>, request: Request<RequestBody>) -> Response<Body> {
     match exchange(context, request).await {
         Ok(body) => json_no_store(StatusCode::OK, &body),
         Err(error) => error.response(),
     }
 }
 
-async fn exchange(context: &Context<'_>, request: Request<Incoming>) -> Result<Value, OAuthError> {
+async fn exchange(
+    context: &Context<'_>,
+    request: Request<RequestBody>,
+) -> Result<Value, OAuthError> {
     let (parts, body) = request.into_parts();
     if parts.method != Method::POST {
         return Err(OAuthError::invalid_request("the token endpoint takes POST"));

@@ -79,6 +79,7 @@ fn decision(rejection: &Rejection) -> &'static str {
         | Rejection::HeadersTooLarge
         | Rejection::BodyTooLarge
         | Rejection::MalformedBody
+        | Rejection::MalformedMessage(_)
         | Rejection::BodyTimeout => "refused_request",
         Rejection::UpstreamUnavailable
         | Rejection::UpstreamRefusedGateway

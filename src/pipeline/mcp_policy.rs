@@ -312,7 +312,7 @@ fn check_headers(body: &Body, headers: &HeaderMap) -> Result<(), Rejection> {
 /// Reads the body a route's MCP rules judge (inline, and forwarded to `/verify`): at most
 /// `limit` bytes, with the slow-POST guard between chunks.
 pub async fn read_body(
-    incoming: hyper::body::Incoming,
+    incoming: crate::body::RequestBody,
     limit: usize,
     idle: std::time::Duration,
 ) -> Result<bytes::Bytes, Rejection> {

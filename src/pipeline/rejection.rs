@@ -36,6 +36,9 @@ pub enum Rejection {
     BodyTooLarge,
     #[error("malformed request body (framing)")]
     MalformedBody,
+    /// The HTTP/1.1 request itself (head or framing) cannot be read as one message.
+    #[error("malformed HTTP request: {0}")]
+    MalformedMessage(&'static str),
     /// The client stopped sending its request body (slow-POST).
     #[error("request body timed out")]
     BodyTimeout,
@@ -121,6 +124,7 @@ impl Rejection {
             | Rejection::MalformedHeader(_)
             | Rejection::MissingHost
             | Rejection::MalformedBody
+            | Rejection::MalformedMessage(_)
             | Rejection::McpUnreadable(_)
             | Rejection::McpHeaderMismatch(_)
             | Rejection::McpUndetermined
@@ -196,6 +200,7 @@ impl Rejection {
             | Rejection::HeadersTooLarge
             | Rejection::BodyTooLarge
             | Rejection::MalformedBody
+            | Rejection::MalformedMessage(_)
             | Rejection::BodyTimeout
             | Rejection::UpstreamUnavailable
             | Rejection::UpstreamRefusedGateway
@@ -240,6 +245,7 @@ impl Rejection {
             | Rejection::DuplicateHeader(_)
             | Rejection::MalformedHeader(_)
             | Rejection::MalformedBody
+            | Rejection::MalformedMessage(_)
             | Rejection::BodyTimeout
             | Rejection::MissingHost => {
                 json!({"error": "invalid_request", "error_description": description})

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
 use crate::observability::metrics::METRICS;
@@ -33,11 +33,12 @@ pub enum Protocol {
 const SNIFF_READ: usize = 2048;
 
 /// Reads until the protocol is known: the HTTP/2 preface in full, or a byte that departs
-/// from it. Everything read is replayed to hyper. `None` if the peer closes first.
+/// from it. Returns what was read (to be replayed, or parsed as the first request head).
+/// `None` if the peer closes first.
 pub async fn sniff<S: AsyncRead + Unpin>(
-    mut stream: S,
-) -> io::Result<Option<(Prefixed<S>, Protocol)>> {
-    let mut read: Vec<u8> = Vec::with_capacity(SNIFF_READ);
+    stream: &mut S,
+) -> io::Result<Option<(BytesMut, Protocol)>> {
+    let mut read = BytesMut::with_capacity(SNIFF_READ);
     loop {
         // The preface is 24 bytes: the loop ends long before the capacity is used up.
         let n = stream.read_buf(&mut read).await?;
@@ -52,7 +53,7 @@ pub async fn sniff<S: AsyncRead + Unpin>(
         } else {
             continue;
         };
-        return Ok(Some((Prefixed::new(Bytes::from(read), stream), protocol)));
+        return Ok(Some((read, protocol)));
     }
 }
 
@@ -65,7 +66,7 @@ pub struct Prefixed<S> {
 }
 
 impl<S> Prefixed<S> {
-    fn new(prefix: Bytes, inner: S) -> Self {
+    pub fn new(prefix: Bytes, inner: S) -> Self {
         Self {
             prefix,
             inner,
@@ -345,13 +346,18 @@ impl<B: http_body::Body + Unpin> http_body::Body for Tracked<B> {
 mod tests {
     use super::*;
 
+    async fn sniffed<S: AsyncRead + Unpin>(mut stream: S) -> Option<(Prefixed<S>, Protocol)> {
+        let (read, protocol) = sniff(&mut stream).await.unwrap()?;
+        Some((Prefixed::new(read.freeze(), stream), protocol))
+    }
+
     #[tokio::test]
     async fn sniff_tells_the_preface_from_anything_else() {
         let (mut client, server) = tokio::io::duplex(64);
         tokio::io::AsyncWriteExt::write_all(&mut client, H2_PREFACE)
             .await
             .unwrap();
-        let (mut io, protocol) = sniff(server).await.unwrap().unwrap();
+        let (mut io, protocol) = sniffed(server).await.unwrap();
         assert_eq!(protocol, Protocol::Http2);
         let mut replay = [0u8; 24];
         io.read_exact(&mut replay).await.unwrap();
@@ -361,7 +367,7 @@ mod tests {
         tokio::io::AsyncWriteExt::write_all(&mut client, b"PUT / HTTP/1.1\r\n")
             .await
             .unwrap();
-        let (mut io, protocol) = sniff(server).await.unwrap().unwrap();
+        let (mut io, protocol) = sniffed(server).await.unwrap();
         assert_eq!(protocol, Protocol::Http1);
         let mut replay = [0u8; 3];
         io.read_exact(&mut replay).await.unwrap();
@@ -369,7 +375,7 @@ mod tests {
 
         let (client, server) = tokio::io::duplex(64);
         drop(client);
-        assert!(sniff(server).await.unwrap().is_none());
+        assert!(sniffed(server).await.is_none());
 
         // The preface in pieces, then a frame behind it: all replayed, in order.
         let (mut client, server) = tokio::io::duplex(4096);
@@ -385,7 +391,7 @@ mod tests {
                 .unwrap();
             client
         });
-        let (mut io, protocol) = sniff(server).await.unwrap().unwrap();
+        let (mut io, protocol) = sniffed(server).await.unwrap();
         assert_eq!(protocol, Protocol::Http2);
         let _client = sending.await.unwrap();
         let mut replay = vec![0u8; 24 + 3000];
@@ -399,7 +405,7 @@ mod tests {
         tokio::io::AsyncWriteExt::write_all(&mut client, head.as_bytes())
             .await
             .unwrap();
-        let (mut io, protocol) = sniff(server).await.unwrap().unwrap();
+        let (mut io, protocol) = sniffed(server).await.unwrap();
         assert_eq!(protocol, Protocol::Http1);
         let mut replay = vec![0u8; head.len()];
         io.read_exact(&mut replay).await.unwrap();

@@ -1,9 +1,11 @@
 //! Listeners and connections: accept, the connection budget (process-wide and per client
 //! address), optional TLS, HTTP/1.1 or HTTP/2 (sniffed under a deadline), idle close,
-//! graceful drain on shutdown.
+//! graceful drain on shutdown. HTTP/1.x on plain TCP is served by the gateway's own
+//! [`http1`] server; TLS clients and HTTP/2 by hyper.
 
 pub mod budget;
 pub mod connection;
+pub mod http1;
 pub mod router;
 
 use std::convert::Infallible;
@@ -13,7 +15,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hyper::server::conn::{http1, http2};
+use hyper::server::conn::{http1 as hyper_http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -22,6 +24,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::app::App;
+use crate::body::RequestBody;
 use crate::config::Limits;
 use crate::observability::Throttle;
 use crate::upstream::Upstreams;
@@ -52,13 +55,13 @@ pub enum ListenerRole {
 /// One builder per protocol: the protocol is decided before hyper sees the connection.
 #[derive(Clone)]
 struct Builders {
-    http1: http1::Builder,
+    http1: hyper_http1::Builder,
     http2: http2::Builder<TokioExecutor>,
 }
 
 impl Builders {
     fn new(limits: &Limits) -> Self {
-        let mut http1 = http1::Builder::new();
+        let mut http1 = hyper_http1::Builder::new();
         http1
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout)
@@ -178,7 +181,7 @@ struct ConnectionTask {
 impl ConnectionTask {
     async fn run(self, stream: tokio::net::TcpStream, tls: Option<TlsAcceptor>) {
         match tls {
-            None => self.serve(stream).await,
+            None => self.serve_plain(stream).await,
             // Boxed: a TLS connection's state (handshake, records) is several times a plain
             // one's, and every connection's task would otherwise be sized for it.
             Some(acceptor) => Box::pin(self.serve_tls(stream, acceptor)).await,
@@ -198,13 +201,38 @@ impl ConnectionTask {
         self.serve(stream).await
     }
 
-    /// Reads the protocol under `header_read_timeout`, then serves the connection. Until a
-    /// connection has said which protocol it speaks it is not worth draining: shutdown
-    /// drops it instead of waiting out its deadline.
-    async fn serve<S>(&self, stream: S)
-    where
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
+    /// A plain-TCP connection: HTTP/1.x to the gateway's own server, HTTP/2 to hyper.
+    async fn serve_plain(&self, mut stream: tokio::net::TcpStream) {
+        let accepted = Instant::now();
+        let Some((sniffed, protocol)) = self.sniff(&mut stream).await else {
+            return;
+        };
+        match protocol {
+            Protocol::Http1 => {
+                http1::serve(
+                    stream,
+                    sniffed,
+                    &self.shared,
+                    self.connection,
+                    self.stopping.clone(),
+                    accepted,
+                )
+                .await
+            }
+            Protocol::Http2 => {
+                let io = connection::Prefixed::new(sniffed.freeze(), stream);
+                self.serve_hyper(io, protocol).await
+            }
+        }
+    }
+
+    /// Reads the protocol under `header_read_timeout`. Until a connection has said which
+    /// protocol it speaks it is not worth draining: shutdown drops it instead of waiting
+    /// out its deadline.
+    async fn sniff<S: AsyncRead + Unpin>(
+        &self,
+        stream: &mut S,
+    ) -> Option<(bytes::BytesMut, Protocol)> {
         let mut stopping = self.stopping.clone();
         let sniffing = tokio::time::timeout(
             self.shared.limits.header_read_timeout,
@@ -212,11 +240,31 @@ impl ConnectionTask {
         );
         let sniffed = tokio::select! {
             sniffed = sniffing => sniffed,
-            _ = stopping.changed() => return,
+            _ = stopping.changed() => return None,
         };
-        let Ok(Ok(Some((io, protocol)))) = sniffed else {
+        match sniffed {
+            Ok(Ok(Some(sniffed))) => Some(sniffed),
+            _ => None,
+        }
+    }
+
+    /// A TLS connection, served by hyper in either protocol.
+    async fn serve<S>(&self, mut stream: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Some((sniffed, protocol)) = self.sniff(&mut stream).await else {
             return;
         };
+        let io = connection::Prefixed::new(sniffed.freeze(), stream);
+        self.serve_hyper(io, protocol).await
+    }
+
+    /// Serves a connection with hyper once its protocol is known.
+    async fn serve_hyper<S>(&self, io: connection::Prefixed<S>, protocol: Protocol)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let activity = Activity::default();
         let service = {
             let app = self.shared.app.clone();
@@ -233,6 +281,7 @@ impl ConnectionTask {
                 // future is kilobytes; boxed, an idle or streaming connection holds a pointer
                 // and the memory is freed as soon as the response head is out.
                 Box::pin(async move {
+                    let request = request.map(RequestBody::Hyper);
                     let response = router::handle(&app, &upstream, request, connection).await;
                     Ok::<_, Infallible>(
                         response.map(|body| Tracked::new(body, in_flight, &activity)),
@@ -315,7 +364,7 @@ enum Served<H1, H2> {
     Http2(Pin<Box<H2>>),
 }
 
-type Http1Connection<I, S> = http1::Connection<I, S>;
+type Http1Connection<I, S> = hyper_http1::Connection<I, S>;
 type Http2Connection<I, S> = http2::Connection<I, S, TokioExecutor>;
 
 impl<I, S, B> Served<Http1Connection<I, S>, Http2Connection<I, S>>

@@ -4,9 +4,9 @@
 
 use std::time::Instant;
 
+use crate::body::RequestBody;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 use tracing::Instrument;
 
 use super::{Connection, ListenerRole};
@@ -27,7 +27,7 @@ pub const METRICS_PATH: &str = "/metrics";
 pub async fn handle(
     app: &App,
     upstream: &Upstreams,
-    mut request: Request<Incoming>,
+    mut request: Request<RequestBody>,
     connection: Connection,
 ) -> Response<Body> {
     let started = Instant::now();
@@ -78,7 +78,7 @@ async fn dispatch(
     app: &App,
     config: &Config,
     upstream: &Upstreams,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
     connection: Connection,
     context: &RequestContext,
 ) -> (Response<Body>, Outcome) {

@@ -174,7 +174,7 @@ pub fn parse_length(value: &[u8]) -> Option<u64> {
 }
 
 /// Whether a comma-separated header value lists `token` (case-insensitive).
-fn lists_token(value: &[u8], token: &[u8]) -> bool {
+pub fn lists_token(value: &[u8], token: &[u8]) -> bool {
     value
         .split(|&byte| byte == b',')
         .any(|item| item.trim_ascii().eq_ignore_ascii_case(token))

@@ -23,11 +23,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::body::RequestBody;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 use serde_json::Value;
 
 use super::authorize::{self, error_page, store_unavailable};
@@ -174,7 +174,7 @@ impl Providers {
 pub async fn start(
     context: &Context<'_>,
     provider_id: &str,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
 ) -> Response<Body> {
     let Some(provider) = context.settings.identity_provider(provider_id) else {
         return unknown_provider();
@@ -238,7 +238,7 @@ pub async fn start(
 pub async fn callback(
     context: &Context<'_>,
     provider_id: &str,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
 ) -> Response<Body> {
     let Some(provider) = context.settings.identity_provider(provider_id) else {
         return unknown_provider();
@@ -336,7 +336,7 @@ pub async fn callback(
 /// of this `key`, taken once. Anything else is a page to show.
 pub(super) async fn take_callback_state(
     context: &Context<'_>,
-    request: &Request<Incoming>,
+    request: &Request<RequestBody>,
     key: &str,
 ) -> Result<(LoginState, Params), Response<Body>> {
     if request.method() != Method::GET {

@@ -1,0 +1,276 @@
+//! A client's socket, shared by the connection's driver (which reads request heads and
+//! writes answers) and the request body it hands the pipeline (which reads the body from
+//! the same buffer). Both run in the connection's one task; the lock is taken for one
+//! poll at a time and never held across an `await`.
+//!
+//! Nothing is buffered while nothing arrives: the read buffer is allocated when the socket
+//! is readable and released when a read would wait with nothing in it, and answers are
+//! written as they come (no write buffer kept between them). An idle SSE stream holds the
+//! socket and this struct.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Frame, SizeHint};
+use tokio::net::TcpStream;
+
+use crate::body::BoxError;
+use crate::upstream::chunked::{ChunkError, ChunkedDecoder, Decoded};
+
+/// Read buffers are allocated this size when there is something to read.
+const READ_CHUNK: usize = 8 * 1024;
+/// While an answer streams, bytes the client sends ahead (a pipelined request) are read
+/// up to this much, to notice the client closing; beyond it the socket is left alone.
+const READ_AHEAD: usize = 16 * 1024;
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+pub struct Wire {
+    stream: TcpStream,
+    reading: Mutex<Reading>,
+}
+
+/// What has been read from the client and how far its current request body is.
+pub struct Reading {
+    /// Bytes read and not yet consumed: a request head, body bytes, a pipelined request.
+    pub buf: BytesMut,
+    pub body: BodyState,
+    /// `100 Continue` is owed before the body is read: how many of its bytes are written.
+    pub continue_owed: Option<usize>,
+    /// The client closed its side.
+    pub eof: bool,
+}
+
+/// How much of the current request body is left to read.
+#[derive(Debug)]
+pub enum BodyState {
+    Done,
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    /// The body was cut short or malformed: the connection cannot carry another request.
+    Failed,
+}
+
+/// Why a request body stopped short.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestBodyError {
+    #[error("the client closed the connection before the end of its request body")]
+    Incomplete,
+    #[error("reading the request body")]
+    Read(#[source] io::Error),
+    #[error("the request body's chunked coding")]
+    Chunked(#[from] ChunkError),
+    #[error("the request body cannot be read again")]
+    Failed,
+}
+
+impl Wire {
+    pub fn new(stream: TcpStream, buf: BytesMut) -> Arc<Self> {
+        Arc::new(Self {
+            stream,
+            reading: Mutex::new(Reading {
+                buf,
+                body: BodyState::Done,
+                continue_owed: None,
+                eof: false,
+            }),
+        })
+    }
+
+    pub fn reading(&self) -> MutexGuard<'_, Reading> {
+        self.reading.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Reads what the socket has into the buffer: `Ok(0)` at the end of the stream. The
+    /// buffer is allocated only once there is something to read, and released while
+    /// waiting if it holds nothing.
+    pub fn poll_fill(
+        &self,
+        reading: &mut Reading,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            if self.stream.poll_read_ready(cx).is_pending() {
+                if reading.buf.is_empty() && reading.buf.capacity() > 0 {
+                    reading.buf = BytesMut::new();
+                }
+                return Poll::Pending;
+            }
+            if reading.buf.capacity() - reading.buf.len() < READ_CHUNK / 4 {
+                reading.buf.reserve(READ_CHUNK);
+            }
+            match self.stream.try_read_buf(&mut reading.buf) {
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
+                Ok(0) => {
+                    reading.eof = true;
+                    return Poll::Ready(Ok(0));
+                }
+                result => return Poll::Ready(result),
+            }
+        }
+    }
+
+    /// Writes all of `bytes`, giving up when the client takes nothing for `stall_limit`
+    /// (it stopped reading). No timer unless the socket's send buffer is full.
+    pub async fn write_all(&self, bytes: &[u8], stall_limit: Duration) -> io::Result<()> {
+        let mut written = 0;
+        while written < bytes.len() {
+            match self.stream.try_write(&bytes[written..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    written += n;
+                    continue;
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                Err(error) => return Err(error),
+            }
+            match tokio::time::timeout(stall_limit, self.stream.writable()).await {
+                Ok(ready) => ready?,
+                Err(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the client took nothing for send_timeout",
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Ready once the client has closed its side while an answer is pending. Watched only
+    /// when the request body has been read (until then the body's reads notice a close);
+    /// bytes sent ahead are kept for the next request, up to [`READ_AHEAD`].
+    pub fn poll_client_gone(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut reading = self.reading();
+        loop {
+            if reading.eof {
+                return Poll::Ready(());
+            }
+            if !matches!(reading.body, BodyState::Done) || reading.buf.len() >= READ_AHEAD {
+                return Poll::Pending;
+            }
+            match ready!(self.poll_fill(&mut reading, cx)) {
+                Ok(0) | Err(_) => {
+                    reading.eof = true;
+                    return Poll::Ready(());
+                }
+                Ok(_) => continue,
+            }
+        }
+    }
+
+    /// Writes what is left of `100 Continue`.
+    fn poll_send_continue(
+        &self,
+        reading: &mut Reading,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        while let Some(written) = reading.continue_owed {
+            if written == CONTINUE.len() {
+                reading.continue_owed = None;
+                break;
+            }
+            ready!(self.stream.poll_write_ready(cx))?;
+            match self.stream.try_write(&CONTINUE[written..]) {
+                Ok(n) => reading.continue_owed = Some(written + n),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                Err(error) => return Poll::Ready(Err(error)),
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// The current request's body, read from the client's connection as the pipeline asks.
+/// Whatever it leaves unread the connection drains (or closes) after the answer.
+pub struct RequestBody {
+    wire: Arc<Wire>,
+}
+
+impl RequestBody {
+    pub fn new(wire: Arc<Wire>) -> Self {
+        Self { wire }
+    }
+
+    fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, RequestBodyError>>> {
+        let wire = &self.wire;
+        let mut guard = wire.reading();
+        let reading = &mut *guard;
+        if reading.continue_owed.is_some() {
+            if let Err(error) = ready!(wire.poll_send_continue(reading, cx)) {
+                reading.body = BodyState::Failed;
+                return Poll::Ready(Some(Err(RequestBodyError::Read(error))));
+            }
+        }
+        loop {
+            match &mut reading.body {
+                BodyState::Done => return Poll::Ready(None),
+                BodyState::Failed => return Poll::Ready(Some(Err(RequestBodyError::Failed))),
+                BodyState::Length(left) => {
+                    if !reading.buf.is_empty() {
+                        let take = usize::try_from(*left)
+                            .unwrap_or(usize::MAX)
+                            .min(reading.buf.len());
+                        *left -= take as u64;
+                        if *left == 0 {
+                            reading.body = BodyState::Done;
+                        }
+                        return Poll::Ready(Some(Ok(reading.buf.split_to(take).freeze())));
+                    }
+                }
+                BodyState::Chunked(decoder) => match decoder.decode(&mut reading.buf) {
+                    Ok(Decoded::Data(data)) => return Poll::Ready(Some(Ok(data))),
+                    // Request trailers are not passed on (nothing upstream asks for them).
+                    Ok(Decoded::End(_)) => {
+                        reading.body = BodyState::Done;
+                        return Poll::Ready(None);
+                    }
+                    Ok(Decoded::NeedMore) => {}
+                    Err(error) => {
+                        reading.body = BodyState::Failed;
+                        return Poll::Ready(Some(Err(error.into())));
+                    }
+                },
+            }
+            match ready!(wire.poll_fill(reading, cx)) {
+                Ok(0) => {
+                    reading.body = BodyState::Failed;
+                    return Poll::Ready(Some(Err(RequestBodyError::Incomplete)));
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    reading.body = BodyState::Failed;
+                    return Poll::Ready(Some(Err(RequestBodyError::Read(error))));
+                }
+            }
+        }
+    }
+}
+
+impl http_body::Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.poll_next(cx)
+            .map(|next| next.map(|data| data.map(Frame::data).map_err(BoxError::from)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.wire.reading().body, BodyState::Done)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.wire.reading().body {
+            BodyState::Done => SizeHint::with_exact(0),
+            BodyState::Length(left) => SizeHint::with_exact(left),
+            _ => SizeHint::default(),
+        }
+    }
+}
