@@ -716,6 +716,14 @@ async fn methods_sizes_and_framing() {
                 req("GET /mcp HTTP/1.1 extra").auth(),
                 MALFORMED_MESSAGE,
             ),
+            // A tunnel request is refused before any route answers it: a 2xx to CONNECT
+            // would make a front proxy treat the connection as a tunnel.
+            row("CONNECT", req("CONNECT /healthz").auth(), MALFORMED_MESSAGE),
+            row(
+                "CONNECT in authority form",
+                req("CONNECT 127.0.0.1:443").auth(),
+                MALFORMED_MESSAGE,
+            ),
         ])
         .await;
 

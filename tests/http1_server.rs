@@ -216,6 +216,21 @@ async fn a_body_the_gateway_did_not_need_is_drained_and_the_connection_kept() {
     );
     assert_eq!(upstream.requests().len(), 1);
 
+    // A length over the limits: refused at once, and the answer says the connection closes.
+    let mut stream = TcpStream::connect(gateway.addr).await.unwrap();
+    let head = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {}\r\nAuthorization: {}\r\nContent-Type: application/json\r\nContent-Length: 10000000\r\n\r\n",
+        gateway.addr,
+        bearer()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&[b'x'; 100_000]).await.unwrap();
+    let mut buf = Vec::new();
+    let answer = read_answer(&mut stream, &mut buf).await;
+    assert_eq!(answer.status, 413, "{answer:?}");
+    assert_eq!(answer.header("connection"), Some("close"), "{answer:?}");
+    assert!(closed(&mut stream).await);
+
     // More than 64 KB left unread: not worth draining, the connection closes after the 401.
     let mut stream = TcpStream::connect(gateway.addr).await.unwrap();
     let head = format!(

@@ -16,6 +16,10 @@ use super::head::{header_map, MAX_HEADERS};
 const MAX_SIZE_LINE: usize = 4096;
 /// The largest trailer section.
 const MAX_TRAILER_BYTES: usize = 16 * 1024;
+/// The most chunk-extension bytes in one body (as hyper): extensions are ignored, and
+/// without a bound a body of one-byte chunks with 4 KB extensions each would cost 4 KB of
+/// parsing per byte of data.
+const MAX_EXTENSION_BYTES: u64 = 16 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChunkError {
@@ -25,6 +29,8 @@ pub enum ChunkError {
     DataEnd,
     #[error("invalid trailer section")]
     Trailers,
+    #[error("more than {MAX_EXTENSION_BYTES} bytes of chunk extensions")]
+    Extensions,
 }
 
 /// What one step of decoding produced.
@@ -55,11 +61,16 @@ enum State {
 #[derive(Debug)]
 pub struct ChunkedDecoder {
     state: State,
+    /// Chunk-extension bytes seen so far.
+    extensions: u64,
 }
 
 impl Default for ChunkedDecoder {
     fn default() -> Self {
-        Self { state: State::Size }
+        Self {
+            state: State::Size,
+            extensions: 0,
+        }
     }
 }
 
@@ -73,9 +84,13 @@ impl ChunkedDecoder {
         loop {
             match self.state {
                 State::Size => {
-                    let Some((size, line)) = size_line(buf)? else {
+                    let Some((size, line, extension)) = size_line(buf)? else {
                         return Ok(Decoded::NeedMore);
                     };
+                    self.extensions += extension as u64;
+                    if self.extensions > MAX_EXTENSION_BYTES {
+                        return Err(ChunkError::Extensions);
+                    }
                     buf.advance(line);
                     self.state = if size == 0 {
                         State::Trailers
@@ -132,8 +147,9 @@ impl ChunkedDecoder {
     }
 }
 
-/// A complete size line at the front of `buf`: the size and the line's length with CRLF.
-fn size_line(buf: &[u8]) -> Result<Option<(u64, usize)>, ChunkError> {
+/// A complete size line at the front of `buf`: the size, the line's length with CRLF and
+/// the length of what follows the size (whitespace and extensions).
+fn size_line(buf: &[u8]) -> Result<Option<(u64, usize, usize)>, ChunkError> {
     let window = &buf[..buf.len().min(MAX_SIZE_LINE)];
     let Some(lf) = window.iter().position(|&b| b == b'\n') else {
         return if buf.len() >= MAX_SIZE_LINE {
@@ -164,7 +180,7 @@ fn size_line(buf: &[u8]) -> Result<Option<(u64, usize)>, ChunkError> {
         // At most 16 hex digits: no overflow.
         (size << 4) | u64::from(hex_value(digit))
     });
-    Ok(Some((size, lf + 1)))
+    Ok(Some((size, lf + 1, line.len() - digits)))
 }
 
 fn hex_value(digit: u8) -> u8 {
@@ -263,6 +279,15 @@ mod tests {
             decode_all(long_line.as_bytes(), 1000),
             Err(ChunkError::SizeLine)
         );
+        // Extensions are bounded per body, not only per line.
+        let extended = format!("1;{}\r\nx\r\n", "e".repeat(1000));
+        let many = format!("{}0\r\n\r\n", extended.repeat(17));
+        assert_eq!(
+            decode_all(many.as_bytes(), 1000),
+            Err(ChunkError::Extensions)
+        );
+        let fewer = format!("{}0\r\n\r\n", extended.repeat(16));
+        assert!(decode_all(fewer.as_bytes(), 1000).is_ok());
         let long_trailers = format!("0\r\nx: {}\r\n\r\n", "y".repeat(MAX_TRAILER_BYTES));
         assert_eq!(
             decode_all(long_trailers.as_bytes(), 1000),

@@ -9,6 +9,8 @@
 //! transfer coding other than `chunked` alone, or `Transfer-Encoding` on HTTP/1.0 is a 400
 //! — a request two parsers could delimit two ways never reaches the pipeline.
 
+use std::mem::MaybeUninit;
+
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Uri, Version};
@@ -31,6 +33,10 @@ pub enum HeadError {
     Field(String),
     #[error("ambiguous request body length: {0}")]
     Framing(&'static str),
+    /// `CONNECT` asks for a tunnel; the gateway opens none (and a 2xx answer to it would
+    /// turn the connection into one for a front proxy that reads it so).
+    #[error("CONNECT is not served")]
+    Connect,
 }
 
 impl HeadError {
@@ -72,13 +78,6 @@ pub struct RequestHead {
     pub expects_continue: bool,
 }
 
-/// Byte ranges of one field within the head.
-#[derive(Clone, Copy, Default)]
-struct FieldAt {
-    name: (usize, usize),
-    value: (usize, usize),
-}
-
 /// Parses the request head at the start of `buf`. `Ok(None)` while it is incomplete (and
 /// under `max_bytes`); otherwise the head, split off the front of `buf` (the bytes behind it
 /// stay: the body, or a pipelined request). Header values share the head's bytes.
@@ -86,9 +85,10 @@ pub fn parse_request_head(
     buf: &mut BytesMut,
     max_bytes: usize,
 ) -> Result<Option<RequestHead>, HeadError> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut request = httparse::Request::new(&mut fields);
-    let length = match request.parse(buf) {
+    // Uninitialized slots: zeroing 128 of them cost more than parsing a typical head.
+    let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut []);
+    let length = match request.parse_with_uninit_headers(buf, &mut fields) {
         Ok(httparse::Status::Complete(length)) => length,
         Ok(httparse::Status::Partial) if buf.len() >= max_bytes => return Err(HeadError::TooLarge),
         Ok(httparse::Status::Partial) => return Ok(None),
@@ -103,29 +103,24 @@ pub fn parse_request_head(
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
+    // Values are kept as ranges of the head, to share its bytes once it is split off.
     let start = buf.as_ptr() as usize;
     let at = |slice: &[u8]| {
         let from = slice.as_ptr() as usize - start;
-        (from, from + slice.len())
+        from..from + slice.len()
     };
     let target = at(request.path.unwrap_or_default().as_bytes());
-    let mut positions = [FieldAt::default(); MAX_HEADERS];
-    let count = request.headers.len();
-    for (field, position) in request.headers.iter().zip(positions.iter_mut()) {
-        *position = FieldAt {
-            name: at(field.name.as_bytes()),
-            value: at(field.value),
-        };
+    let mut named = Vec::with_capacity(request.headers.len());
+    for field in request.headers.iter() {
+        let name = HeaderName::from_bytes(field.name.as_bytes())
+            .map_err(|_| HeadError::Field(field.name.to_owned()))?;
+        named.push((name, at(field.value)));
     }
     let head = buf.split_to(length).freeze();
-    let uri =
-        Uri::from_maybe_shared(head.slice(target.0..target.1)).map_err(|_| HeadError::Target)?;
-    let mut headers = HeaderMap::with_capacity(count);
-    for position in &positions[..count] {
-        let name_bytes = &head[position.name.0..position.name.1];
-        let name = HeaderName::from_bytes(name_bytes)
-            .map_err(|_| HeadError::Field(String::from_utf8_lossy(name_bytes).into_owned()))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(position.value.0..position.value.1))
+    let uri = Uri::from_maybe_shared(head.slice(target)).map_err(|_| HeadError::Target)?;
+    let mut headers = HeaderMap::with_capacity(named.len());
+    for (name, value) in named {
+        let value = HeaderValue::from_maybe_shared(head.slice(value))
             .map_err(|_| HeadError::Field(name.as_str().to_owned()))?;
         headers.append(name, value);
     }
@@ -145,6 +140,9 @@ fn finish(
             .iter()
             .any(|value| lists_token(value.as_bytes(), token))
     };
+    if method == Method::CONNECT {
+        return Err(HeadError::Connect);
+    }
     let mut keep_alive = if version == Version::HTTP_11 {
         !connection_lists(b"close")
     } else {

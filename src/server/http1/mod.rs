@@ -43,6 +43,9 @@ use wire::{BodyState, RequestBody, Wire};
 /// Data frames up to this size are copied behind the head (or the chunk size line) and go
 /// out in the same write; larger ones are written as they are.
 const COPY_LIMIT: usize = 8 * 1024;
+/// Queued answer bytes go out once they reach this much, even while the body has more
+/// ready (a fast upstream and a slow client must not pile an answer up in memory).
+const FLUSH_AT: usize = 16 * 1024;
 /// A request body the pipeline did not read is drained up to this much (and within
 /// `header_read_timeout`) to keep the connection; a longer one closes it.
 const DRAIN_LIMIT: u64 = 64 * 1024;
@@ -78,7 +81,7 @@ pub(super) async fn serve(
             Next::Refuse(error) => {
                 tracing::debug!(peer = %connection.peer, %error, "malformed request head");
                 let response = refusal(&error).into_response();
-                let _ = respond(
+                let answered = respond(
                     &wire,
                     response,
                     &Method::GET,
@@ -87,6 +90,9 @@ pub(super) async fn serve(
                     limits.send_timeout,
                 )
                 .await;
+                if answered.is_ok() {
+                    wire.linger_close().await;
+                }
                 return;
             }
         };
@@ -114,8 +120,10 @@ pub(super) async fn serve(
             closing = true;
         }
         // A client waiting for `100 Continue` that never came may or may not send its body
-        // now: the connection cannot tell the body from a next request, so it closes.
-        let keep_alive = keep_alive && wire.reading().continue_owed.is_none();
+        // now: the connection cannot tell the body from a next request, so it closes; and
+        // so it does when what is left of the body is too long to drain.
+        let keep_alive = keep_alive && wire.body_drainable(DRAIN_LIMIT);
+        wire.finish_continue(limits.send_timeout).await;
         let kept = respond(
             &wire,
             response,
@@ -128,11 +136,16 @@ pub(super) async fn serve(
         drop(counted);
         match kept {
             Ok(true) => {}
-            _ => return,
+            // The answer is out; the request's body may not be.
+            Ok(false) => return wire.linger_close().await,
+            Err(()) => return,
         }
         if !finish_request_body(&wire, limits.header_read_timeout).await {
-            return;
+            return wire.linger_close().await;
         }
+        // Fairness: pipelined requests already buffered are served without waiting on the
+        // socket; one connection must not hold its worker for all of them in a row.
+        tokio::task::consume_budget().await;
     }
 }
 
@@ -328,11 +341,15 @@ async fn respond(
             out.extend_from_slice(&data);
         } else {
             wire.write_all(&out, send_timeout).await.map_err(drop)?;
-            out.clear();
+            out = Vec::new();
             wire.write_all(&data, send_timeout).await.map_err(drop)?;
         }
         if chunked {
             out.extend_from_slice(b"\r\n");
+        }
+        if out.len() >= FLUSH_AT {
+            wire.write_all(&out, send_timeout).await.map_err(drop)?;
+            out = Vec::new();
         }
     }
     if chunked {
@@ -405,6 +422,7 @@ fn refusal(error: &HeadError) -> Rejection {
         HeadError::Framing(why) => why,
         HeadError::Target => "invalid request target",
         HeadError::Field(_) => "invalid header field",
+        HeadError::Connect => "CONNECT is not served: the gateway opens no tunnels",
         HeadError::Malformed(_) | HeadError::TooLarge => "malformed request head",
     })
 }

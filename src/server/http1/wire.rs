@@ -27,6 +27,10 @@ const READ_CHUNK: usize = 8 * 1024;
 /// up to this much, to notice the client closing; beyond it the socket is left alone.
 const READ_AHEAD: usize = 16 * 1024;
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+/// How long, and how much, a closing connection reads and drops of what the client still
+/// sends after its answer.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 1024 * 1024;
 
 pub struct Wire {
     stream: TcpStream,
@@ -149,8 +153,12 @@ impl Wire {
             if reading.eof {
                 return Poll::Ready(());
             }
-            if !matches!(reading.body, BodyState::Done) || reading.buf.len() >= READ_AHEAD {
+            if !matches!(reading.body, BodyState::Done) {
                 return Poll::Pending;
+            }
+            // More sent ahead than any client pipelines: not waited for (nor read) any longer.
+            if reading.buf.len() >= READ_AHEAD {
+                return Poll::Ready(());
             }
             match ready!(self.poll_fill(&mut reading, cx)) {
                 Ok(0) | Err(_) => {
@@ -160,6 +168,77 @@ impl Wire {
                 Ok(_) => continue,
             }
         }
+    }
+
+    /// Whether the connection can carry another request after this one's answer: the
+    /// client is not waiting for a `100 Continue` it never got, and what is left of the
+    /// body is known to be at most `limit` bytes (or chunked, drained up to it) and sound.
+    pub fn body_drainable(&self, limit: u64) -> bool {
+        let reading = self.reading();
+        if reading
+            .continue_owed
+            .is_some_and(|written| written < CONTINUE.len())
+        {
+            return false;
+        }
+        match reading.body {
+            BodyState::Done | BodyState::Chunked(_) => true,
+            BodyState::Length(left) => left <= limit,
+            BodyState::Failed => false,
+        }
+    }
+
+    /// Finishes a `100 Continue` begun and not completed (its write would wait), so that the
+    /// answer's head never follows half of it.
+    pub async fn finish_continue(&self, stall_limit: Duration) {
+        let rest = {
+            let mut reading = self.reading();
+            match reading.continue_owed {
+                Some(written) if written > 0 && written < CONTINUE.len() => {
+                    reading.continue_owed = None;
+                    written
+                }
+                _ => return,
+            }
+        };
+        let _ = self.write_all(&CONTINUE[rest..], stall_limit).await;
+    }
+
+    /// Closes after an answer that may have left the client's input unread (RFC 9112
+    /// §9.6): the sending side is shut (the client sees the end), and what the client still
+    /// sends is read and dropped for a moment — closing with unread input would make the
+    /// kernel reset the connection, and a reset can destroy the answer before the client
+    /// has read it.
+    pub async fn linger_close(&self) {
+        {
+            let reading = self.reading();
+            // Everything asked for was read and nothing more is here: a plain close.
+            if reading.eof {
+                return;
+            }
+            let unread = !matches!(reading.body, BodyState::Done) || !reading.buf.is_empty();
+            if !unread && !matches!(self.stream.try_read(&mut [0u8; 1]), Ok(n) if n > 0) {
+                return;
+            }
+        }
+        let _ = socket2::SockRef::from(&self.stream).shutdown(std::net::Shutdown::Write);
+        let mut discarded = 0;
+        let lingering = async {
+            while discarded < LINGER_BYTES {
+                let read = std::future::poll_fn(|cx| {
+                    let mut reading = self.reading();
+                    let read = ready!(self.poll_fill(&mut reading, cx));
+                    discarded += reading.buf.len();
+                    reading.buf.clear();
+                    Poll::Ready(read)
+                })
+                .await;
+                if !matches!(read, Ok(n) if n > 0) {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER, lingering).await;
     }
 
     /// Writes what is left of `100 Continue`.
