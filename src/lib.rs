@@ -25,7 +25,8 @@
 //! on them (`model` imports neither, so there is no cycle); `mcp` reads JSON-RPC without
 //! changing a byte, filters lists and binds sessions; `authorization_server` issues the
 //! tokens (it and `pipeline` never import each other: `server::router` mounts both);
-//! `server` owns connections (deadlines, budgets, idle and slow-reader closing);
+//! `server` owns connections (deadlines, budgets, idle and slow-reader closing; its own
+//! HTTP/1.1 server for plain-TCP clients, hyper for TLS clients and HTTP/2);
 //! `upstream` owns the connections to the MCP servers (the gateway's own HTTP/1.1 client for
 //! `http://` upstreams, the pooled hyper client for `https://`) and knows no policy;
 //! `observability` (a leaf) holds logging, the audit event, request ids and the metrics

@@ -220,8 +220,24 @@ pub fn encode_request_head(
         out.extend_from_slice(host.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+    push_fields(headers, written_by_gateway, out);
+    match framing {
+        RequestFraming::None => {}
+        RequestFraming::Length(length) => {
+            out.extend_from_slice(b"content-length: ");
+            push_decimal(length, out);
+            out.extend_from_slice(b"\r\n");
+        }
+        RequestFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes every field of `headers` but those `skip` names, as `name: value` lines. Names
+/// and values come from `http` types, which cannot hold CR, LF or NUL.
+pub fn push_fields(headers: &HeaderMap, skip: fn(&HeaderName) -> bool, out: &mut Vec<u8>) {
     for (name, value) in headers {
-        if written_by_gateway(name) {
+        if skip(name) {
             continue;
         }
         out.extend_from_slice(name.as_str().as_bytes());
@@ -229,16 +245,22 @@ pub fn encode_request_head(
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    match framing {
-        RequestFraming::None => {}
-        RequestFraming::Length(length) => {
-            out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(length.to_string().as_bytes());
-            out.extend_from_slice(b"\r\n");
+}
+
+/// `value` in decimal digits, without a `String`.
+pub fn push_decimal(value: u64, out: &mut Vec<u8>) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = value;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
         }
-        RequestFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
     }
-    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// Methods whose empty body is sent with no framing header at all (as hyper sends them):
