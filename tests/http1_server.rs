@@ -7,7 +7,8 @@
 //! - HTTP/1.0 closes after the answer unless it asked for keep-alive;
 //! - answers carry `Date` and exactly one framing; a large chunked answer comes through
 //!   intact, re-chunked;
-//! - a client closing an open SSE stream closes the upstream's stream too.
+//! - a client closing an open SSE stream closes the upstream's stream too, and so does one
+//!   sending more than 16 KB ahead while it streams.
 
 mod common;
 
@@ -360,4 +361,30 @@ async fn a_large_chunked_answer_comes_through_intact() {
     let expected = format!("{}{}", "a".repeat(40_000), "b".repeat(100));
     assert_eq!(answer.body, expected.as_bytes());
     assert!(buf.is_empty(), "nothing after the last chunk");
+}
+
+#[tokio::test]
+async fn a_client_sending_far_ahead_during_a_stream_is_disconnected() {
+    let (upstream, mut reports) = streaming_upstream().await;
+    let gateway = TestGateway::start(&standard_config(&upstream.url("/mcp"), "", "")).await;
+    let mut stream = TcpStream::connect(gateway.addr).await.unwrap();
+    let open = format!(
+        "GET /mcp HTTP/1.1\r\nHost: {}\r\nAuthorization: {}\r\nAccept: text/event-stream\r\n\r\n",
+        gateway.addr,
+        bearer()
+    );
+    stream.write_all(open.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    while !String::from_utf8_lossy(&buf).contains("data: first") {
+        fill(&mut stream, &mut buf).await;
+    }
+    // No pipelining client sends this much ahead of an open stream.
+    stream.write_all(&[b'x'; 17 * 1024]).await.unwrap();
+    assert!(closed(&mut stream).await, "the gateway kept the connection");
+    let report = tokio::time::timeout(WAIT, reports.recv()).await;
+    assert_eq!(
+        report,
+        Ok(Some("closed")),
+        "the upstream stream outlived the client"
+    );
 }

@@ -11,7 +11,7 @@
 
 use std::mem::MaybeUninit;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Uri, Version};
 
@@ -338,23 +338,24 @@ pub fn push_chunk_size(length: usize, out: &mut Vec<u8>) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// A complete head ahead of `rest`, as one buffer (for tests and the fuzz target).
-pub fn parse_all(
-    bytes: &[u8],
-    max_bytes: usize,
-) -> (Result<Option<RequestHead>, HeadError>, Bytes) {
-    let mut buf = BytesMut::from(bytes);
-    let parsed = parse_request_head(&mut buf, max_bytes);
-    (parsed, buf.freeze())
-}
-
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
     use proptest::prelude::*;
 
     use super::*;
 
     const MAX: usize = 8192;
+
+    /// `bytes` parsed as one buffer: the outcome and what is left behind the head.
+    fn parse_all(
+        bytes: &[u8],
+        max_bytes: usize,
+    ) -> (Result<Option<RequestHead>, HeadError>, Bytes) {
+        let mut buf = BytesMut::from(bytes);
+        let parsed = parse_request_head(&mut buf, max_bytes);
+        (parsed, buf.freeze())
+    }
 
     fn parsed(text: &str) -> Result<Option<RequestHead>, HeadError> {
         parse_all(text.as_bytes(), MAX).0

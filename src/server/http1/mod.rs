@@ -299,7 +299,13 @@ async fn respond(
     loop {
         // What the body has ready goes behind what is already queued; when it has nothing
         // ready, the queue goes out before waiting (a stream's event is never held back).
-        let ready = poll_fn(|cx| Poll::Ready(body.frame_ready(cx))).await;
+        let ready = poll_fn(|cx| {
+            Poll::Ready(http_body::Body::poll_frame(
+                std::pin::Pin::new(&mut body),
+                cx,
+            ))
+        })
+        .await;
         let frame = match ready {
             Poll::Ready(frame) => frame,
             Poll::Pending => {
@@ -362,23 +368,6 @@ async fn respond(
         return Err(());
     }
     Ok(keep_alive)
-}
-
-/// A body's next frame if it has one ready now.
-trait FrameReady {
-    fn frame_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, crate::body::BoxError>>>;
-}
-
-impl FrameReady for Body {
-    fn frame_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, crate::body::BoxError>>> {
-        http_body::Body::poll_frame(std::pin::Pin::new(self), cx)
-    }
 }
 
 /// Reads and discards what the pipeline left of the request body, so that the connection
