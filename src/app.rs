@@ -314,6 +314,8 @@ fn bind_shared(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     };
     socket.set_reuseaddr(true)?;
     socket.set_reuseport(true)?;
+    // Small answers and SSE events go out at once. On Linux every accepted connection
+    // inherits this, and `server` relies on it.
     socket.set_nodelay(true)?;
     socket.bind(addr)?;
     socket.listen(1024)?.into_std()
@@ -414,5 +416,21 @@ async fn keep_the_next_wake_near() {
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         heartbeat.tick().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `server` skips setting TCP_NODELAY on each accepted connection because Linux copies
+    /// it from the listener; this holds the kernel to that.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn accepted_connections_inherit_nodelay_from_the_listener() {
+        let listener = bind_shared("127.0.0.1:0".parse().unwrap()).unwrap();
+        let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        assert!(accepted.nodelay().unwrap());
     }
 }

@@ -31,7 +31,7 @@
 //! `http://` upstreams, the pooled hyper client for `https://`) and knows no policy;
 //! `observability` (a leaf) holds logging, the audit event, request ids and the metrics
 //! registry; `redis_connection` is the one way to Redis (`[redis]`: the authorization
-//! server's store, session bindings, rate limits). `secret`, `glob` and `body` are leaves
+//! server's store, session bindings, rate limits). `secret`, `glob`, `body` and `socket` are leaves
 //! everything may use; `memory` (giving freed memory back) reads only the metrics. Below
 //! the composition root (`app`, `server`, `proxy`, `forward_auth`, which call each other)
 //! no two modules import each other.
@@ -58,6 +58,7 @@ pub mod proxy;
 pub mod redis_connection;
 pub mod secret;
 pub mod server;
+pub mod socket;
 pub mod upstream;
 
 pub use app::{Gateway, StartError};

@@ -44,23 +44,50 @@ const NEVER_FORWARDED: [HeaderName; 5] = [
     HeaderName::from_static("proxy"),
 ];
 
+/// Headers that claim something about the connection or the original request that only a
+/// proxy may say: every name beginning with one of these, and each of the names below.
+const FORWARDING_PREFIXES: [&str; 2] = ["x-forwarded-", "x-original-"];
+const FORWARDING_CLAIMS: [&str; 5] = [
+    "forwarded",
+    "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
+    "x-cluster-client-ip",
+];
+
 /// Whether a client header claims something about the connection or the original request
 /// that only a proxy may say (`Forwarded`, `X-Forwarded-*`, `X-Real-IP`, `X-Original-*`,
 /// …), in any spelling with `_` or `.` for `-` ([`reads_as`]). (Method overrides never get
 /// this far: the transport guard refuses them.) Upstreams use these for client-IP
 /// allowlists, rate limits and URL generation (`X-Forwarded-Prefix`).
 fn claims_forwarding(name: &str) -> bool {
-    begins_reading_as(name, "x-forwarded-")
-        || begins_reading_as(name, "x-original-")
-        || [
-            "forwarded",
-            "x-real-ip",
-            "x-client-ip",
-            "true-client-ip",
-            "x-cluster-client-ip",
-        ]
+    begins_like_forwarding(name) || FORWARDING_CLAIMS.iter().any(|claim| reads_as(name, claim))
+}
+
+fn begins_like_forwarding(name: &str) -> bool {
+    FORWARDING_PREFIXES
         .iter()
-        .any(|claim| reads_as(name, claim))
+        .any(|prefix| begins_reading_as(name, prefix))
+}
+
+/// The lengths of the names the strip compares with [`reads_as`]. Two names that read
+/// alike have the same length, so a client header of any other length (without a
+/// forwarding prefix) is none of them, in any spelling, and skips every comparison: most
+/// headers of most requests.
+struct NameLengths(u128);
+
+impl NameLengths {
+    fn of<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
+        Self(names.into_iter().fold(0, |lengths, name| {
+            lengths | 1u128.checked_shl(name.len() as u32).unwrap_or(0)
+        }))
+    }
+
+    /// Whether a name of this length may read as one of them (names of 128 bytes and more
+    /// are not summarised, and always may).
+    fn may_match(&self, len: usize) -> bool {
+        len >= 128 || self.0 >> len & 1 == 1
+    }
 }
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -140,8 +167,26 @@ fn withhold_client_headers(
     user_token: Option<&HeaderName>,
 ) -> usize {
     let listed = connection_listed(headers);
+    let lengths = NameLengths::of(
+        HOP_BY_HOP
+            .iter()
+            .chain([&header::UPGRADE, &REQUEST_ID])
+            .chain(&listed)
+            .chain(identity.names())
+            .chain(credentials.iter().map(|(ours, _)| ours))
+            .chain(user_token)
+            .map(HeaderName::as_str)
+            .chain(FORWARDING_CLAIMS),
+    );
     remove_where(headers, |name| {
-        if NEVER_FORWARDED.contains(name) || reads_like_hop_by_hop(name, &listed) {
+        if NEVER_FORWARDED.contains(name) {
+            return Some(false);
+        }
+        let spelled = name.as_str();
+        if !lengths.may_match(spelled.len()) && !begins_like_forwarding(spelled) {
+            return None;
+        }
+        if reads_like_hop_by_hop(name, &listed) {
             return Some(false);
         }
         if names_one_of(name, identity.names().into_iter()) {
@@ -481,6 +526,14 @@ pub(super) mod tests {
                 })
                 .collect()
         })
+    }
+
+    #[test]
+    fn name_lengths_keep_every_length_and_let_long_names_through() {
+        let lengths = NameLengths::of(["te", "x-user-id", &"x".repeat(130)]);
+        assert!(lengths.may_match(2) && lengths.may_match(9));
+        assert!(!lengths.may_match(0) && !lengths.may_match(3) && !lengths.may_match(127));
+        assert!(lengths.may_match(128) && lengths.may_match(500));
     }
 
     proptest! {

@@ -372,24 +372,14 @@ impl Connection {
     /// buffer is allocated only once there is something to read, and released while
     /// waiting if it holds nothing.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        loop {
-            if self.stream.poll_read_ready(cx).is_pending() {
-                if self.read.is_empty() {
-                    self.read = BytesMut::new();
-                }
-                return Poll::Pending;
-            }
-            if self.read.capacity() - self.read.len() < READ_CHUNK / 4 {
-                self.read.reserve(READ_CHUNK);
-            }
-            match self.stream.try_read_buf(&mut self.read) {
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
-                result => {
-                    self.heard |= matches!(result, Ok(read) if read > 0);
-                    return Poll::Ready(result);
-                }
-            }
-        }
+        let result = ready!(crate::socket::poll_fill(
+            &self.stream,
+            &mut self.read,
+            READ_CHUNK,
+            cx
+        ));
+        self.heard |= matches!(result, Ok(read) if read > 0);
+        Poll::Ready(result)
     }
 }
 

@@ -96,25 +96,14 @@ impl Wire {
         reading: &mut Reading,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<usize>> {
-        loop {
-            if self.stream.poll_read_ready(cx).is_pending() {
-                if reading.buf.is_empty() && reading.buf.capacity() > 0 {
-                    reading.buf = BytesMut::new();
-                }
-                return Poll::Pending;
-            }
-            if reading.buf.capacity() - reading.buf.len() < READ_CHUNK / 4 {
-                reading.buf.reserve(READ_CHUNK);
-            }
-            match self.stream.try_read_buf(&mut reading.buf) {
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
-                Ok(0) => {
-                    reading.eof = true;
-                    return Poll::Ready(Ok(0));
-                }
-                result => return Poll::Ready(result),
-            }
-        }
+        let read = ready!(crate::socket::poll_fill(
+            &self.stream,
+            &mut reading.buf,
+            READ_CHUNK,
+            cx
+        ));
+        reading.eof |= matches!(read, Ok(0));
+        Poll::Ready(read)
     }
 
     /// Writes all of `bytes`, giving up when the client takes nothing for `stall_limit`

@@ -1,0 +1,121 @@
+//! Reading a TCP socket into a growable buffer, for both of the gateway's own HTTP/1.1
+//! ends (the server's client connections and the client's upstream connections).
+//!
+//! Why not `AsyncRead`: both ends share their socket (an `Arc<TcpStream>` read by a body
+//! while the connection writes), and tokio reads a shared `&TcpStream` only through
+//! `try_read`. That call forgets what its `AsyncRead` twin knows: on Linux a read that
+//! leaves room in the buffer has emptied the socket, so the next read can only say
+//! "would block". Without that knowledge every request costs two such failed system calls
+//! (one on each side). [`poll_fill`] keeps it.
+
+use std::io;
+use std::task::{Context, Poll};
+
+use bytes::BytesMut;
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+
+/// Reads what the socket holds into `buf`, growing it by `chunk` when less than a quarter of
+/// that is free. `Ready(Ok(0))` is the end of the stream.
+///
+/// While nothing is there, an empty buffer is released: an idle connection holds no read
+/// memory.
+pub fn poll_fill(
+    stream: &TcpStream,
+    buf: &mut BytesMut,
+    chunk: usize,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    loop {
+        if stream.poll_read_ready(cx).is_pending() {
+            if buf.is_empty() && buf.capacity() > 0 {
+                *buf = BytesMut::new();
+            }
+            return Poll::Pending;
+        }
+        if buf.capacity() - buf.len() < chunk / 4 {
+            buf.reserve(chunk);
+        }
+        let room = buf.capacity() - buf.len();
+        let mut read = None;
+        // The inner read runs inside an outer `try_io` so that a short read can report
+        // "would block" to it: tokio then clears the readiness it saw (and only that one,
+        // so data arriving meanwhile is not missed), and the next poll waits for epoll
+        // instead of asking the kernel again.
+        let outcome = stream.try_io(Interest::READABLE, || {
+            let n = stream.try_read_buf(buf)?;
+            read = Some(n);
+            if n > 0 && n < room {
+                Err(io::ErrorKind::WouldBlock.into())
+            } else {
+                Ok(n)
+            }
+        });
+        match (read, outcome) {
+            (Some(n), _) => return Poll::Ready(Ok(n)),
+            (None, Err(error)) if error.kind() == io::ErrorKind::WouldBlock => continue,
+            (None, outcome) => return Poll::Ready(outcome),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::poll_fn;
+    use tokio::io::AsyncWriteExt;
+
+    /// A client socket and the server's end of it.
+    async fn connected() -> (TcpStream, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (client, server)
+    }
+
+    #[tokio::test]
+    async fn reads_what_arrives_and_reports_the_end() {
+        let (mut client, server) = connected().await;
+        let mut buf = BytesMut::new();
+
+        client.write_all(b"first").await.unwrap();
+        let n = poll_fn(|cx| poll_fill(&server, &mut buf, 1024, cx))
+            .await
+            .unwrap();
+        assert_eq!((n, &buf[..]), (5, &b"first"[..]));
+
+        // The short read cleared the readiness; the next bytes still wake the reader.
+        client.write_all(b" second").await.unwrap();
+        let n = poll_fn(|cx| poll_fill(&server, &mut buf, 1024, cx))
+            .await
+            .unwrap();
+        assert_eq!((n, &buf[..]), (7, &b"first second"[..]));
+
+        drop(client);
+        let n = poll_fn(|cx| poll_fill(&server, &mut buf, 1024, cx))
+            .await
+            .unwrap();
+        assert_eq!(n, 0);
+    }
+
+    #[tokio::test]
+    async fn a_full_buffer_is_read_again_without_waiting() {
+        let (mut client, server) = connected().await;
+        client.write_all(&[7u8; 64 * 1024]).await.unwrap();
+        let mut buf = BytesMut::new();
+        // A readiness wrongly cleared after a full read would leave this waiting forever.
+        let read_all = async {
+            while buf.len() < 64 * 1024 {
+                poll_fn(|cx| poll_fill(&server, &mut buf, 1024, cx))
+                    .await
+                    .unwrap();
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(30), read_all)
+            .await
+            .expect("every byte read");
+        assert!(buf.iter().all(|&b| b == 7));
+    }
+}
