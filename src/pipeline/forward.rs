@@ -222,12 +222,18 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-/// A response body cut off after `limit` without a frame from the upstream (a half-dead
-/// upstream must not hold the client's stream, and a connection slot, forever).
+/// A body cut off after `limit` without a frame (a half-dead upstream must not hold the
+/// client's stream, nor a silent client an upstream connection, forever).
+///
+/// The timer is armed only when the body has to wait, and moved once per wait: a
+/// body whose frames are ready when asked (most requests and answers) registers no timer
+/// at all, and a stream registers one per wait, not one per frame.
 pub struct IdleTimeout<B> {
     inner: B,
     limit: Duration,
-    deadline: Pin<Box<tokio::time::Sleep>>,
+    /// When the last frame came (or the body was created).
+    progress: tokio::time::Instant,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<B> IdleTimeout<B> {
@@ -235,8 +241,17 @@ impl<B> IdleTimeout<B> {
         Self {
             inner,
             limit,
-            deadline: Box::pin(tokio::time::sleep(limit)),
+            progress: tokio::time::Instant::now(),
+            deadline: None,
         }
+    }
+
+    /// `limit` after the last frame; a huge configured limit must not overflow (a year is
+    /// "never" here).
+    fn due(&self) -> tokio::time::Instant {
+        self.progress
+            .checked_add(self.limit)
+            .unwrap_or_else(|| self.progress + Duration::from_secs(365 * 24 * 3600))
     }
 }
 
@@ -258,21 +273,30 @@ where
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
-                let now = tokio::time::Instant::now();
-                // A huge configured limit must not overflow; a year is "never" here.
-                let next = now
-                    .checked_add(this.limit)
-                    .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600));
-                this.deadline.as_mut().reset(next);
+                this.progress = tokio::time::Instant::now();
                 Poll::Ready(frame)
             }
-            Poll::Pending => match this.deadline.as_mut().poll(cx) {
-                Poll::Ready(()) => {
-                    tracing::warn!(idle = ?this.limit, "upstream stream idle; closing it");
-                    Poll::Ready(Some(Err(Box::new(StreamIdle(this.limit)))))
+            Poll::Pending => {
+                let due = this.due();
+                let deadline = match &mut this.deadline {
+                    Some(deadline) => {
+                        if deadline.deadline() != due {
+                            deadline.as_mut().reset(due);
+                        }
+                        deadline
+                    }
+                    None => this
+                        .deadline
+                        .insert(Box::pin(tokio::time::sleep_until(due))),
+                };
+                match deadline.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        tracing::warn!(idle = ?this.limit, "upstream stream idle; closing it");
+                        Poll::Ready(Some(Err(Box::new(StreamIdle(this.limit)))))
+                    }
+                    Poll::Pending => Poll::Pending,
                 }
-                Poll::Pending => Poll::Pending,
-            },
+            }
         }
     }
 
@@ -291,6 +315,47 @@ mod tests {
 
     use super::super::rewrite::tests::{map, names};
     use super::*;
+
+    /// A body whose frames come when the test sends them.
+    struct Channel(tokio::sync::mpsc::Receiver<bytes::Bytes>);
+
+    impl http_body::Body for Channel {
+        type Data = bytes::Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, BoxError>>> {
+            self.0
+                .poll_recv(cx)
+                .map(|data| data.map(|data| Ok(http_body::Frame::data(data))))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_timeout_cuts_silence_not_a_body_that_keeps_talking() {
+        use http_body_util::BodyExt;
+        let limit = Duration::from_secs(10);
+        let (send, receive) = tokio::sync::mpsc::channel(1);
+        let mut body = IdleTimeout::new(Channel(receive), limit);
+        // Frames 6 s apart for a minute: every wait is shorter than the limit.
+        for _ in 0..10 {
+            let sending = async {
+                tokio::time::sleep(Duration::from_secs(6)).await;
+                send.send(bytes::Bytes::from_static(b"x")).await.unwrap();
+            };
+            let (frame, ()) = tokio::join!(body.frame(), sending);
+            assert!(frame.unwrap().unwrap().is_data());
+        }
+        // A frame that is there at once arms no timer and resets the clock.
+        send.send(bytes::Bytes::from_static(b"y")).await.unwrap();
+        assert!(body.frame().await.unwrap().is_ok());
+        let waited = tokio::time::Instant::now();
+        let error = body.frame().await.unwrap().unwrap_err();
+        assert!(error.is::<StreamIdle>());
+        assert_eq!(waited.elapsed(), limit);
+    }
 
     #[test]
     fn upstream_answers_lose_hop_by_hop_origin_wide_and_cors_headers() {
