@@ -25,6 +25,15 @@ use crate::pipeline::{admit, forward, mcp_policy, session, transport, user_token
 use crate::server::Connection;
 use crate::upstream::Upstreams;
 
+/// The request's host as a header value: the client's own `Host` value when that is where
+/// it came from (a clone shares its bytes), else a copy of the target's authority.
+fn host_value(host: &str, headers: &HeaderMap) -> Option<http::HeaderValue> {
+    match headers.get(http::header::HOST) {
+        Some(value) if value.as_bytes() == host.as_bytes() => Some(value.clone()),
+        _ => http::HeaderValue::from_str(host).ok(),
+    }
+}
+
 pub async fn handle(
     config: &Config,
     upstream: &Upstreams,
@@ -35,10 +44,13 @@ pub async fn handle(
     user_tokens: Option<&dyn UserTokens>,
 ) -> (Response<Body>, Outcome) {
     let (mut parts, incoming) = request.into_parts();
+    // Kept as a header value: the rewrite sends it on as `X-Forwarded-Host`, and a clone of
+    // the client's `Host` shares its bytes.
     let host = match request_host(&parts.uri, &parts.headers) {
-        Ok(host) => host.map(str::to_string),
+        Ok(host) => host.and_then(|host| host_value(host, &parts.headers)),
         Err(rejection) => return rejected(rejection.into(), &parts.headers),
     };
+    let host_text = host.as_ref().and_then(|value| value.to_str().ok());
     // RFC 9112 §3.2: an HTTP/1.1 request without Host is a 400.
     if host.is_none() && parts.version == http::Version::HTTP_11 {
         return rejected(Rejection::MissingHost.into(), &parts.headers);
@@ -47,7 +59,7 @@ pub async fn handle(
         method: &parts.method,
         path: parts.uri.path(),
         query: parts.uri.query(),
-        host: host.as_deref(),
+        host: host_text,
         headers: &parts.headers,
     };
     let admission = match admit(config, &view).await {
@@ -185,7 +197,7 @@ pub async fn handle(
     let client = ClientSide {
         peer: connection.peer.ip(),
         scheme: if connection.tls { "https" } else { "http" },
-        host: host.as_deref(),
+        host: host.as_ref(),
         identity: &config.identity_headers,
         trust_forwarded: config.server.trust_forwarded_headers,
     };

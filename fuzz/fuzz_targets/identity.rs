@@ -118,6 +118,7 @@ fn check_principal(items: &[String]) {
         issuer_audience_matched: false,
         expires_at: None,
         tools: None,
+        identity_values: Default::default(),
     };
     if representable(&principal).is_err() {
         return;

@@ -123,6 +123,7 @@ mod tests {
             issuer_audience_matched: false,
             expires_at: None,
             tools: None,
+            identity_values: Default::default(),
         }
     }
 

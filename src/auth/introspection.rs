@@ -256,6 +256,7 @@ impl Introspector {
             // Cache horizon: the token's own expiry or the configured TTL, whichever is first.
             expires_at: Some(extracted.expires_at.map_or(ttl_end, |exp| exp.min(ttl_end))),
             tools: None,
+            identity_values: Default::default(),
         })
     }
 }

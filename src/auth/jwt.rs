@@ -174,6 +174,7 @@ impl Issuer {
             issuer_audience_matched,
             expires_at: extracted.expires_at,
             tools: None,
+            identity_values: Default::default(),
         })
     }
 }

@@ -94,14 +94,23 @@ pub fn valid_host(host: &str) -> bool {
     };
     // Labels are non-empty; one trailing dot (a fully qualified name) is allowed.
     let labels = name.strip_suffix('.').unwrap_or(name);
-    let name_ok = !labels.is_empty()
-        && labels.split('.').all(|label| {
-            !label.is_empty()
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
-        });
-    name_ok && port.is_none_or(port_ok)
+    dns_labels(labels.as_bytes()) && port.is_none_or(port_ok)
+}
+
+/// Whether `name` is one or more non-empty labels of letters, digits, `-` and `_`, joined by
+/// single dots. One pass over the bytes: every request's `Host` is checked.
+fn dns_labels(name: &[u8]) -> bool {
+    let mut previous = b'.';
+    for &byte in name {
+        let ok = byte.is_ascii_alphanumeric()
+            || matches!(byte, b'-' | b'_')
+            || (byte == b'.' && previous != b'.');
+        if !ok {
+            return false;
+        }
+        previous = byte;
+    }
+    previous != b'.'
 }
 
 /// The host name of a `Host` value: no port, no trailing dot.
@@ -280,6 +289,17 @@ mod tests {
                 let same_name = asked == entry;
                 let port_ok = entry_port.is_none() || entry_port == port;
                 prop_assert_eq!(plain, same_name && port_ok);
+            }
+
+            /// The one-pass label check reads names as splitting them on dots does.
+            #[test]
+            fn dns_labels_agree_with_splitting(name in "[a-z0-9._:-]{0,12}") {
+                let split = !name.is_empty()
+                    && name.split('.').all(|label| {
+                        !label.is_empty()
+                            && label.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+                    });
+                prop_assert_eq!(dns_labels(name.as_bytes()), split);
             }
 
             /// Canonical origins are fixed points and keep scheme, name and non-default port.

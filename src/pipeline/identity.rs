@@ -19,7 +19,7 @@
 
 use std::fmt::Write as _;
 
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderValue};
 
 use super::policy::Grant;
 use crate::auth::Principal;
@@ -28,25 +28,48 @@ use crate::model::identity::{is_scope_token, IdentityHeaders};
 // The request-time half of the compiled names (`model::identity`): setting them. Removing
 // what a client sent under them is phase 9's strip (`rewrite`).
 impl IdentityHeaders {
-    /// Sets the identity of `grant`, which [`representable`] accepted at the verify phase.
+    /// Sets the identity of `grant`, which [`encoded`] accepted at the verify phase.
     pub fn set(&self, grant: &Grant, headers: &mut HeaderMap) {
-        let principal = grant.principal();
-        let mut put = |name: &HeaderName, value: Option<&str>| {
-            if let Some(value) = value.filter(|v| !v.is_empty()) {
-                if let Ok(value) = HeaderValue::from_bytes(value.as_bytes()) {
-                    headers.insert(name.clone(), value);
-                }
-            }
+        let Ok(values) = encoded(grant.principal()) else {
+            return;
         };
-        put(&self.user_id, Some(&principal.subject));
-        put(&self.user_name, principal.name.as_deref());
-        put(&self.user_email, principal.email.as_deref());
-        put(&self.groups, Some(&encode_list(&principal.groups)));
-        put(&self.scopes, Some(&principal.scopes.join(" ")));
-        put(&self.client_id, principal.client_id.as_deref());
-        put(&self.method, Some(principal.method.as_str()));
-        put(&self.token_id, principal.token_id.as_deref());
+        for (name, value) in self.names().into_iter().zip(values) {
+            if let Some(value) = value {
+                // A clone shares the encoded bytes.
+                headers.insert(name.clone(), value.clone());
+            }
+        }
     }
+}
+
+/// The identity header values of `principal` in the order of [`IdentityHeaders::names`]
+/// (`None` where there is nothing to send), or why its identity cannot be sent exactly
+/// ([`representable`]). Checked and encoded once per principal, kept with it.
+pub fn encoded(principal: &Principal) -> Result<&[Option<HeaderValue>; 8], &'static str> {
+    principal
+        .identity_values
+        .get_or_init(|| representable(principal).map(|()| identity_values(principal)))
+        .as_ref()
+        .map_err(|reason| *reason)
+}
+
+/// The values of the identity headers, in the order of [`IdentityHeaders::names`].
+fn identity_values(principal: &Principal) -> [Option<HeaderValue>; 8] {
+    let value = |value: Option<&str>| {
+        value
+            .filter(|v| !v.is_empty())
+            .and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok())
+    };
+    [
+        value(Some(&principal.subject)),
+        value(principal.name.as_deref()),
+        value(principal.email.as_deref()),
+        value(Some(&encode_list(&principal.groups))),
+        value(Some(&principal.scopes.join(" "))),
+        value(principal.client_id.as_deref()),
+        value(Some(principal.method.as_str())),
+        value(principal.token_id.as_deref()),
+    ]
 }
 
 /// Whether every part of `principal`'s identity can be sent exactly (see the module docs);

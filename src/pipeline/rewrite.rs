@@ -22,7 +22,7 @@ use crate::model::identity::IdentityHeaders;
 use crate::observability::request_id::REQUEST_ID;
 
 /// RFC 9110 §7.6.1 connection-specific fields, plus the legacy ones proxies still meet.
-pub const HOP_BY_HOP: [HeaderName; 8] = [
+pub static HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -36,7 +36,7 @@ pub const HOP_BY_HOP: [HeaderName; 8] = [
 /// Client headers that never reach the upstream, whatever the route. `Proxy` is no HTTP
 /// header at all: CGI-style servers would read it as the `HTTP_PROXY` environment variable
 /// that HTTP client libraries obey ("httpoxy").
-const NEVER_FORWARDED: [HeaderName; 5] = [
+static NEVER_FORWARDED: [HeaderName; 5] = [
     header::AUTHORIZATION,
     header::COOKIE,
     header::HOST,
@@ -70,24 +70,54 @@ fn begins_like_forwarding(name: &str) -> bool {
         .any(|prefix| begins_reading_as(name, prefix))
 }
 
-/// The lengths of the names the strip compares with [`reads_as`]. Two names that read
-/// alike have the same length, so a client header of any other length (without a
-/// forwarding prefix) is none of them, in any spelling, and skips every comparison: most
-/// headers of most requests.
-struct NameLengths(u128);
+/// A summary of the names the strip compares with [`reads_as`]: one bit per (length, first
+/// byte read as [`reads_as`] reads it). Two names that read alike share both, so a client
+/// header whose bit is clear (and that has no forwarding prefix) is none of them, in any
+/// spelling, and skips every comparison: most headers of most requests. A set bit may be a
+/// collision; the comparisons then decide.
+#[derive(Clone, Copy)]
+struct NameFilter(u128);
 
-impl NameLengths {
+impl NameFilter {
     fn of<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
-        Self(names.into_iter().fold(0, |lengths, name| {
-            lengths | 1u128.checked_shl(name.len() as u32).unwrap_or(0)
-        }))
+        Self(
+            names
+                .into_iter()
+                .fold(0, |bits, name| bits | 1 << Self::bit(name)),
+        )
     }
 
-    /// Whether a name of this length may read as one of them (names of 128 bytes and more
-    /// are not summarised, and always may).
-    fn may_match(&self, len: usize) -> bool {
-        len >= 128 || self.0 >> len & 1 == 1
+    fn with(self, other: NameFilter) -> Self {
+        Self(self.0 | other.0)
     }
+
+    fn may_match(self, name: &str) -> bool {
+        self.0 >> Self::bit(name) & 1 == 1
+    }
+
+    fn bit(name: &str) -> u32 {
+        let first = match name.as_bytes().first() {
+            Some(b'_' | b'.') => b'-',
+            Some(&byte) => byte,
+            None => 0,
+        };
+        ((name.len() as u32).wrapping_mul(31) ^ u32::from(first)) % 128
+    }
+}
+
+/// The names every strip compares, whatever the route: hop-by-hop, the request id and the
+/// forwarding claims.
+fn fixed_names() -> NameFilter {
+    static FIXED: std::sync::LazyLock<NameFilter> = std::sync::LazyLock::new(|| {
+        NameFilter::of(
+            HOP_BY_HOP
+                .iter()
+                .chain([&header::UPGRADE, &REQUEST_ID])
+                .map(HeaderName::as_str)
+                .chain(FORWARDING_CLAIMS),
+        )
+    });
+    *FIXED
 }
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -99,7 +129,7 @@ pub struct ClientSide<'a> {
     pub peer: IpAddr,
     /// `https` when the gateway terminated TLS.
     pub scheme: &'static str,
-    pub host: Option<&'a str>,
+    pub host: Option<&'a HeaderValue>,
     pub identity: &'a IdentityHeaders,
     /// Keep an inbound `X-Forwarded-Proto/Host` and extend `X-Forwarded-For` (only behind a
     /// trusted proxy).
@@ -167,23 +197,20 @@ fn withhold_client_headers(
     user_token: Option<&HeaderName>,
 ) -> usize {
     let listed = connection_listed(headers);
-    let lengths = NameLengths::of(
-        HOP_BY_HOP
+    let candidates = fixed_names().with(NameFilter::of(
+        listed
             .iter()
-            .chain([&header::UPGRADE, &REQUEST_ID])
-            .chain(&listed)
             .chain(identity.names())
             .chain(credentials.iter().map(|(ours, _)| ours))
             .chain(user_token)
-            .map(HeaderName::as_str)
-            .chain(FORWARDING_CLAIMS),
-    );
+            .map(HeaderName::as_str),
+    ));
     remove_where(headers, |name| {
         if NEVER_FORWARDED.contains(name) {
             return Some(false);
         }
         let spelled = name.as_str();
-        if !lengths.may_match(spelled.len()) && !begins_like_forwarding(spelled) {
+        if !candidates.may_match(spelled) && !begins_like_forwarding(spelled) {
             return None;
         }
         if reads_like_hop_by_hop(name, &listed) {
@@ -275,14 +302,15 @@ pub fn upstream_request(
         Some(chain) => format!("{chain}, {}", client.peer),
         None => client.peer.to_string(),
     };
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+    // The string's own buffer becomes the value (`from_str` would copy it).
+    if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(forwarded_for)) {
         headers.insert(X_FORWARDED_FOR, value);
     }
     headers.insert(
         X_FORWARDED_PROTO,
         inbound_proto.unwrap_or(HeaderValue::from_static(client.scheme)),
     );
-    let host = inbound_host.or_else(|| client.host.and_then(|h| HeaderValue::from_str(h).ok()));
+    let host = inbound_host.or_else(|| client.host.cloned());
     if let Some(host) = host {
         headers.insert(X_FORWARDED_HOST, host);
     }
@@ -529,11 +557,19 @@ pub(super) mod tests {
     }
 
     #[test]
-    fn name_lengths_keep_every_length_and_let_long_names_through() {
-        let lengths = NameLengths::of(["te", "x-user-id", &"x".repeat(130)]);
-        assert!(lengths.may_match(2) && lengths.may_match(9));
-        assert!(!lengths.may_match(0) && !lengths.may_match(3) && !lengths.may_match(127));
-        assert!(lengths.may_match(128) && lengths.may_match(500));
+    fn the_name_filter_passes_every_look_alike() {
+        let filter = NameFilter::of(["te", "x-user-id", "x-forwarded-for"]);
+        for name in [
+            "te",
+            "x-user-id",
+            "x_user.id",
+            "X-User-Id",
+            "x-forwarded-for",
+        ] {
+            assert!(filter.may_match(&name.to_ascii_lowercase()), "{name}");
+        }
+        assert!(NameFilter::of(["_a"]).may_match("-a") && NameFilter::of([".a"]).may_match("-a"));
+        assert!(!NameFilter::of([]).may_match("te"));
     }
 
     proptest! {

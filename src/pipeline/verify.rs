@@ -27,7 +27,7 @@ pub async fn principal(
                 }
             })?;
     // An identity the upstream cannot receive exactly is refused, never sent in part.
-    super::identity::representable(&principal)
+    super::identity::encoded(&principal)
         .map_err(|reason| Rejection::InvalidToken(route.challenge.clone(), reason))?;
     if !audience_accepted(&principal, route) {
         return Err(Rejection::InvalidToken(

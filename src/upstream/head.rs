@@ -9,6 +9,9 @@
 //! is refused with a 502, never guessed at — the same bytes would then be read one way by
 //! the gateway and another by whoever shares the connection next.
 
+use std::mem::MaybeUninit;
+
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 
@@ -60,9 +63,15 @@ impl ResponseHead {
 /// Parses the response head at the start of `buf`: `Ok(None)` while it is incomplete,
 /// otherwise the head and its length in bytes.
 pub fn parse_response_head(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, HeadError> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut response = httparse::Response::new(&mut fields);
-    let length = match response.parse(buf) {
+    // Uninitialized slots: zeroing 128 of them cost more than parsing a typical head.
+    let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut response,
+        buf,
+        &mut fields,
+    );
+    let length = match parsed {
         Ok(httparse::Status::Complete(length)) => length,
         Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD_BYTES => {
             return Err(HeadError::TooLarge)
@@ -84,7 +93,13 @@ pub fn parse_response_head(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, 
     if status == StatusCode::SWITCHING_PROTOCOLS {
         return Err(HeadError::UnaskedUpgrade);
     }
-    let headers = header_map(response.headers)?;
+    // One copy of the head, which every value shares, rather than one allocation per value;
+    // a copy, not a piece of the connection's read buffer, which it would keep alive.
+    let head = Bytes::copy_from_slice(&buf[..length]);
+    let headers = fields_into_map(response.headers, |value| {
+        let from = value.as_ptr() as usize - buf.as_ptr() as usize;
+        head.slice(from..from + value.len())
+    })?;
     Ok(Some((
         ResponseHead {
             status,
@@ -97,15 +112,23 @@ pub fn parse_response_head(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, 
 
 /// Header fields as parsed by `httparse` into a map (names lowercased by `http`).
 pub fn header_map(fields: &[httparse::Header<'_>]) -> Result<HeaderMap, HeadError> {
+    fields_into_map(fields, Bytes::copy_from_slice)
+}
+
+/// `fields` into a map, each value's bytes as `value_bytes` gives them.
+fn fields_into_map(
+    fields: &[httparse::Header<'_>],
+    value_bytes: impl Fn(&[u8]) -> Bytes,
+) -> Result<HeaderMap, HeadError> {
     // Room for the two the gateway adds to every streamed answer (request id,
     // `X-Accel-Buffering`) without growing the map, which hyper keeps for the connection's
     // next answer: no larger, for the same reason.
     let mut headers = HeaderMap::with_capacity(fields.len() + 2);
     for field in fields {
-        let name = HeaderName::from_bytes(field.name.as_bytes())
-            .map_err(|_| HeadError::InvalidField(field.name.to_owned()))?;
-        let value = HeaderValue::from_bytes(field.value)
-            .map_err(|_| HeadError::InvalidField(field.name.to_owned()))?;
+        let invalid = || HeadError::InvalidField(field.name.to_owned());
+        let name = HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| invalid())?;
+        let value =
+            HeaderValue::from_maybe_shared(value_bytes(field.value)).map_err(|_| invalid())?;
         headers.append(name, value);
     }
     Ok(headers)

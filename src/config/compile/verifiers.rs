@@ -95,6 +95,7 @@ pub(super) fn compile_api_key(
             issuer_audience_matched: false,
             expires_at: None,
             tools,
+            identity_values: Default::default(),
         },
     ))
 }

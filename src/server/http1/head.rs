@@ -11,11 +11,15 @@
 
 use std::mem::MaybeUninit;
 
-use bytes::BytesMut;
+use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Uri, Version};
 
 use crate::upstream::head::{lists_token, parse_length, push_decimal, push_fields};
+
+/// Fields the rewrite may add to a request (eight identity headers, three `X-Forwarded-*`,
+/// the request id).
+const ROOM_FOR_REWRITE: usize = 12;
 
 /// The most header fields in one request head (hyper's limit was 100).
 pub const MAX_HEADERS: usize = 128;
@@ -103,27 +107,27 @@ pub fn parse_request_head(
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
-    // Values are kept as ranges of the head, to share its bytes once it is split off.
+    // One copy of the head, which the target and every value share: one allocation, and
+    // the read buffer stays the connection's alone (splitting it would share it, and keep it
+    // alive for as long as any value lives).
+    let head = Bytes::copy_from_slice(&buf[..length]);
     let start = buf.as_ptr() as usize;
-    let at = |slice: &[u8]| {
+    let shared = |slice: &[u8]| {
         let from = slice.as_ptr() as usize - start;
-        from..from + slice.len()
+        head.slice(from..from + slice.len())
     };
-    let target = at(request.path.unwrap_or_default().as_bytes());
-    let mut named = Vec::with_capacity(request.headers.len());
+    let uri = Uri::from_maybe_shared(shared(request.path.unwrap_or_default().as_bytes()))
+        .map_err(|_| HeadError::Target)?;
+    // Room for what the rewrite adds before the request goes upstream (identity headers,
+    // `X-Forwarded-*`, the request id): growing the map then would move every entry.
+    let mut headers = HeaderMap::with_capacity(request.headers.len() + ROOM_FOR_REWRITE);
     for field in request.headers.iter() {
-        let name = HeaderName::from_bytes(field.name.as_bytes())
-            .map_err(|_| HeadError::Field(field.name.to_owned()))?;
-        named.push((name, at(field.value)));
-    }
-    let head = buf.split_to(length).freeze();
-    let uri = Uri::from_maybe_shared(head.slice(target)).map_err(|_| HeadError::Target)?;
-    let mut headers = HeaderMap::with_capacity(named.len());
-    for (name, value) in named {
-        let value = HeaderValue::from_maybe_shared(head.slice(value))
-            .map_err(|_| HeadError::Field(name.as_str().to_owned()))?;
+        let invalid = || HeadError::Field(field.name.to_owned());
+        let name = HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| invalid())?;
+        let value = HeaderValue::from_maybe_shared(shared(field.value)).map_err(|_| invalid())?;
         headers.append(name, value);
     }
+    buf.advance(length);
     finish(method, uri, version, headers).map(Some)
 }
 
