@@ -133,10 +133,12 @@ impl Route {
     /// A route without `host` serves every host; otherwise the request's host (port and a
     /// trailing dot ignored, case-insensitive) must be that one.
     fn serves_host(&self, request_host: Option<&str>) -> bool {
-        match (&self.host, request_host.map(host_name)) {
-            (None, _) => true,
-            (Some(want), Some(have)) => want.eq_ignore_ascii_case(have),
-            (Some(_), None) => false,
+        // The request's host is parsed only for routes bound to one: most have none.
+        match &self.host {
+            None => true,
+            Some(want) => request_host
+                .map(host_name)
+                .is_some_and(|have| want.eq_ignore_ascii_case(have)),
         }
     }
 

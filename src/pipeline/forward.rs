@@ -16,7 +16,7 @@ use http::{Request, Response};
 use http_body_util::{BodyExt, LengthLimitError};
 
 use super::rejection::Rejection;
-use super::rewrite::{connection_listed, is_hop_by_hop, remove_where};
+use super::rewrite::{connection_listed, is_hop_by_hop, remove_where, NameFilter, HOP_BY_HOP};
 use crate::body::{Body, BoxError};
 use crate::observability::Throttle;
 use crate::upstream::Upstreams;
@@ -116,8 +116,23 @@ const ORIGIN_WIDE: [&str; 8] = [
 /// CORS is the gateway's decision (route allowlist), not the upstream's: an upstream's
 /// `Access-Control-Allow-Origin: *` must not widen it.
 fn withhold_upstream_headers(headers: &mut http::HeaderMap) {
+    static WITHHELD: std::sync::LazyLock<NameFilter> = std::sync::LazyLock::new(|| {
+        NameFilter::of(
+            HOP_BY_HOP
+                .iter()
+                .chain([&header::UPGRADE])
+                .map(http::HeaderName::as_str)
+                .chain(ORIGIN_WIDE),
+        )
+    });
     let listed = connection_listed(headers);
+    let candidates = WITHHELD.with(NameFilter::of(listed.iter().map(http::HeaderName::as_str)));
     remove_where(headers, |name| {
+        // Most names match no bit and skip the comparisons ([`NameFilter`]).
+        let spelled = name.as_str();
+        if !candidates.may_match(spelled) && !spelled.starts_with("access-control-") {
+            return None;
+        }
         let withheld = is_hop_by_hop(name, &listed)
             || ORIGIN_WIDE.contains(&name.as_str())
             || name.as_str().starts_with("access-control-");

@@ -76,10 +76,10 @@ fn begins_like_forwarding(name: &str) -> bool {
 /// spelling, and skips every comparison: most headers of most requests. A set bit may be a
 /// collision; the comparisons then decide.
 #[derive(Clone, Copy)]
-struct NameFilter(u128);
+pub(super) struct NameFilter(u128);
 
 impl NameFilter {
-    fn of<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
+    pub(super) fn of<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
         Self(
             names
                 .into_iter()
@@ -87,11 +87,11 @@ impl NameFilter {
         )
     }
 
-    fn with(self, other: NameFilter) -> Self {
+    pub(super) fn with(self, other: NameFilter) -> Self {
         Self(self.0 | other.0)
     }
 
-    fn may_match(self, name: &str) -> bool {
+    pub(super) fn may_match(self, name: &str) -> bool {
         self.0 >> Self::bit(name) & 1 == 1
     }
 

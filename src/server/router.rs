@@ -33,7 +33,9 @@ pub async fn handle(
     let started = Instant::now();
     let config = app.config();
     let method = request.method().clone();
-    let path = request.uri().path().to_string();
+    // A clone shares the request head's bytes (no copy of the path).
+    let uri = request.uri().clone();
+    let path = uri.path();
     // The request id goes upstream (with the request's headers), back to the client, and
     // into the audit event.
     let context = RequestContext::settle(
@@ -64,7 +66,7 @@ pub async fn handle(
         // Outside the span: the event carries method and path itself.
         observability::audit(
             &method,
-            &path,
+            path,
             response.status(),
             started.elapsed(),
             &outcome,
