@@ -124,12 +124,13 @@ pub async fn handle(
                 &bytes,
                 &parts.headers,
             ) {
-                (judged, None) => {
-                    called_tools = judged.tools.clone();
-                    single_id = judged.id.clone();
+                (mut judged, None) => {
+                    // Taken, not copied: the audit event keeps only method, target and rule.
+                    called_tools = std::mem::take(&mut judged.tools);
+                    single_id = judged.id.take();
                     if !judged.lists.is_empty() {
                         list_filter = Some(ListFilter {
-                            requests: judged.lists.clone(),
+                            requests: std::mem::take(&mut judged.lists),
                             policy: policy.clone(),
                             caller: admission.principal().map(owned_caller),
                         });

@@ -247,7 +247,8 @@ pub struct RequestContext {
     pub id: http::HeaderValue,
     pub client: std::net::IpAddr,
     pub trace_id: Option<String>,
-    pub user_agent: Option<String>,
+    /// As received: shortened and made text only for an audit line that is written.
+    pub user_agent: Option<http::HeaderValue>,
 }
 
 /// The longest user agent an audit event carries.
@@ -280,18 +281,23 @@ impl RequestContext {
             }
             None => None,
         };
-        let user_agent = headers.get(http::header::USER_AGENT).map(|value| {
-            String::from_utf8_lossy(value.as_bytes())
-                .chars()
-                .take(MAX_USER_AGENT_CHARS)
-                .collect()
-        });
+        let user_agent = headers.get(http::header::USER_AGENT).cloned();
         Self {
             id,
             client,
             trace_id,
             user_agent,
         }
+    }
+
+    /// The user agent for the audit event: text, at most [`MAX_USER_AGENT_CHARS`].
+    fn user_agent_text(&self) -> Option<String> {
+        self.user_agent.as_ref().map(|value| {
+            String::from_utf8_lossy(value.as_bytes())
+                .chars()
+                .take(MAX_USER_AGENT_CHARS)
+                .collect()
+        })
     }
 }
 
@@ -347,6 +353,7 @@ pub fn audit(
     if !enabled {
         return;
     }
+    let user_agent = context.user_agent_text();
     let record = audit::Record {
         method,
         path,
@@ -365,7 +372,7 @@ pub fn audit(
         client: context.client,
         request_id: context.id.to_str().unwrap_or_default(),
         trace_id: context.trace_id.as_deref(),
-        user_agent: context.user_agent.as_deref(),
+        user_agent: user_agent.as_deref(),
     };
     if !audit::write(&record) {
         audit_through_tracing(&record);

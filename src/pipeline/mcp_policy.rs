@@ -175,13 +175,14 @@ fn judge_parsed(
         client_id: p.client_id.as_deref(),
         tools: p.tools.as_deref().map(Vec::as_slice),
     });
-    let verdicts: Vec<Verdict> = messages
-        .iter()
-        .map(|m| policy.evaluate(caller.as_ref(), m.method.as_deref(), m.target.as_ref()))
-        .collect();
-    if verdicts.iter().all(|v| *v == Verdict::Allow) {
+    let verdict =
+        |m: &Message| policy.evaluate(caller.as_ref(), m.method.as_deref(), m.target.as_ref());
+    // Most bodies are allowed whole, and need no list of verdicts (a refused one is judged
+    // twice, the second time to say why).
+    if messages.iter().all(|m| verdict(m) == Verdict::Allow) {
         return Ok(judged);
     }
+    let verdicts: Vec<Verdict> = messages.iter().map(verdict).collect();
     let refused_rule = verdicts.iter().find_map(|v| match v {
         Verdict::Deny { rule } | Verdict::NeedScopes { rule, .. } => Some(rule.clone()),
         Verdict::Allow => None,
