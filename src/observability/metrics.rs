@@ -22,7 +22,7 @@ const BUCKETS: [f64; 14] = [
 ];
 
 /// A latency histogram: one count per bucket (not cumulative; summed when rendered).
-#[derive(Default, Clone)]
+#[derive(Default)]
 struct Histogram {
     buckets: [u64; BUCKETS.len() + 1],
     sum_micros: u64,
@@ -62,7 +62,7 @@ impl Histogram {
 }
 
 /// What one route has seen.
-#[derive(Default, Clone)]
+#[derive(Default)]
 struct RouteCounters {
     /// (method, status) → requests.
     requests: BTreeMap<(&'static str, u16), u64>,
@@ -73,7 +73,7 @@ struct RouteCounters {
 }
 
 /// The counters every request or connection moves.
-#[derive(Default, Clone)]
+#[derive(Default)]
 struct Counters {
     /// Route id (`""` for requests that matched no route) → its place in `route_counters`.
     routes: HashMap<Box<str>, usize>,
