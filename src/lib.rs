@@ -59,6 +59,7 @@ pub mod redis_connection;
 pub mod secret;
 pub mod server;
 pub mod socket;
+pub mod text;
 pub mod upstream;
 
 pub use app::{Gateway, StartError};

@@ -64,7 +64,7 @@ fn decide(config: &Config, path: &str) -> Option<(String, bool)> {
     };
     let route = route::resolve(&config.routes, &view).ok()?;
     let public = route.is_public_path(path);
-    Some((route.id.clone(), public))
+    Some((route.id.to_string(), public))
 }
 
 /// How an upstream would route an already-normalized path: longest prefix on segment
@@ -91,7 +91,7 @@ fn upstream_routes(config: &Config, path: &str, ignore_case: bool) -> Option<(St
         .filter(|r| has_prefix(&r.path))
         .max_by_key(|r| r.path.len())?;
     let public = route.public_paths.iter().any(|p| has_prefix(p));
-    Some((route.id.clone(), public))
+    Some((route.id.to_string(), public))
 }
 
 // ---- normalizations upstream frameworks apply ----

@@ -24,7 +24,8 @@ pub struct Upstream {
 /// One protected MCP server, compiled from a `[[routes]]` entry.
 #[derive(Debug)]
 pub struct Route {
-    pub id: String,
+    /// Shared with every request's audit event and metrics (a reference count, no copy).
+    pub id: Arc<str>,
     /// Lowercase host (no port) this route is limited to, if any.
     pub host: Option<String>,
     /// Path prefix without trailing slash ("/" for the root).

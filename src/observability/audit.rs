@@ -23,6 +23,7 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 
 use super::LogFormat;
+use crate::text::{push_decimal_str, push_ip};
 
 /// One request's audit record: the event's fields, in the event's order. Absent fields are
 /// left out of the line, as tracing leaves out `None`.
@@ -111,8 +112,8 @@ impl Record<'_> {
             match value {
                 Field::Str(text) => result = push_debug_str(line, text),
                 Field::Shown(text) => line.push_str(text),
-                Field::Address(address) => result = push_address(line, address),
-                Field::Number(number) => push_number(line, number),
+                Field::Address(address) => push_ip(address, line),
+                Field::Number(number) => push_decimal_str(number, line),
             }
         });
         result?;
@@ -137,7 +138,7 @@ impl Record<'_> {
                     Field::Str(text) | Field::Shown(text) => map.serialize_entry(name, text),
                     Field::Address(ip) => {
                         address.clear();
-                        let _ = push_address(&mut address, ip);
+                        push_ip(ip, &mut address);
                         map.serialize_entry(name, &address)
                     }
                     Field::Number(number) => map.serialize_entry(name, &number),
@@ -166,40 +167,6 @@ fn push_debug_str(line: &mut String, text: &str) -> std::fmt::Result {
         Ok(())
     } else {
         write!(line, "{text:?}")
-    }
-}
-
-/// `number` in decimal, as `Display` writes it.
-fn push_number(line: &mut String, mut number: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (number % 10) as u8;
-        number /= 10;
-        if number == 0 {
-            break;
-        }
-    }
-    for &digit in &digits[at..] {
-        line.push(char::from(digit));
-    }
-}
-
-/// The address as `Display` writes it: IPv4 dotted by hand (its `Display` is slow),
-/// IPv6 through `Display`.
-fn push_address(line: &mut String, address: IpAddr) -> std::fmt::Result {
-    match address {
-        IpAddr::V4(v4) => {
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    line.push('.');
-                }
-                push_number(line, u64::from(octet));
-            }
-            Ok(())
-        }
-        IpAddr::V6(v6) => write!(line, "{v6}"),
     }
 }
 

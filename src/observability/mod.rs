@@ -225,7 +225,8 @@ impl Throttle {
 #[derive(Debug, Clone, Default)]
 pub struct Outcome {
     pub verdict: &'static str,
-    pub route: Option<String>,
+    /// The route's id, shared with the configuration (no copy per request).
+    pub route: Option<std::sync::Arc<str>>,
     pub subject: Option<String>,
     pub auth_method: Option<&'static str>,
     pub reason: Option<String>,
@@ -310,8 +311,8 @@ impl Outcome {
         }
     }
 
-    pub fn with_route(mut self, route: &str) -> Self {
-        self.route = Some(route.to_string());
+    pub fn with_route(mut self, route: &std::sync::Arc<str>) -> Self {
+        self.route = Some(route.clone());
         self
     }
 

@@ -242,12 +242,15 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 ///
 /// The timer is armed only when the body has to wait, and moved once per wait: a
 /// body whose frames are ready when asked (most requests and answers) registers no timer
-/// at all, and a stream registers one per wait, not one per frame.
+/// and does not even read the clock (a frame marks the body as having spoken; the silence
+/// is counted from the first time it is asked and has nothing — right after the frame
+/// when the reader keeps asking, later only if the reader itself was busy).
 pub struct IdleTimeout<B> {
     inner: B,
     limit: Duration,
-    /// When the last frame came (or the body was created).
-    progress: tokio::time::Instant,
+    /// Since when the body has been asked and had nothing; `None` until it first waits
+    /// after a frame (or after its creation).
+    silent_since: Option<tokio::time::Instant>,
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
@@ -256,18 +259,18 @@ impl<B> IdleTimeout<B> {
         Self {
             inner,
             limit,
-            progress: tokio::time::Instant::now(),
+            silent_since: None,
             deadline: None,
         }
     }
+}
 
-    /// `limit` after the last frame; a huge configured limit must not overflow (a year is
-    /// "never" here).
-    fn due(&self) -> tokio::time::Instant {
-        self.progress
-            .checked_add(self.limit)
-            .unwrap_or_else(|| self.progress + Duration::from_secs(365 * 24 * 3600))
-    }
+/// `limit` after `since`; a huge configured limit must not overflow (a year is "never"
+/// here).
+fn due(since: tokio::time::Instant, limit: Duration) -> tokio::time::Instant {
+    since
+        .checked_add(limit)
+        .unwrap_or_else(|| since + Duration::from_secs(365 * 24 * 3600))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -288,11 +291,14 @@ where
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
-                this.progress = tokio::time::Instant::now();
+                this.silent_since = None;
                 Poll::Ready(frame)
             }
             Poll::Pending => {
-                let due = this.due();
+                let since = *this
+                    .silent_since
+                    .get_or_insert_with(tokio::time::Instant::now);
+                let due = due(since, this.limit);
                 let deadline = match &mut this.deadline {
                     Some(deadline) => {
                         if deadline.deadline() != due {

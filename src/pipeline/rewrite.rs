@@ -9,7 +9,6 @@
 //! identity from the [`Admission`], the route's upstream credential and
 //! `X-Forwarded-For/Proto/Host`. `Host` becomes the upstream's authority.
 
-use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -21,6 +20,7 @@ use crate::body::Body;
 use crate::model::header_spelling::{begins_reading_as, reads_as};
 use crate::model::identity::IdentityHeaders;
 use crate::observability::request_id::REQUEST_ID;
+use crate::text::{push_ip, MAX_IP_TEXT};
 
 /// RFC 9110 §7.6.1 connection-specific fields, plus the legacy ones proxies still meet.
 pub static HOP_BY_HOP: [HeaderName; 8] = [
@@ -241,9 +241,6 @@ fn reads_like_hop_by_hop(name: &HeaderName, listed: &[HeaderName]) -> bool {
         .any(|hop| reads_as(name.as_str(), hop.as_str()))
 }
 
-/// The longest text of an IP address (IPv6 with an embedded IPv4 address).
-const MAX_IP_TEXT: usize = 45;
-
 pub fn upstream_request(
     mut parts: Parts,
     body: Body,
@@ -314,7 +311,7 @@ pub fn upstream_request(
         forwarded_for.push_str(&chain);
         forwarded_for.push_str(", ");
     }
-    let _ = write!(forwarded_for, "{}", client.peer);
+    push_ip(client.peer, &mut forwarded_for);
     // The string's own buffer becomes the value (`from_str` would copy it).
     if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(forwarded_for)) {
         headers.insert(X_FORWARDED_FOR, value);

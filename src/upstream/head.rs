@@ -270,21 +270,7 @@ pub fn push_fields(headers: &HeaderMap, skip: fn(&HeaderName) -> bool, out: &mut
     }
 }
 
-/// `value` in decimal digits, without a `String`.
-pub fn push_decimal(value: u64, out: &mut Vec<u8>) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut rest = value;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
-}
+pub use crate::text::push_decimal;
 
 /// Methods whose empty body is sent with no framing header at all (as hyper sends them):
 /// `Content-Length: 0` on a `GET` is legal but unusual, and some servers refuse it.

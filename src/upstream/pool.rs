@@ -32,7 +32,7 @@ impl Pool {
     /// The most recently used live connection to `authority`, if any.
     pub fn checkout(&self, authority: &Authority) -> Option<TcpStream> {
         let mut idle = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        idle.expire(Instant::now());
+        idle.expire(Instant::now(), Forget::Kept);
         let connections = idle.connections(authority)?;
         while let Some((stream, _)) = connections.pop() {
             if still_open(&stream) {
@@ -46,7 +46,7 @@ impl Pool {
     pub fn checkin(&self, authority: &Authority, stream: TcpStream) {
         let mut idle = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
-        idle.expire(now);
+        idle.expire(now, Forget::Kept);
         let connections = match idle.by_authority.iter().position(|(a, _)| a == authority) {
             Some(index) => &mut idle.by_authority[index].1,
             None => {
@@ -66,7 +66,7 @@ impl Pool {
     /// seconds by the worker, so a quiet or removed upstream's sockets do not linger).
     pub fn expire_idle(&self) {
         let mut idle = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        idle.expire(Instant::now());
+        idle.expire(Instant::now(), Forget::Emptied);
     }
 
     /// Idle connections held.
@@ -77,10 +77,21 @@ impl Pool {
     }
 }
 
+/// What [`Idle::expire`] does with an upstream left without idle connections.
+#[derive(Clone, Copy, PartialEq)]
+enum Forget {
+    /// Keeps its (empty) list: a request takes the only connection and gives it back,
+    /// and forgetting the list in between cost an allocation and a copy of the authority
+    /// on every request.
+    Kept,
+    /// Drops it (the periodic sweep: an upstream that is no longer used, or no longer
+    /// configured, leaves nothing behind).
+    Emptied,
+}
+
 impl Idle {
-    /// Closes expired connections (the oldest are at the front), and forgets upstreams with
-    /// none left.
-    fn expire(&mut self, now: Instant) {
+    /// Closes expired connections (the oldest are at the front).
+    fn expire(&mut self, now: Instant, forget: Forget) {
         for (_, connections) in &mut self.by_authority {
             let expired = connections
                 .iter()
@@ -88,8 +99,10 @@ impl Idle {
                 .count();
             connections.drain(..expired);
         }
-        self.by_authority
-            .retain(|(_, connections)| !connections.is_empty());
+        if forget == Forget::Emptied {
+            self.by_authority
+                .retain(|(_, connections)| !connections.is_empty());
+        }
     }
 
     fn connections(&mut self, authority: &Authority) -> Option<&mut Vec<(TcpStream, Instant)>> {
@@ -160,6 +173,26 @@ mod tests {
         tokio::time::advance(IDLE_TIMEOUT / 2).await;
         pool.expire_idle();
         assert_eq!(pool.idle_count(), 0);
+        assert!(
+            pool.0.lock().unwrap().by_authority.is_empty(),
+            "the sweep forgets upstreams with no connection left"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_upstream_whose_connection_is_out_keeps_its_list_until_the_sweep() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let pool = Pool::default();
+        let a: Authority = "a:1".parse().unwrap();
+        let (connection, _server) = pair(&listener).await;
+        pool.checkin(&a, connection);
+        let connection = pool.checkout(&a).expect("the idle connection");
+        pool.checkin(&a, connection);
+        assert_eq!(pool.idle_count(), 1);
+        assert_eq!(pool.0.lock().unwrap().by_authority.len(), 1);
+        let _out = pool.checkout(&a).expect("the idle connection");
+        pool.expire_idle();
+        assert!(pool.0.lock().unwrap().by_authority.is_empty());
     }
 
     #[tokio::test]

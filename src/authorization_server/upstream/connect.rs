@@ -496,7 +496,7 @@ fn route_resource_is(context: &Context<'_>, oauth: &UpstreamOAuth, resource: &st
         .config
         .routes
         .iter()
-        .any(|route| route.id == oauth.route_id && route.resource == resource)
+        .any(|route| *route.id == *oauth.route_id && route.resource == resource)
 }
 
 /// Whether the tokens kept for `subject` to use `resource` are gone (never connected, or

@@ -171,7 +171,7 @@ pub(super) fn compile_authorization_server(
                 .any(|i| i.id == LOCAL_ISSUER_ID)
         })
         .map(|route| {
-            let raw_route = raw.routes.iter().find(|r| r.id == route.id);
+            let raw_route = raw.routes.iter().find(|r| *r.id == *route.id);
             let mut scopes: Vec<String> = raw_route
                 .and_then(|r| r.scopes_supported.clone())
                 .unwrap_or_else(|| route.required_scopes.clone());

@@ -354,7 +354,7 @@ pub(super) fn compile_route(
         )
     });
     Some(Route {
-        id: raw.id.clone(),
+        id: raw.id.as_str().into(),
         host,
         path: route_path,
         upstream: upstream?,
