@@ -23,8 +23,10 @@ use bytes::BytesMut;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-/// Spare read buffers kept per worker thread. Bounded twice: by count, and by the room a
-/// spare offers (a buffer that grew for a large head goes back to the allocator).
+/// Spare read buffers kept per worker thread. Bounded by count, by the room a spare offers,
+/// and (since a buffer's room says nothing of the allocation behind it) by
+/// [`shed_large`]: a buffer that grew for a large head never becomes a spare.
+/// Every caller reads with the same chunk (8 KiB), so a spare suits any of them.
 pub const MAX_SPARE_BUFFERS: usize = 32;
 
 thread_local! {
@@ -44,6 +46,16 @@ fn give_back(buf: BytesMut, chunk: usize) {
             spare.push(buf);
         }
     });
+}
+
+/// After a message of `length` bytes was taken off the front of `buf`: if it was longer
+/// than `chunk`, the buffer grew for it, and what follows the message moves to a buffer of
+/// its own, so that the large allocation is freed with the message instead of being kept
+/// by the connection or among the spares.
+pub fn shed_large(buf: &mut BytesMut, length: usize, chunk: usize) {
+    if length > chunk {
+        *buf = BytesMut::from(&buf[..]);
+    }
 }
 
 /// A spare read buffer of this thread, if there is one.
@@ -176,6 +188,30 @@ mod tests {
             "read into the spare, after the bytes still in use"
         );
         assert_eq!(&head[..], b"request");
+    }
+
+    #[test]
+    fn what_follows_a_large_message_leaves_its_buffer() {
+        let mut buf = BytesMut::with_capacity(64 * 1024);
+        buf.extend_from_slice(&[b'h'; 40 * 1024]);
+        buf.extend_from_slice(b"next");
+        let head = buf.split_to(40 * 1024).freeze();
+        shed_large(&mut buf, head.len(), 8 * 1024);
+        assert_eq!(&buf[..], b"next");
+        assert!(
+            buf.capacity() < 1024,
+            "a buffer of its own, sized for what is left"
+        );
+        let mut small = BytesMut::with_capacity(8 * 1024);
+        small.extend_from_slice(b"headnext");
+        let memory = small.as_ptr();
+        let _head = small.split_to(4);
+        shed_large(&mut small, 4, 8 * 1024);
+        assert_eq!(
+            small.as_ptr(),
+            memory.wrapping_add(4),
+            "a small head keeps its buffer"
+        );
     }
 
     #[test]

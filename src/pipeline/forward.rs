@@ -378,6 +378,36 @@ mod tests {
         assert_eq!(waited.elapsed(), limit);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn silence_counts_while_the_body_is_waited_on() {
+        use http_body_util::BodyExt;
+        let limit = Duration::from_secs(10);
+        let (send, receive) = tokio::sync::mpsc::channel(1);
+        let mut body = IdleTimeout::new(Channel(receive), limit);
+        // Not yet asked (the upstream was still connecting): no silence counted.
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        let asked = tokio::time::Instant::now();
+        let error = body.frame().await.unwrap().unwrap_err();
+        assert!(error.is::<StreamIdle>());
+        assert_eq!(asked.elapsed(), limit);
+
+        // A frame, then a reader busy elsewhere for most of the limit (the other side
+        // taking its time): the wait counts from when it asks again.
+        let (send_more, receive) = tokio::sync::mpsc::channel(1);
+        let mut body = IdleTimeout::new(Channel(receive), limit);
+        send_more
+            .send(bytes::Bytes::from_static(b"x"))
+            .await
+            .unwrap();
+        assert!(body.frame().await.unwrap().is_ok());
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        let asked = tokio::time::Instant::now();
+        let error = body.frame().await.unwrap().unwrap_err();
+        assert!(error.is::<StreamIdle>());
+        assert_eq!(asked.elapsed(), limit);
+        drop(send);
+    }
+
     #[test]
     fn upstream_answers_lose_hop_by_hop_origin_wide_and_cors_headers() {
         let mut headers = map(&[

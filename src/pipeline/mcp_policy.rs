@@ -366,3 +366,58 @@ pub async fn read_body(
         Err(_) => Err(Rejection::MalformedBody),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn message() -> impl Strategy<Value = Message> {
+        let kind = prop_oneof![
+            Just(Kind::Request),
+            Just(Kind::Notification),
+            Just(Kind::Response)
+        ];
+        let method = proptest::option::of(prop_oneof![
+            Just("tools/call".to_string()),
+            Just("tools/list".to_string()),
+            Just("prompts/list".to_string()),
+            Just("resources/read".to_string()),
+            "[a-z/]{0,12}",
+        ]);
+        let target = proptest::option::of(prop_oneof![
+            "[a-z_]{0,8}".prop_map(Target::Tool),
+            "[a-z_]{0,8}".prop_map(Target::Prompt),
+            "[a-z:/]{0,8}".prop_map(Target::Resource),
+        ]);
+        let id = proptest::option::of(prop_oneof![
+            any::<i64>().prop_map(Value::from),
+            "[a-z0-9]{0,6}".prop_map(Value::from),
+            Just(Value::Null),
+        ]);
+        (kind, method, target, id).prop_map(|(kind, method, target, id)| Message {
+            kind,
+            method,
+            target,
+            id,
+        })
+    }
+
+    fn body() -> impl Strategy<Value = Body> {
+        prop_oneof![
+            message().prop_map(Body::Single),
+            proptest::collection::vec(message(), 0..4).prop_map(Body::Batch),
+        ]
+    }
+
+    proptest! {
+        /// The allowed path moves what it can out of the body; what it reports must be what
+        /// the copying description (used by refusals) says.
+        #[test]
+        fn taking_and_describing_say_the_same(body in body()) {
+            let described = format!("{:?}", Judged::describing(&body));
+            prop_assert_eq!(format!("{:?}", Judged::taken_from(body)), described);
+        }
+    }
+}

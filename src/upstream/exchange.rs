@@ -351,6 +351,7 @@ impl Connection {
         loop {
             if let Some((head, length)) = parse_response_head(&self.read)? {
                 self.read.advance(length);
+                crate::socket::shed_large(&mut self.read, length, READ_CHUNK);
                 if head.is_interim() {
                     continue;
                 }

@@ -169,13 +169,20 @@ async fn next_head(
     closing: &mut bool,
 ) -> Next {
     let limits = &shared.limits;
-    let idle_deadline = later(Instant::now(), limits.idle_timeout);
+    // Read from the clock only when the connection has to wait (a pipelined or already
+    // arrived head needs no deadline).
+    let mut idle_deadline = None;
     loop {
         {
             let mut reading = wire.reading();
             if !reading.buf.is_empty() {
+                let before = reading.buf.len();
                 match head::parse_request_head(&mut reading.buf, max_head) {
-                    Ok(Some(head)) => return Next::Head(head),
+                    Ok(Some(head)) => {
+                        let length = before - reading.buf.len();
+                        crate::socket::shed_large(&mut reading.buf, length, wire::READ_CHUNK);
+                        return Next::Head(head);
+                    }
                     Err(error) => return Next::Refuse(error),
                     Ok(None) => {
                         started.get_or_insert_with(Instant::now);
@@ -191,7 +198,9 @@ async fn next_head(
         }
         let deadline = match started {
             Some(at) => later(at, limits.header_read_timeout),
-            None => idle_deadline,
+            None => {
+                *idle_deadline.get_or_insert_with(|| later(Instant::now(), limits.idle_timeout))
+            }
         };
         let filled = poll_fn(|cx| wire.poll_fill(&mut wire.reading(), cx));
         tokio::select! {

@@ -22,7 +22,7 @@ use crate::body::BoxError;
 use crate::upstream::chunked::{ChunkError, ChunkedDecoder, Decoded};
 
 /// Read buffers are allocated this size when there is something to read.
-const READ_CHUNK: usize = 8 * 1024;
+pub(super) const READ_CHUNK: usize = 8 * 1024;
 /// While an answer streams, bytes the client sends ahead (a pipelined request) are read
 /// up to this much, to notice the client closing; beyond it the socket is left alone.
 const READ_AHEAD: usize = 16 * 1024;
