@@ -26,8 +26,13 @@ use tokio::net::TcpStream;
 /// Spare read buffers kept per worker thread. Bounded by count, by the room a spare offers,
 /// and (since a buffer's room says nothing of the allocation behind it) by
 /// [`shed_large`]: a buffer that grew for a large head never becomes a spare.
-/// Every caller reads with the same chunk (8 KiB), so a spare suits any of them.
+/// Every caller reads with [`READ_CHUNK`], so a spare suits any of them.
 pub const MAX_SPARE_BUFFERS: usize = 32;
+
+/// How much both HTTP/1.1 ends (client connections, upstream connections) read at a time:
+/// a read buffer is allocated (or a spare taken) with this room when there is something to
+/// read.
+pub const READ_CHUNK: usize = 8 * 1024;
 
 thread_local! {
     static SPARE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };

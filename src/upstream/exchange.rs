@@ -30,10 +30,8 @@ use super::head::{
 };
 use super::pool::Pool;
 use crate::body::{Body, BoxError};
+use crate::socket::READ_CHUNK;
 
-/// Read buffers are allocated this size when there is something to read, and freed when
-/// there is not.
-const READ_CHUNK: usize = 8 * 1024;
 /// A request whose head and body fit in this many bytes goes out in one write (one system
 /// call), and can be sent again as it was (see [`may_resend`]).
 const COALESCE: usize = 16 * 1024;

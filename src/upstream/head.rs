@@ -270,7 +270,7 @@ pub fn push_fields(headers: &HeaderMap, skip: fn(&HeaderName) -> bool, out: &mut
     }
 }
 
-pub use crate::text::push_decimal;
+use crate::text::push_decimal;
 
 /// Methods whose empty body is sent with no framing header at all (as hyper sends them):
 /// `Content-Length: 0` on a `GET` is legal but unusual, and some servers refuse it.

@@ -15,7 +15,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Uri, Version};
 
-use crate::upstream::head::{lists_token, parse_length, push_decimal, push_fields};
+use crate::text::push_decimal;
+use crate::upstream::head::{lists_token, parse_length, push_fields};
 
 /// Fields the rewrite may add to a request (eight identity headers, three `X-Forwarded-*`,
 /// the request id).

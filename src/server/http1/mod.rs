@@ -180,7 +180,11 @@ async fn next_head(
                 match head::parse_request_head(&mut reading.buf, max_head) {
                     Ok(Some(head)) => {
                         let length = before - reading.buf.len();
-                        crate::socket::shed_large(&mut reading.buf, length, wire::READ_CHUNK);
+                        crate::socket::shed_large(
+                            &mut reading.buf,
+                            length,
+                            crate::socket::READ_CHUNK,
+                        );
                         return Next::Head(head);
                     }
                     Err(error) => return Next::Refuse(error),

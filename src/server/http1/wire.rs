@@ -19,10 +19,9 @@ use http_body::{Frame, SizeHint};
 use tokio::net::TcpStream;
 
 use crate::body::BoxError;
+use crate::socket::READ_CHUNK;
 use crate::upstream::chunked::{ChunkError, ChunkedDecoder, Decoded};
 
-/// Read buffers are allocated this size when there is something to read.
-pub(super) const READ_CHUNK: usize = 8 * 1024;
 /// While an answer streams, bytes the client sends ahead (a pipelined request) are read
 /// up to this much, to notice the client closing; beyond it the socket is left alone.
 const READ_AHEAD: usize = 16 * 1024;
