@@ -56,7 +56,20 @@ pub async fn verify(
     limiter: &RateLimiter,
 ) -> (Response<Body>, Outcome) {
     let (parts, body) = request.into_parts();
-    let headers = &parts.headers;
+    let answer = decide(config, &parts.headers, body, sessions, limiter).await;
+    // The check is made: the front proxy's head map serves the next head on this worker.
+    crate::header_maps::give_back(parts.headers);
+    answer
+}
+
+/// The check itself, on the front proxy's head.
+async fn decide(
+    config: &Config,
+    headers: &HeaderMap,
+    body: RequestBody,
+    sessions: &dyn SessionStore,
+    limiter: &RateLimiter,
+) -> (Response<Body>, Outcome) {
     let original = match original_request(headers) {
         Ok(original) => original,
         Err(rejection) => return deny(rejection.into()),
@@ -186,7 +199,7 @@ fn allow() -> Response<Body> {
     let mut response = Response::new(body::empty());
     // Sized for what follows (the identity headers, the request id): growing the map on
     // the way would move every entry.
-    *response.headers_mut() = HeaderMap::with_capacity(12);
+    *response.headers_mut() = crate::header_maps::take(12);
     response.headers_mut().insert(
         header::CACHE_CONTROL,
         http::HeaderValue::from_static("no-store"),

@@ -31,8 +31,8 @@
 //! `http://` upstreams, the pooled hyper client for `https://`) and knows no policy;
 //! `observability` (a leaf) holds logging, the audit event, request ids and the metrics
 //! registry; `redis_connection` is the one way to Redis (`[redis]`: the authorization
-//! server's store, session bindings, rate limits). `secret`, `glob`, `body` and `socket` are leaves
-//! everything may use; `memory` (giving freed memory back) reads only the metrics. Below
+//! server's store, session bindings, rate limits). `secret`, `glob`, `body`, `socket` and `header_maps` are
+//! leaves everything may use; `memory` (giving freed memory back) reads only the metrics. Below
 //! the composition root (`app`, `server`, `proxy`, `forward_auth`, which call each other)
 //! no two modules import each other.
 
@@ -47,6 +47,7 @@ pub mod body;
 pub mod config;
 pub mod forward_auth;
 pub mod glob;
+pub mod header_maps;
 pub mod mcp;
 pub mod memory;
 pub mod metadata;

@@ -9,11 +9,10 @@
 //! (one on each side). [`poll_fill`] keeps it.
 //!
 //! An idle connection gives its empty read buffer back (it holds no read memory while it
-//! waits), to its worker's few spares rather than to the allocator: the next connection
-//! with something to read takes one, instead of an 8 KiB allocation (and, since the spare
-//! is already shared, the first cut of the head into header values allocates nothing
-//! either). Four allocations and frees a proxied request fewer; at most
-//! [`MAX_SPARE_BUFFERS`] per worker are kept.
+//! waits), to its worker's few spares rather than to the allocator, and so does a
+//! connection done with its buffer (an upstream answer read to its end, a client that
+//! closed): the next connection with something to read takes one, instead of an 8 KiB
+//! allocation. At most [`MAX_SPARE_BUFFERS`] per worker are kept.
 
 use std::cell::RefCell;
 use std::io;
@@ -39,9 +38,11 @@ thread_local! {
 }
 
 /// Keeps an emptied read buffer for the next read on this thread, if it is worth keeping
-/// and there is room; else it is freed.
-fn give_back(buf: BytesMut, chunk: usize) {
-    if buf.capacity() < chunk / 4 || buf.capacity() > 2 * chunk {
+/// and there is room; else it is freed. A buffer whose room was used up by what was cut
+/// off its front gets its whole allocation back first, when nothing else still uses it.
+fn give_back(mut buf: BytesMut, chunk: usize) {
+    let reclaimed = buf.capacity() >= chunk / 4 || buf.try_reclaim(chunk);
+    if !reclaimed || buf.capacity() > 2 * chunk {
         return;
     }
     // `try_with`: a connection dropped while the thread exits frees its buffer.
@@ -60,6 +61,15 @@ fn give_back(buf: BytesMut, chunk: usize) {
 pub fn shed_large(buf: &mut BytesMut, length: usize, chunk: usize) {
     if length > chunk {
         *buf = BytesMut::from(&buf[..]);
+    }
+}
+
+/// Hands an emptied read buffer to the next reader on this thread (a connection that is
+/// done with it: an upstream answer read to its end, a closed client connection). A buffer
+/// that still holds bytes is freed with them.
+pub fn release(buf: BytesMut) {
+    if buf.is_empty() {
+        give_back(buf, READ_CHUNK);
     }
 }
 
@@ -89,7 +99,9 @@ pub fn poll_fill(
             }
             return Poll::Pending;
         }
-        if buf.capacity() == 0 {
+        // An empty buffer short of room (none yet, or its front used up by what was cut
+        // off it) is swapped for a spare rather than grown.
+        if buf.is_empty() && buf.capacity() < chunk / 4 && !buf.try_reclaim(chunk) {
             if let Some(spare) = take_spare() {
                 *buf = spare;
             }
@@ -233,6 +245,36 @@ mod tests {
                 kept += 1;
             }
             assert_eq!(kept, MAX_SPARE_BUFFERS);
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn a_released_buffer_is_kept_whole_once_nothing_else_uses_it() {
+        use bytes::Buf;
+        std::thread::spawn(|| {
+            // Its front consumed, nothing else pointing into it: the whole room comes back.
+            let mut used_up = BytesMut::with_capacity(READ_CHUNK);
+            used_up.extend_from_slice(&[1; READ_CHUNK - 100]);
+            used_up.advance(READ_CHUNK - 100);
+            release(used_up);
+            let spare = take_spare().expect("kept");
+            assert!(spare.capacity() >= READ_CHUNK, "reclaimed from its start");
+
+            // Still shared with what was cut off it, and short of room: freed.
+            let mut shared = BytesMut::with_capacity(READ_CHUNK);
+            shared.extend_from_slice(&[2; READ_CHUNK - 100]);
+            let body = shared.split().freeze();
+            release(shared);
+            assert!(take_spare().is_none());
+            assert_eq!(body.len(), READ_CHUNK - 100);
+
+            // Holding bytes (a pipelined request, an unread answer): freed with them.
+            let mut holding = BytesMut::with_capacity(READ_CHUNK);
+            holding.extend_from_slice(b"GET / HTTP/1.1");
+            release(holding);
+            assert!(take_spare().is_none());
         })
         .join()
         .unwrap();

@@ -346,7 +346,8 @@ fn check_headers(body: &Body, headers: &HeaderMap) -> Result<(), Rejection> {
 }
 
 /// Reads the body a route's MCP rules judge (inline, and forwarded to `/verify`): at most
-/// `limit` bytes, with the slow-POST guard between chunks.
+/// `limit` bytes, with the slow-POST guard between chunks. A body that arrives in one piece
+/// (the usual case) is that piece, not a copy.
 pub async fn read_body(
     incoming: crate::body::RequestBody,
     limit: usize,
@@ -354,16 +355,36 @@ pub async fn read_body(
 ) -> Result<bytes::Bytes, Rejection> {
     use http_body_util::BodyExt;
     let limited = http_body_util::Limited::new(incoming, limit);
-    match super::forward::IdleTimeout::new(limited, idle)
-        .collect()
-        .await
-    {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
-            Err(Rejection::McpBodyTooLarge)
+    let mut body = std::pin::pin!(super::forward::IdleTimeout::new(limited, idle));
+    let mut whole = bytes::Bytes::new();
+    let mut joined: Option<bytes::BytesMut> = None;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(|error| body_refusal(&*error))?.into_data() else {
+            continue; // trailers say nothing of the call
+        };
+        match &mut joined {
+            Some(joined) => joined.extend_from_slice(&data),
+            None if whole.is_empty() => whole = data,
+            None if data.is_empty() => {}
+            None => {
+                let mut both = bytes::BytesMut::with_capacity(whole.len() + data.len());
+                both.extend_from_slice(&whole);
+                both.extend_from_slice(&data);
+                joined = Some(both);
+            }
         }
-        Err(error) if error.is::<super::forward::StreamIdle>() => Err(Rejection::BodyTimeout),
-        Err(_) => Err(Rejection::MalformedBody),
+    }
+    Ok(joined.map_or(whole, bytes::BytesMut::freeze))
+}
+
+/// Why a body the rules judge could not be read.
+fn body_refusal(error: &(dyn std::error::Error + Send + Sync + 'static)) -> Rejection {
+    if error.is::<http_body_util::LengthLimitError>() {
+        Rejection::McpBodyTooLarge
+    } else if error.is::<super::forward::StreamIdle>() {
+        Rejection::BodyTimeout
+    } else {
+        Rejection::MalformedBody
     }
 }
 
@@ -409,6 +430,52 @@ mod tests {
             message().prop_map(Body::Single),
             proptest::collection::vec(message(), 0..4).prop_map(Body::Batch),
         ]
+    }
+
+    /// A client's body arriving in the given pieces.
+    struct Pieces(std::collections::VecDeque<bytes::Bytes>);
+
+    impl http_body::Body for Pieces {
+        type Data = bytes::Bytes;
+        type Error = crate::body::BoxError;
+
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+            std::task::Poll::Ready(
+                self.0
+                    .pop_front()
+                    .map(|piece| Ok(http_body::Frame::data(piece))),
+            )
+        }
+    }
+
+    fn arriving(pieces: &[&'static [u8]]) -> crate::body::RequestBody {
+        let pieces = pieces.iter().map(|piece| bytes::Bytes::from_static(piece));
+        crate::body::RequestBody::Stream(Box::pin(Pieces(pieces.collect())))
+    }
+
+    #[tokio::test]
+    async fn a_body_is_read_whole_whatever_its_pieces_and_within_its_limit() {
+        let idle = std::time::Duration::from_secs(5);
+        let call: &'static [u8] = br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+        let read = read_body(arriving(&[call]), 1024, idle).await.unwrap();
+        assert_eq!(
+            read.as_ptr(),
+            call.as_ptr(),
+            "one piece is taken, not copied"
+        );
+        let read = read_body(arriving(&[b"", b"{\"id\":", b"", b"1}", b""]), 1024, idle)
+            .await
+            .unwrap();
+        assert_eq!(&read[..], b"{\"id\":1}");
+        assert!(read_body(arriving(&[]), 1024, idle)
+            .await
+            .unwrap()
+            .is_empty());
+        let over = read_body(arriving(&[b"0123456789", b"0123456789"]), 15, idle).await;
+        assert!(matches!(over, Err(Rejection::McpBodyTooLarge)));
     }
 
     proptest! {

@@ -138,13 +138,22 @@ pub struct ClientSide<'a> {
 }
 
 /// The names a `Connection` header lists (RFC 9110 §7.6.1): hop-by-hop for this message.
+/// Names that are hop-by-hop anyway ([`is_hop_by_hop`] without a list) are left out: the
+/// usual `Connection: keep-alive` lists nothing new, and costs no allocation.
 pub fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
     headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|name| {
+            !HOP_BY_HOP
+                .iter()
+                .chain([&header::UPGRADE])
+                .any(|known| name.eq_ignore_ascii_case(known.as_str()))
+        })
+        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
         .collect()
 }
 
@@ -162,7 +171,8 @@ pub fn remove_where(
     headers: &mut HeaderMap,
     mut doomed: impl FnMut(&HeaderName) -> Option<bool>,
 ) -> usize {
-    let names: Vec<(HeaderName, bool)> = headers
+    // Inline room for the usual one or two (the credential, `Connection`): no allocation.
+    let names: smallvec::SmallVec<[(HeaderName, bool); 4]> = headers
         .keys()
         .filter_map(|name| doomed(name).map(|counted| (name.clone(), counted)))
         .collect();
@@ -564,6 +574,28 @@ pub(super) mod tests {
                 })
                 .collect()
         })
+    }
+
+    #[test]
+    fn connection_lists_only_names_not_already_hop_by_hop() {
+        let listed = |values: &[&'static str]| {
+            let pairs: Vec<_> = values.iter().map(|v| ("connection", *v)).collect();
+            connection_listed(&map(&pairs))
+        };
+        assert!(listed(&["keep-alive"]).is_empty());
+        assert!(listed(&["Keep-Alive, UPGRADE", " te "]).is_empty());
+        assert_eq!(
+            listed(&["keep-alive, X-Trace", "close"]),
+            [
+                HeaderName::from_static("x-trace"),
+                HeaderName::from_static("close")
+            ]
+        );
+        // A look-alike is not the name it looks like: it is listed, and stripped as listed.
+        assert_eq!(
+            listed(&["keep_alive"]),
+            [HeaderName::from_static("keep_alive")]
+        );
     }
 
     #[test]

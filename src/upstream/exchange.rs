@@ -105,9 +105,14 @@ pub async fn exchange(
     upstream: Upstream<'_>,
     request: Request<Body>,
 ) -> Result<Response<Body>, ExchangeError> {
-    let (parts, mut body) = request.into_parts();
+    let (mut parts, mut body) = request.into_parts();
     let framing = request_framing(&parts.method, &parts.headers, &body);
-    let mut head = Vec::with_capacity(256 + parts.headers.len() * 48);
+    // The head, and behind it a small body of known length: one buffer, one write.
+    let small_body = match framing {
+        RequestFraming::Length(length) if length <= COALESCE as u64 => length as usize,
+        _ => 0,
+    };
+    let mut head = Vec::with_capacity(256 + parts.headers.len() * 48 + small_body);
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     // `Host` as hyper sent it: without the scheme's default port.
     let host = match upstream.authority.port_u16() {
@@ -122,12 +127,14 @@ pub async fn exchange(
         framing,
         &mut head,
     );
+    // The head is written: its map serves the next one parsed on this worker.
+    crate::header_maps::give_back(std::mem::take(&mut parts.headers));
     let (mut connection, reused) = match upstream.pool.checkout(upstream.authority) {
         Some(stream) => (Connection::new(stream), true),
         None => (connect(&upstream).await?, false),
     };
     let mut whole = None;
-    let mut outcome = send(&mut connection, &head, framing, &mut body, &mut whole).await;
+    let mut outcome = send(&mut connection, head, framing, &mut body, &mut whole).await;
     if let (Err(error), Some(request)) = (&outcome, &whole) {
         if reused && may_resend(&parts.method, error, &connection) {
             connection = connect(&upstream).await?;
@@ -199,7 +206,7 @@ fn may_resend(method: &Method, error: &ExchangeError, connection: &Connection) -
 /// piece is left in `whole`, to be sent again if [`may_resend`] says so.
 async fn send(
     connection: &mut Connection,
-    head: &[u8],
+    head: Vec<u8>,
     framing: RequestFraming,
     body: &mut Body,
     whole: &mut Option<Vec<u8>>,
@@ -219,15 +226,15 @@ async fn send(
     }
 }
 
+/// `head` is the encoded head; what is written next goes behind it while it is short.
 async fn write_request(
     connection: &mut Connection,
-    head: &[u8],
+    head: Vec<u8>,
     framing: RequestFraming,
     body: &mut Body,
     whole: &mut Option<Vec<u8>>,
 ) -> Result<(), ExchangeError> {
-    let mut pending = Vec::with_capacity(head.len() + 64);
-    pending.extend_from_slice(head);
+    let mut pending = head;
     let mut length = 0u64;
     let mut in_pieces = false;
     if framing != RequestFraming::None {
@@ -407,14 +414,24 @@ impl ResponseBody {
     }
 
     /// The body is complete: the connection goes back to the pool if nothing else came on
-    /// it and the answer allows reuse; otherwise it is closed.
+    /// it and the answer allows reuse; otherwise it is closed. Its emptied read buffer goes
+    /// to the worker's spares (a pooled connection is given a buffer again when its next
+    /// answer arrives).
     fn finish(&mut self) {
         let Some(connection) = self.connection.take() else {
             return;
         };
+        let Connection {
+            stream,
+            read,
+            reusable,
+            ..
+        } = connection;
+        let clean = read.is_empty();
+        crate::socket::release(read);
         if let Some((pool, authority)) = self.give_back.take() {
-            if connection.reusable && connection.read.is_empty() {
-                pool.checkin(&authority, connection.stream);
+            if reusable && clean {
+                pool.checkin(&authority, stream);
             }
         }
     }

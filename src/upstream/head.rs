@@ -123,7 +123,7 @@ fn fields_into_map(
     // Room for the two the gateway adds to every streamed answer (request id,
     // `X-Accel-Buffering`) without growing the map, which hyper keeps for the connection's
     // next answer: no larger, for the same reason.
-    let mut headers = HeaderMap::with_capacity(fields.len() + 2);
+    let mut headers = crate::header_maps::take(fields.len() + 2);
     for field in fields {
         let invalid = || HeadError::InvalidField(field.name.to_owned());
         let name = HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| invalid())?;

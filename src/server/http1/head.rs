@@ -121,7 +121,7 @@ pub fn parse_request_head(
         .map_err(|_| HeadError::Target)?;
     // Room for what the rewrite adds before the request goes upstream (identity headers,
     // `X-Forwarded-*`, the request id): growing the map then would move every entry.
-    let mut headers = HeaderMap::with_capacity(request.headers.len() + ROOM_FOR_REWRITE);
+    let mut headers = crate::header_maps::take(request.headers.len() + ROOM_FOR_REWRITE);
     for field in request.headers.iter() {
         let invalid = || HeadError::Field(field.name.to_owned());
         let name = HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| invalid())?;

@@ -297,7 +297,8 @@ async fn respond(
             &mut out,
         )
     });
-    drop(parts);
+    // The head is written: its map serves the next one parsed on this worker.
+    crate::header_maps::give_back(parts.headers);
     let (length, chunked) = match framing {
         ResponseFraming::NoBody(_) => {
             drop(body);

@@ -70,6 +70,17 @@ pub enum RequestBodyError {
     Failed,
 }
 
+/// A closed connection's emptied read buffer goes to the worker's spares.
+impl Drop for Wire {
+    fn drop(&mut self) {
+        let reading = self
+            .reading
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        crate::socket::release(std::mem::take(&mut reading.buf));
+    }
+}
+
 impl Wire {
     pub fn new(stream: TcpStream, buf: BytesMut) -> Arc<Self> {
         Arc::new(Self {
