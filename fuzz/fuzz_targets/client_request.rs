@@ -11,7 +11,8 @@
 //! number; a chunked one is HTTP/1.1 with exactly one `Transfer-Encoding: chunked` and no
 //! `Content-Length` left, and a request that also named a length does not keep the
 //! connection; every response head the gateway writes with the parsed fields reads back,
-//! with the gateway's own upstream parser, as the same fields and the same length.
+//! with the gateway's own upstream parser, as the same fields and the same length; the
+//! protocol sniff takes no request line that starts otherwise than HTTP/2's preface for it.
 #![no_main]
 
 use bytes::BytesMut;
@@ -22,6 +23,7 @@ use mcp_auth_gateway::server::http1::head::{
     encode_response_head, parse_request_head, HeadError, Persistence, RequestFraming,
     RequestHead, ResponseFraming,
 };
+use mcp_auth_gateway::server::connection::{protocol_of, Protocol};
 use mcp_auth_gateway::upstream::head::{parse_length, parse_response_head, response_framing, BodyFraming};
 
 const MAX: usize = 4096;
@@ -49,6 +51,10 @@ fuzz_target!(|input: &[u8]| {
         return;
     };
     let step = usize::from(first % 64) + 1;
+    // The sniff before any head: a request head is never taken for HTTP/2's preface.
+    let sniffed = protocol_of(request);
+    let head_line = request.first().is_some_and(u8::is_ascii_uppercase) && request.first() != Some(&b'P');
+    assert!(!head_line || sniffed == Some(Protocol::Http1));
     let mut whole_buf = BytesMut::from(request);
     let whole = parse_request_head(&mut whole_buf, MAX);
     let (pieces, pieces_buf) = stepped(request, step);

@@ -45,15 +45,43 @@ pub async fn sniff<S: AsyncRead + Unpin>(
         if n == 0 {
             return Ok(None);
         }
-        let start = &read[..read.len().min(H2_PREFACE.len())];
-        let protocol = if !H2_PREFACE.starts_with(start) {
-            Protocol::Http1
-        } else if start.len() == H2_PREFACE.len() {
-            Protocol::Http2
-        } else {
-            continue;
-        };
-        return Ok(Some((read, protocol)));
+        if let Some(protocol) = protocol_of(&read) {
+            return Ok(Some((read, protocol)));
+        }
+    }
+}
+
+/// [`sniff`] for a plain TCP connection, reading as the gateway's HTTP/1.1 server does
+/// ([`crate::socket::poll_fill`]): nothing is held until the first bytes arrive, and then
+/// a spare read buffer of the worker is used rather than a new one.
+pub async fn sniff_plain(
+    stream: &tokio::net::TcpStream,
+) -> io::Result<Option<(BytesMut, Protocol)>> {
+    let mut read = BytesMut::new();
+    loop {
+        let n = std::future::poll_fn(|cx| {
+            crate::socket::poll_fill(stream, &mut read, crate::socket::READ_CHUNK, cx)
+        })
+        .await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if let Some(protocol) = protocol_of(&read) {
+            return Ok(Some((read, protocol)));
+        }
+    }
+}
+
+/// The protocol the first bytes of a connection speak, once they tell: the HTTP/2 preface
+/// in full, or a byte that departs from it.
+pub fn protocol_of(start: &[u8]) -> Option<Protocol> {
+    let start = &start[..start.len().min(H2_PREFACE.len())];
+    if !H2_PREFACE.starts_with(start) {
+        Some(Protocol::Http1)
+    } else if start.len() == H2_PREFACE.len() {
+        Some(Protocol::Http2)
+    } else {
+        None
     }
 }
 
@@ -481,5 +509,64 @@ mod tests {
             "a request ending now could make the connection idle within the idle limit"
         );
         drop(busy);
+    }
+
+    #[tokio::test]
+    async fn a_plain_connection_is_sniffed_from_what_arrives_and_nothing_is_lost() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        for (sent, expected) in [
+            (&b"POST /mcp HTTP/1.1\r\n"[..], Some(Protocol::Http1)),
+            (&H2_PREFACE[..], Some(Protocol::Http2)),
+            (&H2_PREFACE[..10], None),
+        ] {
+            let mut client = tokio::net::TcpStream::connect(address).await.unwrap();
+            let (server, _) = listener.accept().await.unwrap();
+            let sending = tokio::spawn(async move {
+                // In two pieces: the sniff must wait for the second when the first is a
+                // piece of the preface.
+                tokio::io::AsyncWriteExt::write_all(&mut client, &sent[..1])
+                    .await
+                    .unwrap();
+                tokio::task::yield_now().await;
+                tokio::io::AsyncWriteExt::write_all(&mut client, &sent[1..])
+                    .await
+                    .unwrap();
+                // The client closes: a preface cut short tells nothing.
+            });
+            let sniffed = sniff_plain(&server).await.unwrap();
+            sending.await.unwrap();
+            match (sniffed, expected) {
+                (Some((read, protocol)), Some(expected)) => {
+                    assert_eq!(protocol, expected);
+                    assert!(sent.starts_with(&read) && !read.is_empty());
+                }
+                (None, None) => {}
+                (sniffed, expected) => panic!("{sniffed:?} for {expected:?}"),
+            }
+        }
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Undecided only on a piece of the preface; HTTP/2 only on the whole preface.
+        #[test]
+        fn the_protocol_is_told_by_the_preface_alone(
+            start in prop_oneof![
+                (0..=24usize, prop::collection::vec(any::<u8>(), 0..8))
+                    .prop_map(|(n, rest)| [&H2_PREFACE[..n], &rest[..]].concat()),
+                prop::collection::vec(any::<u8>(), 0..40),
+            ]
+        ) {
+            let expected = if start.len() >= 24 && start[..24] == H2_PREFACE[..] {
+                Some(Protocol::Http2)
+            } else if H2_PREFACE.starts_with(&start) {
+                None
+            } else {
+                Some(Protocol::Http1)
+            };
+            prop_assert_eq!(protocol_of(&start), expected);
+        }
     }
 }

@@ -206,9 +206,9 @@ impl ConnectionTask {
     }
 
     /// A plain-TCP connection: HTTP/1.x to the gateway's own server, HTTP/2 to hyper.
-    async fn serve_plain(&self, mut stream: tokio::net::TcpStream) {
+    async fn serve_plain(&self, stream: tokio::net::TcpStream) {
         let accepted = Instant::now();
-        let Some((sniffed, protocol)) = self.sniff(&mut stream).await else {
+        let Some((sniffed, protocol)) = self.sniff(connection::sniff_plain(&stream)).await else {
             return;
         };
         match protocol {
@@ -233,15 +233,12 @@ impl ConnectionTask {
     /// Reads the protocol under `header_read_timeout`. Until a connection has said which
     /// protocol it speaks it is not worth draining: shutdown drops it instead of waiting
     /// out its deadline.
-    async fn sniff<S: AsyncRead + Unpin>(
+    async fn sniff(
         &self,
-        stream: &mut S,
+        sniffing: impl Future<Output = std::io::Result<Option<(bytes::BytesMut, Protocol)>>>,
     ) -> Option<(bytes::BytesMut, Protocol)> {
         let mut stopping = self.stopping.clone();
-        let sniffing = tokio::time::timeout(
-            self.shared.limits.header_read_timeout,
-            connection::sniff(stream),
-        );
+        let sniffing = tokio::time::timeout(self.shared.limits.header_read_timeout, sniffing);
         let sniffed = tokio::select! {
             sniffed = sniffing => sniffed,
             _ = stopping.changed() => return None,
@@ -257,7 +254,7 @@ impl ConnectionTask {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let Some((sniffed, protocol)) = self.sniff(&mut stream).await else {
+        let Some((sniffed, protocol)) = self.sniff(connection::sniff(&mut stream)).await else {
             return;
         };
         let io = connection::Prefixed::new(sniffed.freeze(), stream);

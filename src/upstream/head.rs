@@ -126,7 +126,7 @@ fn fields_into_map(
     let mut headers = crate::header_maps::take(fields.len() + 2);
     for field in fields {
         let invalid = || HeadError::InvalidField(field.name.to_owned());
-        let name = HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| invalid())?;
+        let name = field_name(field.name.as_bytes()).map_err(|_| invalid())?;
         let value =
             HeaderValue::from_maybe_shared(value_bytes(field.value)).map_err(|_| invalid())?;
         headers.append(name, value);
@@ -183,6 +183,51 @@ pub fn response_framing(method: &Method, head: &ResponseHead) -> Result<BodyFram
 /// `chunked`, alone, in any case, with optional surrounding whitespace.
 fn is_chunked(value: &[u8]) -> bool {
     value.trim_ascii().eq_ignore_ascii_case(b"chunked")
+}
+
+/// Names outside the standard set that front proxies and MCP clients send on most requests
+/// (and MCP servers on most answers): taken from here rather than allocated for every head
+/// (`HeaderName::from_bytes` copies a name it does not know). Lower case, as parsed names
+/// are.
+static FREQUENT_NAMES: [HeaderName; 17] = [
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("x-real-ip"),
+    HeaderName::from_static("x-request-id"),
+    HeaderName::from_static("last-event-id"),
+    HeaderName::from_static("mcp-session-id"),
+    HeaderName::from_static("x-original-uri"),
+    HeaderName::from_static("x-forwarded-for"),
+    HeaderName::from_static("x-forwarded-uri"),
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-forwarded-host"),
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("x-forwarded-proto"),
+    HeaderName::from_static("x-original-method"),
+    HeaderName::from_static("x-forwarded-method"),
+    HeaderName::from_static("mcp-protocol-version"),
+    HeaderName::from_static("mcp-method"),
+    HeaderName::from_static("mcp-name"),
+];
+
+/// A field's name as `HeaderName::from_bytes` reads it, without an allocation for the
+/// frequent names above.
+pub fn field_name(bytes: &[u8]) -> Result<HeaderName, http::header::InvalidHeaderName> {
+    // Every frequent name starts with one of these letters, most standard names with
+    // another: those are parsed without looking through the list.
+    let may_be_frequent = bytes
+        .first()
+        .is_some_and(|first| matches!(first.to_ascii_lowercase(), b'x' | b'm' | b'k' | b'l'));
+    let frequent = FREQUENT_NAMES
+        .iter()
+        .filter(|_| may_be_frequent)
+        .find(|known| {
+            let known = known.as_str().as_bytes();
+            known.len() == bytes.len() && known.eq_ignore_ascii_case(bytes)
+        });
+    match frequent {
+        Some(known) => Ok(known.clone()),
+        None => HeaderName::from_bytes(bytes),
+    }
 }
 
 /// A `Content-Length` value: 1 to 19 ASCII digits (no sign, no list, no whitespace inside).
@@ -458,7 +503,57 @@ mod tests {
         );
     }
 
+    #[test]
+    fn frequent_names_are_read_in_any_case_as_any_name_is() {
+        for known in &FREQUENT_NAMES {
+            assert!(
+                matches!(known.as_str().as_bytes()[0], b'x' | b'm' | b'k' | b'l'),
+                "{known} starts with a letter field_name looks for"
+            );
+        }
+        for spelled in [
+            "Mcp-Session-Id",
+            "X-ORIGINAL-URI",
+            "x-forwarded-host",
+            "Keep-Alive",
+        ] {
+            let name = field_name(spelled.as_bytes()).unwrap();
+            assert_eq!(name, HeaderName::from_bytes(spelled.as_bytes()).unwrap());
+            assert_eq!(name.as_str(), spelled.to_ascii_lowercase());
+        }
+        assert_eq!(field_name(b"Content-Type").unwrap(), header::CONTENT_TYPE);
+        assert_eq!(field_name(b"x-custom").unwrap().as_str(), "x-custom");
+        // Not a frequent name's look-alike, and no invalid name let through.
+        assert_eq!(
+            field_name(b"mcp_session_id").unwrap().as_str(),
+            "mcp_session_id"
+        );
+        assert!(field_name(b"mcp-session id").is_err());
+        assert!(field_name(b"").is_err());
+        for known in &FREQUENT_NAMES {
+            let parsed = HeaderName::from_bytes(known.as_str().as_bytes()).unwrap();
+            assert_eq!(&parsed, known, "stored as parsed");
+        }
+    }
+
     proptest! {
+        /// A field's name reads as `HeaderName::from_bytes` reads it, frequent or not.
+        #[test]
+        fn field_names_read_as_http_reads_them(
+            name in prop_oneof![
+                prop::sample::select(FREQUENT_NAMES.to_vec())
+                    .prop_flat_map(|known| prop::collection::vec(any::<bool>(), known.as_str().len())
+                        .prop_map(move |upper| known.as_str().bytes().zip(upper)
+                            .map(|(b, up)| if up { b.to_ascii_uppercase() } else { b })
+                            .collect::<Vec<u8>>())),
+                prop::collection::vec(any::<u8>(), 0..24),
+            ]
+        ) {
+            let ours = field_name(&name).ok();
+            let theirs = HeaderName::from_bytes(&name).ok();
+            prop_assert_eq!(ours, theirs);
+        }
+
         /// Whatever the bytes, parsing never panics, and a parsed head's length lies within
         /// them and within the limit.
         #[test]

@@ -16,7 +16,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Uri, Version};
 
 use crate::text::push_decimal;
-use crate::upstream::head::{lists_token, parse_length, push_fields};
+use crate::upstream::head::{field_name, lists_token, parse_length, push_fields};
 
 /// Fields the rewrite may add to a request (eight identity headers, three `X-Forwarded-*`,
 /// the request id).
@@ -124,7 +124,7 @@ pub fn parse_request_head(
     let mut headers = crate::header_maps::take(request.headers.len() + ROOM_FOR_REWRITE);
     for field in request.headers.iter() {
         let invalid = || HeadError::Field(field.name.to_owned());
-        let name = HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| invalid())?;
+        let name = field_name(field.name.as_bytes()).map_err(|_| invalid())?;
         let value = HeaderValue::from_maybe_shared(shared(field.value)).map_err(|_| invalid())?;
         headers.append(name, value);
     }
