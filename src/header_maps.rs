@@ -5,8 +5,12 @@
 //! above what glibc keeps in its per-thread cache, so each went through the allocator's
 //! slow path (and often made it sort its free lists first). Where a head has been written
 //! out and its map is done with, the map goes back to its worker, emptied; the next head
-//! parsed takes it. At most [`MAX_SPARE_MAPS`] per worker, none larger than
-//! [`MAX_SPARE_ENTRIES`]: a map grown for a head with many fields is freed.
+//! parsed takes it, if its room is no more than twice what is asked (hyper keeps a TLS
+//! connection's last answer map, and a spare must not make that larger). At most
+//! [`MAX_SPARE_MAPS`] per worker, none with room or values for more than
+//! [`MAX_SPARE_ENTRIES`] fields. Only maps of heads the gateway parsed (at most 128
+//! fields) or built come back: a map hyper read from HTTP/2 ([`Foreign`]) could have kept
+//! room for hundreds of repeated values that `clear` does not give up.
 
 use std::cell::RefCell;
 
@@ -23,10 +27,21 @@ thread_local! {
     static SPARE: RefCell<Vec<HeaderMap>> = const { RefCell::new(Vec::new()) };
 }
 
-/// An empty map with room for `fields`: a spare of this thread if there is one.
+/// Marks a request whose header map hyper built from HTTP/2: it is not given back.
+#[derive(Debug, Clone, Copy)]
+pub struct Foreign;
+
+/// An empty map with room for `fields`: a spare of this thread that is not much larger, if
+/// there is one.
 pub fn take(fields: usize) -> HeaderMap {
+    // At least 24: a request's map (room for 24) serves an answer's head, which asks less.
+    let most_room = 2 * fields.max(12);
     let spare = SPARE
-        .try_with(|spare| spare.borrow_mut().pop())
+        .try_with(|spare| {
+            let mut spare = spare.borrow_mut();
+            let fitting = spare.iter().rposition(|map| map.capacity() <= most_room)?;
+            Some(spare.swap_remove(fitting))
+        })
         .ok()
         .flatten();
     match spare {
@@ -42,7 +57,7 @@ pub fn take(fields: usize) -> HeaderMap {
 /// are enough spares already.
 pub fn give_back(mut map: HeaderMap) {
     let room = map.capacity();
-    if room == 0 || room > MAX_SPARE_ENTRIES {
+    if room == 0 || room > MAX_SPARE_ENTRIES || map.len() > MAX_SPARE_ENTRIES {
         return;
     }
     // Values are dropped now (the bytes they share are freed with them), not when the map
@@ -90,7 +105,17 @@ mod tests {
         std::thread::spawn(|| {
             give_back(HeaderMap::with_capacity(200));
             give_back(HeaderMap::new());
-            assert_eq!(spares(), 0, "too large and unallocated maps are not kept");
+            let mut repeated = HeaderMap::with_capacity(12);
+            for _ in 0..MAX_SPARE_ENTRIES + 1 {
+                repeated.append(HOST, HeaderValue::from_static("again"));
+            }
+            assert!(repeated.capacity() <= MAX_SPARE_ENTRIES);
+            give_back(repeated);
+            assert_eq!(
+                spares(),
+                0,
+                "too large, unallocated and too many values are not kept"
+            );
             for _ in 0..MAX_SPARE_MAPS + 5 {
                 give_back(HeaderMap::with_capacity(10));
             }
@@ -110,11 +135,19 @@ mod tests {
                     HeaderValue::from_static("v"),
                 );
             }
+            let room = map.capacity();
             give_back(map);
-            let mut again = take(1);
+            let mut again = take(24);
+            assert_eq!(again.capacity(), room, "the grown map, reused");
             again.insert(HOST, HeaderValue::from_static("a"));
             assert_eq!(again.len(), 1);
             assert_eq!(again.get(HOST).unwrap(), "a");
+            give_back(again);
+            assert!(
+                take(1).capacity() < room,
+                "much larger than asked: not taken"
+            );
+            assert_eq!(spares(), 1);
         })
         .join()
         .unwrap();

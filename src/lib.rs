@@ -31,10 +31,10 @@
 //! `http://` upstreams, the pooled hyper client for `https://`) and knows no policy;
 //! `observability` (a leaf) holds logging, the audit event, request ids and the metrics
 //! registry; `redis_connection` is the one way to Redis (`[redis]`: the authorization
-//! server's store, session bindings, rate limits). `secret`, `glob`, `body`, `socket` and `header_maps` are
-//! leaves everything may use; `memory` (giving freed memory back) reads only the metrics. Below
-//! the composition root (`app`, `server`, `proxy`, `forward_auth`, which call each other)
-//! no two modules import each other.
+//! server's store, session bindings, rate limits). `secret`, `glob`, `body`, `socket` and
+//! `header_maps` are leaves everything may use; `memory` (giving freed memory back) reads
+//! only the metrics. Below the composition root (`app`, `server`, `proxy`, `forward_auth`,
+//! which call each other) no two modules import each other.
 
 // Denied, not forbidden: `memory` holds the one exception (a call into glibc), allowed there
 // alone and explained.

@@ -41,6 +41,12 @@ thread_local! {
 /// and there is room; else it is freed. A buffer whose room was used up by what was cut
 /// off its front gets its whole allocation back first, when nothing else still uses it.
 fn give_back(mut buf: BytesMut, chunk: usize) {
+    // Its room says nothing of an allocation whose front was used up: a buffer that is its
+    // own and could offer more than any spare may is freed (read-ahead of pipelined
+    // requests or a trailer section can grow one to 24 KiB or more).
+    if buf.try_reclaim(2 * chunk + 1) {
+        return;
+    }
     let reclaimed = buf.capacity() >= chunk / 4 || buf.try_reclaim(chunk);
     if !reclaimed || buf.capacity() > 2 * chunk {
         return;
@@ -269,6 +275,14 @@ mod tests {
             release(shared);
             assert!(take_spare().is_none());
             assert_eq!(body.len(), READ_CHUNK - 100);
+
+            // Its front used up, its allocation larger than any spare may be: freed.
+            let mut grown = BytesMut::with_capacity(3 * READ_CHUNK);
+            grown.extend_from_slice(&[3; 3 * READ_CHUNK - 100]);
+            grown.advance(3 * READ_CHUNK - 100);
+            assert!(grown.capacity() < READ_CHUNK);
+            release(grown);
+            assert!(take_spare().is_none());
 
             // Holding bytes (a pipelined request, an unread answer): freed with them.
             let mut holding = BytesMut::with_capacity(READ_CHUNK);

@@ -347,7 +347,7 @@ fn check_headers(body: &Body, headers: &HeaderMap) -> Result<(), Rejection> {
 
 /// Reads the body a route's MCP rules judge (inline, and forwarded to `/verify`): at most
 /// `limit` bytes, with the slow-POST guard between chunks. A body that arrives in one piece
-/// (the usual case) is that piece, not a copy.
+/// (the usual case) is that piece, with no list of pieces allocated to collect it.
 pub async fn read_body(
     incoming: crate::body::RequestBody,
     limit: usize,

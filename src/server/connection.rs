@@ -523,8 +523,8 @@ mod tests {
             let mut client = tokio::net::TcpStream::connect(address).await.unwrap();
             let (server, _) = listener.accept().await.unwrap();
             let sending = tokio::spawn(async move {
-                // In two pieces: the sniff must wait for the second when the first is a
-                // piece of the preface.
+                // In two writes, which may arrive apart: a sniff that has only a piece of
+                // the preface waits for more.
                 tokio::io::AsyncWriteExt::write_all(&mut client, &sent[..1])
                     .await
                     .unwrap();

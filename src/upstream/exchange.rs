@@ -107,12 +107,9 @@ pub async fn exchange(
 ) -> Result<Response<Body>, ExchangeError> {
     let (mut parts, mut body) = request.into_parts();
     let framing = request_framing(&parts.method, &parts.headers, &body);
-    // The head, and behind it a small body of known length: one buffer, one write.
-    let small_body = match framing {
-        RequestFraming::Length(length) if length <= COALESCE as u64 => length as usize,
-        _ => 0,
-    };
-    let mut head = Vec::with_capacity(256 + parts.headers.len() * 48 + small_body);
+    // Room to spare for a small body behind the head (one buffer, one write), not sized
+    // for the body before any of it has arrived.
+    let mut head = Vec::with_capacity(256 + parts.headers.len() * 48);
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     // `Host` as hyper sent it: without the scheme's default port.
     let host = match upstream.authority.port_u16() {
@@ -127,8 +124,15 @@ pub async fn exchange(
         framing,
         &mut head,
     );
-    // The head is written: its map serves the next one parsed on this worker.
-    crate::header_maps::give_back(std::mem::take(&mut parts.headers));
+    // The head is written: its map serves the next one parsed on this worker, if it was
+    // one parsed by the gateway (hyper's HTTP/2 maps are not bounded alike).
+    if parts
+        .extensions
+        .get::<crate::header_maps::Foreign>()
+        .is_none()
+    {
+        crate::header_maps::give_back(std::mem::take(&mut parts.headers));
+    }
     let (mut connection, reused) = match upstream.pool.checkout(upstream.authority) {
         Some(stream) => (Connection::new(stream), true),
         None => (connect(&upstream).await?, false),
@@ -479,7 +483,10 @@ impl ResponseBody {
             let read = ready!(connection.poll_fill(cx)).map_err(BodyError::Read)?;
             if read == 0 {
                 if let Decoder::UntilClose = self.decoder {
-                    self.connection = None;
+                    // Read to its end: the emptied buffer goes to the spares.
+                    if let Some(connection) = self.connection.take() {
+                        crate::socket::release(connection.read);
+                    }
                     return Poll::Ready(None);
                 }
                 self.connection = None;
