@@ -14,7 +14,7 @@
 
 use std::cell::RefCell;
 
-use http::HeaderMap;
+use http::{request, response, HeaderMap, Version};
 
 /// Emptied maps kept per worker thread.
 pub const MAX_SPARE_MAPS: usize = 16;
@@ -30,6 +30,30 @@ thread_local! {
 /// Marks a request whose header map hyper built from HTTP/2: it is not given back.
 #[derive(Debug, Clone, Copy)]
 pub struct Foreign;
+
+/// Before a request's version is rewritten for the upstream: marks a map hyper read from
+/// HTTP/2, so that [`give_back_sent`] knows it once the version no longer tells.
+pub fn mark_foreign(parts: &mut request::Parts) {
+    if parts.version == Version::HTTP_2 {
+        parts.extensions.insert(Foreign);
+    }
+}
+
+/// A request's head has been written: its map is given back unless [`mark_foreign`]
+/// marked it.
+pub fn give_back_sent(parts: &mut request::Parts) {
+    if parts.extensions.get::<Foreign>().is_none() {
+        give_back(std::mem::take(&mut parts.headers));
+    }
+}
+
+/// An answer's head has been written: its map is given back unless hyper read it from an
+/// HTTP/2 upstream.
+pub fn give_back_answered(parts: response::Parts) {
+    if parts.version != Version::HTTP_2 {
+        give_back(parts.headers);
+    }
+}
 
 /// An empty map with room for `fields`: a spare of this thread that is not much larger, if
 /// there is one.
@@ -120,6 +144,39 @@ mod tests {
                 give_back(HeaderMap::with_capacity(10));
             }
             assert_eq!(spares(), MAX_SPARE_MAPS);
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn maps_hyper_read_from_http2_are_not_kept() {
+        std::thread::spawn(|| {
+            for version in [Version::HTTP_11, Version::HTTP_2] {
+                let kept = usize::from(version != Version::HTTP_2);
+                let (mut parts, ()) = http::Request::builder()
+                    .version(version)
+                    .header(HOST, "a")
+                    .body(())
+                    .unwrap()
+                    .into_parts();
+                mark_foreign(&mut parts);
+                // What the rewrite then does: the upstream is asked in HTTP/1.1.
+                parts.version = Version::HTTP_11;
+                give_back_sent(&mut parts);
+                assert_eq!(spares(), kept, "request from {version:?}");
+                take(1);
+
+                let (parts, ()) = http::Response::builder()
+                    .version(version)
+                    .header(HOST, "a")
+                    .body(())
+                    .unwrap()
+                    .into_parts();
+                give_back_answered(parts);
+                assert_eq!(spares(), kept, "answer from {version:?}");
+                take(1);
+            }
         })
         .join()
         .unwrap();

@@ -336,10 +336,7 @@ pub fn upstream_request(
     }
 
     parts.uri = uri;
-    if parts.version == Version::HTTP_2 {
-        // Once sent, its map must not join the spares (see `header_maps::Foreign`).
-        parts.extensions.insert(crate::header_maps::Foreign);
-    }
+    crate::header_maps::mark_foreign(&mut parts);
     // The pooled client negotiates HTTP/2 itself over TLS (ALPN); ask for HTTP/1.1 semantics.
     parts.version = Version::HTTP_11;
     Ok(Request::from_parts(parts, body))

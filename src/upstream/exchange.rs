@@ -124,15 +124,8 @@ pub async fn exchange(
         framing,
         &mut head,
     );
-    // The head is written: its map serves the next one parsed on this worker, if it was
-    // one parsed by the gateway (hyper's HTTP/2 maps are not bounded alike).
-    if parts
-        .extensions
-        .get::<crate::header_maps::Foreign>()
-        .is_none()
-    {
-        crate::header_maps::give_back(std::mem::take(&mut parts.headers));
-    }
+    // The head is written: its map serves the next head parsed on this worker.
+    crate::header_maps::give_back_sent(&mut parts);
     let (mut connection, reused) = match upstream.pool.checkout(upstream.authority) {
         Some(stream) => (Connection::new(stream), true),
         None => (connect(&upstream).await?, false),

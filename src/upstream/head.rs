@@ -217,13 +217,13 @@ pub fn field_name(bytes: &[u8]) -> Result<HeaderName, http::header::InvalidHeade
     let may_be_frequent = bytes
         .first()
         .is_some_and(|first| matches!(first.to_ascii_lowercase(), b'x' | b'm' | b'k' | b'l'));
-    let frequent = FREQUENT_NAMES
-        .iter()
-        .filter(|_| may_be_frequent)
-        .find(|known| {
-            let known = known.as_str().as_bytes();
-            known.len() == bytes.len() && known.eq_ignore_ascii_case(bytes)
-        });
+    if !may_be_frequent {
+        return HeaderName::from_bytes(bytes);
+    }
+    let frequent = FREQUENT_NAMES.iter().find(|known| {
+        let known = known.as_str().as_bytes();
+        known.len() == bytes.len() && known.eq_ignore_ascii_case(bytes)
+    });
     match frequent {
         Some(known) => Ok(known.clone()),
         None => HeaderName::from_bytes(bytes),

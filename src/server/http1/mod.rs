@@ -297,11 +297,8 @@ async fn respond(
             &mut out,
         )
     });
-    // The head is written: its map serves the next one parsed on this worker, unless hyper
-    // read it from an HTTP/2 upstream (not bounded as a parsed head is).
-    if parts.version != Version::HTTP_2 {
-        crate::header_maps::give_back(parts.headers);
-    }
+    // The head is written: its map serves the next head parsed on this worker.
+    crate::header_maps::give_back_answered(parts);
     let (length, chunked) = match framing {
         ResponseFraming::NoBody(_) => {
             drop(body);
