@@ -20,7 +20,7 @@ use crate::redis_connection::SharedRedis;
 use crate::server::budget::ConnectionBudget;
 use crate::server::ListenerRole;
 use crate::upstream::Upstreams;
-use crate::{outbound, server};
+use crate::{observability, outbound, server};
 
 /// State shared by every connection.
 pub struct App {
@@ -332,8 +332,12 @@ struct Worker {
 
 impl Worker {
     fn run(self, started: oneshot::Sender<std::io::Result<()>>, finished: oneshot::Sender<()>) {
+        // Audit lines are gathered per worker and handed to the log writer when the worker
+        // has nothing left to run, and at the heartbeat (see `observability::log_writer`).
+        observability::gather_lines_on_this_thread();
         let runtime = match tokio::runtime::Builder::new_current_thread()
             .enable_all()
+            .on_thread_park(observability::hand_over_lines)
             .build()
         {
             Ok(runtime) => runtime,
@@ -395,6 +399,7 @@ impl Worker {
                 }
             }
         });
+        observability::hand_over_lines();
         let _ = finished.send(());
     }
 }
@@ -416,6 +421,8 @@ async fn keep_the_next_wake_near() {
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         heartbeat.tick().await;
+        // A worker that never parks still hands its audit lines over.
+        observability::hand_over_lines();
     }
 }
 

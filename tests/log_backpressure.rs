@@ -1,7 +1,7 @@
 //! A stuck log reader must not stall the gateway: the real binary runs with its stdout on a
 //! pipe nobody reads (as with a blocked journald or Docker log driver). Requests keep being
-//! answered; the lines that could not be written are dropped, counted and reported on
-//! stderr.
+//! answered; the lines that could not be written are dropped, counted line by line (the
+//! metric and the lines that do come out add up to the requests) and reported on stderr.
 
 mod common;
 
@@ -17,6 +17,7 @@ use tokio::net::TcpStream;
 #[tokio::test]
 async fn a_stuck_stdout_drops_log_lines_instead_of_stalling_requests() {
     let port = common::free_port();
+    let admin = common::free_port();
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     let config_path = dir.join("log-backpressure.toml");
     std::fs::write(
@@ -27,6 +28,9 @@ async fn a_stuck_stdout_drops_log_lines_instead_of_stalling_requests() {
 listen = ["127.0.0.1:{port}"]
 public_url = "http://127.0.0.1"
 workers = 1
+
+[admin]
+listen = ["127.0.0.1:{admin}"]
 
 [log]
 format = "json"
@@ -54,7 +58,8 @@ verifiers = ["api_keys"]
         .spawn()
         .expect("spawn serve");
     let stderr = child.stderr.take().expect("stderr");
-    let _running = common::external::ChildGuard(child);
+    let stdout = child.stdout.take().expect("stdout");
+    let mut running = common::external::ChildGuard(child);
     let (said, stderr_lines) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -96,4 +101,42 @@ verifiers = ["api_keys"]
         }
     };
     assert!(report.contains("cannot keep up"), "{report}");
+
+    // Lines are counted, not batches: the dropped lines and the audit lines that come out
+    // once stdout is read again add up to the requests. (The metrics request is not
+    // audited, and nothing else is logged meanwhile.)
+    let metrics = common::http::get(
+        std::net::SocketAddr::from(([127, 0, 0, 1], admin)),
+        "/metrics",
+        &[],
+    )
+    .await;
+    let dropped: u64 = metrics
+        .body
+        .lines()
+        .find_map(|line| line.strip_prefix("mcp_gateway_log_lines_dropped_total "))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no dropped-lines metric in:\n{}", metrics.body));
+    assert!(dropped > 0, "the test must overflow the queue");
+    let reader = std::thread::spawn(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .filter(|line| line.contains(r#""target":"audit""#))
+            .count() as u64
+    });
+    // Shutdown writes out what is queued; the reader then sees the end of the output.
+    let kill = Command::new("kill")
+        .args(["-TERM", &running.0.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(kill.success());
+    let status = running.0.wait().expect("wait for the gateway");
+    assert!(status.success(), "exit after SIGTERM: {status:?}");
+    let written = reader.join().expect("stdout reader");
+    assert_eq!(
+        written + dropped,
+        20_000,
+        "{written} audit lines written, {dropped} dropped"
+    );
 }

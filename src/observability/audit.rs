@@ -13,7 +13,6 @@
 
 use std::cell::RefCell;
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::net::IpAddr;
 use std::sync::OnceLock;
 
@@ -187,7 +186,6 @@ fn push_timestamp(line: &mut String) {
 
 /// Where hand-written audit lines go: the writer [`super::init`] gave tracing-subscriber.
 pub(super) struct Sink {
-    pub writer: tracing_appender::non_blocking::NonBlocking,
     pub format: LogFormat,
 }
 
@@ -198,12 +196,11 @@ pub(super) fn install(sink: Sink) {
     let _ = SINK.set(sink);
 }
 
-/// A worker's buffers, kept between requests, and its handle on the writer.
+/// A thread's buffers, kept between requests.
 struct Buffers {
     timestamp: String,
     text: String,
     bytes: Vec<u8>,
-    writer: Option<tracing_appender::non_blocking::NonBlocking>,
 }
 
 thread_local! {
@@ -212,7 +209,6 @@ thread_local! {
             timestamp: String::new(),
             text: String::new(),
             bytes: Vec::new(),
-            writer: None,
         })
     };
 }
@@ -231,7 +227,6 @@ pub(super) fn write(record: &Record<'_>) -> bool {
             timestamp,
             text,
             bytes,
-            writer,
         } = &mut *buffers;
         timestamp.clear();
         push_timestamp(timestamp);
@@ -251,10 +246,8 @@ pub(super) fn write(record: &Record<'_>) -> bool {
                 text.as_bytes()
             }
         };
-        // The lossy non-blocking queue: never blocks, counts what it drops, never fails.
-        let _ = writer
-            .get_or_insert_with(|| sink.writer.clone())
-            .write_all(line);
+        // Gathered, then handed to the lossy queue: never blocks, counts what it drops.
+        super::log_writer::write_line(line);
         true
     })
 }

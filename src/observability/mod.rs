@@ -6,18 +6,19 @@
 //! Tokens, keys and secrets are never fields of any event.
 
 mod audit;
+mod log_writer;
 pub mod metrics;
 pub mod request_id;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::EnvFilter;
 
-/// Keeps the log writer thread alive; dropping it flushes what is still queued.
-pub type LogGuard = tracing_appender::non_blocking::WorkerGuard;
+pub use log_writer::{gather_lines_on_this_thread, hand_over_lines, LogGuard};
 
 /// `[log]`, as compiled by `config`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,25 +34,19 @@ pub struct LogSettings {
     pub audit_probes: bool,
 }
 
-/// Log lines dropped because the writer could not keep up (stdout blocked or slow).
-static DROPPED: OnceLock<tracing_appender::non_blocking::ErrorCounter> = OnceLock::new();
-
-/// How many log lines were dropped since start.
+/// How many log lines were dropped since start (stdout could not keep up).
 pub fn dropped_log_lines() -> u64 {
-    DROPPED
-        .get()
-        .map_or(0, |counter| counter.dropped_lines() as u64)
+    log_writer::dropped_lines()
 }
 
 /// Installs the global subscriber. `RUST_LOG` overrides the configured level. Calling it
 /// twice (tests) keeps the first.
 ///
-/// Lines go through a dedicated writer thread: one `write` per audit line on the request
-/// path cost about a fifth of the throughput (BENCHMARKS.md). The queue is lossy: a stuck
-/// stdout (journald or Docker's blocking log driver under pressure) must not stall the
-/// single-threaded workers. Dropped lines are counted and reported on stderr, at most every
-/// 10 s, by a watcher thread.
-pub fn init(settings: &LogSettings) -> LogGuard {
+/// Lines go through a dedicated writer thread ([`log_writer`]): one `write` per audit line
+/// on the request path cost about a fifth of the throughput (BENCHMARKS.md). Its queue is
+/// lossy: a stuck stdout must not stall the single-threaded workers. Dropped lines are
+/// counted and reported on stderr, at most every 10 s.
+pub fn init(settings: &LogSettings) -> Option<LogGuard> {
     // An empty RUST_LOG counts as unset: an empty filter would silence even the warnings.
     let filter = std::env::var("RUST_LOG")
         .ok()
@@ -61,18 +56,12 @@ pub fn init(settings: &LogSettings) -> LogGuard {
         .unwrap_or_else(|| EnvFilter::new("info"));
     // Colours only for a terminal: escape codes in a log file are noise.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(true)
-        // The queue is allocated up front; the default (128k lines) alone costs megabytes.
-        .buffered_lines_limit(8_192)
-        .thread_name("gateway-log")
-        .finish(log_output());
-    if DROPPED.set(writer.error_counter()).is_ok() {
-        let _ = std::thread::Builder::new()
-            .name("gateway-log-drops".into())
-            .spawn(report_dropped_lines);
-    }
-    let audit_writer = writer.clone();
+    let guard = log_writer::start();
+    // Without the writer thread (it could not be started), lines go to stdout directly.
+    let writer = match guard {
+        Some(_) => BoxMakeWriter::new(log_writer::QueueWriter),
+        None => BoxMakeWriter::new(std::io::stdout),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
@@ -86,106 +75,12 @@ pub fn init(settings: &LogSettings) -> LogGuard {
         LogFormat::Pretty => builder.try_init(),
     };
     // Audit lines skip tracing-subscriber's formatting (see `audit`), except in colour.
-    if installed.is_ok() && (settings.format == LogFormat::Json || !ansi) {
+    if installed.is_ok() && guard.is_some() && (settings.format == LogFormat::Json || !ansi) {
         audit::install(audit::Sink {
-            writer: audit_writer,
             format: settings.format,
         });
     }
     guard
-}
-
-/// Standard output for the log writer thread, in batches of whole lines (see
-/// [`LineBatches`]). The thread writes every line the queue holds and then flushes, so
-/// under load many lines leave in one `write` instead of one each (std's `Stdout` flushes
-/// at every newline: one system call per audit line, per request). A quiet gateway still
-/// writes each line as it comes.
-fn log_output() -> Box<dyn std::io::Write + Send> {
-    #[cfg(unix)]
-    {
-        use std::os::fd::AsFd;
-        if let Ok(fd) = std::io::stdout().as_fd().try_clone_to_owned() {
-            return Box::new(LineBatches::new(std::fs::File::from(fd)));
-        }
-    }
-    Box::new(std::io::stdout())
-}
-
-/// The most bytes one `write` of [`LineBatches`] carries: POSIX `PIPE_BUF`, up to which a
-/// write to a pipe is never interleaved with another process's (stderr sent to the same
-/// pipe, `2>&1`, or a journal). A line longer than this goes out alone, as it did before.
-const ATOMIC_WRITE: usize = 4096;
-
-/// Collects whole lines (each `write` from the log thread is one line) and writes them in
-/// batches of at most [`ATOMIC_WRITE`] bytes that end on a line's end, so no other writer
-/// to the same pipe can land inside a line.
-struct LineBatches<W: std::io::Write> {
-    out: W,
-    batch: Vec<u8>,
-}
-
-impl<W: std::io::Write> LineBatches<W> {
-    fn new(out: W) -> Self {
-        Self {
-            out,
-            batch: Vec::with_capacity(ATOMIC_WRITE),
-        }
-    }
-
-    fn write_batch(&mut self) -> std::io::Result<()> {
-        if !self.batch.is_empty() {
-            let written = self.out.write_all(&self.batch);
-            self.batch.clear();
-            written?;
-        }
-        Ok(())
-    }
-}
-
-impl<W: std::io::Write> std::io::Write for LineBatches<W> {
-    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
-        if self.batch.len() + line.len() > ATOMIC_WRITE {
-            self.write_batch()?;
-        }
-        if line.len() > ATOMIC_WRITE {
-            self.out.write_all(line)?;
-        } else {
-            self.batch.extend_from_slice(line);
-        }
-        Ok(line.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.write_batch()?;
-        self.out.flush()
-    }
-}
-
-impl<W: std::io::Write> Drop for LineBatches<W> {
-    fn drop(&mut self) {
-        let _ = self.write_batch();
-    }
-}
-
-/// Says on stderr (not through the full queue) how many lines were lost.
-// Its own thread, not a runtime worker: blocking sleep is what it should do.
-#[allow(clippy::disallowed_methods)]
-fn report_dropped_lines() {
-    use std::io::Write;
-    let mut reported = 0;
-    loop {
-        std::thread::sleep(Duration::from_secs(10));
-        let dropped = dropped_log_lines();
-        if dropped > reported {
-            let _ = writeln!(
-                std::io::stderr(),
-                "mcp-auth-gateway: log output cannot keep up; {} log lines dropped ({} in total)",
-                dropped - reported,
-                dropped
-            );
-            reported = dropped;
-        }
-    }
 }
 
 /// A warning that may repeat once per request (an upstream down, a connection limit hit):
@@ -411,48 +306,6 @@ fn audit_through_tracing(record: &audit::Record<'_>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Records each `write` it is given.
-    #[derive(Default)]
-    struct Writes(Vec<Vec<u8>>);
-
-    impl std::io::Write for Writes {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.push(bytes.to_vec());
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    #[test]
-    fn log_lines_leave_in_batches_of_whole_lines_within_pipe_buf() {
-        use std::io::Write;
-        let mut batches = LineBatches::new(Writes::default());
-        let line = |n: usize, fill: u8| {
-            let mut line = vec![fill; n - 1];
-            line.push(b'\n');
-            line
-        };
-        for i in 0..30 {
-            batches.write_all(&line(300, b'a' + i % 26)).unwrap();
-        }
-        batches.write_all(&line(5000, b'L')).unwrap();
-        batches.write_all(&line(10, b'z')).unwrap();
-        batches.flush().unwrap();
-        let writes = &batches.out.0;
-        let all: Vec<u8> = writes.concat();
-        assert_eq!(all.len(), 30 * 300 + 5000 + 10, "nothing lost");
-        for write in writes {
-            assert!(write.ends_with(b"\n"), "every write ends on a line's end");
-            assert!(write.len() <= ATOMIC_WRITE || write.len() == 5000);
-        }
-        // 30 lines of 300 bytes: 13 fit in 4096, so three batches, then the long line
-        // alone, then the last line at the flush.
-        let sizes: Vec<usize> = writes.iter().map(Vec::len).collect();
-        assert_eq!(sizes, [3900, 3900, 1200, 5000, 10]);
-    }
 
     #[test]
     fn throttle_logs_once_per_interval_and_counts_the_rest() {
