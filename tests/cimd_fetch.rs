@@ -9,7 +9,7 @@ mod common;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::pin::Pin;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -108,10 +108,8 @@ fn make_certificates(dir: &Path) -> bool {
     true
 }
 
-fn tempdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mcp-gw-cimd-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn tempdir(name: &str) -> common::TempDir {
+    common::TempDir::new(&format!("cimd-{name}"))
 }
 
 /// A client configuration trusting only the test CA.

@@ -944,8 +944,7 @@ fn token_mint_then_inspect_and_verify_with_the_configured_issuer() {
     let Some(openssl) = common::external::require("openssl") else {
         return;
     };
-    let dir = std::env::temp_dir().join(format!("mcp-gateway-token-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let dir = common::TempDir::new("token-cli");
     let openssl_ok = |args: &[&str]| {
         let status = Command::new(&openssl)
             .args(args)

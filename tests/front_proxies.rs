@@ -610,7 +610,9 @@ impl FrontProxy {
     /// Ready once the metadata route answers 200 (Traefik says 404 until the file provider
     /// has loaded dynamic.yml).
     async fn wait_ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(15);
+        // Generous: a cold start of the proxy's binary (page cache dropped) once took
+        // longer than 15 s on CI without a line of output.
+        let deadline = Instant::now() + Duration::from_secs(STARTUP_WAIT_SECS);
         let mut last = String::from("no connection");
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -628,7 +630,9 @@ impl FrontProxy {
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        Err(format!("not ready within 15 s (last probe: {last})"))
+        Err(format!(
+            "not ready within {STARTUP_WAIT_SECS} s (last probe: {last})"
+        ))
     }
 
     fn output(&self) -> String {
@@ -841,3 +845,6 @@ async fn send(
         .await
         .map_err(|e| format!("response: {e}"))
 }
+
+/// How long a proxy may take to start and load its configuration.
+const STARTUP_WAIT_SECS: u64 = 60;

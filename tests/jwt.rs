@@ -355,8 +355,7 @@ async fn jwks_unreachable_from_the_start_is_unavailable_not_a_crash() {
 #[tokio::test]
 async fn local_jwks_file_and_pem_public_key() {
     let ec = TestKey::ec("file-key");
-    let dir = std::env::temp_dir().join(format!("mcp-gw-jwt-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::TempDir::new("jwt");
     std::fs::write(dir.join("jwks.json"), jwks(&[&ec]).to_string()).unwrap();
     std::fs::write(dir.join("key.pem"), ec.public_pem()).unwrap();
     let upstream = Upstream::start().await;

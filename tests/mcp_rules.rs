@@ -432,8 +432,7 @@ verifiers = ["api_keys"]
 
 #[test]
 fn check_prints_each_routes_compiled_rules() {
-    let dir = std::env::temp_dir().join(format!("mcp-gw-rules-check-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::TempDir::new("rules-check");
     let path = dir.join("gateway.toml");
     std::fs::write(
         &path,
@@ -488,8 +487,7 @@ groups = ["admins"]
 async fn the_audit_event_names_method_tool_and_rule_but_not_arguments() {
     use std::io::BufRead;
     let upstream = Upstream::start().await;
-    let dir = std::env::temp_dir().join(format!("mcp-gw-rules-audit-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::TempDir::new("rules-audit");
     let path = dir.join("gateway.toml");
     std::fs::write(
         &path,

@@ -455,7 +455,7 @@ async fn python_keeps_working_across_a_restart(
 /// The gateway alone, with the built-in authorization server and the route `/mcp` to a port
 /// where nothing listens (these tests never reach the upstream). Returns the gateway and the
 /// directory of its database.
-async fn start_gateway_only(name: &str, extra: &str) -> (TestGateway, PathBuf) {
+async fn start_gateway_only(name: &str, extra: &str) -> (TestGateway, common::TempDir) {
     let (gw_port, upstream_port) = two_free_ports();
     let dir = oauth::temp_dir(&format!("sdk-oauth-{name}"));
     let gateway = TestGateway::start(&gateway_toml(gw_port, upstream_port, &dir, extra)).await;
@@ -1032,7 +1032,7 @@ async fn the_official_conformance_suite_passes_the_authorization_server_scenario
 /// tables) that lets the gateway fetch from it: the CA as an outbound trust anchor, private
 /// addresses (127.0.0.1) allowed.
 struct Cimd {
-    cert_dir: PathBuf,
+    cert_dir: common::TempDir,
     documents: DocumentServer,
     config: String,
 }

@@ -85,7 +85,11 @@ impl Provider {
 
 /// The gateway (built-in authorization server, local user alice too) with the provider
 /// `corp` admitting the group `mcp-users`, in front of server-everything.
-async fn stack_with_provider(node: &Path, name: &str, groups: &str) -> (Stack, Provider, PathBuf) {
+async fn stack_with_provider(
+    node: &Path,
+    name: &str,
+    groups: &str,
+) -> (Stack, Provider, common::TempDir) {
     let ports = two_free_ports();
     let callback = format!("http://127.0.0.1:{}/login/corp/callback", ports.0);
     let provider = Provider::start(node, name, &callback, groups).await;
@@ -174,7 +178,7 @@ async fn typescript_sdk_logs_in_through_an_oidc_provider() {
     let run = run_client(&stack, Sdk::TypeScript, &node, with_provider()).await;
     assert_logged_in_through_provider(&stack, &run, &provider);
     stack.shutdown().await;
-    let _ = std::fs::remove_dir_all(secrets);
+    drop(secrets);
 }
 
 #[tokio::test]
@@ -190,7 +194,7 @@ async fn python_sdk_logs_in_through_an_oidc_provider() {
     let run = run_client(&stack, Sdk::Python, &python, with_provider()).await;
     assert_logged_in_through_provider(&stack, &run, &provider);
     stack.shutdown().await;
-    let _ = std::fs::remove_dir_all(secrets);
+    drop(secrets);
 }
 
 #[tokio::test]
@@ -218,5 +222,5 @@ async fn a_user_outside_the_allowed_groups_is_refused_with_a_page() {
     );
     assert!(run.get("/accessTokenClaims").is_null(), "{ctx}");
     stack.shutdown().await;
-    let _ = std::fs::remove_dir_all(secrets);
+    drop(secrets);
 }

@@ -246,7 +246,8 @@ deny = true
 
 struct Stack {
     gw_port: u16,
-    dir: PathBuf,
+    /// Removed with the stack.
+    _dir: common::TempDir,
     gateway: Option<TestGateway>,
     server: McpServer,
 }
@@ -260,7 +261,7 @@ impl Stack {
         assert_eq!(gateway.addr.port(), gw_port);
         Stack {
             gw_port,
-            dir,
+            _dir: dir,
             gateway: Some(gateway),
             server,
         }
@@ -281,13 +282,6 @@ impl Stack {
         if let Some(gateway) = self.gateway.take() {
             gateway.shutdown().await;
         }
-    }
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        // Best effort on a failing path; passing tests shut down explicitly.
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -42,6 +42,8 @@ struct Chain {
     server: Everything,
     upstream: GatewayProcess,
     gateway: TestGateway,
+    /// Both gateways' databases, the upstream's config and log; removed after they stop.
+    _dir: common::TempDir,
 }
 
 impl Chain {
@@ -105,6 +107,7 @@ scopes_supported = ["mcp:tools"]
             server,
             upstream,
             gateway,
+            _dir: dir,
         }
     }
 

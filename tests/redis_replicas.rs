@@ -35,7 +35,7 @@ struct Cluster {
     upstream: Upstream,
     a: GatewayProcess,
     b: GatewayProcess,
-    dir: PathBuf,
+    dir: common::TempDir,
     config: PathBuf,
     issuer: String,
 }

@@ -325,8 +325,6 @@ async fn request_trailers_do_not_reach_an_http2_upstream() {
     assert_eq!(recorded[0], None, "request trailers reached the upstream");
 }
 
-fn tempdir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("mcp-gw-tls-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn tempdir(name: &str) -> common::TempDir {
+    common::TempDir::new(&format!("tls-{name}"))
 }

@@ -259,7 +259,7 @@ impl Stack {
         let recorder = Recorder::start(server.port).await;
         let attempts = 3;
         for attempt in 1..=attempts {
-            let dir = oauth::temp_dir("traefik-as");
+            let dir = oauth::temp_dir("traefik-as").keep();
             // Traefik must be told its port, and the gateway's public URL names it.
             let port = common::free_port();
             let gateway = TestGateway::start_in(&gateway_config(&dir, port, &recorder), &dir).await;
@@ -711,7 +711,7 @@ impl Traefik {
     /// The example's traefik.yml and dynamic.yml, addresses substituted, in a fresh
     /// directory; Traefik's output goes to traefik.log there.
     fn spawn(program: &Path, gateway: SocketAddr, upstream: SocketAddr, port: u16) -> Traefik {
-        let dir = oauth::temp_dir("traefik-as-proxy");
+        let dir = oauth::temp_dir("traefik-as-proxy").keep();
         let static_table = [("127.0.0.1:8000", format!("127.0.0.1:{port}"))];
         let text = substitute_all("traefik.yml", &example_file("traefik.yml"), &static_table);
         fs::write(dir.join("traefik.yml"), text).expect("write traefik.yml");
@@ -744,7 +744,9 @@ impl Traefik {
     /// Ready once the authorization server's metadata answers 200 through it (404 until
     /// dynamic.yml is loaded).
     async fn wait_ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(15);
+        // Generous: a cold start of the proxy's binary (page cache dropped) once took
+        // longer than 15 s on CI without a line of output.
+        let deadline = Instant::now() + Duration::from_secs(STARTUP_WAIT_SECS);
         let mut last = String::from("no connection");
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -762,7 +764,9 @@ impl Traefik {
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        Err(format!("not ready within 15 s (last probe: {last})"))
+        Err(format!(
+            "not ready within {STARTUP_WAIT_SECS} s (last probe: {last})"
+        ))
     }
 
     fn output(&self) -> String {
@@ -889,3 +893,6 @@ impl Drop for Recorder {
         self.task.abort();
     }
 }
+
+/// How long a proxy may take to start and load its configuration.
+const STARTUP_WAIT_SECS: u64 = 60;

@@ -398,6 +398,8 @@ struct Stack {
     upstream_as: SocketAddr,
     /// One per person and server: both servers name their cookie the same.
     browsers: HashMap<String, Browser>,
+    /// The database's directory when the stack owns it; removed after the gateway stops.
+    dir: Option<common::TempDir>,
 }
 
 /// What a sign-in did: the steps (`gateway login`, `upstream /authorize`, …) and where it
@@ -438,6 +440,7 @@ impl Stack {
             client_id,
             upstream_as,
             browsers: HashMap::new(),
+            dir: None,
         }
     }
 
@@ -848,7 +851,8 @@ async fn stand_in_stack(name: &str) -> (StandIn, Upstream, Stack) {
     let dir = oauth::temp_dir(name);
     let stand_in = StandIn::start().await;
     let echo = Upstream::start().await;
-    let stack = Stack::start(&stand_in_toml(&dir, &stand_in, &echo), stand_in.addr).await;
+    let mut stack = Stack::start(&stand_in_toml(&dir, &stand_in, &echo), stand_in.addr).await;
+    stack.dir = Some(dir);
     (stand_in, echo, stack)
 }
 

@@ -407,7 +407,7 @@ struct Stack {
     client_id: String,
     /// The configuration it runs (for reloads).
     toml: String,
-    dir: std::path::PathBuf,
+    dir: common::TempDir,
 }
 
 /// `[[authorization_server.identity_providers]]` for the stand-in, with `allow` lines.
@@ -1362,7 +1362,7 @@ fn the_documented_example_compiles() {
         .map(|p| p.id.as_str())
         .collect();
     assert_eq!(ids, ["github", "corp"]);
-    let _ = std::fs::remove_dir_all(dir);
+    drop(dir);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -35,15 +35,9 @@ groups = ["staff"]
     )
 }
 
-/// A fresh directory for a test's database.
-pub fn temp_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "mcp-gw-{name}-{}-{}",
-        std::process::id(),
-        super::free_port()
-    ));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
+/// A fresh directory for a test's database, removed when dropped.
+pub fn temp_dir(name: &str) -> super::TempDir {
+    super::TempDir::new(name)
 }
 
 /// A PKCE verifier and its S256 challenge.

@@ -149,7 +149,7 @@ resource_name = "Everything"
 /// authorization server and one route `/mcp` → server-everything.
 pub struct Stack {
     pub gw_port: u16,
-    pub dir: PathBuf,
+    pub dir: super::TempDir,
     pub toml: String,
     pub gateway: Option<TestGateway>,
     pub server: Everything,
@@ -240,13 +240,6 @@ impl Stack {
         )
         .await;
         assert_eq!(refused.status, 401, "revoked token: {}", refused.body);
-    }
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        // Best effort on a failing path; passing tests shut down explicitly.
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

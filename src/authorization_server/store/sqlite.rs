@@ -1046,5 +1046,6 @@ mod tests {
         let fresh = dir.join("fresh.db");
         drop(SqliteStore::open(&fresh).unwrap());
         drop(SqliteStore::open(&fresh).unwrap());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
