@@ -415,7 +415,8 @@ const TIMER_HEARTBEAT: Duration = Duration::from_millis(500);
 /// `epoll_wait` turns (`strace -c`: /verify on a new connection per check, Traefik's way).
 /// With the heartbeat pending, the next wake is never more than half a second away and
 /// connections' deadlines (a second or more) wake nothing; the price is two wake-ups a
-/// second per idle worker.
+/// second per idle worker. The same beat hands the worker's gathered audit lines to the
+/// log writer when the worker is too busy to park.
 async fn keep_the_next_wake_near() {
     let mut heartbeat = tokio::time::interval(TIMER_HEARTBEAT);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

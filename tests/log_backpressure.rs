@@ -70,25 +70,32 @@ verifiers = ["api_keys"]
     });
     common::external::wait_for_port(port, "the gateway").await;
 
-    // 20,000 requests (each one audit line, far more than the pipe and the queue hold) on
-    // one keep-alive connection, each within a deadline: a blocked writer would stall them.
-    let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    for i in 0..20_000 {
-        let request = http::Request::get("/mcp")
-            .header("host", "127.0.0.1")
-            .body(Empty::<Bytes>::new())
-            .unwrap();
-        let response = tokio::time::timeout(Duration::from_secs(10), sender.send_request(request))
-            .await
-            .unwrap_or_else(|_| panic!("request {i} stalled: the log writer blocks requests"))
-            .unwrap();
-        assert_eq!(response.status(), 401);
-        let _ = response.into_body().collect().await;
+    let rss_before = common::process::rss_kib(running.0.id());
+
+    // 20,000 requests (each one audit line, far more than the pipe and the queue hold),
+    // each within a deadline: a blocked writer would stall them. First one at a time on
+    // one connection (the worker parks between them: one line per hand-over, the case
+    // where a queue that counted lines but held their gathering buffers would grow most),
+    // then on 32 connections at once (several lines per hand-over).
+    requests(port, 0, SEQUENTIAL).await;
+    let mut clients = tokio::task::JoinSet::new();
+    for client in 1..=CONNECTIONS {
+        clients.spawn(requests(
+            port,
+            client,
+            (REQUESTS - SEQUENTIAL) / CONNECTIONS,
+        ));
     }
+    while let Some(finished) = clients.join_next().await {
+        finished.expect("a client failed");
+    }
+
+    // What stdout could not take is dropped, not held: the queue is bounded in bytes.
+    let rss_after = common::process::rss_kib(running.0.id());
+    assert!(
+        rss_after < rss_before + 16 * 1024,
+        "the gateway grew from {rss_before} KiB to {rss_after} KiB while stdout was stuck"
+    );
 
     // The loss is reported on stderr (the reporter looks every 10 s).
     let deadline = std::time::Instant::now() + Duration::from_secs(25);
@@ -118,14 +125,29 @@ verifiers = ["api_keys"]
         .and_then(|value| value.trim().parse().ok())
         .unwrap_or_else(|| panic!("no dropped-lines metric in:\n{}", metrics.body));
     assert!(dropped > 0, "the test must overflow the queue");
-    let reader = std::thread::spawn(move || {
-        BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .filter(|line| line.contains(r#""target":"audit""#))
-            .count() as u64
-    });
-    // Shutdown writes out what is queued; the reader then sees the end of the output.
+    let counted = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let reader = {
+        let counted = counted.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.contains(r#""target":"audit""#) {
+                    counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    // Stdout is read again: the queued lines come out. Once they stop coming, stop the
+    // gateway; the reader then reads to the end of its output.
+    let audit_lines = || counted.load(std::sync::atomic::Ordering::Relaxed);
+    let mut seen = audit_lines();
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = audit_lines();
+        if now == seen && now > 0 {
+            break;
+        }
+        seen = now;
+    }
     let kill = Command::new("kill")
         .args(["-TERM", &running.0.id().to_string()])
         .status()
@@ -133,10 +155,38 @@ verifiers = ["api_keys"]
     assert!(kill.success());
     let status = running.0.wait().expect("wait for the gateway");
     assert!(status.success(), "exit after SIGTERM: {status:?}");
-    let written = reader.join().expect("stdout reader");
+    reader.join().expect("stdout reader");
+    let written = audit_lines();
     assert_eq!(
         written + dropped,
-        20_000,
+        REQUESTS,
         "{written} audit lines written, {dropped} dropped"
     );
+}
+
+const REQUESTS: u64 = 20_000;
+const SEQUENTIAL: u64 = 8_000;
+const CONNECTIONS: u64 = 32;
+
+/// `count` requests on one keep-alive connection, each answered 401 within 10 s.
+async fn requests(port: u16, client: u64, count: u64) {
+    let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    for i in 0..count {
+        let request = http::Request::get("/mcp")
+            .header("host", "127.0.0.1")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let response = tokio::time::timeout(Duration::from_secs(10), sender.send_request(request))
+            .await
+            .unwrap_or_else(|_| {
+                panic!("request {i} of client {client} stalled: the log writer blocks requests")
+            })
+            .unwrap();
+        assert_eq!(response.status(), 401);
+        let _ = response.into_body().collect().await;
+    }
 }

@@ -184,7 +184,8 @@ fn push_timestamp(line: &mut String) {
     }
 }
 
-/// Where hand-written audit lines go: the writer [`super::init`] gave tracing-subscriber.
+/// Set when [`super::init`] started the log writer without colours: audit lines are then
+/// written by hand in this format, into the same queue as tracing-subscriber's lines.
 pub(super) struct Sink {
     pub format: LogFormat,
 }
