@@ -113,11 +113,7 @@ impl Write for QueueWriter {
     fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
         if let Some(queue) = QUEUE.get() {
             hand_over_lines();
-            queue.push(Batch {
-                text: line.to_vec(),
-                lines: 1,
-                keep_whole: true,
-            });
+            queue.push_record(line);
         }
         Ok(line.len())
     }
@@ -244,11 +240,7 @@ pub fn write_line(line: &[u8]) {
         true
     });
     if !matches!(gathered_here, Ok(true)) {
-        queue.push(Batch {
-            text: line.to_vec(),
-            lines: 1,
-            keep_whole: true,
-        });
+        queue.push_record(line);
     }
 }
 
@@ -287,6 +279,15 @@ struct State {
 impl Queue {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues one record (a line, or a tracing event) as it comes, in a copy.
+    fn push_record(&self, record: &[u8]) {
+        self.push(Batch {
+            text: record.to_vec(),
+            lines: 1,
+            keep_whole: true,
+        });
     }
 
     /// Queues the batch, or drops and counts its lines when the queue is full or closed.
@@ -489,6 +490,15 @@ mod tests {
         }
     }
 
+    /// A worker's gathering buffer, as `gather_lines_on_this_thread` sets it.
+    fn worker_buffer() -> Gathered {
+        Gathered {
+            batching: true,
+            text: Vec::new(),
+            lines: 0,
+        }
+    }
+
     fn line(n: usize, fill: u8) -> Vec<u8> {
         let mut line = vec![fill; n - 1];
         line.push(b'\n');
@@ -573,11 +583,7 @@ mod tests {
             let lines: u64 = state.batches.iter().map(|batch| batch.lines).sum();
             (state.batches.len(), lines)
         };
-        let mut gathered = Gathered {
-            batching: true,
-            text: Vec::new(),
-            lines: 0,
-        };
+        let mut gathered = worker_buffer();
         let short = line(200, b's');
         for _ in 0..3 {
             gathered.gather(queue, &short);
@@ -604,11 +610,7 @@ mod tests {
         let writes = Writes::default();
         let out = writes.clone();
         let writer = std::thread::spawn(move || queue.write_out(out));
-        let mut gathered = Gathered {
-            batching: true,
-            text: Vec::new(),
-            lines: 0,
-        };
+        let mut gathered = worker_buffer();
         let audit_line = line(300, b'a');
         let full_batch = BATCH_BYTES.div_ceil(300);
         let mut gather_a_batch = || {
@@ -647,11 +649,7 @@ mod tests {
     #[test]
     fn what_the_queue_counts_is_what_it_holds() {
         let queue: &'static Queue = Box::leak(Box::default());
-        let mut gathered = Gathered {
-            batching: true,
-            text: Vec::new(),
-            lines: 0,
-        };
+        let mut gathered = worker_buffer();
         let audit_line = line(300, b'a');
         let mut offered = 0u64;
         while queue.dropped_lines.load(Ordering::Relaxed) == 0 {
