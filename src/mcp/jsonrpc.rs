@@ -84,14 +84,15 @@ impl PeekError {
 pub fn peek(bytes: &[u8]) -> Result<Body, PeekError> {
     // JSON is UTF-8 (RFC 8259 §8.1). serde skips ignored members without validating them,
     // and the upstream's decoder may read invalid bytes differently: refuse them anywhere.
-    if std::str::from_utf8(bytes).is_err() {
+    // Validated once here, the text is read as `str`: serde then checks no string again.
+    let Ok(text) = std::str::from_utf8(bytes) else {
         return Err(PeekError::NotJson);
-    }
+    };
     let first = bytes
         .iter()
         .find(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'));
     if first == Some(&b'[') {
-        let envelopes: Vec<Envelope> = serde_json::from_slice(bytes).map_err(|e| classify(&e))?;
+        let envelopes: Vec<Envelope> = serde_json::from_str(text).map_err(|e| classify(&e))?;
         if envelopes.is_empty() || envelopes.len() > MAX_BATCH {
             return Err(PeekError::BatchSize);
         }
@@ -101,7 +102,7 @@ pub fn peek(bytes: &[u8]) -> Result<Body, PeekError> {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Body::Batch(messages))
     } else {
-        let envelope: Envelope = serde_json::from_slice(bytes).map_err(|e| classify(&e))?;
+        let envelope: Envelope = serde_json::from_str(text).map_err(|e| classify(&e))?;
         Ok(Body::Single(envelope.into_message()?))
     }
 }

@@ -13,6 +13,7 @@
 
 use std::sync::Arc;
 
+use http::header::HeaderName;
 use http::HeaderMap;
 use serde_json::{json, Value};
 
@@ -125,6 +126,11 @@ pub fn judge(
 
 type Refused = Box<(Rejection, Judged)>;
 
+/// The request headers that describe an MCP call (protocol 2026-07-28); names made once,
+/// not parsed from text at every lookup.
+const MCP_METHOD: HeaderName = HeaderName::from_static("mcp-method");
+const MCP_NAME: HeaderName = HeaderName::from_static("mcp-name");
+
 /// `/verify` without a body: the call as the `Mcp-Method` / `Mcp-Name` headers describe it
 /// (protocol 2026-07-28). `None` when they do not say what is called.
 pub fn judge_headers(
@@ -133,7 +139,7 @@ pub fn judge_headers(
     principal: Option<&Principal>,
     headers: &HeaderMap,
 ) -> Option<(Judged, Option<Rejection>)> {
-    let text = |name: &str| -> Option<Option<String>> {
+    let text = |name: HeaderName| -> Option<Option<String>> {
         let mut values = headers.get_all(name).iter();
         let first = values.next();
         if values.next().is_some() {
@@ -144,8 +150,8 @@ pub fn judge_headers(
             Some(value) => value.to_str().ok().map(|v| Some(v.to_string())),
         }
     };
-    let method = text("mcp-method")??;
-    let name = text("mcp-name")?;
+    let method = text(MCP_METHOD)??;
+    let name = text(MCP_NAME)?;
     let target = match (method.as_str(), name) {
         ("tools/call", Some(name)) => Some(Target::Tool(name)),
         ("prompts/get", Some(name)) => Some(Target::Prompt(name)),
@@ -307,7 +313,7 @@ fn error_object(id: Option<Value>, message: &str) -> Value {
 /// headers so that proxies can route without the body; inline, they must agree with it, or
 /// the gateway and the server could be judging different calls.
 fn check_headers(body: &Body, headers: &HeaderMap) -> Result<(), Rejection> {
-    let header = |name: &str| -> Result<Option<&str>, Rejection> {
+    let header = |name: HeaderName| -> Result<Option<&str>, Rejection> {
         let mut values = headers.get_all(name).iter();
         let first = values.next();
         if values.next().is_some() {
@@ -322,8 +328,8 @@ fn check_headers(body: &Body, headers: &HeaderMap) -> Result<(), Rejection> {
             })
             .transpose()
     };
-    let method = header("mcp-method")?;
-    let name = header("mcp-name")?;
+    let method = header(MCP_METHOD)?;
+    let name = header(MCP_NAME)?;
     if method.is_none() && name.is_none() {
         return Ok(());
     }
