@@ -1001,7 +1001,8 @@ async fn the_container_health_check_probes_a_real_gateway() {
         String::from_utf8_lossy(&healthy.stderr)
     );
     gateway.shutdown().await;
-    let gone = run(common::free_port());
+    let dead = common::dead_port();
+    let gone = run(dead.port);
     assert!(!gone.status.success());
     assert!(String::from_utf8_lossy(&gone.stderr).contains("refused"));
 }

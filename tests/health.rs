@@ -22,7 +22,8 @@ fn issuer(jwks_uri: &str) -> String {
 async fn readyz_waits_for_every_issuers_keys() {
     let upstream = Upstream::start().await;
     // Keys from a port where nothing listens: alive, not ready.
-    let dead = format!("http://127.0.0.1:{}/jwks.json", common::free_port());
+    let dead_port = common::dead_port();
+    let dead = format!("http://127.0.0.1:{}/jwks.json", dead_port.port);
     let gateway =
         TestGateway::start(&standard_config(&upstream.url("/mcp"), "", &issuer(&dead))).await;
     assert_eq!(get(gateway.addr, "/healthz", &[]).await.status, 200);

@@ -219,7 +219,8 @@ async fn inactive_wrong_audience_wrong_issuer_are_invalid_tokens() {
 
 #[tokio::test]
 async fn introspection_outage_is_503_not_a_401() {
-    let port = common::free_port();
+    let dead = common::dead_port();
+    let port = dead.port;
     let upstream = Upstream::start().await;
     let gateway = TestGateway::start(&config(
         &upstream,

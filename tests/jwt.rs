@@ -332,7 +332,8 @@ async fn unknown_kid_refetch_is_debounced() {
 #[tokio::test]
 async fn jwks_unreachable_from_the_start_is_unavailable_not_a_crash() {
     let ec = TestKey::ec("ec-1");
-    let port = common::free_port();
+    let dead = common::dead_port();
+    let port = dead.port;
     let upstream = Upstream::start().await;
     let gateway = gateway_with_issuer(
         &upstream,

@@ -220,7 +220,8 @@ async fn a_proxy_that_cannot_be_reached_is_a_503_for_the_keys_not_a_pass() {
     let key = TestKey::ec("ec-1");
     let jwks_server = JwksServer::start(jwks(&[&key])).await;
     let upstream = Upstream::start().await;
-    let gone = format!("http://127.0.0.1:{}", free_port());
+    let dead = common::dead_port();
+    let gone = format!("http://127.0.0.1:{}", dead.port);
     let gateway = TestGateway::start(&gateway_toml(
         &upstream,
         &jwks_server,

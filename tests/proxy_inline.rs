@@ -264,7 +264,8 @@ async fn long_lived_stream_is_not_cut_by_the_response_timeout() {
 
 #[tokio::test]
 async fn upstream_down_is_502_and_slow_is_504() {
-    let down_port = common::free_port();
+    let dead = common::dead_port();
+    let down_port = dead.port;
     let gateway = TestGateway::start(&standard_config(
         &format!("http://127.0.0.1:{down_port}/mcp"),
         "",

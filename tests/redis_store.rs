@@ -1165,7 +1165,8 @@ mod redis_only {
 
     #[tokio::test]
     async fn unreachable_redis_fails_connect_within_the_timeout() {
-        let url = format!("redis://127.0.0.1:{}/0", common::free_port());
+        let dead = common::dead_port();
+        let url = format!("redis://127.0.0.1:{}/0", dead.port);
         let started = Instant::now();
         let error = match RedisStore::connect(&settings(&url, Duration::from_millis(500))).await {
             Ok(_) => panic!("connected to nothing"),

@@ -1048,7 +1048,8 @@ async fn the_callback_refuses_other_browsers_replays_unknown_states_and_bad_code
 #[tokio::test]
 async fn an_unreachable_provider_fails_at_login_not_at_start_and_logins_are_rate_limited() {
     let _serial = ONE_AT_A_TIME.lock().await;
-    let dead_port = common::free_port();
+    let dead = common::dead_port();
+    let dead_port = dead.port;
     let stack = start_stack("oidc-unreachable", false, |github, dir| {
         format!(
             "{}\n[[authorization_server.identity_providers]]\nid = \"corp\"\ntype = \"oidc\"\ndisplay_name = \"Corp SSO\"\nissuer = \"http://127.0.0.1:{dead_port}/realms/corp\"\nclient_id = \"gw\"\nallow_all_users = true\n",

@@ -63,6 +63,32 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// A port where nothing answers, for as long as the value lives: bound and never listening,
+/// so connections to it are refused, and no other test can take it meanwhile ([`free_port`]
+/// only says a port was free a moment ago; under a full parallel run another test's server
+/// took one and answered).
+pub struct DeadPort {
+    _bound: socket2::Socket,
+    pub port: u16,
+}
+
+pub fn dead_port() -> DeadPort {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("a socket");
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().expect("an address");
+    socket.bind(&any.into()).expect("a port to bind");
+    let port = socket
+        .local_addr()
+        .ok()
+        .and_then(|address| address.as_socket())
+        .map(|address| address.port())
+        .expect("the bound port");
+    DeadPort {
+        _bound: socket,
+        port,
+    }
+}
+
 /// `[[api_keys]]` for [`super::API_KEY`] with the given subject and scopes.
 pub fn api_key_toml(subject: &str, scopes: &[&str]) -> String {
     let hash = api_key::format_hash(&api_key::sha256(super::API_KEY.as_bytes()));

@@ -16,7 +16,7 @@ pub mod sdk;
 pub mod upstream;
 
 #[allow(unused_imports)]
-pub use gateway::{free_port, TestGateway};
+pub use gateway::{dead_port, free_port, TestGateway};
 #[allow(unused_imports)]
 pub use upstream::Upstream;
 
