@@ -821,14 +821,37 @@ mod tests {
     use super::*;
     use crate::authorization_server::store::UserIdentity;
 
-    fn store() -> SqliteStore {
+    /// A store in a directory of its own, removed once the store is closed.
+    struct TestStore {
+        store: Option<SqliteStore>,
+        dir: std::path::PathBuf,
+    }
+
+    impl std::ops::Deref for TestStore {
+        type Target = SqliteStore;
+        fn deref(&self) -> &SqliteStore {
+            self.store.as_ref().expect("open until dropped")
+        }
+    }
+
+    impl Drop for TestStore {
+        fn drop(&mut self) {
+            drop(self.store.take());
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn store() -> TestStore {
         let dir = std::env::temp_dir().join(format!(
             "mcp-gw-store-{}-{:?}",
             std::process::id(),
             std::thread::current().id()
         ));
         let _ = std::fs::remove_dir_all(&dir);
-        SqliteStore::open(&dir.join("as.db")).expect("open")
+        TestStore {
+            store: Some(SqliteStore::open(&dir.join("as.db")).expect("open")),
+            dir,
+        }
     }
 
     fn user() -> UserIdentity {
