@@ -138,11 +138,15 @@ pub fn clients(command: ClientsCommand) -> ExitCode {
             }
             ClientsCommand::Remove { config, client_id } => {
                 let settings = settings(&config)?;
-                if !report(block_on(cli::remove_client(&settings, &client_id))?)? {
+                let deletion = report(block_on(cli::remove_client(&settings, &client_id))?)?;
+                if !deletion.existed {
                     eprintln!("no registered client {client_id:?} (clients from the configuration file are removed there)");
                     return Err(ExitCode::FAILURE);
                 }
-                println!("removed {client_id}");
+                println!(
+                    "removed {client_id}; its grants are revoked ({} access tokens still unexpired, refused by running gateways within seconds)",
+                    deletion.revoked_access.len()
+                );
             }
         }
         Ok(())

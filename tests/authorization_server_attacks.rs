@@ -1520,6 +1520,59 @@ async fn registration_is_rate_limited_deduplicated_and_managed_by_its_token() {
     gateway.shutdown().await;
 }
 
+/// RFC 7592 §2.3: deleting a registration ends every grant made to it — access tokens of
+/// every login, before and after a refresh, are refused at once and after a restart — and
+/// leaves other clients' grants alone.
+#[tokio::test]
+async fn deleting_a_registration_revokes_its_tokens() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let dir = oauth::temp_dir("atk-dcr-delete");
+    let upstream = Upstream::start().await;
+    let gateway = start(&dir, &upstream, "").await;
+    let addr = gateway.addr;
+    let registered = register(addr, &public_metadata(REDIRECT)).await;
+    assert_eq!(registered.status, 201, "{}", registered.body);
+    let registered = registered.json();
+    let client_id = registered["client_id"].as_str().unwrap();
+    let uri = registered["registration_client_uri"].as_str().unwrap();
+    let token = registered["registration_access_token"].as_str().unwrap();
+    let mut browser = Browser::default();
+
+    let (first, refresh_token) = tokens_for(&mut browser, &gateway, client_id).await;
+    // Registered once the first is in use (an unused twin would be replaced by it).
+    let bystander = oauth::register_public(addr, REDIRECT).await;
+    let (refreshed, _) = rotated(&refresh(&gateway, client_id, &refresh_token).await);
+    let (second, _) = tokens_for(&mut browser, &gateway, client_id).await;
+    let (other, _) = tokens_for(&mut browser, &gateway, &bystander).await;
+    for access in [&first, &refreshed, &second, &other] {
+        assert_eq!(call_mcp(&gateway, access).await.status, 200);
+    }
+
+    let deleted = manage(addr, "DELETE", uri, token, None).await;
+    assert_eq!(deleted.status, 204, "{}", deleted.body);
+    for access in [&first, &refreshed, &second] {
+        let refused = call_mcp(&gateway, access).await;
+        assert_eq!(refused.status, 401, "{}", refused.body);
+        assert!(
+            refused
+                .header("www-authenticate")
+                .is_some_and(|v| v.contains("invalid_token")),
+            "{:?}",
+            refused.header("www-authenticate")
+        );
+    }
+    assert_eq!(call_mcp(&gateway, &other).await.status, 200);
+    gateway.shutdown().await;
+
+    // The revocations are stored: a restarted gateway refuses the tokens too.
+    let gateway = start(&dir, &upstream, "").await;
+    for access in [&first, &refreshed, &second] {
+        assert_eq!(call_mcp(&gateway, access).await.status, 401);
+    }
+    assert_eq!(call_mcp(&gateway, &other).await.status, 200);
+    gateway.shutdown().await;
+}
+
 // ---------------------------------------------------------------------------------------
 // Client authentication at the token endpoint (RFC 6749 §2.3, §5.2)
 // ---------------------------------------------------------------------------------------

@@ -315,8 +315,32 @@ async fn clients_and_key_rotation_from_the_command_line() {
     .await;
     assert_eq!(answer.status, 200, "a token of the old key still works");
 
+    // clients remove revokes the client's grants: the running gateway refuses its token
+    // within seconds (it reads the store's revocations as often as its keys).
     let removed = run(&["clients", "remove", "--config", config, &client_id], b"");
     assert_eq!(removed.status.code(), Some(0), "{}", text(&removed.stderr));
+    assert!(
+        text(&removed.stdout).contains("(1 access tokens still unexpired"),
+        "{}",
+        text(&removed.stdout)
+    );
+    let mut status = 200;
+    for _ in 0..30 {
+        status = common::http::post_json(
+            gateway.addr,
+            "/mcp",
+            &[("authorization", &format!("Bearer {old_token}"))],
+            "{}",
+        )
+        .await
+        .status
+        .as_u16();
+        if status == 401 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert_eq!(status, 401, "the removed client's token is refused");
     let gone = run(&["clients", "remove", "--config", config, &client_id], b"");
     assert_eq!(gone.status.code(), Some(1));
     gateway.shutdown().await;

@@ -12,8 +12,8 @@ use mcp_auth_gateway::auth::principal::now_unix;
 use mcp_auth_gateway::authorization_server::store::redis::RedisStore;
 use mcp_auth_gateway::authorization_server::store::sqlite::SqliteStore;
 use mcp_auth_gateway::authorization_server::store::{
-    BrowserSession, CodeGrant, Consent, Digest, LoginState, PendingAuthorization, Redemption,
-    RefreshGrant, RegisteredClient, Rotation, Store, StoredKey, UserIdentity,
+    BrowserSession, ClientDeletion, CodeGrant, Consent, Digest, LoginState, PendingAuthorization,
+    Redemption, RefreshGrant, RegisteredClient, Rotation, Store, StoredKey, UserIdentity,
 };
 use mcp_auth_gateway::config::redis::RedisSettings;
 use mcp_auth_gateway::config::secret::Secret;
@@ -766,8 +766,8 @@ mod scenarios {
         store.put_client(used).await.unwrap();
         assert_eq!(store.delete_unused_clients("fp-c").await.unwrap(), 0);
         assert!(store.client("c-used").await.unwrap().unwrap().used);
-        assert!(store.delete_client("c-a2").await.unwrap());
-        assert!(!store.delete_client("c-a2").await.unwrap());
+        assert!(store.delete_client("c-a2", t).await.unwrap().existed);
+        assert!(!store.delete_client("c-a2", t).await.unwrap().existed);
         assert_eq!(ids(store.list_clients().await.unwrap()), ["c-used"]);
         // Expired registrations are not found (nor listed once purged).
         store
@@ -777,6 +777,95 @@ mod scenarios {
         assert!(store.client("c-old").await.unwrap().is_none());
         store.purge_expired(t).await.unwrap();
         assert_eq!(ids(store.list_clients().await.unwrap()), ["c-used"]);
+    }
+
+    /// RFC 7592 §2.3: deleting a client ends every grant made to it — families begun by a
+    /// code or by a refresh token, rotated or not — and nobody else's.
+    pub async fn deleting_a_client_revokes_its_grants(store: &dyn Store) {
+        let t = now_unix();
+        store
+            .put_client(registered("doomed", "fp-doomed", t + 3_600))
+            .await
+            .unwrap();
+        // A grant begun by a code, its access token recorded, then refreshed and rotated.
+        store
+            .put_code(digest(120), code_grant("doomed", "by-code", t + 600))
+            .await
+            .unwrap();
+        assert!(store
+            .record_access_token("by-code", "a-code", t + 100)
+            .await
+            .unwrap());
+        let grant = RefreshGrant {
+            client_id: "doomed".into(),
+            ..refresh_grant("by-code", t + 1_000)
+        };
+        store.put_refresh(digest(121), grant).await.unwrap();
+        assert!(matches!(
+            store
+                .rotate_refresh(digest(121), digest(122), t + 2_000, t, 30)
+                .await
+                .unwrap(),
+            Rotation::Rotated(_)
+        ));
+        assert!(store
+            .record_access_token("by-code", "a-rotated", t + 200)
+            .await
+            .unwrap());
+        // A family that exists only through a refresh token.
+        let grant = RefreshGrant {
+            client_id: "doomed".into(),
+            ..refresh_grant("by-refresh", t + 1_000)
+        };
+        store.put_refresh(digest(123), grant).await.unwrap();
+        assert!(store
+            .record_access_token("by-refresh", "a-refresh", t + 300)
+            .await
+            .unwrap());
+        assert!(store
+            .record_access_token("by-refresh", "a-expired", t.saturating_sub(5))
+            .await
+            .unwrap());
+        // Another client's grant.
+        store
+            .put_refresh(digest(124), refresh_grant("bystander", t + 1_000))
+            .await
+            .unwrap();
+        assert!(store
+            .record_access_token("bystander", "a-other", t + 100)
+            .await
+            .unwrap());
+
+        let deletion = store.delete_client("doomed", t).await.unwrap();
+        assert!(deletion.existed);
+        let revoked = vec![
+            ("a-code".to_string(), t + 100),
+            ("a-refresh".to_string(), t + 300),
+            ("a-rotated".to_string(), t + 200),
+        ];
+        assert_eq!(sorted(deletion.revoked_access), revoked);
+        assert_eq!(
+            sorted(store.revoked_access_tokens(t).await.unwrap()),
+            revoked
+        );
+        for token in [121, 122, 123] {
+            assert!(store.refresh(digest(token), t).await.unwrap().is_none());
+        }
+        assert!(!store
+            .record_access_token("by-code", "late", t + 100)
+            .await
+            .unwrap());
+        // The bystander's grant lives on.
+        assert!(store.refresh(digest(124), t).await.unwrap().is_some());
+        assert!(store
+            .record_access_token("bystander", "a-other-2", t + 100)
+            .await
+            .unwrap());
+        // Deleting again finds nothing to revoke.
+        assert_eq!(
+            store.delete_client("doomed", t).await.unwrap(),
+            ClientDeletion::default()
+        );
     }
 
     pub async fn revoked_access_tokens_until_expiry(store: &dyn Store) {
@@ -888,6 +977,7 @@ conformance!(
     server_secrets_are_created_once,
     signing_keys_in_creation_order_and_retired_once,
     registered_clients_dedup_and_touch,
+    deleting_a_client_revokes_its_grants,
     revoked_access_tokens_until_expiry,
     purge_keeps_what_lives,
 );

@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use super::store::{RegisteredClient, StoreError};
+use super::store::{ClientDeletion, RegisteredClient, StoreError};
 use super::{digest, random_token};
 use crate::auth::api_key::sha256;
 use crate::auth::principal::now_unix;
@@ -107,12 +107,14 @@ pub async fn add_client(
     Ok((client_id, secret))
 }
 
+/// Removes a registered client and revokes every grant made to it (running gateways refuse
+/// its access tokens from their next look at the store's revocations).
 pub async fn remove_client(
     settings: &AuthorizationServerSettings,
     client_id: &str,
-) -> Result<bool, StoreError> {
+) -> Result<ClientDeletion, StoreError> {
     super::store::open(settings)
         .await?
-        .delete_client(client_id)
+        .delete_client(client_id, now_unix())
         .await
 }

@@ -73,13 +73,14 @@ pub const OIDC_METADATA_SUFFIX: &str = "/.well-known/openid-configuration";
 /// How often the keys are re-read from the store (a rotation by the CLI or another
 /// replica).
 const KEY_REFRESH: Duration = Duration::from_secs(5);
-/// How often revocations made by other replicas are picked up (shared store only).
+/// How often revocations made by other replicas are picked up with a shared store (with the
+/// embedded one, revocations by the command line are picked up every [`KEY_REFRESH`]).
 const REVOCATION_SYNC: Duration = Duration::from_secs(1);
 const PURGE_INTERVAL: Duration = Duration::from_secs(600);
 
 /// When the background upkeep does each of its jobs.
 struct Schedule {
-    /// How often it wakes (and, with a shared store, picks up revocations).
+    /// How often it wakes and picks up revocations made elsewhere.
     tick: Duration,
     keys: Duration,
     purge: Duration,
@@ -178,19 +179,16 @@ impl AuthorizationServer {
         }))
     }
 
-    /// Background upkeep: revocations from other replicas (when the store is shared), the
-    /// keys (a rotation elsewhere), and expired rows.
+    /// Background upkeep: revocations from other replicas or the command line (`clients
+    /// remove`), the keys (a rotation elsewhere), and expired rows.
     fn spawn_upkeep(self: &Arc<Self>, settings: AuthorizationServerSettings, schedule: Schedule) {
         let weak = Arc::downgrade(self);
-        let shared = settings.redis.is_some();
         tokio::spawn(async move {
             let (mut since_keys, mut since_purge) = (Duration::ZERO, Duration::ZERO);
             loop {
                 tokio::time::sleep(schedule.tick).await;
                 let Some(server) = weak.upgrade() else { return };
-                if shared {
-                    server.sync_revocations().await;
-                }
+                server.sync_revocations().await;
                 since_keys += schedule.tick;
                 if since_keys >= schedule.keys {
                     since_keys = Duration::ZERO;
@@ -205,8 +203,8 @@ impl AuthorizationServer {
         });
     }
 
-    /// Revocations recorded by any replica take effect here (the routes check them in
-    /// memory, never asking the store).
+    /// Revocations recorded by any replica or the command line take effect here (the
+    /// routes check them in memory, never asking the store).
     async fn sync_revocations(&self) {
         match self.store.revoked_access_tokens(now_unix()).await {
             Ok(revoked) => {

@@ -17,6 +17,7 @@ use super::http::{is_json, json_no_store, read_body};
 use super::store::RegisteredClient;
 use super::{digest, random_token, Context, REGISTER_PATH};
 use crate::auth::api_key::sha256;
+use crate::auth::local::LOCAL_AUTHORITY;
 use crate::auth::principal::now_unix;
 use crate::body::Body;
 use crate::config::authorization_server::check_redirect_uri;
@@ -308,8 +309,20 @@ async fn manage(
     match *request.method() {
         Method::GET => Ok(json_no_store(StatusCode::OK, &describe(context, &client))),
         Method::DELETE => {
-            context.store().delete_client(&client.client_id).await?;
-            tracing::info!(client_id = %client.client_id, "client registration deleted");
+            // RFC 7592 §2.3: the client's grants end with it; its access tokens are refused
+            // here at once (other replicas load the revocations on their next poll).
+            let deletion = context
+                .store()
+                .delete_client(&client.client_id, now_unix())
+                .await?;
+            for (jti, expires_at) in &deletion.revoked_access {
+                LOCAL_AUTHORITY.revoke(jti, *expires_at);
+            }
+            tracing::info!(
+                client_id = %client.client_id,
+                revoked_access_tokens = deletion.revoked_access.len(),
+                "client registration deleted, its grants revoked"
+            );
             let mut response = json_no_store(StatusCode::NO_CONTENT, &json!({}));
             *response.body_mut() = crate::body::empty();
             Ok(response)

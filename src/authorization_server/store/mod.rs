@@ -108,6 +108,15 @@ pub struct CodeGrant {
     pub expires_at: u64,
 }
 
+/// What deleting a client did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ClientDeletion {
+    /// Whether the registration was there.
+    pub existed: bool,
+    /// The unexpired access tokens of its grants, now revoked (jti, expiry).
+    pub revoked_access: Vec<(String, u64)>,
+}
+
 /// What a code redemption found.
 #[derive(Debug)]
 pub enum Redemption {
@@ -252,7 +261,9 @@ pub trait Store: Send + Sync {
     // Registered clients.
     fn put_client(&self, client: RegisteredClient) -> StoreFuture<'_, ()>;
     fn client(&self, client_id: &str) -> StoreFuture<'_, Option<RegisteredClient>>;
-    fn delete_client(&self, client_id: &str) -> StoreFuture<'_, bool>;
+    /// Deletes a registration and revokes every grant made to it (RFC 7592 §2.3): its
+    /// families end as [`Store::revoke_family`] ends one.
+    fn delete_client(&self, client_id: &str, now: u64) -> StoreFuture<'_, ClientDeletion>;
     /// Deletes never-used registrations with this fingerprint; returns how many.
     fn delete_unused_clients(&self, fingerprint: &str) -> StoreFuture<'_, u64>;
     /// Records use and pushes the expiry to `expires_at`.

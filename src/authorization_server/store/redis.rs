@@ -18,7 +18,8 @@
 //! | `pending:{id}`                    | string | a pending authorization request            | `expires_at`             |
 //! | `login_state:{state}`             | string | a login in flight at an identity provider  | `expires_at`             |
 //! | `code:{code}`                     | hash   | `record`, `client_id`, `used`, `expires_at`| `expires_at` + 600 s (replays) |
-//! | `family:{family_id}`              | hash   | `revoked`, `expires_at`                    | `expires_at`             |
+//! | `family:{family_id}`              | hash   | `revoked`, `expires_at`, `client_id`       | `expires_at`             |
+//! | `client_families:{client_id}`     | set    | the families granted to a client (index)   | its last member's expiry |
 //! | `family_refresh:{family_id}`      | set    | the family's refresh tokens                | its last member's expiry |
 //! | `family_access:{family_id}`       | zset   | the family's access tokens (jti → expiry)  | its last member's expiry |
 //! | `refresh:{token}`                 | hash   | `record`, `family_id`, `expires_at`, `rotated_at`, `successor` | `expires_at` |
@@ -64,9 +65,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{
-    BrowserSession, CodeGrant, Consent, Digest, LoginState, PendingAuthorization, ProviderToken,
-    Redemption, RefreshGrant, RefreshLookup, RegisteredClient, Rotation, Store, StoreError,
-    StoreFuture, StoreResult, StoredKey,
+    BrowserSession, ClientDeletion, CodeGrant, Consent, Digest, LoginState, PendingAuthorization,
+    ProviderToken, Redemption, RefreshGrant, RefreshLookup, RegisteredClient, Rotation, Store,
+    StoreError, StoreFuture, StoreResult, StoredKey,
 };
 use crate::auth::principal::now_unix;
 use crate::config::redis::RedisSettings;
@@ -459,17 +460,23 @@ impl Store for RedisStore {
         })
     }
 
-    fn delete_client(&self, client_id: &str) -> StoreFuture<'_, bool> {
+    fn delete_client(&self, client_id: &str, now: u64) -> StoreFuture<'_, ClientDeletion> {
         let client_id = client_id.to_string();
         Box::pin(async move {
-            let deleted: i64 = self
+            let reply: Vec<String> = self
                 .eval(
                     "delete_client",
                     &self.scripts.delete_client,
-                    args([&client_id]),
+                    args([&client_id, &now]),
                 )
                 .await?;
-            Ok(deleted > 0)
+            let Some((existed, tokens)) = reply.split_first() else {
+                return Err(StoreError("empty reply from Redis".into()));
+            };
+            Ok(ClientDeletion {
+                existed: existed != "0",
+                revoked_access: token_pairs(tokens)?,
+            })
         })
     }
 
@@ -659,7 +666,13 @@ impl Store for RedisStore {
                 .eval(
                     "put_refresh",
                     &self.scripts.put_refresh,
-                    args([&hex(&token), &grant.family_id, &record, &grant.expires_at]),
+                    args([
+                        &hex(&token),
+                        &grant.family_id,
+                        &record,
+                        &grant.expires_at,
+                        &grant.client_id,
+                    ]),
                 )
                 .await?;
             Ok(())
@@ -893,24 +906,34 @@ local function extend_expiry(name, at)
   redis.call('EXPIREAT', name, at)
 end
 
--- A new live family (nothing when it exists).
-local function create_family(family, at)
+-- Lists the family among its client's, for as long as the family lives.
+local function index_family(client, family, at)
+  if not client or client == '' then return end
+  local index = key_of('client_families', client)
+  redis.call('SADD', index, family)
+  extend_expiry(index, at)
+end
+
+-- A new live family of `client` (nothing when it exists).
+local function create_family(family, at, client)
   local name = key_of('family', family)
   if redis.call('EXISTS', name) == 0 then
-    redis.call('HSET', name, 'revoked', '0', 'expires_at', at)
+    redis.call('HSET', name, 'revoked', '0', 'expires_at', at, 'client_id', client or '')
     redis.call('EXPIREAT', name, at)
+    index_family(client, family, at)
   end
 end
 
 -- Creates the family or pushes its expiry to `at` (never shortens it; keeps `revoked`).
-local function extend_family(family, at)
+local function extend_family(family, at, client)
   local name = key_of('family', family)
   local current = redis.call('HGET', name, 'expires_at')
   if not current then
-    create_family(family, at)
+    create_family(family, at, client)
   elseif tonumber(at) > tonumber(current) then
     redis.call('HSET', name, 'expires_at', at)
     redis.call('EXPIREAT', name, at)
+    index_family(redis.call('HGET', name, 'client_id'), family, at)
   end
 end
 
@@ -954,7 +977,7 @@ end
 redis.call('HSET', name, 'record', ARGV[3], 'client_id', ARGV[4], 'used', '0',
   'expires_at', ARGV[5])
 redis.call('EXPIREAT', name, ARGV[6])
-create_family(ARGV[7], ARGV[5])
+create_family(ARGV[7], ARGV[5], ARGV[4])
 return 1
 "#;
 
@@ -969,12 +992,12 @@ redis.call('HSET', name, 'used', '1')
 return {'fresh', row[1]}
 "#;
 
-/// ARGV: token, family_id, record, expires_at.
+/// ARGV: token, family_id, record, expires_at, client_id.
 const PUT_REFRESH: &str = r#"
 if redis.call('EXISTS', key_of('refresh', ARGV[2])) == 1 then
   return redis.error_reply('this refresh token is already stored')
 end
-extend_family(ARGV[3], ARGV[5])
+extend_family(ARGV[3], ARGV[5], ARGV[6])
 store_refresh(ARGV[2], ARGV[3], ARGV[4], ARGV[5])
 return 1
 "#;
@@ -1014,7 +1037,8 @@ redis.call('HSETNX', name, 'successor', successor)
 if redis.call('EXISTS', key_of('refresh', successor)) == 0 then
   store_refresh(successor, family, record, successor_expires)
 end
-extend_family(family, successor_expires)
+-- The family exists (checked above): its client is already known.
+extend_family(family, successor_expires, false)
 return {'rotated', record, expires_at}
 "#;
 
@@ -1068,7 +1092,8 @@ extend_expiry(same, at)
 return 1
 "#;
 
-/// ARGV: client_id → 1 when it existed.
+/// ARGV: client_id, now → {'1' when it existed else '0', then the unexpired access tokens
+/// of its families, now revoked: jti, expires_at, ...}.
 const DELETE_CLIENT: &str = r#"
 local id = ARGV[2]
 local name = key_of('client', id)
@@ -1077,7 +1102,15 @@ if fingerprint then
   redis.call('SREM', key_of('client_fingerprint', fingerprint), id)
 end
 redis.call('SREM', prefix .. 'clients', id)
-return redis.call('DEL', name)
+local reply = {tostring(redis.call('DEL', name))}
+local index = key_of('client_families', id)
+for _, family in ipairs(redis.call('SMEMBERS', index)) do
+  for _, item in ipairs(revoke_family(family, ARGV[3])) do
+    table.insert(reply, item)
+  end
+end
+redis.call('DEL', index)
+return reply
 "#;
 
 /// ARGV: fingerprint → how many never-used clients with it were deleted.

@@ -11,9 +11,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{
-    BrowserSession, CodeGrant, Consent, Digest, LoginState, PendingAuthorization, ProviderToken,
-    Redemption, RefreshGrant, RefreshLookup, RegisteredClient, Rotation, Store, StoreError,
-    StoreFuture, StoreResult, StoredKey,
+    BrowserSession, ClientDeletion, CodeGrant, Consent, Digest, LoginState, PendingAuthorization,
+    ProviderToken, Redemption, RefreshGrant, RefreshLookup, RegisteredClient, Rotation, Store,
+    StoreError, StoreFuture, StoreResult, StoredKey,
 };
 
 /// Schema versions, applied in order; a database is at version = number applied.
@@ -51,6 +51,15 @@ const MIGRATIONS: &[&str] = &[
     // 3: users' tokens at identity providers (sealed).
     "CREATE TABLE provider_tokens (subject TEXT NOT NULL, provider TEXT NOT NULL,
         record TEXT NOT NULL, keep_until INTEGER NOT NULL, PRIMARY KEY (subject, provider));",
+    // 4: the client each family was granted to, so that deleting a client revokes its grants
+    // (RFC 7592 §2.3); families from before are attributed from their tokens' or code's record.
+    "ALTER TABLE families ADD COLUMN client_id TEXT;
+     UPDATE families SET client_id = COALESCE(
+        (SELECT json_extract(r.record, '$.client_id') FROM refresh_tokens r
+          WHERE r.family_id = families.family_id LIMIT 1),
+        (SELECT json_extract(c.record, '$.client_id') FROM codes c
+          WHERE json_extract(c.record, '$.family_id') = families.family_id LIMIT 1));
+     CREATE INDEX families_client ON families (client_id);",
 ];
 
 /// A refresh token row joined with its family: record, rotated_at, successor, expires_at,
@@ -301,16 +310,34 @@ impl Store for SqliteStore {
         })
     }
 
-    fn delete_client(&self, client_id: &str) -> StoreFuture<'_, bool> {
+    fn delete_client(&self, client_id: &str, now: u64) -> StoreFuture<'_, ClientDeletion> {
         let client_id = client_id.to_string();
         self.run(move |c| {
-            let n = c
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(fail)?;
+            let n = tx
                 .execute(
                     "DELETE FROM clients WHERE client_id = ?1",
                     params![client_id],
                 )
                 .map_err(fail)?;
-            Ok(n > 0)
+            let families: Vec<String> = tx
+                .prepare("SELECT family_id FROM families WHERE client_id = ?1 AND revoked = 0")
+                .map_err(fail)?
+                .query_map(params![client_id], |row| row.get(0))
+                .map_err(fail)?
+                .collect::<Result<_, _>>()
+                .map_err(fail)?;
+            let mut revoked_access = Vec::new();
+            for family in &families {
+                revoked_access.extend(revoke_family_in(&tx, family, now)?);
+            }
+            tx.commit().map_err(fail)?;
+            Ok(ClientDeletion {
+                existed: n > 0,
+                revoked_access,
+            })
         })
     }
 
@@ -466,8 +493,9 @@ impl Store for SqliteStore {
             )
             .map_err(fail)?;
             tx.execute(
-                "INSERT OR IGNORE INTO families (family_id, revoked, expires_at) VALUES (?1, 0, ?2)",
-                params![grant.family_id, grant.expires_at],
+                "INSERT OR IGNORE INTO families (family_id, revoked, expires_at, client_id)
+                 VALUES (?1, 0, ?2, ?3)",
+                params![grant.family_id, grant.expires_at, grant.client_id],
             )
             .map_err(fail)?;
             tx.commit().map_err(fail)
@@ -553,9 +581,10 @@ impl Store for SqliteStore {
         self.run(move |c| {
             let tx = c.transaction().map_err(fail)?;
             tx.execute(
-                "INSERT INTO families (family_id, revoked, expires_at) VALUES (?1, 0, ?2)
+                "INSERT INTO families (family_id, revoked, expires_at, client_id)
+                 VALUES (?1, 0, ?2, ?3)
                  ON CONFLICT (family_id) DO UPDATE SET expires_at = MAX(expires_at, ?2)",
-                params![grant.family_id, grant.expires_at],
+                params![grant.family_id, grant.expires_at, grant.client_id],
             )
             .map_err(fail)?;
             tx.execute(
@@ -1048,6 +1077,69 @@ mod tests {
         assert_eq!(store.hit("k", 120, 60).await.unwrap(), 1);
         assert_eq!(store.hit("k", 150, 60).await.unwrap(), 2);
         assert_eq!(store.hit("k", 180, 60).await.unwrap(), 1, "a new window");
+    }
+
+    /// Families written before they named their client (schema 3) are attributed to it from
+    /// their refresh tokens or their code, so deleting the client still ends them.
+    #[tokio::test]
+    async fn families_from_before_the_client_column_are_revoked_with_their_client() {
+        let dir = std::env::temp_dir().join(format!("mcp-gw-store-v3-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("as.db");
+        {
+            let mut c = Connection::open(&path).unwrap();
+            for (i, migration) in MIGRATIONS[..3].iter().enumerate() {
+                let tx = c.transaction().unwrap();
+                tx.execute_batch(migration).unwrap();
+                tx.pragma_update(None, "user_version", (i + 1) as u32)
+                    .unwrap();
+                tx.commit().unwrap();
+            }
+            let refresh = RefreshGrant {
+                client_id: "old-client".into(),
+                ..grant("by-refresh", 5_000)
+            };
+            let code = CodeGrant {
+                client_id: "old-client".into(),
+                redirect_uri: "https://app.example/cb".into(),
+                redirect_uri_given: true,
+                code_challenge: "x".into(),
+                resource: "https://r.example/mcp".into(),
+                scopes: vec![],
+                user: user(),
+                family_id: "by-code".into(),
+                expires_at: 5_000,
+            };
+            c.execute_batch(
+                "INSERT INTO families VALUES ('by-refresh', 0, 5000), ('by-code', 0, 5000),
+                    ('other', 0, 5000);
+                 INSERT INTO access_tokens VALUES ('a1', 'by-refresh', 4000),
+                    ('a2', 'by-code', 4000), ('a3', 'other', 4000);",
+            )
+            .unwrap();
+            c.execute(
+                "INSERT INTO refresh_tokens (token, family_id, record, expires_at)
+                 VALUES (x'01', 'by-refresh', ?1, 5000)",
+                params![to_json(&refresh).unwrap()],
+            )
+            .unwrap();
+            c.execute(
+                "INSERT INTO codes (code, record, used, expires_at) VALUES (x'02', ?1, 1, 5000)",
+                params![to_json(&code).unwrap()],
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let deletion = store.delete_client("old-client", 1_000).await.unwrap();
+        let mut revoked = deletion.revoked_access;
+        revoked.sort();
+        assert_eq!(
+            revoked,
+            vec![("a1".to_string(), 4_000), ("a2".to_string(), 4_000)]
+        );
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
