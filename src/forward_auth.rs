@@ -24,6 +24,7 @@ use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use crate::body::{self, Body};
 use crate::config::Config;
 use crate::mcp::sessions::SessionStore;
+use crate::model::forwarding::X_FORWARDED_HOST;
 use crate::model::path::check_path;
 use crate::observability::Outcome;
 use crate::pipeline::limits::RateLimiter;
@@ -36,7 +37,6 @@ use crate::server::router::{is_metadata_path, HEALTH_PATH, READY_PATH};
 
 const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
 const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
 const X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
 const X_ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");

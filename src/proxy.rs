@@ -221,23 +221,26 @@ pub async fn handle(
             return rejected(denial, &parts.headers);
         }
     };
-    let upstream_request = match rewrite::upstream_request(parts, limited, &admission, &client) {
-        Ok(mut request) => {
-            if let Some((name, value)) = user_token {
-                request.headers_mut().insert(name, value);
+    let (upstream_request, forwarded) =
+        match rewrite::upstream_request(parts, limited, &admission, &client) {
+            Ok(built) => built,
+            Err(error) => {
+                tracing::error!(%error, "could not build the upstream request");
+                outcome = outcome.failed("invalid upstream request");
+                return (Rejection::UpstreamUnavailable.into_response(), outcome);
             }
-            request
-        }
-        Err(error) => {
-            tracing::error!(%error, "could not build the upstream request");
-            outcome = outcome.failed("invalid upstream request");
-            return (Rejection::UpstreamUnavailable.into_response(), outcome);
-        }
-    };
+        };
+    let set = rewrite::set_fields(
+        &admission,
+        &config.identity_headers,
+        &forwarded,
+        user_token.as_ref(),
+    );
     let sent = std::time::Instant::now();
     match forward::forward(
         upstream,
         upstream_request,
+        &set,
         config.server.limits.response_timeout,
         config.server.limits.stream_idle_timeout,
         &body_progress,

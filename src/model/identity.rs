@@ -17,6 +17,18 @@ pub struct IdentityHeaders {
 }
 
 impl IdentityHeaders {
+    /// The `[identity_headers]` keys of [`Self::names`], in the same order.
+    pub const KEYS: [&'static str; 8] = [
+        "user_id",
+        "user_name",
+        "user_email",
+        "groups",
+        "scopes",
+        "client_id",
+        "method",
+        "token_id",
+    ];
+
     pub fn names(&self) -> [&HeaderName; 8] {
         [
             &self.user_id,

@@ -5,6 +5,7 @@
 //! `pipeline`; verifier sets still live in `auth`.
 
 pub mod allowlist;
+pub mod forwarding;
 pub mod header_spelling;
 pub mod identity;
 pub mod path;

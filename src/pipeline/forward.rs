@@ -19,16 +19,18 @@ use super::rejection::Rejection;
 use super::rewrite::{connection_listed, is_hop_by_hop, remove_where, NameFilter, HOP_BY_HOP};
 use crate::body::{Body, BoxError};
 use crate::observability::Throttle;
-use crate::upstream::Upstreams;
+use crate::upstream::{SetFields, Upstreams};
 
 pub async fn forward(
     upstream: &Upstreams,
     request: Request<Body>,
+    set: &SetFields<'_>,
     response_timeout: Duration,
     stream_idle_timeout: Duration,
     client_body: &BodyProgress,
 ) -> Result<Response<Body>, Rejection> {
-    let response = match tokio::time::timeout(response_timeout, upstream.send(request)).await {
+    let sending = upstream.send(request, set);
+    let response = match tokio::time::timeout(response_timeout, sending).await {
         // An upstream still waiting for the client's body is not the slow one (slow-POST).
         Err(_) if client_body.waiting_for_client() => return Err(Rejection::BodyTimeout),
         Err(_) => return Err(Rejection::UpstreamTimeout),

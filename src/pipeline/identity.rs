@@ -19,7 +19,7 @@
 
 use std::fmt::Write as _;
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::policy::Grant;
 use crate::auth::Principal;
@@ -30,13 +30,25 @@ use crate::model::identity::{is_scope_token, IdentityHeaders};
 impl IdentityHeaders {
     /// Sets the identity of `grant`, which [`encoded`] accepted at the verify phase.
     pub fn set(&self, grant: &Grant, headers: &mut HeaderMap) {
+        self.each_field(grant, |name, value| {
+            // A clone shares the encoded bytes.
+            headers.insert(name.clone(), value.clone());
+        });
+    }
+
+    /// Calls `field` with each identity field of `grant` (the names with a value), as
+    /// [`Self::set`] sets them.
+    pub fn each_field<'a>(
+        &'a self,
+        grant: &'a Grant,
+        mut field: impl FnMut(&'a HeaderName, &'a HeaderValue),
+    ) {
         let Ok(values) = encoded(grant.principal()) else {
             return;
         };
         for (name, value) in self.names().into_iter().zip(values) {
             if let Some(value) = value {
-                // A clone shares the encoded bytes.
-                headers.insert(name.clone(), value.clone());
+                field(name, value);
             }
         }
     }

@@ -29,6 +29,7 @@ use super::head::{
     HeadError, RequestFraming, ResponseHead,
 };
 use super::pool::Pool;
+use super::SetFields;
 use crate::body::{Body, BoxError};
 use crate::socket::READ_CHUNK;
 
@@ -104,12 +105,13 @@ pub struct Upstream<'a> {
 pub async fn exchange(
     upstream: Upstream<'_>,
     request: Request<Body>,
+    set: &SetFields<'_>,
 ) -> Result<Response<Body>, ExchangeError> {
     let (mut parts, mut body) = request.into_parts();
     let framing = request_framing(&parts.method, &parts.headers, &body);
     // Room to spare for a small body behind the head (one buffer, one write), not sized
     // for the body before any of it has arrived.
-    let mut head = Vec::with_capacity(256 + parts.headers.len() * 48);
+    let mut head = Vec::with_capacity(256 + (parts.headers.len() + set.len()) * 48);
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     // `Host` as hyper sent it: without the scheme's default port.
     let host = match upstream.authority.port_u16() {
@@ -121,6 +123,7 @@ pub async fn exchange(
         target,
         host,
         &parts.headers,
+        set,
         framing,
         &mut head,
     );

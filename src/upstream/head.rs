@@ -269,13 +269,15 @@ fn written_by_gateway(name: &HeaderName) -> bool {
 }
 
 /// Writes an HTTP/1.1 request head into `out`. `target` is the origin-form request target
-/// and `host` the upstream's authority, used when `headers` names no `Host`. Names and
-/// values come from `http` types, which cannot hold CR, LF or NUL.
+/// and `host` the upstream's authority, used when `headers` names no `Host`; `set`'s fields
+/// follow the map's (see [`SetFields`]). Names and values come from `http` types, which
+/// cannot hold CR, LF or NUL.
 pub fn encode_request_head(
     method: &Method,
     target: &str,
     host: &str,
     headers: &HeaderMap,
+    set: &SetFields<'_>,
     framing: RequestFraming,
     out: &mut Vec<u8>,
 ) {
@@ -289,6 +291,9 @@ pub fn encode_request_head(
         out.extend_from_slice(b"\r\n");
     }
     push_fields(headers, written_by_gateway, out);
+    for (name, value) in set {
+        push_field(name, value, out);
+    }
     match framing {
         RequestFraming::None => {}
         RequestFraming::Length(length) => {
@@ -305,16 +310,21 @@ pub fn encode_request_head(
 /// and values come from `http` types, which cannot hold CR, LF or NUL.
 pub fn push_fields(headers: &HeaderMap, skip: fn(&HeaderName) -> bool, out: &mut Vec<u8>) {
     for (name, value) in headers {
-        if skip(name) {
-            continue;
+        if !skip(name) {
+            push_field(name, value, out);
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
     }
 }
 
+#[inline]
+fn push_field(name: &HeaderName, value: &HeaderValue, out: &mut Vec<u8>) {
+    out.extend_from_slice(name.as_str().as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+use super::SetFields;
 use crate::text::push_decimal;
 
 /// Methods whose empty body is sent with no framing header at all (as hyper sends them):
@@ -472,18 +482,23 @@ mod tests {
         headers.insert("transfer-encoding", HeaderValue::from_static("chunked"));
         headers.insert("expect", HeaderValue::from_static("100-continue"));
         headers.insert("connection", HeaderValue::from_static("close"));
+        let user = (
+            HeaderName::from_static("x-user-id"),
+            HeaderValue::from_static("alice"),
+        );
         let mut out = Vec::new();
         encode_request_head(
             &Method::POST,
             "/mcp?a=1",
             "up:8080",
             &headers,
+            &[(&user.0, &user.1)],
             RequestFraming::Length(12),
             &mut out,
         );
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "POST /mcp?a=1 HTTP/1.1\r\nhost: up:8080\r\ncontent-type: application/json\r\ncontent-length: 12\r\n\r\n"
+            "POST /mcp?a=1 HTTP/1.1\r\nhost: up:8080\r\ncontent-type: application/json\r\nx-user-id: alice\r\ncontent-length: 12\r\n\r\n"
         );
         headers.insert("host", HeaderValue::from_static("named"));
         let mut out = Vec::new();
@@ -492,6 +507,7 @@ mod tests {
             "/",
             "up",
             &headers,
+            &[],
             RequestFraming::Chunked,
             &mut out,
         );
@@ -563,13 +579,25 @@ mod tests {
             }
         }
 
-        /// A head the gateway writes parses back (as a request) to the same fields, with the
-        /// framing header exactly once and no client-supplied framing.
+        /// A head the gateway writes parses back (as a request) to the same fields, the set
+        /// ones included, with the framing header exactly once and no client-supplied framing.
         #[test]
         fn written_heads_read_back(
             fields in prop::collection::vec(("[a-z][a-z0-9-]{0,12}", "[ -~]{0,20}"), 0..12),
+            set_values in prop::collection::vec("[ -~]{0,20}", 0..4),
             length in proptest::option::of(0u64..1_000_000),
         ) {
+            // Names no map field has (theirs have no `_`).
+            let set: Vec<(HeaderName, HeaderValue)> = set_values
+                .iter()
+                .enumerate()
+                .filter_map(|(i, value)| Some((
+                    HeaderName::from_bytes(format!("x_set_{i}").as_bytes()).ok()?,
+                    HeaderValue::from_str(value.trim()).ok()?,
+                )))
+                .collect();
+            let set_refs: Vec<(&HeaderName, &HeaderValue)> =
+                set.iter().map(|(name, value)| (name, value)).collect();
             let mut headers = HeaderMap::new();
             for (name, value) in &fields {
                 if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value.trim())) {
@@ -578,7 +606,7 @@ mod tests {
             }
             let framing = length.map_or(RequestFraming::Chunked, RequestFraming::Length);
             let mut out = Vec::new();
-            encode_request_head(&Method::POST, "/x", "up", &headers, framing, &mut out);
+            encode_request_head(&Method::POST, "/x", "up", &headers, &set_refs, framing, &mut out);
             let mut parsed_fields = [httparse::EMPTY_HEADER; 64];
             let mut request = httparse::Request::new(&mut parsed_fields);
             prop_assert_eq!(request.parse(&out), Ok(httparse::Status::Complete(out.len())));
@@ -586,6 +614,9 @@ mod tests {
             let framing_fields = read.get_all(header::CONTENT_LENGTH).iter().count()
                 + read.get_all(header::TRANSFER_ENCODING).iter().count();
             prop_assert_eq!(framing_fields, 1);
+            for (name, value) in &set {
+                prop_assert_eq!(read.get_all(name).iter().collect::<Vec<_>>(), vec![value]);
+            }
             for (name, value) in &headers {
                 if !written_by_gateway(name) {
                     prop_assert!(read.get_all(name).iter().any(|v| v == value));

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::uri::{Authority, Scheme};
 use http::{HeaderName, HeaderValue, Method, Uri};
 
-use super::server::is_reserved_header;
+use super::server::{is_reserved_header, is_set_on_every_request};
 use super::verifiers::is_loopback_host;
 use super::{check_unique_ids, Collector};
 use crate::auth::audience;
@@ -20,8 +20,52 @@ use crate::config::secret;
 use crate::config::settings::{PublicUrl, ServerSettings};
 use crate::metadata::{Challenge, ProtectedResourceMetadata, METADATA_PREFIX};
 use crate::model::allowlist::{canonical_origin, host_name, HostAllowlist, OriginAllowlist};
+use crate::model::header_spelling::reads_as;
+use crate::model::identity::IdentityHeaders;
 use crate::model::path::check_path;
 use crate::model::route::{AccessRules, Route, RouteTable, Upstream};
+
+/// The headers phase 9 sets on an upstream request — identity, a route's `upstream_headers`
+/// and the user's token — need names of their own in any spelling ([`reads_as`]): one would
+/// replace the other, or reach a CGI-style upstream as the other, and the upstream request
+/// head is written with each of them once, after the client's. (`X-Forwarded-For/Proto/Host`
+/// are refused where each name is compiled.)
+pub(super) fn check_apart_from_identity(
+    routes: &[RawRoute],
+    identity: &IdentityHeaders,
+    c: &mut Collector,
+) {
+    for (i, route) in routes.iter().enumerate() {
+        let credentials = route.upstream_headers.keys().map(|name| {
+            (
+                name.as_str(),
+                format!("routes[{i}].upstream_headers.{name}"),
+            )
+        });
+        let user_token = route
+            .upstream_token
+            .as_ref()
+            .and_then(|token| token.header.as_deref())
+            .map(|name| (name, format!("routes[{i}].upstream_token.header")));
+        for (name, key) in credentials.chain(user_token) {
+            // An invalid name is reported where it is compiled.
+            let Ok(header) = HeaderName::from_bytes(name.as_bytes()) else {
+                continue;
+            };
+            let same = identity
+                .names()
+                .into_iter()
+                .zip(IdentityHeaders::KEYS)
+                .find(|(identity, _)| reads_as(header.as_str(), identity.as_str()));
+            if let Some((_, identity_key)) = same {
+                c.push(
+                    key,
+                    format!("{name:?} is also the identity header identity_headers.{identity_key}: choose another name for one of them"),
+                );
+            }
+        }
+    }
+}
 
 #[allow(clippy::too_many_arguments)]
 pub(super) fn compile_routes(
@@ -314,6 +358,8 @@ pub(super) fn compile_route(
                     .and_then(|h| {
                         if is_reserved_header(&h) {
                             Err(format!("{name:?} cannot be set as an upstream credential"))
+                        } else if is_set_on_every_request(&h) {
+                            Err(format!("{name:?} is set by the gateway on every request (X-Forwarded-For/Proto/Host; behind a trusted proxy, server.trust_forwarded_headers passes its values on): remove it here"))
                         } else {
                             Ok(h)
                         }

@@ -10,6 +10,7 @@ use super::Collector;
 use crate::config::raw::{RawConfig, RawIdentityHeaders, RawServer};
 use crate::config::settings::{Limits, PublicUrl, ServerSettings};
 use crate::model::allowlist::canonical_origin;
+use crate::model::forwarding::SET_ON_EVERY_REQUEST;
 use crate::model::header_spelling::{begins_reading_as, reads_as};
 use crate::model::identity::IdentityHeaders;
 use crate::model::path::check_path;
@@ -193,6 +194,13 @@ pub(super) fn compile_identity_headers(
 ) -> IdentityHeaders {
     let mut name = |key: &str, value: &str| -> HeaderName {
         match HeaderName::from_bytes(value.as_bytes()) {
+            Ok(name) if is_set_on_every_request(&name) => {
+                c.push(
+                    format!("identity_headers.{key}"),
+                    format!("{value:?} is set by the gateway on every request (X-Forwarded-For/Proto/Host): choose e.g. \"X-User-Id\""),
+                );
+                HeaderName::from_static("x-invalid")
+            }
             Ok(name) if !is_reserved_header(&name) => name,
             Ok(_) => {
                 c.push(
@@ -235,6 +243,14 @@ pub(super) fn compile_identity_headers(
         );
     }
     headers
+}
+
+/// Whether `name` reads as one of the `X-Forwarded-*` headers phase 9 sets on every upstream
+/// request ([`reads_as`]): a configured header under that name would be replaced by it.
+pub(super) fn is_set_on_every_request(name: &HeaderName) -> bool {
+    SET_ON_EVERY_REQUEST
+        .iter()
+        .any(|set| reads_as(name.as_str(), set.as_str()))
 }
 
 /// Headers an identity or upstream-credential header must never replace, in any spelling

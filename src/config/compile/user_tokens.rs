@@ -8,11 +8,12 @@ use std::sync::Arc;
 
 use http::HeaderName;
 
-use super::server::is_reserved_header;
+use super::server::{is_reserved_header, is_set_on_every_request};
 use super::Collector;
 use crate::auth::audience;
 use crate::config::raw::{RawUpstreamOAuth, RawUpstreamToken};
 use crate::config::secret;
+use crate::model::header_spelling::reads_as;
 use crate::model::route::{Upstream, UpstreamOAuth, UserTokenForwarding, UserTokenSource};
 
 pub(super) fn compile_user_token(
@@ -33,13 +34,18 @@ pub(super) fn compile_user_token(
                 .and_then(|h| {
                     if is_reserved_header(&h) {
                         Err(format!("{name:?} cannot carry a token"))
+                    } else if is_set_on_every_request(&h) {
+                        Err(format!("{name:?} is set by the gateway on every request (X-Forwarded-For/Proto/Host): choose e.g. \"X-Upstream-Token\""))
                     } else {
                         Ok(h)
                     }
                 }),
         )?,
     };
-    if upstream_headers.contains(&header) {
+    if upstream_headers
+        .iter()
+        .any(|credential| reads_as(credential.as_str(), header.as_str()))
+    {
         c.push(
             format!("{path}.header"),
             format!(
