@@ -386,6 +386,27 @@ fn each_problem_names_its_key_path_and_the_fix() {
             "is set by the gateway on every request",
         ),
         (
+            "one upstream credential named twice",
+            "\"corp\"]\nscopes = [\"mcp:tools\"]\n",
+            "\"corp\"]\nscopes = [\"mcp:tools\"]\n[routes.upstream_headers]\n\"X-Key\" = { env = \"SHORT_TEST_KEY\" }\n\"x_key\" = { env = \"SHORT_TEST_KEY\" }\n",
+            "routes[0].upstream_headers.x_key",
+            "is the same header as \"X-Key\"",
+        ),
+        (
+            "user token in Authorization, an identity header too",
+            "\"corp\"]\nscopes = [\"mcp:tools\"]\n",
+            "\"corp\"]\nscopes = [\"mcp:tools\"]\n[routes.upstream_token]\nprovider = \"github\"\n\n[identity_headers]\nuser_id = \"Authorization\"\n",
+            "routes[0].upstream_token.header",
+            "is also the identity header identity_headers.user_id",
+        ),
+        (
+            "identity header named like a hop-by-hop header",
+            "[[api_keys]]",
+            "[identity_headers]\nuser_id = \"Expect\"\n\n[[api_keys]]",
+            "identity_headers.user_id",
+            "is a standard header",
+        ),
+        (
             "identity headers that differ only in _ and -",
             "[[api_keys]]",
             "[identity_headers]\nuser_id = \"X-Who\"\nuser_name = \"X_Who\"\n\n[[api_keys]]",

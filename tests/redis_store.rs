@@ -868,6 +868,56 @@ mod scenarios {
         );
     }
 
+    /// A grant without refresh tokens keeps its family as long as its access tokens live
+    /// (the family began with the code's short life), so deleting the client still ends it;
+    /// an id that is not a stored registration (a client of the configuration file) ends
+    /// nothing.
+    pub async fn deletion_reaches_grants_without_refresh_tokens_only_of_registrations(
+        store: &dyn Store,
+    ) {
+        let t = now_unix();
+        store
+            .put_client(registered("code-only", "fp-code-only", t + 3_600))
+            .await
+            .unwrap();
+        store
+            .put_code(digest(130), code_grant("code-only", "short", t + 60))
+            .await
+            .unwrap();
+        assert!(store
+            .record_access_token("short", "a-short", t + 3_600)
+            .await
+            .unwrap());
+        store
+            .put_code(digest(131), code_grant("configured", "cfg", t + 60))
+            .await
+            .unwrap();
+        assert!(store
+            .record_access_token("cfg", "a-cfg", t + 3_600)
+            .await
+            .unwrap());
+        // Past the codes' lives: their families stay for their tokens.
+        store.purge_expired(t + 120).await.unwrap();
+        assert_eq!(
+            store.delete_client("configured", t + 120).await.unwrap(),
+            ClientDeletion::default()
+        );
+        assert!(store
+            .record_access_token("cfg", "a-cfg-2", t + 3_600)
+            .await
+            .unwrap());
+        let deletion = store.delete_client("code-only", t + 120).await.unwrap();
+        assert!(deletion.existed);
+        assert_eq!(
+            deletion.revoked_access,
+            vec![("a-short".to_string(), t + 3_600)]
+        );
+        assert_eq!(
+            store.revoked_access_tokens(t + 120).await.unwrap(),
+            vec![("a-short".to_string(), t + 3_600)]
+        );
+    }
+
     pub async fn revoked_access_tokens_until_expiry(store: &dyn Store) {
         let t = now_unix();
         assert!(store.revoked_access_tokens(t).await.unwrap().is_empty());
@@ -978,6 +1028,7 @@ conformance!(
     signing_keys_in_creation_order_and_retired_once,
     registered_clients_dedup_and_touch,
     deleting_a_client_revokes_its_grants,
+    deletion_reaches_grants_without_refresh_tokens_only_of_registrations,
     revoked_access_tokens_until_expiry,
     purge_keeps_what_lives,
 );
@@ -987,6 +1038,55 @@ mod redis_only {
     use std::sync::Arc;
 
     use super::*;
+
+    /// A family stored before families named their client (no `client_id`, no index) is
+    /// attributed to it on its next rotation, and then ends with the client.
+    #[tokio::test]
+    async fn families_from_before_the_client_index_join_it_when_rotated() {
+        let Some(server) = RedisServer::start("old-families").await else {
+            return;
+        };
+        let store = redis_store(&server).await;
+        let mut raw = raw(&server).await;
+        let t = now_unix();
+        store
+            .put_client(registered("c", "fp-old", t + 3_600))
+            .await
+            .unwrap();
+        store
+            .put_refresh(digest(140), refresh_grant("old", t + 1_000))
+            .await
+            .unwrap();
+        // As an older gateway left it.
+        let _: () = redis::cmd("HDEL")
+            .arg(format!("{PREFIX}family:old"))
+            .arg("client_id")
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        let _: () = redis::cmd("DEL")
+            .arg(format!("{PREFIX}client_families:c"))
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        assert!(matches!(
+            store
+                .rotate_refresh(digest(140), digest(141), t + 2_000, t, 30)
+                .await
+                .unwrap(),
+            Rotation::Rotated(_)
+        ));
+        assert!(store
+            .record_access_token("old", "a-old", t + 300)
+            .await
+            .unwrap());
+        let deletion = store.delete_client("c", t).await.unwrap();
+        assert_eq!(
+            deletion.revoked_access,
+            vec![("a-old".to_string(), t + 300)]
+        );
+        assert!(store.refresh(digest(141), t).await.unwrap().is_none());
+    }
 
     #[tokio::test]
     async fn two_replicas_share_secrets_and_spend_a_code_once() {
@@ -1145,6 +1245,7 @@ mod redis_only {
             (format!("refresh:{}", hex(5)), about(1_000)),
             ("family:fam".into(), about(1_000)),
             ("family_refresh:fam".into(), about(1_000)),
+            ("client_families:c".into(), about(1_000)),
             ("access:jti".into(), about(300)),
             ("family_access:fam".into(), about(300)),
             ("client:c1".into(), about(500)),
@@ -1178,6 +1279,7 @@ mod redis_only {
             .await
             .unwrap();
         assert!(about(2_000).contains(&ttl(&mut raw, &format!("{PREFIX}family:fam")).await));
+        assert!(about(2_000).contains(&ttl(&mut raw, &format!("{PREFIX}client_families:c")).await));
         assert!(about(2_000).contains(&ttl(&mut raw, &format!("{PREFIX}refresh:{}", hex(6))).await));
         assert!(about(1_000).contains(&ttl(&mut raw, &format!("{PREFIX}refresh:{}", hex(5))).await));
         // Retirement schedules the key's end.

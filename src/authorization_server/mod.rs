@@ -208,8 +208,12 @@ impl AuthorizationServer {
     async fn sync_revocations(&self) {
         match self.store.revoked_access_tokens(now_unix()).await {
             Ok(revoked) => {
+                // Known ones are skipped under the read lock: the requests checking
+                // revocations meanwhile are not held up by a write per revoked token.
                 for (jti, expires_at) in revoked {
-                    LOCAL_AUTHORITY.revoke(&jti, expires_at);
+                    if !LOCAL_AUTHORITY.is_revoked(&jti) {
+                        LOCAL_AUTHORITY.revoke(&jti, expires_at);
+                    }
                 }
             }
             Err(error) => tracing::debug!(%error, "cannot read revocations from the store"),

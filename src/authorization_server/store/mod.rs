@@ -262,7 +262,8 @@ pub trait Store: Send + Sync {
     fn put_client(&self, client: RegisteredClient) -> StoreFuture<'_, ()>;
     fn client(&self, client_id: &str) -> StoreFuture<'_, Option<RegisteredClient>>;
     /// Deletes a registration and revokes every grant made to it (RFC 7592 §2.3): its
-    /// families end as [`Store::revoke_family`] ends one.
+    /// families end as [`Store::revoke_family`] ends one. Nothing is revoked for an id that
+    /// is not stored (a client of the configuration file).
     fn delete_client(&self, client_id: &str, now: u64) -> StoreFuture<'_, ClientDeletion>;
     /// Deletes never-used registrations with this fingerprint; returns how many.
     fn delete_unused_clients(&self, fingerprint: &str) -> StoreFuture<'_, u64>;

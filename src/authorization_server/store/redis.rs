@@ -924,17 +924,28 @@ local function create_family(family, at, client)
   end
 end
 
--- Creates the family or pushes its expiry to `at` (never shortens it; keeps `revoked`).
+-- Creates the family or pushes its expiry to `at` (never shortens it; keeps `revoked`), and
+-- keeps it listed among its client's for as long as it lives. A family stored before
+-- families named their client learns it from `client` (when given).
 local function extend_family(family, at, client)
   local name = key_of('family', family)
   local current = redis.call('HGET', name, 'expires_at')
   if not current then
     create_family(family, at, client)
-  elseif tonumber(at) > tonumber(current) then
+    return
+  end
+  local known = redis.call('HGET', name, 'client_id')
+  if (not known or known == '') and client and client ~= '' then
+    redis.call('HSET', name, 'client_id', client)
+    known = client
+  end
+  if tonumber(at) > tonumber(current) then
     redis.call('HSET', name, 'expires_at', at)
     redis.call('EXPIREAT', name, at)
-    index_family(redis.call('HGET', name, 'client_id'), family, at)
+  else
+    at = current
   end
+  index_family(known, family, at)
 end
 
 local function store_refresh(token, family, record, at)
@@ -1037,8 +1048,7 @@ redis.call('HSETNX', name, 'successor', successor)
 if redis.call('EXISTS', key_of('refresh', successor)) == 0 then
   store_refresh(successor, family, record, successor_expires)
 end
--- The family exists (checked above): its client is already known.
-extend_family(family, successor_expires, false)
+extend_family(family, successor_expires, cjson.decode(record)['client_id'])
 return {'rotated', record, expires_at}
 "#;
 
@@ -1062,7 +1072,11 @@ return revoke_family(ARGV[2], ARGV[3])
 /// ARGV: family_id, jti, expires_at → 0 when the family is revoked.
 const RECORD_ACCESS_TOKEN: &str = r#"
 local family, jti, at = ARGV[2], ARGV[3], ARGV[4]
-if redis.call('HGET', key_of('family', family), 'revoked') == '1' then return 0 end
+local revoked = redis.call('HGET', key_of('family', family), 'revoked')
+if revoked == '1' then return 0 end
+-- The family (and its place in its client's index) lives as long as its tokens: a grant
+-- without refresh tokens would otherwise outlive its family, out of reach of a deletion.
+if revoked then extend_family(family, at, false) end
 local name = key_of('access', jti)
 redis.call('SET', name, family)
 redis.call('EXPIREAT', name, at)
@@ -1092,8 +1106,8 @@ extend_expiry(same, at)
 return 1
 "#;
 
-/// ARGV: client_id, now → {'1' when it existed else '0', then the unexpired access tokens
-/// of its families, now revoked: jti, expires_at, ...}.
+/// ARGV: client_id, now → {'1' when it existed else '0', then (when it existed) the
+/// unexpired access tokens of its families, now revoked: jti, expires_at, ...}.
 const DELETE_CLIENT: &str = r#"
 local id = ARGV[2]
 local name = key_of('client', id)
@@ -1102,7 +1116,11 @@ if fingerprint then
   redis.call('SREM', key_of('client_fingerprint', fingerprint), id)
 end
 redis.call('SREM', prefix .. 'clients', id)
-local reply = {tostring(redis.call('DEL', name))}
+local deleted = redis.call('DEL', name)
+local reply = {tostring(deleted)}
+-- Only a registration's own grants: an id of a client from the configuration file (which
+-- is not stored) must not end its users' grants.
+if deleted == 0 then return reply end
 local index = key_of('client_families', id)
 for _, family in ipairs(redis.call('SMEMBERS', index)) do
   for _, item in ipairs(revoke_family(family, ARGV[3])) do

@@ -322,6 +322,11 @@ impl Store for SqliteStore {
                     params![client_id],
                 )
                 .map_err(fail)?;
+            // Only a registration's own grants: an id of a client from the configuration
+            // file (which is not stored) must not end its users' grants.
+            if n == 0 {
+                return Ok(ClientDeletion::default());
+            }
             let families: Vec<String> = tx
                 .prepare("SELECT family_id FROM families WHERE client_id = ?1 AND revoked = 0")
                 .map_err(fail)?
@@ -567,6 +572,13 @@ impl Store for SqliteStore {
             if revoked {
                 return Ok(false);
             }
+            // The family lives as long as its tokens: a grant without refresh tokens would
+            // otherwise be purged first, out of reach of its client's deletion.
+            tx.execute(
+                "UPDATE families SET expires_at = MAX(expires_at, ?2) WHERE family_id = ?1",
+                params![family_id, expires_at],
+            )
+            .map_err(fail)?;
             tx.execute(
                 "INSERT OR REPLACE INTO access_tokens (jti, family_id, expires_at) VALUES (?1, ?2, ?3)",
                 params![jti, family_id, expires_at],
@@ -1112,7 +1124,8 @@ mod tests {
                 expires_at: 5_000,
             };
             c.execute_batch(
-                "INSERT INTO families VALUES ('by-refresh', 0, 5000), ('by-code', 0, 5000),
+                "INSERT INTO clients VALUES ('old-client', '{}', 'fp', 1, 5000);
+                 INSERT INTO families VALUES ('by-refresh', 0, 5000), ('by-code', 0, 5000),
                     ('other', 0, 5000);
                  INSERT INTO access_tokens VALUES ('a1', 'by-refresh', 4000),
                     ('a2', 'by-code', 4000), ('a3', 'other', 4000);",

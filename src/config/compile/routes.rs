@@ -36,17 +36,33 @@ pub(super) fn check_apart_from_identity(
     c: &mut Collector,
 ) {
     for (i, route) in routes.iter().enumerate() {
+        // Two keys of the table naming one header (`X-Key` and `x_key`) would send it twice.
+        let names: Vec<&String> = route.upstream_headers.keys().collect();
+        for (at, name) in names.iter().enumerate() {
+            let lower = name.to_ascii_lowercase();
+            if let Some(first) = names[..at]
+                .iter()
+                .find(|other| reads_as(&other.to_ascii_lowercase(), &lower))
+            {
+                c.push(
+                    format!("routes[{i}].upstream_headers.{name}"),
+                    format!("{name:?} is the same header as {first:?} (case, `_`, `.` and `-` alike): keep one"),
+                );
+            }
+        }
         let credentials = route.upstream_headers.keys().map(|name| {
             (
                 name.as_str(),
                 format!("routes[{i}].upstream_headers.{name}"),
             )
         });
-        let user_token = route
-            .upstream_token
-            .as_ref()
-            .and_then(|token| token.header.as_deref())
-            .map(|name| (name, format!("routes[{i}].upstream_token.header")));
+        // The token goes in `Authorization` unless the route names another header.
+        let user_token = route.upstream_token.as_ref().map(|token| {
+            (
+                token.header.as_deref().unwrap_or("authorization"),
+                format!("routes[{i}].upstream_token.header"),
+            )
+        });
         for (name, key) in credentials.chain(user_token) {
             // An invalid name is reported where it is compiled.
             let Ok(header) = HeaderName::from_bytes(name.as_bytes()) else {

@@ -265,6 +265,13 @@ pub(super) fn is_reserved_header(name: &HeaderName) -> bool {
         header::CONTENT_TYPE,
         header::TRANSFER_ENCODING,
         header::CONNECTION,
+        // Hop-by-hop or framing: the gateway's to say, never a configured header's.
+        header::EXPECT,
+        header::TE,
+        header::TRAILER,
+        header::UPGRADE,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
         header::ACCEPT,
         header::COOKIE,
         header::ORIGIN,
