@@ -213,7 +213,7 @@ pub(super) fn compile(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigE
         ),
         None => RouteTable::default(),
     };
-    routes::check_apart_from_identity(&raw.routes, &identity_headers, &mut c);
+    routes::check_set_names_apart(&raw.routes, &identity_headers, &mut c);
 
     if raw.dangerous.cimd_allow_private_addresses {
         dangerous.push("cimd_allow_private_addresses".to_string());

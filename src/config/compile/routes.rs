@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::uri::{Authority, Scheme};
 use http::{HeaderName, HeaderValue, Method, Uri};
 
-use super::server::{is_reserved_header, is_set_on_every_request};
+use super::server::{is_reserved_header, is_set_on_every_request, SET_ON_EVERY_REQUEST_REASON};
 use super::verifiers::is_loopback_host;
 use super::{check_unique_ids, Collector};
 use crate::auth::audience;
@@ -26,11 +26,12 @@ use crate::model::path::check_path;
 use crate::model::route::{AccessRules, Route, RouteTable, Upstream};
 
 /// The headers phase 9 sets on an upstream request — identity, a route's `upstream_headers`
-/// and the user's token — need names of their own in any spelling ([`reads_as`]): one would
+/// (each key once) and the user's token — need names of their own in any spelling
+/// ([`reads_as`], and case for the table's keys): one would
 /// replace the other, or reach a CGI-style upstream as the other, and the upstream request
 /// head is written with each of them once, after the client's. (`X-Forwarded-For/Proto/Host`
 /// are refused where each name is compiled.)
-pub(super) fn check_apart_from_identity(
+pub(super) fn check_set_names_apart(
     routes: &[RawRoute],
     identity: &IdentityHeaders,
     c: &mut Collector,
@@ -375,7 +376,7 @@ pub(super) fn compile_route(
                         if is_reserved_header(&h) {
                             Err(format!("{name:?} cannot be set as an upstream credential"))
                         } else if is_set_on_every_request(&h) {
-                            Err(format!("{name:?} is set by the gateway on every request (X-Forwarded-For/Proto/Host; behind a trusted proxy, server.trust_forwarded_headers passes its values on): remove it here"))
+                            Err(format!("{name:?} {SET_ON_EVERY_REQUEST_REASON}: remove it here (behind a trusted proxy, server.trust_forwarded_headers passes that proxy's values on)"))
                         } else {
                             Ok(h)
                         }

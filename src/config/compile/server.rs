@@ -197,7 +197,7 @@ pub(super) fn compile_identity_headers(
             Ok(name) if is_set_on_every_request(&name) => {
                 c.push(
                     format!("identity_headers.{key}"),
-                    format!("{value:?} is set by the gateway on every request (X-Forwarded-For/Proto/Host): choose e.g. \"X-User-Id\""),
+                    format!("{value:?} {SET_ON_EVERY_REQUEST_REASON}: choose e.g. \"X-User-Id\""),
                 );
                 HeaderName::from_static("x-invalid")
             }
@@ -244,6 +244,11 @@ pub(super) fn compile_identity_headers(
     }
     headers
 }
+
+/// Why a configured header cannot be named as one [`is_set_on_every_request`] finds: the
+/// start of each such message.
+pub(super) const SET_ON_EVERY_REQUEST_REASON: &str =
+    "is set by the gateway on every request (X-Forwarded-For/Proto/Host)";
 
 /// Whether `name` reads as one of the `X-Forwarded-*` headers phase 9 sets on every upstream
 /// request ([`reads_as`]): a configured header under that name would be replaced by it.

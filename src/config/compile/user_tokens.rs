@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use http::HeaderName;
 
-use super::server::{is_reserved_header, is_set_on_every_request};
+use super::server::{is_reserved_header, is_set_on_every_request, SET_ON_EVERY_REQUEST_REASON};
 use super::Collector;
 use crate::auth::audience;
 use crate::config::raw::{RawUpstreamOAuth, RawUpstreamToken};
@@ -35,7 +35,7 @@ pub(super) fn compile_user_token(
                     if is_reserved_header(&h) {
                         Err(format!("{name:?} cannot carry a token"))
                     } else if is_set_on_every_request(&h) {
-                        Err(format!("{name:?} is set by the gateway on every request (X-Forwarded-For/Proto/Host): choose e.g. \"X-Upstream-Token\""))
+                        Err(format!("{name:?} {SET_ON_EVERY_REQUEST_REASON}: choose e.g. \"X-Upstream-Token\""))
                     } else {
                         Ok(h)
                     }
