@@ -5,6 +5,8 @@
 //!   refused before its body gets its answer at once and the connection closes;
 //! - a body the gateway did not need (a 401) is drained and the connection kept;
 //! - HTTP/1.0 closes after the answer unless it asked for keep-alive;
+//! - an answer that ends its connection (`Connection: close`) arrives whole, then the end of
+//!   the stream — a small one, and a large one behind a client that starts reading late;
 //! - answers carry `Date` and exactly one framing; a large chunked answer comes through
 //!   intact, re-chunked;
 //! - a client closing an open SSE stream closes the upstream's stream too, and so does one
@@ -386,5 +388,89 @@ async fn a_client_sending_far_ahead_during_a_stream_is_disconnected() {
         report,
         Ok(Some("closed")),
         "the upstream stream outlived the client"
+    );
+}
+
+/// Splits a whole answer read to the end of the stream into head and body.
+fn head_and_body(all: &[u8]) -> (String, &[u8]) {
+    let at = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a whole head")
+        + 4;
+    (String::from_utf8_lossy(&all[..at]).into_owned(), &all[at..])
+}
+
+async fn read_to_the_end(stream: &mut TcpStream) -> Vec<u8> {
+    let mut all = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut all))
+        .await
+        .expect("the gateway ends the connection after its answer")
+        .expect("read to the end");
+    all
+}
+
+#[tokio::test]
+async fn an_answer_ending_its_connection_arrives_whole_then_the_end() {
+    const LARGE: usize = 4 * 1024 * 1024 + 10;
+    let pattern = |i: usize| (i % 251) as u8;
+    let upstream = FaultyServer::start(move |mut stream, _| async move {
+        if read_request(&mut stream).await.is_none() {
+            return;
+        }
+        let mut answer = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: {LARGE}\r\n\r\n"
+        )
+        .into_bytes();
+        answer.extend((0..LARGE).map(pattern));
+        send(&mut stream, &answer).await;
+    })
+    .await;
+    let gateway = TestGateway::start(&standard_config(&upstream.url("/mcp"), "", "")).await;
+
+    // Small: a refusal, head and body in one write.
+    let mut stream = TcpStream::connect(gateway.addr).await.unwrap();
+    let request = format!(
+        "GET /mcp HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        gateway.addr
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let all = read_to_the_end(&mut stream).await;
+    let (head, body) = head_and_body(&all);
+    assert!(head.starts_with("HTTP/1.1 401 "), "{head}");
+    let length = head
+        .lines()
+        .find_map(|line| {
+            line.to_ascii_lowercase()
+                .strip_prefix("content-length: ")
+                .map(str::to_owned)
+        })
+        .expect("a length");
+    assert_eq!(
+        body.len(),
+        length.trim().parse::<usize>().unwrap(),
+        "{head}"
+    );
+
+    // Large: the client reads nothing until the gateway's writes had to wait on it.
+    let mut stream = TcpStream::connect(gateway.addr).await.unwrap();
+    let request = format!(
+        "GET /mcp HTTP/1.1\r\nHost: {}\r\nAuthorization: {}\r\nConnection: close\r\n\r\n",
+        gateway.addr,
+        bearer()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let all = read_to_the_end(&mut stream).await;
+    let (head, body) = head_and_body(&all);
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+    assert_eq!(body.len(), LARGE, "{head}");
+    assert!(
+        body.iter().enumerate().all(|(i, byte)| *byte == pattern(i)),
+        "the body came through altered"
     );
 }

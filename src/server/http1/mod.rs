@@ -302,7 +302,7 @@ async fn respond(
     let (length, chunked) = match framing {
         ResponseFraming::NoBody(_) => {
             drop(body);
-            wire.write_all(&out, send_timeout).await.map_err(drop)?;
+            write_end(wire, &out, keep_alive, send_timeout).await?;
             return Ok(keep_alive);
         }
         ResponseFraming::Length(length) => (Some(length), false),
@@ -375,13 +375,29 @@ async fn respond(
     if chunked {
         out.extend_from_slice(b"0\r\n\r\n");
     }
-    if !out.is_empty() {
-        wire.write_all(&out, send_timeout).await.map_err(drop)?;
-    }
     if length.is_some_and(|length| sent != length) {
+        if !out.is_empty() {
+            let _ = wire.write_all(&out, send_timeout).await;
+        }
         return Err(());
     }
+    write_end(wire, &out, keep_alive, send_timeout).await?;
     Ok(keep_alive)
+}
+
+/// Writes what is left of an answer; when it is the connection's last, the end of the
+/// stream goes with it.
+async fn write_end(
+    wire: &Wire,
+    out: &[u8],
+    keep_alive: bool,
+    send_timeout: Duration,
+) -> Result<(), ()> {
+    match (out.is_empty(), keep_alive) {
+        (true, _) => Ok(()),
+        (false, true) => wire.write_all(out, send_timeout).await.map_err(drop),
+        (false, false) => wire.write_last(out, send_timeout).await.map_err(drop),
+    }
 }
 
 /// Reads and discards what the pipeline left of the request body, so that the connection
