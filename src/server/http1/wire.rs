@@ -32,8 +32,9 @@ const LINGER: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 1024 * 1024;
 
 /// How a write goes out: at once, or held by the kernel until the sending side is shut.
+/// (Not `Send`: that name is the marker trait's.)
 #[derive(Clone, Copy)]
-enum Send {
+enum Push {
     Now,
     HeldForTheEnd,
 }
@@ -131,23 +132,23 @@ impl Wire {
     /// Writes all of `bytes`, giving up when the client takes nothing for `stall_limit`
     /// (it stopped reading). No timer unless the socket's send buffer is full.
     pub async fn write_all(&self, bytes: &[u8], stall_limit: Duration) -> io::Result<()> {
-        self.write(bytes, stall_limit, Send::Now).await
+        self.write(bytes, stall_limit, Push::Now).await
     }
 
     /// Writes the last bytes the connection carries and shuts its sending side. The kernel
     /// is told more follows (`MSG_MORE`) so that it holds them until the shutdown, which then
-    /// sends the end of the stream (FIN) in the same segment: one segment fewer through both
+    /// sends the end of the stream (FIN) in the same segment: fewer segments through both
     /// kernels for every answer that closes its connection (`Connection: close`, a front
     /// proxy's check on a new connection).
     pub async fn write_last(&self, bytes: &[u8], stall_limit: Duration) -> io::Result<()> {
-        self.write(bytes, stall_limit, Send::HeldForTheEnd).await?;
+        self.write(bytes, stall_limit, Push::HeldForTheEnd).await?;
         socket2::SockRef::from(&self.stream).shutdown(std::net::Shutdown::Write)
     }
 
-    async fn write(&self, bytes: &[u8], stall_limit: Duration, send: Send) -> io::Result<()> {
+    async fn write(&self, bytes: &[u8], stall_limit: Duration, push: Push) -> io::Result<()> {
         let mut written = 0;
         while written < bytes.len() {
-            match self.try_send(&bytes[written..], send) {
+            match self.try_send(&bytes[written..], push) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     written += n;
@@ -169,10 +170,10 @@ impl Wire {
         Ok(())
     }
 
-    fn try_send(&self, bytes: &[u8], send: Send) -> io::Result<usize> {
-        match send {
-            Send::Now => self.stream.try_write(bytes),
-            Send::HeldForTheEnd => self.stream.try_io(tokio::io::Interest::WRITABLE, || {
+    fn try_send(&self, bytes: &[u8], push: Push) -> io::Result<usize> {
+        match push {
+            Push::Now => self.stream.try_write(bytes),
+            Push::HeldForTheEnd => self.stream.try_io(tokio::io::Interest::WRITABLE, || {
                 socket2::SockRef::from(&self.stream).send_with_flags(bytes, SEND_HELD)
             }),
         }
