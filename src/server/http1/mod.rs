@@ -31,6 +31,7 @@ use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio_util::sync::ReusableBoxFuture;
 
 use super::connection::later;
 use super::{router, Connection, Shared};
@@ -65,6 +66,11 @@ pub(super) async fn serve(
     let max_head = (limits.max_header_bytes + 4096).max(8192);
     let mut closing = false;
     let mut head_started = Some(accepted);
+    // The pipeline's future: kilobytes, so boxed (inline it would size every connection's
+    // task for it, an idle stream's included), and the box is kept for the connection's
+    // next request. Allocated per request it took glibc's slow path each time (above its
+    // per-thread cache), which first merges the small blocks freed since (BENCHMARKS.md).
+    let mut pipeline: Option<ReusableBoxFuture<'_, Response<Body>>> = None;
     loop {
         let next = next_head(
             &wire,
@@ -99,23 +105,31 @@ pub(super) async fn serve(
         let (request, method, version, keep_alive) = request(&wire, head);
         let counted = Counted::start();
         let response = {
-            // Boxed: the pipeline's future is kilobytes, and inline it would size every
-            // connection's task for it, an idle stream's included; boxed, it is freed as
-            // soon as the answer's head is out.
-            let handling = Box::pin(router::handle(
-                &shared.app,
-                &shared.upstream,
-                request,
-                connection,
-            ));
+            let handling = router::handle(&shared.app, &shared.upstream, request, connection);
+            let handling = match &mut pipeline {
+                Some(boxed) => {
+                    boxed.set(handling);
+                    boxed
+                }
+                None => pipeline.insert(ReusableBoxFuture::new(handling)),
+            };
+            let handled = poll_fn(|cx| handling.poll(cx));
             let gone = poll_fn(|cx| wire.poll_client_gone(cx));
             // The client closing drops the pipeline's work (and its upstream exchange).
             tokio::select! {
                 biased;
-                response = handling => response,
+                response = handled => response,
                 () = gone => return,
             }
         };
+        // An answer of unknown length may stream for hours (SSE): its connection does not
+        // keep the box meanwhile.
+        if http_body::Body::size_hint(response.body())
+            .exact()
+            .is_none()
+        {
+            pipeline = None;
+        }
         if !closing && stopping.has_changed().unwrap_or(true) {
             closing = true;
         }
