@@ -1039,6 +1039,50 @@ mod redis_only {
 
     use super::*;
 
+    /// One replica at a time holds the claim on refreshing a user's upstream token: a second
+    /// claim is refused while the first holds, a release by anyone but the holder changes
+    /// nothing, the holder's release frees it, and a claim left behind lapses.
+    #[tokio::test]
+    async fn refresh_claims_are_held_by_one_replica_and_lapse() {
+        let Some(server) = RedisServer::start("refresh-claims").await else {
+            return;
+        };
+        let a = redis_store(&server).await;
+        let b = redis_store(&server).await;
+        let ttl = Duration::from_secs(60);
+        async fn claim(store: &RedisStore, who: &str, ttl: Duration) -> bool {
+            store
+                .claim_provider_refresh("local:alice", "tools", who, ttl)
+                .await
+                .unwrap()
+        }
+        assert!(claim(&a, "claim-a", ttl).await);
+        assert!(!claim(&b, "claim-b", ttl).await);
+        // Other users and other sources are claimed apart.
+        assert!(b
+            .claim_provider_refresh("local:bob", "tools", "claim-b", ttl)
+            .await
+            .unwrap());
+        assert!(b
+            .claim_provider_refresh("local:alice", "github", "claim-b", ttl)
+            .await
+            .unwrap());
+        b.release_provider_refresh("local:alice", "tools", "claim-b")
+            .await
+            .unwrap();
+        assert!(!claim(&b, "claim-b", ttl).await, "released by a non-holder");
+        a.release_provider_refresh("local:alice", "tools", "claim-a")
+            .await
+            .unwrap();
+        assert!(claim(&b, "claim-b", Duration::from_millis(200)).await);
+        // B stops without releasing: its claim lapses.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !claim(&a, "claim-a2", ttl).await {
+            assert!(Instant::now() < deadline, "the claim never lapsed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// A family stored before families named their client (no `client_id`, no index) is
     /// attributed to it on its next rotation, and then ends with the client.
     #[tokio::test]

@@ -969,6 +969,117 @@ async fn upstream_tokens_are_refreshed_and_a_refused_refresh_makes_the_user_conn
     stack.gateway.shutdown().await;
 }
 
+/// Two replicas sharing Redis refresh a user's upstream token one at a time. The stand-in
+/// rotates refresh tokens (each works once) and its tokens expire within the refresh margin,
+/// so every request refreshes: requests arriving together at both replicas would otherwise
+/// both spend the same refresh token, and the replica refused would forget the user's
+/// connection.
+#[tokio::test]
+async fn replicas_refresh_a_users_upstream_token_one_at_a_time() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let Some(redis) = common::redis::RedisServer::start("connect-replicas").await else {
+        return;
+    };
+    let dir = oauth::temp_dir("connect-replicas");
+    let stand_in = StandIn::start().await;
+    let echo = Upstream::start().await;
+    let toml = format!(
+        "{}\n[redis]\nurl = \"{}\"\nkey_prefix = \"replicas:\"\n",
+        stand_in_toml(&dir, &stand_in, &echo),
+        redis.url()
+    );
+    // Replica A in this process, replica B a process of its own: the same configuration
+    // but for its port.
+    let mut stack = Stack::start(&toml, stand_in.addr).await;
+    let port_b = free_port();
+    let config_b = dir.join("replica-b.toml");
+    std::fs::write(
+        &config_b,
+        toml.replace("127.0.0.1:0", &format!("127.0.0.1:{port_b}")),
+    )
+    .expect("write config");
+    let b = GatewayProcess::start(&config_b, port_b, &dir.join("b.log"), &[]).await;
+
+    stand_in.with(|s| s.expires_in = 20);
+    let (tokens, _) = stack.tokens("/tools", "alice", "-").await;
+    let bearer = format!(
+        "Bearer {}",
+        tokens["access_token"].as_str().expect("access token")
+    );
+    let call = |addr: SocketAddr| {
+        let bearer = bearer.clone();
+        async move {
+            post_json(
+                addr,
+                "/tools",
+                &[("authorization", &bearer)],
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
+            )
+            .await
+        }
+    };
+    const ROUNDS: usize = 8;
+    for round in 0..ROUNDS {
+        let (at_a, at_b) = tokio::join!(call(stack.gateway.addr), call(b.addr));
+        for (replica, answer) in [("A", &at_a), ("B", &at_b)] {
+            assert_eq!(
+                answer.status,
+                200,
+                "round {round}, replica {replica}: {}\nB's log:\n{}",
+                answer.body,
+                std::fs::read_to_string(&b.log).unwrap_or_default()
+            );
+        }
+    }
+    // Every refresh spent a live refresh token: none was refused, none used twice.
+    assert_eq!(stand_in.with(|s| s.refusals.clone()), Vec::<String>::new());
+    let refreshes = stand_in.with(|s| {
+        s.grants
+            .iter()
+            .filter(|grant| *grant == "refresh_token")
+            .count()
+    });
+    assert_eq!(refreshes, 2 * ROUNDS);
+
+    // A replica that stopped mid-refresh leaves its claim behind: a request waits for the
+    // refreshed token up to 10 s, then is answered 503; once the claim is gone, the next
+    // request refreshes.
+    let mut raw = redis::Client::open(redis.url())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("raw connection");
+    let kept: Vec<String> = redis::cmd("KEYS")
+        .arg("replicas:provider_token:*")
+        .query_async(&mut raw)
+        .await
+        .expect("KEYS");
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let claim = kept[0].replace(":provider_token:", ":provider_refresh:");
+    let _: () = redis::cmd("SET")
+        .arg(&claim)
+        .arg("a-stopped-replica")
+        .arg("PX")
+        .arg(60_000)
+        .query_async(&mut raw)
+        .await
+        .expect("SET");
+    let waited = std::time::Instant::now();
+    let stuck = call(stack.gateway.addr).await;
+    assert_eq!(stuck.status, 503, "{}", stuck.body);
+    assert_eq!(stuck.json()["error"], "temporarily_unavailable");
+    assert!(waited.elapsed() >= std::time::Duration::from_secs(9));
+    let _: () = redis::cmd("DEL")
+        .arg(&claim)
+        .query_async(&mut raw)
+        .await
+        .expect("DEL");
+    assert_eq!(call(b.addr).await.status, 200);
+    assert_eq!(stand_in.with(|s| s.refusals.clone()), Vec::<String>::new());
+    drop(b);
+    stack.gateway.shutdown().await;
+}
+
 /// The upstream is the stand-in itself (its `/tools`), whose protected-resource metadata
 /// names the authorization server; the gateway is a public client there.
 fn discovered_toml(dir: &Path, stand_in: &StandIn) -> String {

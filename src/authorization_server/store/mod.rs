@@ -14,6 +14,7 @@ pub mod sqlite;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -340,6 +341,26 @@ pub trait Store: Send + Sync {
         provider: &str,
         now: u64,
     ) -> StoreFuture<'_, Option<ProviderToken>>;
+
+    /// Claims the refresh of a user's token at `provider` for `ttl`, under the caller's
+    /// random `claim`: replicas sharing the store refresh a token one at a time (a server
+    /// that rotates refresh tokens refuses a second use of one, and may revoke the whole
+    /// grant for it). True when the caller holds the claim. A single-process store (SQLite)
+    /// always grants it: the process already refreshes each token once at a time.
+    fn claim_provider_refresh(
+        &self,
+        subject: &str,
+        provider: &str,
+        claim: &str,
+        ttl: Duration,
+    ) -> StoreFuture<'_, bool>;
+    /// Gives up `claim` if the caller still holds it (past its `ttl`, another may).
+    fn release_provider_refresh(
+        &self,
+        subject: &str,
+        provider: &str,
+        claim: &str,
+    ) -> StoreFuture<'_, ()>;
 
     // Rate limiting.
     /// Counts one hit on `key` in the fixed window of `window_secs` containing `now`;

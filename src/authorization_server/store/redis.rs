@@ -626,6 +626,52 @@ impl Store for RedisStore {
         })
     }
 
+    fn claim_provider_refresh(
+        &self,
+        subject: &str,
+        provider: &str,
+        claim: &str,
+        ttl: Duration,
+    ) -> StoreFuture<'_, bool> {
+        let key = self.key("provider_refresh", &provider_token_id(subject, provider));
+        let claim = claim.to_string();
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        Box::pin(async move {
+            let set: Option<String> = self
+                .query(
+                    "claim_provider_refresh",
+                    redis::cmd("SET")
+                        .arg(key)
+                        .arg(claim)
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(ttl_ms),
+                )
+                .await?;
+            Ok(set.is_some())
+        })
+    }
+
+    fn release_provider_refresh(
+        &self,
+        subject: &str,
+        provider: &str,
+        claim: &str,
+    ) -> StoreFuture<'_, ()> {
+        let id = provider_token_id(subject, provider);
+        let claim = claim.to_string();
+        Box::pin(async move {
+            let _: i64 = self
+                .eval(
+                    "release_provider_refresh",
+                    &self.scripts.release_claim,
+                    args([&id, &claim]),
+                )
+                .await?;
+            Ok(())
+        })
+    }
+
     fn redeem_code(&self, code: Digest, client_id: &str, now: u64) -> StoreFuture<'_, Redemption> {
         let client_id = client_id.to_string();
         Box::pin(async move {
@@ -859,6 +905,7 @@ struct Scripts {
     retire_keys_except: Script,
     server_secret: Script,
     hit: Script,
+    release_claim: Script,
     purge_expired: Script,
 }
 
@@ -880,6 +927,7 @@ impl Scripts {
             retire_keys_except: script(RETIRE_KEYS_EXCEPT),
             server_secret: script(SERVER_SECRET),
             hit: script(HIT),
+            release_claim: script(RELEASE_CLAIM),
             purge_expired: script(PURGE_EXPIRED),
         }
     }
@@ -1186,6 +1234,16 @@ const SERVER_SECRET: &str = r#"
 local name = key_of('secret', ARGV[2])
 redis.call('SET', name, ARGV[3], 'NX')
 return redis.call('GET', name)
+"#;
+
+/// ARGV: the token's id, the caller's claim → 1. Deletes the claim only if it is still the
+/// caller's (one that outlived its time may have passed to another replica).
+const RELEASE_CLAIM: &str = r#"
+local name = key_of('provider_refresh', ARGV[2])
+if redis.call('GET', name) == ARGV[3] then
+  redis.call('DEL', name)
+end
+return 1
 "#;
 
 /// ARGV: counter key (after the prefix), seconds left in its window → the count.

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{token_request, ClientAuth, ClientCredentials, LoginError, ProviderTokens, Providers};
 use crate::auth::principal::now_unix;
@@ -28,6 +28,14 @@ const REFRESH_AHEAD_SECS: u64 = 30;
 /// new login is seen within it).
 const CACHE_TTL: Duration = Duration::from_secs(60);
 const CACHE_ENTRIES: u64 = 10_000;
+/// A replica's claim on refreshing a token lapses after this long (a replica that stopped
+/// mid-refresh does not hold it forever); longer than a refresh exchange takes.
+const CLAIM_TTL: Duration = Duration::from_secs(30);
+/// How long a request waits for another replica's refresh of its token before it is
+/// answered 503.
+const CLAIM_WAIT: Duration = Duration::from_secs(10);
+/// How often a waiting replica looks for the refreshed token.
+const CLAIM_POLL: Duration = Duration::from_millis(50);
 
 /// In-memory cache of opened tokens: `(subject, provider)` → token and expiry.
 pub(in crate::authorization_server) type TokenCache =
@@ -144,7 +152,7 @@ fn about_to_expire(expires_at: Option<u64>) -> bool {
 
 impl AuthorizationServer {
     /// The stored token, opened, refreshed at the provider first when it is about to
-    /// expire.
+    /// expire — by one replica at a time: the others wait for its result in the store.
     async fn load(
         &self,
         subject: &str,
@@ -162,14 +170,61 @@ impl AuthorizationServer {
         let Some(sealer) = sealer(settings) else {
             return Ok(None);
         };
-        let unavailable = |e: String| UserTokenUnavailable(e);
+        match self.open_kept(subject, provider_id, &sealer).await? {
+            Kept::Fresh(token) => return Ok(Some(token)),
+            Kept::Gone => return Ok(None),
+            Kept::Unusable => return self.forget_unusable(subject, provider_id).await,
+            Kept::Stale { .. } => {}
+        }
+        let claim = crate::authorization_server::random_token();
+        let give_up = Instant::now() + CLAIM_WAIT;
+        while !self
+            .store
+            .claim_provider_refresh(subject, provider_id, &claim, CLAIM_TTL)
+            .await
+            .map_err(|e| UserTokenUnavailable(e.to_string()))?
+        {
+            // Another replica is refreshing it: its result, once stored, serves here too.
+            if Instant::now() >= give_up {
+                return Err(UserTokenUnavailable(format!(
+                    "another replica's refresh of this token did not end within {CLAIM_WAIT:?}"
+                )));
+            }
+            tokio::time::sleep(CLAIM_POLL).await;
+            match self.open_kept(subject, provider_id, &sealer).await? {
+                Kept::Fresh(token) => return Ok(Some(token)),
+                Kept::Gone => return Ok(None),
+                Kept::Unusable | Kept::Stale { .. } => {}
+            }
+        }
+        let refreshed = self
+            .refresh_claimed(subject, provider_id, &live, source, &sealer)
+            .await;
+        if let Err(error) = self
+            .store
+            .release_provider_refresh(subject, provider_id, &claim)
+            .await
+        {
+            // Not fatal: the claim lapses after CLAIM_TTL.
+            tracing::warn!(source = provider_id, %error, "could not release a token refresh claim");
+        }
+        refreshed
+    }
+
+    /// The kept token, opened, and whether it can be used as it is.
+    async fn open_kept(
+        &self,
+        subject: &str,
+        provider_id: &str,
+        sealer: &Sealer,
+    ) -> Result<Kept, UserTokenUnavailable> {
         let Some(record) = self
             .store
             .provider_token(subject, provider_id, now_unix())
             .await
-            .map_err(|e| unavailable(e.to_string()))?
+            .map_err(|e| UserTokenUnavailable(e.to_string()))?
         else {
-            return Ok(None);
+            return Ok(Kept::Gone);
         };
         let access = sealer.open(
             &record.access,
@@ -179,18 +234,33 @@ impl AuthorizationServer {
             .refresh
             .as_deref()
             .and_then(|r| sealer.open(r, &seal_context(subject, provider_id, "refresh")));
-        let refresh = match (access, refresh) {
+        Ok(match (access, refresh) {
             (Some(access), _) if !about_to_expire(record.expires_at) => {
-                return Ok(Some((access, record.expires_at)))
+                Kept::Fresh((access, record.expires_at))
             }
-            (Some(_), Some(refresh)) => refresh,
+            (Some(_), Some(refresh)) => Kept::Stale { record, refresh },
             // A key that changed (or a record tampered with), or an expired token with no
             // way to renew it: nothing usable is left.
-            _ => {
-                self.forget(subject, provider_id, "it expired and cannot be refreshed")
-                    .await?;
-                return Ok(None);
-            }
+            _ => Kept::Unusable,
+        })
+    }
+
+    /// Refreshes the kept token at its source, holding the claim to do so.
+    async fn refresh_claimed(
+        &self,
+        subject: &str,
+        provider_id: &str,
+        live: &Live,
+        source: Source<'_>,
+        sealer: &Sealer,
+    ) -> Result<Option<(String, Option<u64>)>, UserTokenUnavailable> {
+        let unavailable = |e: String| UserTokenUnavailable(e);
+        // Read again: another replica may have refreshed it before the claim was ours.
+        let (record, refresh) = match self.open_kept(subject, provider_id, sealer).await? {
+            Kept::Fresh(token) => return Ok(Some(token)),
+            Kept::Gone => return Ok(None),
+            Kept::Unusable => return self.forget_unusable(subject, provider_id).await,
+            Kept::Stale { record, refresh } => (record, refresh),
         };
         let refreshed = match source {
             Source::Provider(provider) => {
@@ -215,8 +285,8 @@ impl AuthorizationServer {
             Err(error) => return Err(unavailable(error.to_string())),
         };
         let record = seal(
-            &sealer,
-            settings,
+            sealer,
+            &live.settings,
             subject,
             provider_id,
             &tokens,
@@ -232,6 +302,16 @@ impl AuthorizationServer {
             .await
             .map_err(|e| unavailable(e.to_string()))?;
         Ok(Some((tokens.access_token, expires_at)))
+    }
+
+    async fn forget_unusable(
+        &self,
+        subject: &str,
+        provider_id: &str,
+    ) -> Result<Option<(String, Option<u64>)>, UserTokenUnavailable> {
+        self.forget(subject, provider_id, "it expired and cannot be refreshed")
+            .await?;
+        Ok(None)
     }
 
     /// Forgets a user's token that can no longer be used, so that the gateway's own refresh
@@ -261,6 +341,21 @@ fn tombstone() -> ProviderToken {
         expires_at: Some(0),
         keep_until: 1,
     }
+}
+
+/// A kept token as [`AuthorizationServer::open_kept`] found it.
+enum Kept {
+    /// Usable as it is: the token and its expiry.
+    Fresh((String, Option<u64>)),
+    /// About to expire, with the refresh token that renews it.
+    Stale {
+        record: ProviderToken,
+        refresh: String,
+    },
+    /// Expired with no way to renew it, or sealed under another key.
+    Unusable,
+    /// None kept.
+    Gone,
 }
 
 /// Where a kept token came from, and so where it is refreshed.
