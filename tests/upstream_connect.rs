@@ -143,6 +143,8 @@ struct StandInState {
     public_client: bool,
     /// Issue access tokens without a refresh token.
     no_refresh_tokens: bool,
+    /// How long a refresh request waits before it is answered.
+    refresh_delay: std::time::Duration,
     /// As an MCP server too (`/tools`): the authorization server its protected-resource
     /// metadata names (default: itself), and the `Authorization` of each call.
     names_issuer: Option<String>,
@@ -256,6 +258,12 @@ async fn stand_in(
                 "response_types_supported": ["code"],
             }),
         );
+    }
+    let delay = state.lock().expect("lock").refresh_delay;
+    let refreshing = form_urlencoded::parse(&body)
+        .any(|(name, value)| name == "grant_type" && value == "refresh_token");
+    if path == "/token" && refreshing {
+        tokio::time::sleep(delay).await;
     }
     let mut state = state.lock().expect("lock");
     if path == "/authorize" {
@@ -973,7 +981,8 @@ async fn upstream_tokens_are_refreshed_and_a_refused_refresh_makes_the_user_conn
 /// rotates refresh tokens (each works once) and its tokens expire within the refresh margin,
 /// so every request refreshes: requests arriving together at both replicas would otherwise
 /// both spend the same refresh token, and the replica refused would forget the user's
-/// connection.
+/// connection. A claim left by a stopped replica delays requests (503 after 10 s); a
+/// client going away mid-refresh does not cut the refresh off.
 #[tokio::test]
 async fn replicas_refresh_a_users_upstream_token_one_at_a_time() {
     let _serial = ONE_AT_A_TIME.lock().await;
@@ -1000,8 +1009,11 @@ async fn replicas_refresh_a_users_upstream_token_one_at_a_time() {
     .expect("write config");
     let b = GatewayProcess::start(&config_b, port_b, &dir.join("b.log"), &[]).await;
 
+    // Short-lived tokens (refreshed for every request), each refresh slow enough that
+    // requests sent together at both replicas meet.
     stand_in.with(|s| s.expires_in = 20);
     let (tokens, _) = stack.tokens("/tools", "alice", "-").await;
+    stand_in.with(|s| s.refresh_delay = std::time::Duration::from_millis(500));
     let bearer = format!(
         "Bearer {}",
         tokens["access_token"].as_str().expect("access token")
@@ -1031,7 +1043,8 @@ async fn replicas_refresh_a_users_upstream_token_one_at_a_time() {
             );
         }
     }
-    // Every refresh spent a live refresh token: none was refused, none used twice.
+    // Every refresh spent a live refresh token: none was refused, none used twice; and in
+    // each round one replica refreshed while the other waited and used its result.
     assert_eq!(stand_in.with(|s| s.refusals.clone()), Vec::<String>::new());
     let refreshes = stand_in.with(|s| {
         s.grants
@@ -1039,7 +1052,8 @@ async fn replicas_refresh_a_users_upstream_token_one_at_a_time() {
             .filter(|grant| *grant == "refresh_token")
             .count()
     });
-    assert_eq!(refreshes, 2 * ROUNDS);
+    assert_eq!(refreshes, ROUNDS);
+    stand_in.with(|s| s.refresh_delay = std::time::Duration::ZERO);
 
     // A replica that stopped mid-refresh leaves its claim behind: a request waits for the
     // refreshed token up to 10 s, then is answered 503; once the claim is gone, the next
@@ -1075,8 +1089,65 @@ async fn replicas_refresh_a_users_upstream_token_one_at_a_time() {
         .await
         .expect("DEL");
     assert_eq!(call(b.addr).await.status, 200);
+
+    // A client that goes away while its request waits on a slow refresh: the refresh runs
+    // to its end, its rotated refresh token is kept and its claim released; a request at
+    // the other replica meanwhile waits for it and uses its result.
+    stand_in.with(|s| s.refresh_delay = std::time::Duration::from_millis(1500));
+    let before = stand_in.with(|s| s.grants.len());
+    // A GET (an SSE stream being opened): nothing left to read, so the gateway sees the
+    // client go at once.
+    let cut = tokio::time::timeout(
+        std::time::Duration::from_millis(300),
+        get(
+            stack.gateway.addr,
+            "/tools",
+            &[("authorization", &bearer), ("accept", "text/event-stream")],
+        ),
+    )
+    .await;
+    assert!(cut.is_err(), "the request was meant to be cut off");
+    stand_in.with(|s| s.refresh_delay = std::time::Duration::ZERO);
+    let after_cut = call(b.addr).await;
+    assert_eq!(after_cut.status, 200, "{}", after_cut.body);
+    assert_eq!(stand_in.with(|s| s.grants.len()), before + 1);
     assert_eq!(stand_in.with(|s| s.refusals.clone()), Vec::<String>::new());
     drop(b);
+    stack.gateway.shutdown().await;
+}
+
+/// One gateway (SQLite): a refresh whose only request went away still runs to its end, and
+/// a request arriving meanwhile waits for it instead of spending the same refresh token.
+#[tokio::test]
+async fn a_refresh_left_by_its_request_ends_and_serves_the_next_one() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let (stand_in, echo, mut stack) = stand_in_stack("connect-cut-refresh").await;
+    stand_in.with(|s| s.expires_in = 20);
+    let (tokens, _) = stack.tokens("/tools", "alice", "-").await;
+    stand_in.with(|s| s.refresh_delay = std::time::Duration::from_millis(1500));
+    let bearer = format!(
+        "Bearer {}",
+        tokens["access_token"].as_str().expect("access token")
+    );
+    let before = stand_in.with(|s| s.grants.len());
+    // A GET (an SSE stream being opened): nothing left to read, so the gateway sees the
+    // client go at once.
+    let cut = tokio::time::timeout(
+        std::time::Duration::from_millis(300),
+        get(
+            stack.gateway.addr,
+            "/tools",
+            &[("authorization", &bearer), ("accept", "text/event-stream")],
+        ),
+    )
+    .await;
+    assert!(cut.is_err(), "the request was meant to be cut off");
+    let next = stack.call("/tools", &tokens).await;
+    assert_eq!(next.status, 200, "{}", next.body);
+    assert_eq!(stand_in.with(|s| s.grants.len()), before + 1);
+    assert_eq!(stand_in.with(|s| s.refusals.clone()), Vec::<String>::new());
+    let sent = echo.last().header("authorization").map(str::to_string);
+    assert_eq!(sent, Some(format!("Bearer at-{}", before + 1)));
     stack.gateway.shutdown().await;
 }
 

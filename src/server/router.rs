@@ -148,7 +148,7 @@ async fn dispatch(
         app.sessions(),
         app.limiter(),
         app.authorization_server()
-            .map(|server| server.as_ref() as &dyn crate::auth::user_tokens::UserTokens),
+            .map(|server| server as &dyn crate::auth::user_tokens::UserTokens),
     )
     .await
 }

@@ -3,9 +3,10 @@
 //! the authorization server's traffic is logins and token requests, never the proxy's hot
 //! path, and one writer is what SQLite allows anyway.
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::de::DeserializeOwned;
@@ -70,7 +71,13 @@ type RefreshRow = (String, Option<u64>, Option<Vec<u8>>, u64, bool);
 #[derive(Clone)]
 pub struct SqliteStore {
     connection: Arc<Mutex<Connection>>,
+    /// Refresh claims: one process uses the file, so they live in memory. (A refresh whose
+    /// requests all went away still runs; a new request must not start a second one.)
+    claims: Arc<Mutex<Claims>>,
 }
+
+/// (subject, provider) → the claim held and until when.
+type Claims = HashMap<(String, String), (String, Instant)>;
 
 fn fail(error: impl std::fmt::Display) -> StoreError {
     StoreError(error.to_string())
@@ -106,6 +113,7 @@ impl SqliteStore {
         migrate(&mut connection)?;
         Ok(SqliteStore {
             connection: Arc::new(Mutex::new(connection)),
+            claims: Arc::default(),
         })
     }
 
@@ -492,20 +500,33 @@ impl Store for SqliteStore {
 
     fn claim_provider_refresh(
         &self,
-        _subject: &str,
-        _provider: &str,
-        _claim: &str,
-        _ttl: Duration,
+        subject: &str,
+        provider: &str,
+        claim: &str,
+        ttl: Duration,
     ) -> StoreFuture<'_, bool> {
-        Box::pin(async { Ok(true) })
+        let now = Instant::now();
+        let mut claims = self.claims.lock().unwrap_or_else(PoisonError::into_inner);
+        claims.retain(|_, (_, until)| *until > now);
+        let key = (subject.to_string(), provider.to_string());
+        let granted = !claims.contains_key(&key);
+        if granted {
+            claims.insert(key, (claim.to_string(), now + ttl));
+        }
+        Box::pin(async move { Ok(granted) })
     }
 
     fn release_provider_refresh(
         &self,
-        _subject: &str,
-        _provider: &str,
-        _claim: &str,
+        subject: &str,
+        provider: &str,
+        claim: &str,
     ) -> StoreFuture<'_, ()> {
+        let mut claims = self.claims.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = (subject.to_string(), provider.to_string());
+        if claims.get(&key).is_some_and(|(held, _)| held == claim) {
+            claims.remove(&key);
+        }
         Box::pin(async { Ok(()) })
     }
 

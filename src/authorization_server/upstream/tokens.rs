@@ -29,8 +29,13 @@ const REFRESH_AHEAD_SECS: u64 = 30;
 const CACHE_TTL: Duration = Duration::from_secs(60);
 const CACHE_ENTRIES: u64 = 10_000;
 /// A replica's claim on refreshing a token lapses after this long (a replica that stopped
-/// mid-refresh does not hold it forever); longer than a refresh exchange takes.
-const CLAIM_TTL: Duration = Duration::from_secs(30);
+/// mid-refresh does not hold it forever)…
+const CLAIM_TTL: Duration = Duration::from_secs(120);
+/// …and its refresh gives up after this long (discovery at the source, five fetches of
+/// 10 s at most, and the token request), well before the claim lapses.
+const CLAIM_HOLD: Duration = Duration::from_secs(75);
+/// A token obtained by another replica is used if it lives at least this much longer.
+const MIN_LEFT_SECS: u64 = 5;
 /// How long a request waits for another replica's refresh of its token before it is
 /// answered 503.
 const CLAIM_WAIT: Duration = Duration::from_secs(10);
@@ -126,7 +131,7 @@ fn seal(
     })
 }
 
-impl UserTokens for AuthorizationServer {
+impl UserTokens for Arc<AuthorizationServer> {
     fn token<'a>(&'a self, subject: &'a str, provider: &'a str) -> UserTokenFuture<'a> {
         Box::pin(async move {
             let key = (subject.to_string(), provider.to_string());
@@ -136,9 +141,19 @@ impl UserTokens for AuthorizationServer {
                 }
                 self.provider_tokens.invalidate(&key).await;
             }
-            // One load (and refresh) for every request waiting on this user right now.
+            // One load (and refresh) for every request waiting on this user right now. It
+            // runs as a task of its own, to its end even if the requests waiting on it go
+            // away: a refresh cut off midway could leave a rotated refresh token unstored
+            // (the user's connection lost) and its claim held until it lapses.
+            let server = Arc::clone(self);
+            let (owner, source) = key.clone();
+            let load = async move {
+                tokio::spawn(async move { server.load(&owner, &source).await })
+                    .await
+                    .unwrap_or_else(|e| Err(UserTokenUnavailable(e.to_string())))
+            };
             self.provider_tokens
-                .try_get_with(key, self.load(subject, provider))
+                .try_get_with(key, load)
                 .await
                 .map(|entry| entry.map(|(token, _)| token))
                 .map_err(|e| UserTokenUnavailable(e.to_string()))
@@ -148,6 +163,16 @@ impl UserTokens for AuthorizationServer {
 
 fn about_to_expire(expires_at: Option<u64>) -> bool {
     expires_at.is_some_and(|at| at <= now_unix() + REFRESH_AHEAD_SECS)
+}
+
+/// Whether `record` holds a token another replica obtained after this one read the token
+/// `seen`, that can go with a request now (even within the refresh margin: a token that
+/// lives less than the margin would otherwise be refreshed by every replica in turn).
+fn newer(record: &ProviderToken, seen: &str) -> bool {
+    record.access != seen
+        && record
+            .expires_at
+            .is_none_or(|at| at > now_unix() + MIN_LEFT_SECS)
 }
 
 impl AuthorizationServer {
@@ -170,20 +195,28 @@ impl AuthorizationServer {
         let Some(sealer) = sealer(settings) else {
             return Ok(None);
         };
-        match self.open_kept(subject, provider_id, &sealer).await? {
+        let seen = match self.open_kept(subject, provider_id, &sealer).await? {
             Kept::Fresh(token) => return Ok(Some(token)),
             Kept::Gone => return Ok(None),
             Kept::Unusable => return self.forget_unusable(subject, provider_id).await,
-            Kept::Stale { .. } => {}
-        }
+            Kept::Stale { record, .. } => record.access,
+        };
         let claim = crate::authorization_server::random_token();
         let give_up = Instant::now() + CLAIM_WAIT;
-        while !self
-            .store
-            .claim_provider_refresh(subject, provider_id, &claim, CLAIM_TTL)
-            .await
-            .map_err(|e| UserTokenUnavailable(e.to_string()))?
-        {
+        loop {
+            let granted = self
+                .store
+                .claim_provider_refresh(subject, provider_id, &claim, CLAIM_TTL)
+                .await;
+            match granted {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(error) => {
+                    // The claim may have been taken all the same (an answer that came late).
+                    self.release(subject, provider_id, &claim).await;
+                    return Err(UserTokenUnavailable(error.to_string()));
+                }
+            }
             // Another replica is refreshing it: its result, once stored, serves here too.
             if Instant::now() >= give_up {
                 return Err(UserTokenUnavailable(format!(
@@ -191,24 +224,58 @@ impl AuthorizationServer {
                 )));
             }
             tokio::time::sleep(CLAIM_POLL).await;
-            match self.open_kept(subject, provider_id, &sealer).await? {
-                Kept::Fresh(token) => return Ok(Some(token)),
-                Kept::Gone => return Ok(None),
-                Kept::Unusable | Kept::Stale { .. } => {}
+            if let Some(found) = self
+                .refreshed_since(subject, provider_id, &sealer, &seen)
+                .await?
+            {
+                return Ok(found);
             }
         }
-        let refreshed = self
-            .refresh_claimed(subject, provider_id, &live, source, &sealer)
-            .await;
+        // Bounded well within the claim's lifetime: past it, another replica could spend
+        // the same refresh token.
+        let refreshed = tokio::time::timeout(
+            CLAIM_HOLD,
+            self.refresh_claimed(subject, provider_id, &live, source, &sealer, &seen),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(UserTokenUnavailable(format!(
+                "the refresh did not end within {CLAIM_HOLD:?}"
+            )))
+        });
+        self.release(subject, provider_id, &claim).await;
+        refreshed
+    }
+
+    async fn release(&self, subject: &str, provider_id: &str, claim: &str) {
         if let Err(error) = self
             .store
-            .release_provider_refresh(subject, provider_id, &claim)
+            .release_provider_refresh(subject, provider_id, claim)
             .await
         {
             // Not fatal: the claim lapses after CLAIM_TTL.
             tracing::warn!(source = provider_id, %error, "could not release a token refresh claim");
         }
-        refreshed
+    }
+
+    /// What another replica's refresh left, once there is something other than the token
+    /// `seen` first: the token it stored if usable (even within the refresh margin: this
+    /// request goes at once), or none if it forgot the token. `None` while nothing changed.
+    async fn refreshed_since(
+        &self,
+        subject: &str,
+        provider_id: &str,
+        sealer: &Sealer,
+        seen: &str,
+    ) -> Result<Option<Loaded>, UserTokenUnavailable> {
+        Ok(match self.open_kept(subject, provider_id, sealer).await? {
+            Kept::Fresh(token) => Some(Some(token)),
+            Kept::Gone => Some(None),
+            Kept::Stale { record, access, .. } if newer(&record, seen) => {
+                Some(Some((access, record.expires_at)))
+            }
+            Kept::Stale { .. } | Kept::Unusable => None,
+        })
     }
 
     /// The kept token, opened, and whether it can be used as it is.
@@ -238,7 +305,11 @@ impl AuthorizationServer {
             (Some(access), _) if !about_to_expire(record.expires_at) => {
                 Kept::Fresh((access, record.expires_at))
             }
-            (Some(_), Some(refresh)) => Kept::Stale { record, refresh },
+            (Some(access), Some(refresh)) => Kept::Stale {
+                record,
+                access,
+                refresh,
+            },
             // A key that changed (or a record tampered with), or an expired token with no
             // way to renew it: nothing usable is left.
             _ => Kept::Unusable,
@@ -253,6 +324,7 @@ impl AuthorizationServer {
         live: &Live,
         source: Source<'_>,
         sealer: &Sealer,
+        seen: &str,
     ) -> Result<Option<(String, Option<u64>)>, UserTokenUnavailable> {
         let unavailable = |e: String| UserTokenUnavailable(e);
         // Read again: another replica may have refreshed it before the claim was ours.
@@ -260,7 +332,12 @@ impl AuthorizationServer {
             Kept::Fresh(token) => return Ok(Some(token)),
             Kept::Gone => return Ok(None),
             Kept::Unusable => return self.forget_unusable(subject, provider_id).await,
-            Kept::Stale { record, refresh } => (record, refresh),
+            Kept::Stale { record, access, .. } if newer(&record, seen) => {
+                return Ok(Some((access, record.expires_at)))
+            }
+            Kept::Stale {
+                record, refresh, ..
+            } => (record, refresh),
         };
         let refreshed = match source {
             Source::Provider(provider) => {
@@ -343,13 +420,17 @@ fn tombstone() -> ProviderToken {
     }
 }
 
+/// A user's token and its expiry, or none kept.
+type Loaded = Option<(String, Option<u64>)>;
+
 /// A kept token as [`AuthorizationServer::open_kept`] found it.
 enum Kept {
     /// Usable as it is: the token and its expiry.
     Fresh((String, Option<u64>)),
-    /// About to expire, with the refresh token that renews it.
+    /// About to expire (its access token opened), with the refresh token that renews it.
     Stale {
         record: ProviderToken,
+        access: String,
         refresh: String,
     },
     /// Expired with no way to renew it, or sealed under another key.
