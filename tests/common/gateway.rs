@@ -55,12 +55,36 @@ impl TestGateway {
     }
 }
 
-/// A port that was free a moment ago (for programs that must be told their port).
+/// A port that was free a moment ago (for programs that must be told their port). Taken
+/// below the kernel's ephemeral range, where neither outgoing connections nor listeners on
+/// port 0 land, and never twice in one test process: a port free a moment ago in the
+/// ephemeral range could be another test's connection or server by the time the program
+/// bound it.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static TAKEN: AtomicU32 = AtomicU32::new(0);
+    const SPAN: u32 = 12_000;
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    if ephemeral_low < 2 * SPAN {
+        return std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+    }
+    let low = ephemeral_low - SPAN;
+    // Test binaries run one after another: each starts elsewhere in the span.
+    let start = std::process::id().wrapping_mul(2_654_435_761) % SPAN;
+    for _ in 0..SPAN {
+        let n = TAKEN.fetch_add(1, Ordering::Relaxed);
+        let port = u16::try_from(low + (start + n) % SPAN).expect("a port number");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port below the ephemeral range");
 }
 
 /// A port where nothing answers, for as long as the value lives: bound and never listening,
