@@ -398,6 +398,9 @@ impl Worker {
                     tracing::error!(%error, "a listener task failed");
                 }
             }
+            if let Some(server) = self.app.authorization_server() {
+                server.finish_refreshes().await;
+            }
         });
         observability::hand_over_lines();
         let _ = finished.send(());

@@ -131,6 +131,9 @@ pub struct AuthorizationServer {
     connections: upstream::connect::Connections,
     /// Users' provider and upstream tokens, opened, for routes that forward them.
     provider_tokens: upstream::tokens::TokenCache,
+    /// Refreshes of those tokens in progress, each a task of its own (see
+    /// `upstream::tokens`): shutdown waits for them.
+    refreshes: tokio_util::task::TaskTracker,
     /// The configuration in force, for work outside a request to these endpoints (the
     /// pipeline asking for a user's provider token).
     live: ArcSwap<upstream::tokens::Live>,
@@ -170,6 +173,7 @@ impl AuthorizationServer {
             logos: logo::Logos::new(),
             providers: upstream::Providers::default(),
             provider_tokens: upstream::tokens::new_cache(),
+            refreshes: tokio_util::task::TaskTracker::new(),
             connections: upstream::connect::Connections::default(),
             live: ArcSwap::from_pointee(upstream::tokens::Live {
                 settings: settings.clone(),

@@ -345,8 +345,8 @@ pub trait Store: Send + Sync {
     /// Claims the refresh of a user's token at `provider` for `ttl`, under the caller's
     /// random `claim`: replicas sharing the store refresh a token one at a time (a server
     /// that rotates refresh tokens refuses a second use of one, and may revoke the whole
-    /// grant for it). True when the caller holds the claim. A single-process store (SQLite)
-    /// always grants it: the process already refreshes each token once at a time.
+    /// grant for it). True when the caller holds the claim. The SQLite store (one process)
+    /// keeps its claims in memory.
     fn claim_provider_refresh(
         &self,
         subject: &str,

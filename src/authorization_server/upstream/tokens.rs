@@ -141,19 +141,9 @@ impl UserTokens for Arc<AuthorizationServer> {
                 }
                 self.provider_tokens.invalidate(&key).await;
             }
-            // One load (and refresh) for every request waiting on this user right now. It
-            // runs as a task of its own, to its end even if the requests waiting on it go
-            // away: a refresh cut off midway could leave a rotated refresh token unstored
-            // (the user's connection lost) and its claim held until it lapses.
-            let server = Arc::clone(self);
-            let (owner, source) = key.clone();
-            let load = async move {
-                tokio::spawn(async move { server.load(&owner, &source).await })
-                    .await
-                    .unwrap_or_else(|e| Err(UserTokenUnavailable(e.to_string())))
-            };
+            // One load (and refresh) for every request waiting on this user right now.
             self.provider_tokens
-                .try_get_with(key, load)
+                .try_get_with(key, AuthorizationServer::load(self, subject, provider))
                 .await
                 .map(|entry| entry.map(|(token, _)| token))
                 .map_err(|e| UserTokenUnavailable(e.to_string()))
@@ -179,20 +169,15 @@ impl AuthorizationServer {
     /// The stored token, opened, refreshed at the provider first when it is about to
     /// expire — by one replica at a time: the others wait for its result in the store.
     async fn load(
-        &self,
+        self: &Arc<Self>,
         subject: &str,
         provider_id: &str,
-    ) -> Result<Option<(String, Option<u64>)>, UserTokenUnavailable> {
+    ) -> Result<Loaded, UserTokenUnavailable> {
         let live = self.live.load_full();
-        let settings = &live.settings;
-        let source = match settings.identity_provider(provider_id) {
-            Some(provider) => Source::Provider(provider),
-            None => match live.connections.get(provider_id) {
-                Some(oauth) => Source::Upstream(oauth),
-                None => return Ok(None),
-            },
-        };
-        let Some(sealer) = sealer(settings) else {
+        if source_of(&live, provider_id).is_none() {
+            return Ok(None);
+        }
+        let Some(sealer) = sealer(&live.settings) else {
             return Ok(None);
         };
         let seen = match self.open_kept(subject, provider_id, &sealer).await? {
@@ -217,10 +202,11 @@ impl AuthorizationServer {
                     return Err(UserTokenUnavailable(error.to_string()));
                 }
             }
-            // Another replica is refreshing it: its result, once stored, serves here too.
+            // Another replica (or an earlier request here) is refreshing it: its result,
+            // once stored, serves here too.
             if Instant::now() >= give_up {
                 return Err(UserTokenUnavailable(format!(
-                    "another replica's refresh of this token did not end within {CLAIM_WAIT:?}"
+                    "another refresh of this token did not end within {CLAIM_WAIT:?}"
                 )));
             }
             tokio::time::sleep(CLAIM_POLL).await;
@@ -231,20 +217,60 @@ impl AuthorizationServer {
                 return Ok(found);
             }
         }
-        // Bounded well within the claim's lifetime: past it, another replica could spend
-        // the same refresh token.
-        let refreshed = tokio::time::timeout(
-            CLAIM_HOLD,
-            self.refresh_claimed(subject, provider_id, &live, source, &sealer, &seen),
-        )
-        .await
-        .unwrap_or_else(|_| {
-            Err(UserTokenUnavailable(format!(
-                "the refresh did not end within {CLAIM_HOLD:?}"
-            )))
-        });
-        self.release(subject, provider_id, &claim).await;
+        // Holding the claim, the refresh runs as a task of its own, to its end even if the
+        // requests waiting on it go away (cut off midway, a rotated refresh token could go
+        // unstored); shutdown waits for it.
+        let server = Arc::clone(self);
+        let (owner, source, held) = (subject.to_string(), provider_id.to_string(), claim.clone());
+        let refreshing = self
+            .refreshes
+            .spawn(async move { server.refresh_holding(&owner, &source, &seen, &held).await });
+        match refreshing.await {
+            Ok(refreshed) => refreshed,
+            Err(error) => {
+                self.release(subject, provider_id, &claim).await;
+                Err(UserTokenUnavailable(format!("the refresh failed: {error}")))
+            }
+        }
+    }
+
+    /// The claimed part of a refresh: the exchange at the token's source, the new token
+    /// stored, the claim released — kept instead when the new token could not be stored,
+    /// so that no replica spends the refresh token it replaced before the claim lapses.
+    async fn refresh_holding(
+        &self,
+        subject: &str,
+        provider_id: &str,
+        seen: &str,
+        claim: &str,
+    ) -> Result<Loaded, UserTokenUnavailable> {
+        let live = self.live.load_full();
+        let (Some(source), Some(sealer)) = (source_of(&live, provider_id), sealer(&live.settings))
+        else {
+            self.release(subject, provider_id, claim).await;
+            return Ok(None);
+        };
+        let (refreshed, stored) = self
+            .refresh_claimed(subject, provider_id, &live, source, &sealer, seen)
+            .await;
+        if stored {
+            self.release(subject, provider_id, claim).await;
+        }
         refreshed
+    }
+
+    /// At shutdown, once requests have drained: waits for the users' token refreshes still
+    /// running (each bounded by `CLAIM_HOLD`), so that none is cut off with its new
+    /// refresh token unstored. Every worker calls it: a refresh runs on the worker that
+    /// started it, which must keep running until it ends.
+    pub async fn finish_refreshes(&self) {
+        self.refreshes.close();
+        if tokio::time::timeout(CLAIM_HOLD + Duration::from_secs(5), self.refreshes.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("a user token refresh was still running at shutdown");
+        }
     }
 
     async fn release(&self, subject: &str, provider_id: &str, claim: &str) {
@@ -316,7 +342,9 @@ impl AuthorizationServer {
         })
     }
 
-    /// Refreshes the kept token at its source, holding the claim to do so.
+    /// Refreshes the kept token at its source, holding the claim to do so. Also says
+    /// whether the store holds what the source now knows (false: a new refresh token was
+    /// issued and could not be stored).
     async fn refresh_claimed(
         &self,
         subject: &str,
@@ -325,29 +353,50 @@ impl AuthorizationServer {
         source: Source<'_>,
         sealer: &Sealer,
         seen: &str,
-    ) -> Result<Option<(String, Option<u64>)>, UserTokenUnavailable> {
+    ) -> (Result<Loaded, UserTokenUnavailable>, bool) {
         let unavailable = |e: String| UserTokenUnavailable(e);
         // Read again: another replica may have refreshed it before the claim was ours.
-        let (record, refresh) = match self.open_kept(subject, provider_id, sealer).await? {
-            Kept::Fresh(token) => return Ok(Some(token)),
-            Kept::Gone => return Ok(None),
-            Kept::Unusable => return self.forget_unusable(subject, provider_id).await,
+        let kept = match self.open_kept(subject, provider_id, sealer).await {
+            Ok(kept) => kept,
+            Err(error) => return (Err(error), true),
+        };
+        let (record, refresh) = match kept {
+            Kept::Fresh(token) => return (Ok(Some(token)), true),
+            Kept::Gone => return (Ok(None), true),
+            Kept::Unusable => return (self.forget_unusable(subject, provider_id).await, true),
             Kept::Stale { record, access, .. } if newer(&record, seen) => {
-                return Ok(Some((access, record.expires_at)))
+                return (Ok(Some((access, record.expires_at))), true)
             }
             Kept::Stale {
                 record, refresh, ..
             } => (record, refresh),
         };
-        let refreshed = match source {
-            Source::Provider(provider) => {
-                refresh_at(&self.providers, &live.client, provider, &refresh).await
-            }
-            Source::Upstream(oauth) => {
-                super::connect::refresh(&self.connections, &live.client, oauth, &record, &refresh)
+        let exchange = async {
+            match source {
+                Source::Provider(provider) => {
+                    refresh_at(&self.providers, &live.client, provider, &refresh).await
+                }
+                Source::Upstream(oauth) => {
+                    super::connect::refresh(
+                        &self.connections,
+                        &live.client,
+                        oauth,
+                        &record,
+                        &refresh,
+                    )
                     .await
+                }
             }
         };
+        // Bounded well within the claim's lifetime: past it, another replica could spend
+        // the same refresh token.
+        let refreshed = tokio::time::timeout(CLAIM_HOLD, exchange)
+            .await
+            .unwrap_or_else(|_| {
+                Err(LoginError::Unreachable(format!(
+                    "no answer within {CLAIM_HOLD:?}"
+                )))
+            });
         let tokens = match refreshed {
             Ok(mut tokens) => {
                 // Servers that do not rotate refresh tokens send none back.
@@ -355,13 +404,13 @@ impl AuthorizationServer {
                 tokens
             }
             Err(LoginError::Refused(why)) => {
-                self.forget(subject, provider_id, &why).await?;
-                return Ok(None);
+                let forgotten = self.forget(subject, provider_id, &why).await;
+                return (forgotten.map(|()| None), true);
             }
             // An outage or an odd answer says nothing about the grant: try again later.
-            Err(error) => return Err(unavailable(error.to_string())),
+            Err(error) => return (Err(unavailable(error.to_string())), true),
         };
-        let record = seal(
+        let record = match seal(
             sealer,
             &live.settings,
             subject,
@@ -371,21 +420,32 @@ impl AuthorizationServer {
                 client_id: record.client_id,
                 issuer: record.issuer,
             },
-        )
-        .map_err(unavailable)?;
+        ) {
+            Ok(record) => record,
+            Err(error) => return (Err(unavailable(error)), false),
+        };
         let expires_at = record.expires_at;
-        self.store
+        if let Err(error) = self
+            .store
             .put_provider_token(subject, provider_id, record)
             .await
-            .map_err(|e| unavailable(e.to_string()))?;
-        Ok(Some((tokens.access_token, expires_at)))
+        {
+            tracing::warn!(
+                source = provider_id,
+                %error,
+                "a refreshed user token could not be stored; this replica uses it, and its refresh claim is kept until it lapses"
+            );
+        } else {
+            return (Ok(Some((tokens.access_token, expires_at))), true);
+        }
+        (Ok(Some((tokens.access_token, expires_at))), false)
     }
 
     async fn forget_unusable(
         &self,
         subject: &str,
         provider_id: &str,
-    ) -> Result<Option<(String, Option<u64>)>, UserTokenUnavailable> {
+    ) -> Result<Loaded, UserTokenUnavailable> {
         self.forget(subject, provider_id, "it expired and cannot be refreshed")
             .await?;
         Ok(None)
@@ -437,6 +497,17 @@ enum Kept {
     Unusable,
     /// None kept.
     Gone,
+}
+
+/// Where the token kept under `key` comes from, in the configuration in force.
+fn source_of<'a>(live: &'a Live, key: &str) -> Option<Source<'a>> {
+    match live.settings.identity_provider(key) {
+        Some(provider) => Some(Source::Provider(provider)),
+        None => live
+            .connections
+            .get(key)
+            .map(|oauth| Source::Upstream(oauth)),
+    }
 }
 
 /// Where a kept token came from, and so where it is refreshed.
