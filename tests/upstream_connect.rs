@@ -1096,18 +1096,7 @@ async fn replicas_refresh_a_users_upstream_token_one_at_a_time() {
     // the other replica meanwhile waits for it and uses its result.
     stand_in.with(|s| s.refresh_delay = std::time::Duration::from_millis(1500));
     let before = stand_in.with(|s| s.grants.len());
-    // A GET (an SSE stream being opened): nothing left to read, so the gateway sees the
-    // client go at once.
-    let cut = tokio::time::timeout(
-        std::time::Duration::from_millis(300),
-        get(
-            stack.gateway.addr,
-            "/tools",
-            &[("authorization", &bearer), ("accept", "text/event-stream")],
-        ),
-    )
-    .await;
-    assert!(cut.is_err(), "the request was meant to be cut off");
+    cut_off(stack.gateway.addr, &bearer).await;
     stand_in.with(|s| s.refresh_delay = std::time::Duration::ZERO);
     let after_cut = call(b.addr).await;
     assert_eq!(after_cut.status, 200, "{}", after_cut.body);
@@ -1117,32 +1106,44 @@ async fn replicas_refresh_a_users_upstream_token_one_at_a_time() {
     stack.gateway.shutdown().await;
 }
 
+/// Alice's tokens, her upstream tokens short-lived (refreshed before every request), and
+/// her `Authorization` value.
+async fn short_lived_tokens(stand_in: &StandIn, stack: &mut Stack) -> (Value, String) {
+    stand_in.with(|s| s.expires_in = 20);
+    let (tokens, _) = stack.tokens("/tools", "alice", "-").await;
+    let bearer = format!(
+        "Bearer {}",
+        tokens["access_token"].as_str().expect("access token")
+    );
+    (tokens, bearer)
+}
+
+/// A request whose client goes away after 300 ms, while the gateway still waits on a slow
+/// refresh. A GET (an SSE stream being opened): nothing is left to read, so the gateway
+/// sees the client go at once.
+async fn cut_off(gateway: SocketAddr, bearer: &str) {
+    let cut = tokio::time::timeout(
+        std::time::Duration::from_millis(300),
+        get(
+            gateway,
+            "/tools",
+            &[("authorization", bearer), ("accept", "text/event-stream")],
+        ),
+    )
+    .await;
+    assert!(cut.is_err(), "the request was meant to be cut off");
+}
+
 /// One gateway (SQLite): a refresh whose only request went away still runs to its end, and
 /// a request arriving meanwhile waits for it instead of spending the same refresh token.
 #[tokio::test]
 async fn a_refresh_left_by_its_request_ends_and_serves_the_next_one() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let (stand_in, echo, mut stack) = stand_in_stack("connect-cut-refresh").await;
-    stand_in.with(|s| s.expires_in = 20);
-    let (tokens, _) = stack.tokens("/tools", "alice", "-").await;
+    let (tokens, bearer) = short_lived_tokens(&stand_in, &mut stack).await;
     stand_in.with(|s| s.refresh_delay = std::time::Duration::from_millis(1500));
-    let bearer = format!(
-        "Bearer {}",
-        tokens["access_token"].as_str().expect("access token")
-    );
     let before = stand_in.with(|s| s.grants.len());
-    // A GET (an SSE stream being opened): nothing left to read, so the gateway sees the
-    // client go at once.
-    let cut = tokio::time::timeout(
-        std::time::Duration::from_millis(300),
-        get(
-            stack.gateway.addr,
-            "/tools",
-            &[("authorization", &bearer), ("accept", "text/event-stream")],
-        ),
-    )
-    .await;
-    assert!(cut.is_err(), "the request was meant to be cut off");
+    cut_off(stack.gateway.addr, &bearer).await;
     let next = stack.call("/tools", &tokens).await;
     assert_eq!(next.status, 200, "{}", next.body);
     assert_eq!(stand_in.with(|s| s.grants.len()), before + 1);
@@ -1158,24 +1159,10 @@ async fn a_refresh_left_by_its_request_ends_and_serves_the_next_one() {
 async fn shutdown_lets_a_running_refresh_finish_and_store_its_token() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let (stand_in, echo, mut stack) = stand_in_stack("connect-shutdown-refresh").await;
-    stand_in.with(|s| s.expires_in = 20);
-    let (tokens, _) = stack.tokens("/tools", "alice", "-").await;
+    let (_, bearer) = short_lived_tokens(&stand_in, &mut stack).await;
     stand_in.with(|s| s.refresh_delay = std::time::Duration::from_millis(1500));
-    let bearer = format!(
-        "Bearer {}",
-        tokens["access_token"].as_str().expect("access token")
-    );
     let before = stand_in.with(|s| s.grants.len());
-    let cut = tokio::time::timeout(
-        std::time::Duration::from_millis(300),
-        get(
-            stack.gateway.addr,
-            "/tools",
-            &[("authorization", &bearer), ("accept", "text/event-stream")],
-        ),
-    )
-    .await;
-    assert!(cut.is_err(), "the request was meant to be cut off");
+    cut_off(stack.gateway.addr, &bearer).await;
     let dir = stack.dir.take().expect("the stack's directory");
     stack.gateway.shutdown().await;
     stand_in.with(|s| s.refresh_delay = std::time::Duration::ZERO);
