@@ -375,9 +375,12 @@ impl Worker {
             // lock between cores on every request.
             let (relay, stopped) = watch::channel(*self.stopped.borrow());
             let mut stopping = self.stopped.clone();
+            let stopped_at = Arc::new(std::sync::OnceLock::new());
+            let stop_time = stopped_at.clone();
             tokio::spawn(async move {
                 // Shutdown asked for, or the gateway dropped: either way, stop.
                 let _ = stopping.wait_for(|stop| *stop).await;
+                let _ = stop_time.set(std::time::Instant::now());
                 let _ = relay.send(true);
             });
             tokio::spawn(keep_the_next_wake_near());
@@ -398,8 +401,15 @@ impl Worker {
                     tracing::error!(%error, "a listener task failed");
                 }
             }
+            // Users' token refreshes still running get what is left of the same grace.
             if let Some(server) = self.app.authorization_server() {
-                server.finish_refreshes().await;
+                let grace_ends = stopped_at
+                    .get()
+                    .map(|at| *at + context.limits.shutdown_grace);
+                let left = grace_ends.map_or(Duration::ZERO, |end| {
+                    end.saturating_duration_since(std::time::Instant::now())
+                });
+                server.finish_refreshes(left).await;
             }
         });
         observability::hand_over_lines();

@@ -29,8 +29,9 @@ const REFRESH_AHEAD_SECS: u64 = 30;
 const CACHE_TTL: Duration = Duration::from_secs(60);
 const CACHE_ENTRIES: u64 = 10_000;
 /// A replica's claim on refreshing a token lapses after this long (a replica that stopped
-/// mid-refresh does not hold it forever)…
-const CLAIM_TTL: Duration = Duration::from_secs(120);
+/// mid-refresh does not hold it forever): longer than the claimed work can take, the
+/// exchange (below) and three store calls of at most 30 s (`redis.timeout`'s ceiling)…
+const CLAIM_TTL: Duration = Duration::from_secs(180);
 /// …and its refresh gives up after this long (discovery at the source, five fetches of
 /// 10 s at most, and the token request), well before the claim lapses.
 const CLAIM_HOLD: Duration = Duration::from_secs(75);
@@ -259,17 +260,17 @@ impl AuthorizationServer {
         refreshed
     }
 
-    /// At shutdown, once requests have drained: waits for the users' token refreshes still
-    /// running (each bounded by `CLAIM_HOLD`), so that none is cut off with its new
-    /// refresh token unstored. Every worker calls it: a refresh runs on the worker that
-    /// started it, which must keep running until it ends.
-    pub async fn finish_refreshes(&self) {
+    /// At shutdown, once requests have drained: waits up to `within` for the users' token
+    /// refreshes still running, so that none is cut off with its new refresh token
+    /// unstored. Every worker calls it: a refresh runs on the worker that started it, which
+    /// must keep running until it ends.
+    pub async fn finish_refreshes(&self, within: Duration) {
         self.refreshes.close();
-        if tokio::time::timeout(CLAIM_HOLD + Duration::from_secs(5), self.refreshes.wait())
+        if tokio::time::timeout(within, self.refreshes.wait())
             .await
             .is_err()
         {
-            tracing::warn!("a user token refresh was still running at shutdown");
+            tracing::warn!("a user token refresh was still running when the shutdown grace ended");
         }
     }
 
