@@ -29,12 +29,19 @@ pub async fn forward(
     stream_idle_timeout: Duration,
     client_body: &BodyProgress,
 ) -> Result<Response<Body>, Rejection> {
-    let sending = upstream.send(request, set);
-    let response = match tokio::time::timeout(response_timeout, sending).await {
+    // Not `tokio::time::timeout`: it would take the exchange's future (kilobytes) by value
+    // and move it once more; pinned here, it stays where it was made.
+    let mut sending = std::pin::pin!(upstream.send(request, set));
+    let mut deadline = std::pin::pin!(tokio::time::sleep(response_timeout));
+    let answered = std::future::poll_fn(|cx| match sending.as_mut().poll(cx) {
+        Poll::Ready(answer) => Poll::Ready(Some(answer)),
+        Poll::Pending => deadline.as_mut().poll(cx).map(|()| None),
+    });
+    let response = match answered.await {
         // An upstream still waiting for the client's body is not the slow one (slow-POST).
-        Err(_) if client_body.waiting_for_client() => return Err(Rejection::BodyTimeout),
-        Err(_) => return Err(Rejection::UpstreamTimeout),
-        Ok(Err(error)) => {
+        None if client_body.waiting_for_client() => return Err(Rejection::BodyTimeout),
+        None => return Err(Rejection::UpstreamTimeout),
+        Some(Err(error)) => {
             // The client's own body failing (too long, bad chunked framing) is the client's
             // fault, not the upstream's.
             if let Some(client_error) = find_cause::<ClientBodyError>(&error) {
@@ -52,7 +59,7 @@ pub async fn forward(
             }
             return Err(Rejection::UpstreamUnavailable);
         }
-        Ok(Ok(response)) => response,
+        Some(Ok(response)) => response,
     };
     let (mut parts, body) = response.into_parts();
     // A 401 from the upstream is about the gateway's credential for it (the client's token
@@ -82,19 +89,52 @@ pub async fn forward(
     }
     // Trailers get the same treatment as the head: a challenge or a cookie must not slip
     // through after the body.
-    let body = body.map_frame(|frame| match frame.into_trailers() {
-        Ok(mut trailers) => {
-            withhold_upstream_headers(&mut trailers);
-            http_body::Frame::trailers(trailers)
-        }
-        Err(frame) => frame,
-    });
+    let body = TrailersWithheld(body);
     let body = if stream_idle_timeout.is_zero() {
         body.boxed_unsync()
     } else {
         IdleTimeout::new(body, stream_idle_timeout).boxed_unsync()
     };
     Ok(Response::from_parts(parts, body))
+}
+
+/// An upstream answer's body whose trailers lose the fields its head loses. Not
+/// `map_frame`: that forgets the body's length, and an answer of unknown length is sent
+/// without reading its `Content-Length` again and gives up the connection's kept pipeline
+/// box (`server::http1`), which then costs an allocation past glibc's per-thread cache on
+/// every request.
+struct TrailersWithheld<B>(B);
+
+impl<B> http_body::Body for TrailersWithheld<B>
+where
+    B: http_body::Body + Unpin,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.0)
+            .poll_frame(cx)
+            .map_ok(|frame| match frame.into_trailers() {
+                Ok(mut trailers) => {
+                    withhold_upstream_headers(&mut trailers);
+                    http_body::Frame::trailers(trailers)
+                }
+                Err(frame) => frame,
+            })
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+
+    /// Trailers are not data: the length is the inner body's.
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.0.size_hint()
+    }
 }
 
 /// Upstream response headers that speak for the gateway's whole origin, which every route
@@ -354,6 +394,33 @@ mod tests {
                 .poll_recv(cx)
                 .map(|data| data.map(|data| Ok(http_body::Frame::data(data))))
         }
+    }
+
+    #[tokio::test]
+    async fn upstream_trailers_lose_what_the_head_loses_and_the_length_stays() {
+        use http_body_util::BodyExt;
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("set-cookie", HeaderValue::from_static("session=upstream"));
+        trailers.insert("access-control-allow-origin", HeaderValue::from_static("*"));
+        trailers.insert("grpc-status", HeaderValue::from_static("0"));
+        let inner = http_body_util::Full::new(bytes::Bytes::from_static(b"twelve bytes"))
+            .with_trailers(std::future::ready(Some(Ok::<_, std::convert::Infallible>(
+                trailers,
+            ))));
+        let mut body = TrailersWithheld(inner);
+        // The exact length goes on (the client's framing, the connection's kept box).
+        assert_eq!(http_body::Body::size_hint(&body).exact(), Some(12));
+        let data = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(&data[..], b"twelve bytes");
+        let trailers = body
+            .frame()
+            .await
+            .unwrap()
+            .unwrap()
+            .into_trailers()
+            .unwrap();
+        assert_eq!(names(&trailers), ["grpc-status"]);
+        assert!(body.frame().await.is_none());
     }
 
     #[tokio::test(start_paused = true)]

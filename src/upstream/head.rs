@@ -563,6 +563,14 @@ mod tests {
                             .map(|(b, up)| if up { b.to_ascii_uppercase() } else { b })
                             .collect::<Vec<u8>>())),
                 prop::collection::vec(any::<u8>(), 0..24),
+                // Near misses: a frequent name with one byte changed.
+                (prop::sample::select(FREQUENT_NAMES.to_vec()), any::<prop::sample::Index>(), any::<u8>())
+                    .prop_map(|(known, at, byte)| {
+                        let mut bytes = known.as_str().as_bytes().to_vec();
+                        let at = at.index(bytes.len());
+                        bytes[at] = byte;
+                        bytes
+                    }),
             ]
         ) {
             let ours = field_name(&name).ok();
