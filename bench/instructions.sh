@@ -22,6 +22,8 @@
 #   open-warn       POST, no authentication, `warn`
 #   verify          GET /verify with the JWT, `warn` (the ForwardAuth check alone)
 #   verify-new      the same on a new connection per check (Traefik's way)
+#   nginx-proxy     the reference: nginx `proxy_pass` (kept alive) to the same upstream, sent
+#                   the headline request (nginx passes the token on unread); not the gateway
 #
 # Needs valgrind, nginx, openssl, python3. Prints one TSV line per case and writes
 # $INSTR_OUT (default bench/results/instructions.tsv).
@@ -30,7 +32,7 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 BENCH="$ROOT/bench"
 WARMUP=${INSTR_WARMUP:-200}
 COUNT=${INSTR_COUNT:-2000}
-CASES=${INSTR_CASES:-"jwt-rule-info jwt-rule-json jwt-warn open-warn verify verify-new"}
+CASES=${INSTR_CASES:-"jwt-rule-info jwt-rule-json jwt-warn open-warn verify verify-new nginx-proxy"}
 OUT=${INSTR_OUT:-$BENCH/results/instructions.tsv}
 UP_PORT=${INSTR_UPSTREAM_PORT:-18391}
 GW_PORT=${INSTR_GATEWAY_PORT:-18392}
@@ -148,16 +150,55 @@ unauthenticated_routes = ["open"]
 EOF
 }
 
+# The reference: nginx `proxy_pass` to the same upstream, kept alive (bench/run.sh's
+# `nginx` row), one process (no master) so that callgrind sees the worker.
+nginx_proxy_config() {
+    cat <<EOF
+daemon off;
+master_process off;
+worker_processes 1;
+pid $WORK/nginx/proxy.pid;
+error_log $WORK/nginx/proxy-error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $WORK/nginx;
+    proxy_temp_path $WORK/nginx;
+    fastcgi_temp_path $WORK/nginx;
+    uwsgi_temp_path $WORK/nginx;
+    scgi_temp_path $WORK/nginx;
+    upstream bench_upstream {
+        server 127.0.0.1:$UP_PORT;
+        keepalive 64;
+    }
+    server {
+        listen 127.0.0.1:$GW_PORT;
+        location / {
+            proxy_pass http://bench_upstream/mcp;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+}
+
 # One case: $1 = name, $2 = [log] lines, $3 = method, $4 = path, $5 = token or "",
 # $6 = "new" for a new connection per request. Prints the instructions per request.
 measure() {
-    local name=$1 log=$2 method=$3 path=$4 token=$5 fresh=${6:-} totals=()
-    config "$log" >"$WORK/$name.toml"
-    "$BENCH_BIN" check --config "$WORK/$name.toml" >/dev/null 2>&1 || die "config $name"
+    local name=$1 log=$2 method=$3 path=$4 token=$5 fresh=${6:-} totals=() server
+    if [[ $name == nginx-proxy ]]; then
+        nginx_proxy_config >"$WORK/nginx-proxy.conf"
+        server=(nginx -c "$WORK/nginx-proxy.conf" -p "$WORK/nginx")
+    else
+        config "$log" >"$WORK/$name.toml"
+        "$BENCH_BIN" check --config "$WORK/$name.toml" >/dev/null 2>&1 || die "config $name"
+        server=("$BENCH_BIN" serve --config "$WORK/$name.toml")
+    fi
     for requests in "$WARMUP" "$((WARMUP + COUNT))"; do
         local profile="$WORK/$name-$requests.callgrind"
         env -u RUST_LOG valgrind --tool=callgrind --callgrind-out-file="$profile" \
-            "$BENCH_BIN" serve --config "$WORK/$name.toml" >"$WORK/$name-$requests.log" 2>&1 &
+            "${server[@]}" >"$WORK/$name-$requests.log" 2>&1 &
         local pid=$!
         python3 - "$GW_PORT" "$method" "$path" "$token" "$requests" "$fresh" <<'PY' || die "client for $name"
 import http.client, sys, time
@@ -213,6 +254,7 @@ for case in $CASES; do
         open-warn) result=$(measure "$case" $'[log]\nlevel = "warn"' POST /open "") ;;
         verify) result=$(measure "$case" $'[log]\nlevel = "warn"' GET /verify "$(token_for /jwt)") ;;
         verify-new) result=$(measure "$case" $'[log]\nlevel = "warn"' GET /verify "$(token_for /jwt)" new) ;;
+        nginx-proxy) result=$(measure "$case" "" POST /jwt-rule "$(token_for /jwt-rule)") ;;
         *) die "unknown case $case" ;;
     esac
     [[ -n $result ]] || die "case $case failed"
