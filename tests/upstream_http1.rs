@@ -10,6 +10,7 @@
 //!   headers and unasked-for upgrades are 502, and their connections are never reused;
 //! - malformed chunks cut the answer off (nothing after them passes as data);
 //! - chunked, close-delimited, HTTP/1.0 and interim (1xx) answers come through intact;
+//!   an answer's trailers reach an HTTP/2 client without cookies, CORS or hop-by-hop fields;
 //! - the gateway frames request bodies itself: a body of unknown length goes chunked, one
 //!   with a length keeps it, a `GET` has no framing header, an `Expect` is not forwarded.
 
@@ -362,4 +363,42 @@ async fn the_gateway_frames_request_bodies_itself() {
         let body = String::from_utf8_lossy(&forwarded.body);
         assert!(body.contains(ECHO_JSON), "{body}");
     }
+}
+
+/// An upstream's trailers lose what its head would lose (cookies, CORS, hop-by-hop) and
+/// keep the rest, for clients that receive trailers (HTTP/2; the HTTP/1.1 server sends none).
+#[tokio::test]
+async fn trailers_reach_an_http2_client_without_what_the_head_would_lose() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let upstream = answering(
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntrailer: x-checksum\r\n\r\n5\r\nhello\r\n0\r\nx-checksum: 42\r\nset-cookie: session=upstream\r\naccess-control-allow-origin: *\r\n\r\n",
+    )
+    .await;
+    let gateway = gateway_for(&upstream).await;
+    let stream = TcpStream::connect(gateway.addr).await.expect("connect");
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("HTTP/2 handshake");
+    tokio::spawn(connection);
+    let request = http::Request::builder()
+        .uri(format!("http://{}/mcp", gateway.addr))
+        .header("authorization", bearer())
+        .body(Empty::<bytes::Bytes>::new())
+        .expect("request");
+    let response = sender.send_request(request).await.expect("answer");
+    assert_eq!(response.status(), 200);
+    let collected = response.into_body().collect().await.expect("body");
+    let trailers = collected.trailers().cloned().expect("trailers");
+    assert_eq!(&collected.to_bytes()[..], b"hello");
+    assert_eq!(
+        trailers.get("x-checksum").map(|v| v.as_bytes()),
+        Some(&b"42"[..])
+    );
+    assert!(
+        !trailers.contains_key("set-cookie")
+            && !trailers.contains_key("access-control-allow-origin"),
+        "{trailers:?}"
+    );
 }
