@@ -31,7 +31,6 @@ use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio_util::sync::ReusableBoxFuture;
 
 use super::connection::later;
 use super::{router, Connection, Shared};
@@ -70,7 +69,10 @@ pub(super) async fn serve(
     // task for it, an idle stream's included), and the box is kept for the connection's
     // next request. Allocated per request it took glibc's slow path each time (above its
     // per-thread cache), which first merges the small blocks freed since (BENCHMARKS.md).
-    let mut pipeline: Option<ReusableBoxFuture<'_, Response<Body>>> = None;
+    // Typed by its first use (an async fn's future has no name): a `Box<dyn Future>` that
+    // takes each request's future by value (tokio-util's `ReusableBoxFuture`) copied its
+    // 6 KB twice per request (once into `set`, once into the box); assigned here, once.
+    let mut pipeline: Option<std::pin::Pin<Box<Option<_>>>> = None;
     loop {
         let next = next_head(
             &wire,
@@ -105,15 +107,24 @@ pub(super) async fn serve(
         let (request, method, version, keep_alive) = request(&wire, head);
         let counted = Counted::start();
         let response = {
-            let handling = router::handle(&shared.app, &shared.upstream, request, connection);
+            let handling = Some(router::handle(
+                &shared.app,
+                &shared.upstream,
+                request,
+                connection,
+            ));
             let handling = match &mut pipeline {
                 Some(boxed) => {
-                    boxed.set(handling);
+                    std::pin::Pin::set(&mut boxed.as_mut(), handling);
                     boxed
                 }
-                None => pipeline.insert(ReusableBoxFuture::new(handling)),
+                None => pipeline.insert(Box::pin(handling)),
             };
-            let handled = poll_fn(|cx| handling.poll(cx));
+            let handled = poll_fn(|cx| match handling.as_mut().as_pin_mut() {
+                Some(future) => std::future::Future::poll(future, cx),
+                // Set just above, and polled only until it is ready.
+                None => Poll::Pending,
+            });
             let gone = poll_fn(|cx| wire.poll_client_gone(cx));
             // The client closing drops the pipeline's work (and its upstream exchange).
             tokio::select! {
