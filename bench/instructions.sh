@@ -173,7 +173,7 @@ http {
     }
     server {
         listen 127.0.0.1:$GW_PORT;
-        location / {
+        location = /jwt-rule {
             proxy_pass http://bench_upstream/mcp;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
@@ -200,7 +200,8 @@ measure() {
         env -u RUST_LOG valgrind --tool=callgrind --callgrind-out-file="$profile" \
             "${server[@]}" >"$WORK/$name-$requests.log" 2>&1 &
         local pid=$!
-        python3 - "$GW_PORT" "$method" "$path" "$token" "$requests" "$fresh" <<'PY' || die "client for $name"
+        # measure runs in $(...), outside the EXIT trap: a failing client stops the server.
+        python3 - "$GW_PORT" "$method" "$path" "$token" "$requests" "$fresh" <<'PY' || { kill -TERM "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; die "client for $name"; }
 import http.client, sys, time
 port, method, path, token, requests = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
 fresh = sys.argv[6] == "new"

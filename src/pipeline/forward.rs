@@ -32,7 +32,11 @@ pub async fn forward(
     // Not `tokio::time::timeout`: it would take the exchange's future (kilobytes) by value
     // and move it once more; pinned here, it stays where it was made.
     let mut sending = std::pin::pin!(upstream.send(request, set));
-    let mut deadline = std::pin::pin!(tokio::time::sleep(response_timeout));
+    // Unconstrained, as `Timeout` polls its timer once the exchange used up the task's
+    // budget: a deadline must be seen even while a long body streams without a pause.
+    let mut deadline = std::pin::pin!(tokio::task::unconstrained(tokio::time::sleep(
+        response_timeout
+    )));
     let answered = std::future::poll_fn(|cx| match sending.as_mut().poll(cx) {
         Poll::Ready(answer) => Poll::Ready(Some(answer)),
         Poll::Pending => deadline.as_mut().poll(cx).map(|()| None),
@@ -99,9 +103,9 @@ pub async fn forward(
 }
 
 /// An upstream answer's body whose trailers lose the fields its head loses. Not
-/// `map_frame`: that forgets the body's length, and an answer of unknown length is sent
-/// without reading its `Content-Length` again and gives up the connection's kept pipeline
-/// box (`server::http1`), which then costs an allocation past glibc's per-thread cache on
+/// `map_frame`: that forgets the body's length, and the HTTP/1.1 server takes an answer of
+/// unknown length for a stream: it gives up the connection's kept pipeline box
+/// (`server::http1`), which then costs an allocation past glibc's per-thread cache on
 /// every request.
 struct TrailersWithheld<B>(B);
 

@@ -22,6 +22,7 @@ pub mod head;
 mod wire;
 
 use std::future::poll_fn;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime};
@@ -71,8 +72,8 @@ pub(super) async fn serve(
     // per-thread cache), which first merges the small blocks freed since (BENCHMARKS.md).
     // Typed by its first use (an async fn's future has no name): a `Box<dyn Future>` that
     // takes each request's future by value (tokio-util's `ReusableBoxFuture`) copied its
-    // 6 KB twice per request (once into `set`, once into the box); assigned here, once.
-    let mut pipeline: Option<std::pin::Pin<Box<Option<_>>>> = None;
+    // 6 KB twice per request (once into `set`, once into the box); set here, once.
+    let mut pipeline: Option<Pin<Box<_>>> = None;
     loop {
         let next = next_head(
             &wire,
@@ -107,24 +108,17 @@ pub(super) async fn serve(
         let (request, method, version, keep_alive) = request(&wire, head);
         let counted = Counted::start();
         let response = {
-            let handling = Some(router::handle(
-                &shared.app,
-                &shared.upstream,
-                request,
-                connection,
-            ));
+            let handling = router::handle(&shared.app, &shared.upstream, request, connection);
             let handling = match &mut pipeline {
                 Some(boxed) => {
-                    std::pin::Pin::set(&mut boxed.as_mut(), handling);
+                    // By path: the box's type is not known yet where this is checked.
+                    Pin::set(&mut Pin::as_mut(boxed), handling);
                     boxed
                 }
                 None => pipeline.insert(Box::pin(handling)),
             };
-            let handled = poll_fn(|cx| match handling.as_mut().as_pin_mut() {
-                Some(future) => std::future::Future::poll(future, cx),
-                // Set just above, and polled only until it is ready.
-                None => Poll::Pending,
-            });
+            // Polled until it is ready, and set anew before it is polled again.
+            let handled = poll_fn(|cx| std::future::Future::poll(handling.as_mut(), cx));
             let gone = poll_fn(|cx| wire.poll_client_gone(cx));
             // The client closing drops the pipeline's work (and its upstream exchange).
             tokio::select! {
