@@ -56,6 +56,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# What every nginx here shares in its `http` block: no access log, files under $WORK.
+nginx_http_common() {
+    echo "    access_log off;"
+    for kind in client_body proxy fastcgi uwsgi scgi; do
+        echo "    ${kind}_temp_path $WORK/nginx;"
+    done
+}
+
 # The upstream.
 BODY='{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"hello from the bench upstream"}]}}'
 mkdir -p "$WORK/nginx"
@@ -66,12 +74,7 @@ pid $WORK/nginx/nginx.pid;
 error_log $WORK/nginx/error.log warn;
 events { worker_connections 1024; }
 http {
-    access_log off;
-    client_body_temp_path $WORK/nginx;
-    proxy_temp_path $WORK/nginx;
-    fastcgi_temp_path $WORK/nginx;
-    uwsgi_temp_path $WORK/nginx;
-    scgi_temp_path $WORK/nginx;
+$(nginx_http_common)
     server {
         listen 127.0.0.1:$UP_PORT;
         location / {
@@ -161,12 +164,7 @@ pid $WORK/nginx/proxy.pid;
 error_log $WORK/nginx/proxy-error.log warn;
 events { worker_connections 1024; }
 http {
-    access_log off;
-    client_body_temp_path $WORK/nginx;
-    proxy_temp_path $WORK/nginx;
-    fastcgi_temp_path $WORK/nginx;
-    uwsgi_temp_path $WORK/nginx;
-    scgi_temp_path $WORK/nginx;
+$(nginx_http_common)
     upstream bench_upstream {
         server 127.0.0.1:$UP_PORT;
         keepalive 64;
