@@ -1,6 +1,8 @@
 //! The gateway's own HTTP/1.1 server for plain-TCP clients (`src/server/http1/`), over
 //! real loopback sockets, byte for byte as clients send them:
-//! - pipelined requests are answered in order on one connection;
+//! - pipelined requests are answered in order on one connection; refusals also after the
+//!   client shut its sending side behind them (raw-socket tools), then the end; a request
+//!   being proxied when the client shuts its side is dropped (the client is taken as gone);
 //! - `Expect: 100-continue` gets `100 Continue` only when the body is read: a request
 //!   refused before its body gets its answer at once and the connection closes;
 //! - a body the gateway did not need (a 401) is drained and the connection kept;
@@ -148,6 +150,56 @@ async fn pipelined_requests_are_answered_in_order_on_one_connection() {
         assert!(answer.header("date").is_some(), "{answer:?}");
         assert_eq!(answer.header("connection"), None, "kept alive: {answer:?}");
     }
+}
+
+/// Raw-socket tools send their requests and shut their sending side at once: what the
+/// gateway refuses by itself is still answered, in order, then the connection ends. (A
+/// request it proxies is dropped with its upstream exchange instead, as nginx and Go's
+/// server do: a closed sending side cannot be told from a client that left; next test.)
+#[tokio::test]
+async fn refusals_reach_a_client_that_shut_its_sending_side_then_the_connection_ends() {
+    let (upstream, gateway) = standard().await;
+    let mut stream = TcpStream::connect(gateway.addr).await.unwrap();
+    let host = gateway.addr;
+    let requests = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {host}\r\nContent-Length: 2\r\n\r\n{{}}\
+         POST /mcp HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer wrong\r\n\
+         Content-Length: 2\r\n\r\n{{}}\
+         GET /mcp HTTP/1.1\r\nHost: {host}\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"
+    );
+    stream.write_all(requests.as_bytes()).await.unwrap();
+    stream.shutdown().await.unwrap();
+    let mut buf = Vec::new();
+    for expected in [401, 401, 400] {
+        let answer = read_answer(&mut stream, &mut buf).await;
+        assert_eq!(answer.status, expected, "{answer:?}");
+    }
+    assert!(buf.is_empty(), "nothing behind the third answer: {buf:?}");
+    assert!(closed(&mut stream).await, "the gateway ends the connection");
+    assert!(
+        upstream.requests().is_empty(),
+        "nothing reached the upstream"
+    );
+}
+
+#[tokio::test]
+async fn a_proxied_request_whose_client_shut_its_sending_side_is_dropped() {
+    let (_upstream, gateway) = standard().await;
+    let mut stream = TcpStream::connect(gateway.addr).await.unwrap();
+    // The upstream answers `…/slow` after 30 s; the gateway does not wait for it.
+    let request = format!(
+        "GET /mcp/slow HTTP/1.1\r\nHost: {}\r\nAuthorization: {}\r\n\r\n",
+        gateway.addr,
+        bearer()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    stream.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(WAIT, stream.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "closed, no answer: {read:?} {rest:?}"
+    );
 }
 
 #[tokio::test]
