@@ -96,7 +96,9 @@ pub async fn handle(
 
     // 7. MCP policy — routes with rules read the body (bounded), judge each message and
     //    forward the very bytes they judged; other routes stream it untouched.
-    let mut list_filter: Option<ListFilter> = None;
+    // Phase 11 on routes with rules; `true` when the request asks for a list, whose answer
+    // is then read whole (any answer's stream is filtered as it passes).
+    let mut filtered_answer: Option<bool> = None;
     let mut called_tools: Vec<String> = Vec::new();
     let mut single_id: Option<serde_json::Value> = None;
     let judged_body = match (&admission.route().mcp, parts.method == http::Method::POST) {
@@ -128,20 +130,20 @@ pub async fn handle(
                     // Taken, not copied: the audit event keeps only method, target and rule.
                     called_tools = std::mem::take(&mut judged.tools);
                     single_id = judged.id.take();
-                    if !judged.lists.is_empty() {
-                        list_filter = Some(ListFilter {
-                            requests: std::mem::take(&mut judged.lists),
-                            policy: policy.clone(),
-                            caller: admission.principal().map(owned_caller),
-                        });
-                    }
+                    filtered_answer = Some(judged.asks_for_list);
                     outcome = with_mcp(outcome, judged);
                     UpstreamBody::Judged(bytes)
                 }
                 (judged, Some(rejection)) => return deny(rejection, judged),
             }
         }
-        _ => UpstreamBody::Streaming(incoming),
+        (Some(_), false) => {
+            // A `GET` stream may replay answers (`Last-Event-ID`): lists in it are filtered
+            // all the same.
+            filtered_answer = Some(false);
+            UpstreamBody::Streaming(incoming)
+        }
+        (None, _) => UpstreamBody::Streaming(incoming),
     };
     // 8. Limits — per route, per principal, per principal and tool.
     if let Err(rejection) = limiter
@@ -163,8 +165,8 @@ pub async fn handle(
         denied.mcp_target = outcome.mcp_target.clone();
         return (response, denied);
     }
-    // A list answer is filtered (phase 11): it must come uncompressed.
-    if list_filter.is_some() {
+    // An answer that is filtered (phase 11) must come uncompressed.
+    if filtered_answer.is_some() {
         parts.headers.remove(http::header::ACCEPT_ENCODING);
     }
     let origin = parts.headers.get(http::header::ORIGIN).cloned();
@@ -259,8 +261,14 @@ pub async fn handle(
             )
             .await;
             // 11. Response filter — lists show only what the caller may use.
-            if let Some(filter) = list_filter {
-                response = filter_lists(response, filter).await;
+            if let (Some(reads_whole_answers), Some(policy)) =
+                (filtered_answer, &admission.route().mcp)
+            {
+                let filter = || ListFilter {
+                    policy: policy.clone(),
+                    caller: admission.principal().map(owned_caller),
+                };
+                response = filter_lists(response, reads_whole_answers, filter).await;
             }
             if let Some(origin) = origin {
                 let mut request_headers = HeaderMap::new();
@@ -294,11 +302,17 @@ fn owned_caller(principal: &crate::auth::Principal) -> OwnedCaller {
     }
 }
 
-/// Phase 11 on an upstream answer: a JSON answer is read (bounded) and rewritten, a stream
-/// is rewritten event by event as it passes; anything else (202, errors) is left alone. An
-/// answer the filter cannot read is not passed on unfiltered.
-async fn filter_lists(response: Response<Body>, filter: ListFilter) -> Response<Body> {
-    if response.status() != StatusCode::OK {
+/// Phase 11 on an upstream answer: a stream is rewritten event by event as it passes; any
+/// other successful answer is read (bounded) and rewritten if it is JSON when
+/// `reads_whole_answers` (the request asked for a list: other answers may be large, and
+/// are not buffered to be looked at); errors are left alone. An answer the filter cannot
+/// read is not passed on unfiltered.
+async fn filter_lists(
+    response: Response<Body>,
+    reads_whole_answers: bool,
+    filter: impl FnOnce() -> ListFilter,
+) -> Response<Body> {
+    if !response.status().is_success() {
         return response;
     }
     let (mut parts, body) = response.into_parts();
@@ -306,38 +320,34 @@ async fn filter_lists(response: Response<Body>, filter: ListFilter) -> Response<
         .headers
         .get(http::header::CONTENT_ENCODING)
         .is_some_and(|e| !e.as_bytes().eq_ignore_ascii_case(b"identity"));
-    let media = parts
+    let stream = parts
         .headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .unwrap_or_default();
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("text/event-stream"));
     let unfilterable = || {
         tracing::warn!("a list answer could not be filtered; it is not passed on");
         Rejection::UpstreamUnavailable.into_response()
     };
-    match media.as_str() {
-        _ if encoded => unfilterable(),
-        "application/json" => {
-            let Some(bytes) = read_list(body).await else {
-                return unfilterable();
-            };
-            let bytes = filter.filter_json(&bytes).unwrap_or(bytes);
-            parts.headers.remove(http::header::CONTENT_LENGTH);
-            Response::from_parts(parts, body::full(bytes))
-        }
-        "text/event-stream" => {
-            parts.headers.remove(http::header::CONTENT_LENGTH);
-            Response::from_parts(parts, SseFilter::new(body, filter).boxed_unsync())
-        }
-        _ => Response::from_parts(parts, body),
+    if !stream && !reads_whole_answers {
+        return Response::from_parts(parts, body);
     }
+    if encoded {
+        return unfilterable();
+    }
+    let filter = filter();
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    if stream {
+        return Response::from_parts(parts, SseFilter::new(body, filter).boxed_unsync());
+    }
+    // Whatever its media type says (`application/json-rpc`, none, …): clients read JSON
+    // where they find it.
+    let Some(bytes) = read_list(body).await else {
+        return unfilterable();
+    };
+    let bytes = filter.filter_json(&bytes).unwrap_or(bytes);
+    Response::from_parts(parts, body::full(bytes))
 }
 
 /// A JSON list answer, whole, if it is within `MAX_LIST_BYTES` and arrives intact.

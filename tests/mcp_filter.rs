@@ -1,6 +1,7 @@
 //! Phase 11 over real sockets: list answers show only what the caller may use — from a JSON
 //! answer and from an event stream (only the response event is rewritten; the others pass
-//! as they came) — with pagination cursors kept.
+//! as they came) — with pagination cursors kept; whatever id the upstream echoes, whatever
+//! JSON media type it names, and in a stream replayed on `GET` (`Last-Event-ID`).
 
 mod common;
 
@@ -19,8 +20,10 @@ use mcp_auth_gateway::auth::api_key::{format_hash, sha256};
 
 const TOOLS: &str = r#"[{"name":"search","description":"find"},{"name":"admin_reset"},{"name":"deploy"},{"name":"get_file"}]"#;
 
-/// A small MCP-ish upstream: answers list requests from `/json` as JSON and from `/sse` as
-/// an event stream (a progress notification first, then the response), echoing the id.
+/// A small MCP-ish upstream: answers list requests from `/json` as JSON, from `/odd` as
+/// `application/json-rpc`, and from `/sse` as an event stream (a progress notification
+/// first, then the response), echoing the id as JavaScript would (`1.0` → `1`, `-0` → `0`);
+/// a `GET` of `/sse` replays an earlier `tools/list` answer (resumption).
 async fn upstream(seen: Arc<Mutex<Vec<http::HeaderMap>>>) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -37,9 +40,26 @@ async fn upstream(seen: Arc<Mutex<Vec<http::HeaderMap>>>) -> std::net::SocketAdd
                         seen.lock().unwrap().push(request.headers().clone());
                         let sse = request.uri().path().ends_with("/sse");
                         let gzip = request.uri().path().ends_with("/gzip");
+                        let odd = request.uri().path().ends_with("/odd");
+                        if request.method() == http::Method::GET {
+                            let replay = format!(
+                                "id: 7\ndata: {{\"jsonrpc\":\"2.0\",\"id\":5,\"result\":{{\"tools\":{TOOLS}}}}}\n\n"
+                            );
+                            return Ok::<_, Infallible>(
+                                Response::builder()
+                                    .header("content-type", "text/event-stream")
+                                    .body(Full::new(Bytes::from(replay)))
+                                    .unwrap(),
+                            );
+                        }
                         let body = request.into_body().collect().await.unwrap().to_bytes();
                         let message: serde_json::Value = serde_json::from_slice(&body).unwrap();
-                        let id = message["id"].clone();
+                        let id = match message["id"].as_f64() {
+                            Some(number) if number.fract() == 0.0 => {
+                                serde_json::Value::from(number as i64)
+                            }
+                            _ => message["id"].clone(),
+                        };
                         let (member, items) = match message["method"].as_str().unwrap() {
                             "tools/list" => ("tools", TOOLS.to_string()),
                             "prompts/list" => (
@@ -63,6 +83,11 @@ async fn upstream(seen: Arc<Mutex<Vec<http::HeaderMap>>>) -> std::net::SocketAdd
                             Response::builder()
                                 .header("content-type", "text/event-stream")
                                 .body(Full::new(Bytes::from(stream)))
+                                .unwrap()
+                        } else if odd {
+                            Response::builder()
+                                .header("content-type", "application/json-rpc")
+                                .body(Full::new(Bytes::from(answer)))
                                 .unwrap()
                         } else if gzip {
                             // Claims an encoding the filter cannot read.
@@ -123,6 +148,17 @@ tools = ["deploy"]
 scopes = ["deploy"]
 
 [[routes]]
+id = "odd"
+path = "/odd"
+upstream = "http://{addr}/odd"
+verifiers = ["api_keys"]
+[routes.mcp]
+[[routes.mcp.rules]]
+name = "admins-only"
+tools = ["admin_*"]
+groups = ["admins"]
+
+[[routes]]
 id = "gzip"
 path = "/gzip"
 upstream = "http://{addr}/gzip"
@@ -152,6 +188,16 @@ groups = ["admins"]
 }
 
 async fn list(gateway: &TestGateway, path: &str, key: &str, method: &str) -> Answer {
+    list_with_id(gateway, path, key, method, "41").await
+}
+
+async fn list_with_id(
+    gateway: &TestGateway,
+    path: &str,
+    key: &str,
+    method: &str,
+    id: &str,
+) -> Answer {
     post_json(
         gateway.addr,
         path,
@@ -159,7 +205,7 @@ async fn list(gateway: &TestGateway, path: &str, key: &str, method: &str) -> Ans
             ("authorization", &format!("Bearer {key}")),
             ("accept-encoding", "gzip, br"),
         ],
-        &format!(r#"{{"jsonrpc":"2.0","id":41,"method":"{method}","params":{{}}}}"#),
+        &format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"{method}","params":{{}}}}"#),
     )
     .await
 }
@@ -261,5 +307,59 @@ async fn a_list_answer_the_filter_cannot_read_is_not_passed_on() {
     let answer = list(&gateway, "/gzip", "contractor-key-0123456789", "tools/list").await;
     assert_eq!(answer.status, 502, "{}", answer.body);
     assert!(!answer.body.contains("admin_reset"));
+    gateway.shutdown().await;
+}
+
+/// The upstream echoes `1.0`, `1e0` and `-0` as JavaScript does (`1`, `1`, `0`): the
+/// client matches that answer to its request; so does the filter, whose test is the
+/// answer's shape, not its id. Also under a JSON media type other than `application/json`.
+#[tokio::test]
+async fn a_list_is_filtered_whatever_id_the_upstream_echoes_and_whatever_json_type_it_names() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let gateway = start(upstream(seen).await).await;
+    for path in ["/json", "/odd", "/sse"] {
+        for id in ["1.0", "1e0", "-0", "\"a\""] {
+            let answer = list_with_id(
+                &gateway,
+                path,
+                "contractor-key-0123456789",
+                "tools/list",
+                id,
+            )
+            .await;
+            assert_eq!(answer.status, 200, "{path} {id}: {}", answer.body);
+            // The response (the stream's last event; its notification names admin_reset).
+            let response = answer.body.rsplit("data: ").next().unwrap_or_default();
+            assert!(
+                !response.contains("admin_reset"),
+                "{path} {id}: {}",
+                answer.body
+            );
+            assert!(response.contains("search"), "{path} {id}: {}", answer.body);
+        }
+    }
+    gateway.shutdown().await;
+}
+
+/// A stream resumed with `GET` + `Last-Event-ID` replays answers to earlier requests: a list
+/// among them is filtered like the answer it replays.
+#[tokio::test]
+async fn a_list_replayed_on_a_resumed_get_stream_is_filtered() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let gateway = start(upstream(seen).await).await;
+    let answer = common::http::get(
+        gateway.addr,
+        "/sse",
+        &[
+            ("authorization", "Bearer contractor-key-0123456789"),
+            ("accept", "text/event-stream"),
+            ("last-event-id", "3"),
+        ],
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(answer.body.starts_with("id: 7\ndata: "), "{}", answer.body);
+    assert!(!answer.body.contains("admin_reset"), "{}", answer.body);
+    assert!(answer.body.contains("\"search\""), "{}", answer.body);
     gateway.shutdown().await;
 }

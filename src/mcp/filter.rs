@@ -1,15 +1,22 @@
-//! Phase 11 — response filter: `tools/list`, `prompts/list`, `resources/list` and
-//! `resources/templates/list` answers keep only what the caller may use, whether the
-//! upstream answered `application/json` or `text/event-stream`.
+//! Phase 11 — response filter: the tools, prompts, resources and resource templates an
+//! answer lists keep only what the caller may use, whether the upstream answered
+//! `application/json` or `text/event-stream`.
 //!
 //! "May use" is the route's rules asked about the corresponding operation (`tools/call`
 //! of the tool, `prompts/get` of the prompt, `resources/read` of the resource or
 //! template): refused → hidden. A tool that needs a scope the caller can step up to stays
 //! listed, or the client could never learn to ask for it.
 //!
-//! In a stream only the event that carries the list's response is rewritten; every other
-//! event passes as soon as it is complete, byte for byte. Everything else of the answer —
-//! `nextCursor` included — is kept.
+//! A response is recognised by its shape, not by its id: any JSON-RPC message whose
+//! `result` holds `tools`, `prompts`, `resources` or `resourceTemplates` is filtered. Ids
+//! would not do: an upstream may echo `1.0` as `1` or `-0` as `0` (clients then match
+//! the answer, the gateway would not), and a stream resumed with `GET` + `Last-Event-ID`
+//! replays answers to requests this connection never saw.
+//!
+//! In a stream every complete event is looked at; one whose data cannot hold a list
+//! (none of the member names, no escape) passes as it is, byte for byte, and so does every
+//! event that is not a list's response. Everything else of the answer — `nextCursor`
+//! included — is kept.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -37,15 +44,20 @@ pub enum ListKind {
 }
 
 impl ListKind {
-    pub fn of_method(method: &str) -> Option<ListKind> {
-        match method {
-            "tools/list" => Some(ListKind::Tools),
-            "prompts/list" => Some(ListKind::Prompts),
-            "resources/list" => Some(ListKind::Resources),
-            "resources/templates/list" => Some(ListKind::ResourceTemplates),
-            _ => None,
-        }
-    }
+    const ALL: [ListKind; 4] = [
+        ListKind::Tools,
+        ListKind::Prompts,
+        ListKind::Resources,
+        ListKind::ResourceTemplates,
+    ];
+
+    /// The methods asking for a list.
+    pub const METHODS: [&'static str; 4] = [
+        "tools/list",
+        "prompts/list",
+        "resources/list",
+        "resources/templates/list",
+    ];
 
     /// The result member holding the items, and the item member naming each.
     fn members(self) -> (&'static str, &'static str) {
@@ -68,6 +80,15 @@ impl ListKind {
     }
 }
 
+/// Whether the text of a message could hold a list: one of the result members' names
+/// (`resource` is in both resource members), or an escape that could spell one.
+fn may_hold_a_list(data: &[u8]) -> bool {
+    const NEEDLES: [&[u8]; 4] = [b"tools", b"prompts", b"resource", b"\\u"];
+    NEEDLES
+        .iter()
+        .any(|needle| data.windows(needle.len()).any(|window| window == *needle))
+}
+
 /// The caller, owned (the filter outlives the request's borrow of the principal).
 #[derive(Debug, Clone)]
 pub struct OwnedCaller {
@@ -81,9 +102,6 @@ pub struct OwnedCaller {
 /// What to filter, for whom.
 #[derive(Debug, Clone)]
 pub struct ListFilter {
-    /// The list requests (one, or several in a batch) and their ids: only their responses
-    /// are rewritten.
-    pub requests: Vec<(ListKind, Value)>,
     pub policy: Arc<McpPolicy>,
     pub caller: Option<OwnedCaller>,
 }
@@ -105,33 +123,25 @@ impl ListFilter {
         )
     }
 
-    /// Filters one JSON-RPC message in place; `true` if it was the list's response.
+    /// Filters one JSON-RPC message in place; `true` if it is a response holding a list.
     fn filter_message(&self, message: &mut Value) -> bool {
-        if message.get("jsonrpc") != Some(&Value::from("2.0")) {
-            return false;
-        }
-        let Some(kind) = self
-            .requests
-            .iter()
-            .find(|(_, id)| message.get("id") == Some(id))
-            .map(|(kind, _)| *kind)
-        else {
+        let Some(result) = message.get_mut("result").and_then(Value::as_object_mut) else {
             return false;
         };
-        let (list, key) = kind.members();
-        if let Some(items) = message
-            .get_mut("result")
-            .and_then(|r| r.get_mut(list))
-            .and_then(Value::as_array_mut)
-        {
-            // An item without a readable name is not shown: it could not be judged.
-            items.retain(|item| {
-                item.get(key)
-                    .and_then(Value::as_str)
-                    .is_some_and(|n| self.visible(kind, n))
-            });
+        let mut found = false;
+        for kind in ListKind::ALL {
+            let (list, key) = kind.members();
+            if let Some(items) = result.get_mut(list).and_then(Value::as_array_mut) {
+                // An item without a readable name is not shown: it could not be judged.
+                items.retain(|item| {
+                    item.get(key)
+                        .and_then(Value::as_str)
+                        .is_some_and(|n| self.visible(kind, n))
+                });
+                found = true;
+            }
         }
-        true
+        found
     }
 
     /// A whole JSON body: the response, or (batch) an array holding it. `None`: not ours to
@@ -155,6 +165,9 @@ impl ListFilter {
     /// One complete SSE event (without its terminating blank line): rewritten if its data
     /// is the list's response, else `None` (pass it as it was).
     fn filter_event(&self, event: &[u8]) -> Option<Vec<u8>> {
+        if !may_hold_a_list(event) {
+            return None;
+        }
         let text = std::str::from_utf8(event).ok()?;
         let mut data = String::new();
         let mut others = Vec::new();
@@ -220,14 +233,11 @@ fn event_boundary(buffer: &[u8]) -> Option<(usize, usize)> {
     None
 }
 
-/// A `text/event-stream` body with the list response rewritten.
+/// A `text/event-stream` body with every list response rewritten.
 pub struct SseFilter<B> {
     inner: B,
     filter: ListFilter,
     pending: BytesMut,
-    /// Responses still to rewrite; at zero the rest passes untouched.
-    remaining: usize,
-    done: bool,
     ended: bool,
 }
 
@@ -235,10 +245,8 @@ impl<B> SseFilter<B> {
     pub fn new(inner: B, filter: ListFilter) -> Self {
         Self {
             inner,
-            remaining: filter.requests.len(),
             filter,
             pending: BytesMut::new(),
-            done: false,
             ended: false,
         }
     }
@@ -248,16 +256,10 @@ impl<B> SseFilter<B> {
         let mut out = BytesMut::new();
         while let Some((event_end, separator_end)) = event_boundary(&self.pending) {
             let chunk = self.pending.split_to(separator_end);
-            if self.done {
-                out.extend_from_slice(&chunk);
-                continue;
-            }
             match self.filter.filter_event(&chunk[..event_end]) {
                 Some(rewritten) => {
                     out.extend_from_slice(&rewritten);
                     out.extend_from_slice(b"\n");
-                    self.remaining = self.remaining.saturating_sub(1);
-                    self.done = self.remaining == 0;
                 }
                 None => out.extend_from_slice(&chunk),
             }
@@ -286,10 +288,6 @@ where
             if this.ended {
                 return Poll::Ready(None);
             }
-            // Once the response went by, nothing more is looked at.
-            if this.done && this.pending.is_empty() {
-                return Pin::new(&mut this.inner).poll_frame(cx);
-            }
             match Pin::new(&mut this.inner).poll_frame(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Err(error))) => return Poll::Ready(Some(Err(error))),
@@ -300,7 +298,7 @@ where
                     };
                     this.pending.extend_from_slice(&frame);
                     let out = this.drain_events();
-                    if !this.done && this.pending.len() > MAX_LIST_BYTES {
+                    if this.pending.len() > MAX_LIST_BYTES {
                         this.ended = true;
                         return Poll::Ready(Some(Err(Box::new(ListTooLarge))));
                     }
@@ -315,9 +313,9 @@ where
                     if rest.is_empty() {
                         return Poll::Ready(None);
                     }
-                    let out = match (this.done, this.filter.filter_event(&rest)) {
-                        (false, Some(rewritten)) => Bytes::from(rewritten),
-                        _ => rest,
+                    let out = match this.filter.filter_event(&rest) {
+                        Some(rewritten) => Bytes::from(rewritten),
+                        None => rest,
                     };
                     return Poll::Ready(Some(Ok(Frame::data(out))));
                 }
@@ -332,7 +330,7 @@ mod tests {
     use crate::model::rules::{Action, DefaultEffect, Rule};
     use http_body_util::BodyExt;
 
-    fn filter(kind: ListKind) -> ListFilter {
+    fn filter() -> ListFilter {
         let policy = McpPolicy {
             rules: vec![Rule {
                 name: "no-admin".into(),
@@ -348,7 +346,6 @@ mod tests {
             undetermined_allowed: false,
         };
         ListFilter {
-            requests: vec![(kind, Value::from(3))],
             policy: Arc::new(policy),
             caller: None,
         }
@@ -357,25 +354,75 @@ mod tests {
     #[test]
     fn json_lists_keep_only_usable_items_and_everything_else() {
         let body = br#"{"jsonrpc":"2.0","id":3,"result":{"tools":[{"name":"search","description":"d"},{"name":"admin_reset"},{"title":"no name"}],"nextCursor":"abc"}}"#;
-        let out: Value =
-            serde_json::from_slice(&filter(ListKind::Tools).filter_json(body).unwrap()).unwrap();
+        let out: Value = serde_json::from_slice(&filter().filter_json(body).unwrap()).unwrap();
         assert_eq!(
             out["result"]["tools"],
             serde_json::json!([{"name":"search","description":"d"}])
         );
         assert_eq!(out["result"]["nextCursor"], "abc");
-        // Another id, or not a response: left alone.
-        assert!(filter(ListKind::Tools)
-            .filter_json(br#"{"jsonrpc":"2.0","id":4,"result":{"tools":[]}}"#)
-            .is_none());
+        // Not a response holding a list: left alone.
+        for other in [
+            &br#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#[..],
+            br#"{"jsonrpc":"2.0","id":3,"result":{"content":[{"type":"text","text":"tools"}]}}"#,
+            br#"{"jsonrpc":"2.0","id":3,"error":{"code":1,"message":"tools"}}"#,
+            b"not json",
+        ] {
+            assert!(filter().filter_json(other).is_none(), "{other:?}");
+        }
         let resources = br#"{"jsonrpc":"2.0","id":3,"result":{"resources":[{"uri":"file:///private/x"},{"uri":"file:///public/y"}]}}"#;
-        let out: Value =
-            serde_json::from_slice(&filter(ListKind::Resources).filter_json(resources).unwrap())
-                .unwrap();
+        let out: Value = serde_json::from_slice(&filter().filter_json(resources).unwrap()).unwrap();
         assert_eq!(
             out["result"]["resources"],
             serde_json::json!([{"uri":"file:///public/y"}])
         );
+    }
+
+    /// Whatever id the answer carries — the request's in another spelling (`1.0` echoed as
+    /// `1`, `-0` as `0`), another request's (a replayed stream), none — and in a batch.
+    #[test]
+    fn every_response_holding_a_list_is_filtered_whatever_its_id() {
+        for id in ["1", "1.0", "0", "-0", "1e0", "\"x\"", "null"] {
+            let body = format!(
+                r#"{{"jsonrpc":"2.0","id":{id},"result":{{"tools":[{{"name":"admin_x"}},{{"name":"ok"}}],"prompts":[{{"name":"secret"}}]}}}}"#
+            );
+            let out: Value =
+                serde_json::from_slice(&filter().filter_json(body.as_bytes()).unwrap()).unwrap();
+            assert_eq!(
+                out["result"]["tools"],
+                serde_json::json!([{"name":"ok"}]),
+                "{id}"
+            );
+            assert_eq!(out["result"]["prompts"], serde_json::json!([]), "{id}");
+        }
+        let batch = br#"[{"jsonrpc":"2.0","id":7,"result":{"resourceTemplates":[{"uriTemplate":"file:///private/{x}"},{"uriTemplate":"file:///public/{x}"}]}},{"id":8,"result":{"tools":[{"name":"admin_y"}]}}]"#;
+        let out: Value = serde_json::from_slice(&filter().filter_json(batch).unwrap()).unwrap();
+        assert_eq!(
+            out[0]["result"]["resourceTemplates"],
+            serde_json::json!([{"uriTemplate":"file:///public/{x}"}])
+        );
+        assert_eq!(out[1]["result"]["tools"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn only_text_that_could_spell_a_list_member_is_parsed() {
+        for (data, could) in [
+            (&b"{\"result\":{\"tools\":[]}}"[..], true),
+            (b"{\"result\":{\"resourceTemplates\":[]}}", true),
+            (b"{\"result\":{\"\\u0074ools\":[]}}", true),
+            (b"{\"result\":{\"content\":[]}}", false),
+            (b": keep-alive", false),
+        ] {
+            assert_eq!(
+                may_hold_a_list(data),
+                could,
+                "{:?}",
+                String::from_utf8_lossy(data)
+            );
+        }
+        // An escaped member name is still a list (serde_json reads the escape).
+        let escaped = br#"{"jsonrpc":"2.0","id":1,"result":{"\u0074ools":[{"name":"admin_x"}]}}"#;
+        let out: Value = serde_json::from_slice(&filter().filter_json(escaped).unwrap()).unwrap();
+        assert_eq!(out["result"]["tools"], serde_json::json!([]));
     }
 
     /// A body delivering fixed chunks, one per poll.
@@ -393,21 +440,24 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn only_the_response_event_of_a_stream_is_rewritten() {
-        let stream = "event: message\nid: 1\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{\"admin_x\":1}}\n\n: keepalive\n\nid: 2\r\ndata: {\"jsonrpc\":\"2.0\",\"id\":3,\r\ndata: \"result\":{\"tools\":[{\"name\":\"admin_reset\"},{\"name\":\"ok\"}]}}\r\n\r\nid: 3\ndata: after\n\n";
+    async fn only_the_list_response_events_of_a_stream_are_rewritten() {
+        // The second list response stands for an answer replayed after `Last-Event-ID`.
+        let stream = "event: message\nid: 1\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{\"admin_x\":1}}\n\n: keepalive\n\nid: 2\r\ndata: {\"jsonrpc\":\"2.0\",\"id\":3,\r\ndata: \"result\":{\"tools\":[{\"name\":\"admin_reset\"},{\"name\":\"ok\"}]}}\r\n\r\nid: 3\ndata: after\n\nid: 4\ndata: {\"jsonrpc\":\"2.0\",\"id\":1.0,\"result\":{\"tools\":[{\"name\":\"admin_again\"}]}}\n\nid: 5\ndata: end\n\n";
         // Split into awkward chunks.
         let chunks = stream
             .as_bytes()
             .chunks(7)
             .map(Bytes::copy_from_slice)
             .collect();
-        let body = SseFilter::new(Chunks(chunks), filter(ListKind::Tools));
+        let body = SseFilter::new(Chunks(chunks), filter());
         let out = body.collect().await.unwrap().to_bytes();
         let text = String::from_utf8(out.to_vec()).unwrap();
         assert!(text.starts_with("event: message\nid: 1\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{\"admin_x\":1}}\n\n: keepalive\n\n"), "{text}");
         assert!(text.contains("id: 2\ndata: {"), "{text}");
         assert!(!text.contains("admin_reset"), "{text}");
         assert!(text.contains("\"name\":\"ok\""), "{text}");
-        assert!(text.ends_with("id: 3\ndata: after\n\n"), "{text}");
+        assert!(text.contains("id: 3\ndata: after\n\nid: 4\n"), "{text}");
+        assert!(!text.contains("admin_again"), "{text}");
+        assert!(text.ends_with("id: 5\ndata: end\n\n"), "{text}");
     }
 }

@@ -34,8 +34,9 @@ pub struct Judged {
     pub method: Option<String>,
     pub target: Option<String>,
     pub rule: Option<String>,
-    /// The list requests and their ids (phase 11 filters their answers).
-    pub lists: Vec<(ListKind, Value)>,
+    /// Whether a request asks for a list (phase 11 then reads a JSON answer whole to
+    /// filter it).
+    pub asks_for_list: bool,
     /// The tools called (phase 8 counts them).
     pub tools: Vec<String>,
     /// The id of a single request (answers carry it).
@@ -53,7 +54,7 @@ impl Judged {
                 .and_then(|m| m.target.as_ref())
                 .map(|t| t.name().to_string()),
             rule: None,
-            lists: list_requests(messages),
+            asks_for_list: asks_for_list(messages),
             tools: messages
                 .iter()
                 .filter_map(|m| match &m.target {
@@ -75,7 +76,7 @@ impl Judged {
             Body::Single(message) => message,
             batch @ Body::Batch(_) => return Judged::describing(&batch),
         };
-        let lists = list_requests(std::slice::from_ref(&message));
+        let asks_for_list = asks_for_list(std::slice::from_ref(&message));
         let (target, tools) = match message.target {
             Some(Target::Tool(name)) => (Some(name.clone()), vec![name]),
             Some(Target::Prompt(name) | Target::Resource(name)) => (Some(name), Vec::new()),
@@ -85,25 +86,25 @@ impl Judged {
             method: message.method,
             target,
             rule: None,
-            lists,
+            asks_for_list,
             tools,
             id: message.id,
         }
     }
 }
 
-/// The list requests among `messages` and their ids (phase 11 filters their answers).
-fn list_requests(messages: &[Message]) -> Vec<(ListKind, Value)> {
-    messages
-        .iter()
-        .filter(|m| m.kind == Kind::Request)
-        .filter_map(|m| {
-            m.method
-                .as_deref()
-                .and_then(ListKind::of_method)
-                .zip(m.id.clone())
-        })
-        .collect()
+/// Whether a request among `messages` asks for a list — also in a spelling an upstream
+/// might read alike (case, surrounding blanks): its answer is then read and filtered.
+fn asks_for_list(messages: &[Message]) -> bool {
+    messages.iter().any(|m| {
+        m.kind == Kind::Request
+            && m.method.as_deref().is_some_and(|method| {
+                let method = method.trim();
+                ListKind::METHODS
+                    .iter()
+                    .any(|list| method.eq_ignore_ascii_case(list))
+            })
+    })
 }
 
 /// Judges a body for `route`: what it asks (for the audit event) and, if refused, why.
