@@ -895,6 +895,64 @@ async fn identity_headers_spelled_with_underscores_are_stripped() {
     assert_eq!(seen.header("x_auth_method"), None, "{:?}", seen.headers);
 }
 
+#[tokio::test]
+async fn look_alikes_with_any_separator_path_claims_and_listed_request_ids_are_handled() {
+    // lighttpd's CGI, FastCGI and SCGI turn every byte but letters and digits into `_`:
+    // `X+User+Email` reaches such an upstream as HTTP_X_USER_EMAIL.
+    let fixture = Fixture::start().await;
+    let answer = req("GET /mcp")
+        .auth()
+        .h("X~User~Id", "mallory")
+        .h("X+User+Email", "mallory@example.com")
+        .h("X!Auth!Method", "jwt")
+        .h("X*User*Groups", "admins")
+        .h("Mcp_Session_Id", "someone-elses")
+        .h("X-Rewrite-Url", "/admin")
+        .h("X_Envoy_Original_Path", "/admin")
+        .h("Script-Name", "/admin")
+        .h("Connection", "x-request-id")
+        .send(fixture.gateway.addr)
+        .await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let seen = fixture.upstream.last();
+    assert_eq!(seen.header("x-user-id"), Some("alice"));
+    for name in [
+        "x~user~id",
+        "x+user+email",
+        "x!auth!method",
+        "x*user*groups",
+        "mcp_session_id",
+        "x-rewrite-url",
+        "x_envoy_original_path",
+        "script-name",
+    ] {
+        assert_eq!(seen.header(name), None, "{name}: {:?}", seen.headers);
+    }
+    // `Connection` cannot list the gateway's own request id away from the upstream.
+    assert_eq!(
+        seen.header("x-request-id"),
+        answer.header("x-request-id"),
+        "{:?}",
+        seen.headers
+    );
+    assert!(seen.header("x-request-id").is_some(), "{:?}", seen.headers);
+}
+
+#[tokio::test]
+async fn two_session_ids_are_refused_never_first_wins() {
+    let fixture = Fixture::start().await;
+    let answer = req("POST /mcp")
+        .auth()
+        .h("Mcp-Session-Id", "mine")
+        .h("Mcp-Session-Id", "someone-elses")
+        .h("Content-Type", "application/json")
+        .body(b"{}")
+        .send(fixture.gateway.addr)
+        .await;
+    assert_eq!(answer.status, 400, "{answer:?}");
+    assert!(fixture.upstream.requests().is_empty(), "nothing forwarded");
+}
+
 // ---------------------------------------------------------------------------------------
 // /verify — ForwardAuth answers only 200, 401 or 403
 // ---------------------------------------------------------------------------------------

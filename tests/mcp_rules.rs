@@ -576,3 +576,37 @@ deny = true
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Only a POST's messages are judged, so only a POST may carry any: a denied call sent as
+/// the body of a GET or DELETE is refused, not forwarded unjudged (an upstream routing every
+/// method to its JSON-RPC handler would act on it).
+#[tokio::test]
+async fn a_body_on_another_method_is_refused_not_forwarded_unjudged() {
+    let upstream = Upstream::start().await;
+    let gateway = start(&upstream).await;
+    for method in ["GET", "DELETE"] {
+        let request = common::http::request(method, gateway.addr, "/mcp")
+            .header("authorization", format!("Bearer {PLAIN}"))
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(call(
+                1,
+                "delete_city",
+            ))))
+            .unwrap();
+        let answer = common::http::exchange(gateway.addr, request).await;
+        assert_eq!(answer.status, 400, "{method}: {}", answer.body);
+    }
+    assert!(
+        upstream.requests().is_empty(),
+        "nothing reached the upstream"
+    );
+    // Without a body they pass as before.
+    let answer = get(
+        gateway.addr,
+        "/mcp",
+        &[("authorization", &format!("Bearer {PLAIN}"))],
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    gateway.shutdown().await;
+}

@@ -1,14 +1,16 @@
-//! Header names as CGI-style servers (WSGI, Rack, PHP) read them: `_` and `.` count as
-//! `-`, so `X_User_Id`, `X.User.Id` and `X-User-Id` are one variable there (`HTTP_X_USER_ID`).
+//! Header names as CGI-style servers read them: WSGI, Rack and PHP count `_` and `.` as
+//! `-`, lighttpd's CGI, FastCGI and SCGI every byte that is not a letter or a digit, so
+//! `X_User_Id`, `X.User.Id`, `X+User~Id` and `X-User-Id` can all become `HTTP_X_USER_ID`.
 //! Whatever the gateway sets or withholds, it must set or withhold in every such spelling;
 //! the configuration is checked the same way.
 
-/// A byte of a header name as a CGI-style server reads it.
+/// A byte of a header name as a CGI-style server reads it: anything but a letter or a
+/// digit is a separator.
 fn dash(byte: u8) -> u8 {
-    if byte == b'_' || byte == b'.' {
-        b'-'
-    } else {
+    if byte.is_ascii_alphanumeric() {
         byte
+    } else {
+        b'-'
     }
 }
 

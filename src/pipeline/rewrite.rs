@@ -4,8 +4,9 @@
 //! `Connection`), the client's `Authorization` (no token passthrough), `Cookie`, `Origin`
 //! (already validated; SDK upstreams re-check it against their own host), every header that
 //! claims forwarding facts (`Forwarded`, `X-Forwarded-*`, `X-Real-IP`, `X-Original-*`, …)
-//! and every header that collides, in any spelling with `_` or `.` for `-`, with an identity
-//! or upstream-credential header we set — in one pass over the names present. Then set
+//! and every header that collides, in any spelling with another separator for `-`, with an
+//! identity or upstream-credential header we set, or looks like the session id or request
+//! id — in one pass over the names present. Then set
 //! identity from the [`Admission`], the route's upstream credential, the user's token and
 //! `X-Forwarded-For/Proto/Host` ([`set_fields`]): not into the map but beside it, written
 //! after the client's remaining fields (their names are distinct — the configuration is
@@ -18,6 +19,7 @@ use http::request::Parts;
 use http::{Request, Uri, Version};
 
 use super::policy::Admission;
+use super::session::MCP_SESSION_ID;
 use crate::body::Body;
 use crate::model::forwarding::{
     SET_ON_EVERY_REQUEST, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
@@ -53,17 +55,24 @@ static NEVER_FORWARDED: [HeaderName; 5] = [
 /// Headers that claim something about the connection or the original request that only a
 /// proxy may say: every name beginning with one of these, and each of the names below.
 const FORWARDING_PREFIXES: [&str; 2] = ["x-forwarded-", "x-original-"];
-const FORWARDING_CLAIMS: [&str; 5] = [
+const FORWARDING_CLAIMS: [&str; 9] = [
     "forwarded",
     "x-real-ip",
     "x-client-ip",
     "true-client-ip",
     "x-cluster-client-ip",
+    // The original path as some frameworks take it from a front proxy (Symfony's and
+    // Zend's `X-Rewrite-Url`, Envoy's, the CGI script name): an upstream routing on them
+    // would act on a path the gateway never authorized.
+    "x-rewrite-url",
+    "x-envoy-original-path",
+    "x-script-name",
+    "script-name",
 ];
 
 /// Whether a client header claims something about the connection or the original request
 /// that only a proxy may say (`Forwarded`, `X-Forwarded-*`, `X-Real-IP`, `X-Original-*`,
-/// …), in any spelling with `_` or `.` for `-` ([`reads_as`]). (Method overrides never get
+/// …), in any spelling with another separator for `-` ([`reads_as`]). (Method overrides never get
 /// this far: the transport guard refuses them.) Upstreams use these for client-IP
 /// allowlists, rate limits and URL generation (`X-Forwarded-Prefix`).
 fn claims_forwarding(name: &str) -> bool {
@@ -103,7 +112,7 @@ impl NameFilter {
 
     fn bit(name: &str) -> u32 {
         let first = match name.as_bytes().first() {
-            Some(b'_' | b'.') => b'-',
+            Some(&byte) if !byte.is_ascii_alphanumeric() => b'-',
             Some(&byte) => byte,
             None => 0,
         };
@@ -118,7 +127,7 @@ fn fixed_names() -> NameFilter {
         NameFilter::of(
             HOP_BY_HOP
                 .iter()
-                .chain([&header::UPGRADE, &REQUEST_ID])
+                .chain([&header::UPGRADE, &REQUEST_ID, &MCP_SESSION_ID])
                 .map(HeaderName::as_str)
                 .chain(FORWARDING_CLAIMS),
         )
@@ -189,7 +198,8 @@ pub fn remove_where(
     counted
 }
 
-/// Whether `name` is one of `names` in any spelling with `_` or `.` for `-` ([`reads_as`]):
+/// Whether `name` is one of `names` in any spelling with another separator for `-`
+/// ([`reads_as`]):
 /// a look-alike of a header we set would reach a CGI-style upstream as that header.
 fn names_one_of<'a>(name: &HeaderName, mut names: impl Iterator<Item = &'a HeaderName>) -> bool {
     names.any(|ours| reads_as(name.as_str(), ours.as_str()))
@@ -199,9 +209,9 @@ fn names_one_of<'a>(name: &HeaderName, mut names: impl Iterator<Item = &'a Heade
 /// receive (see the module documentation), in one pass. Every name the gateway withholds or
 /// sets is matched in every spelling a CGI-style server reads alike ([`reads_as`]):
 /// `Transfer_Encoding` would reach such a server as `Transfer-Encoding`, `X_Upstream_Token`
-/// as the route's token header. The request id is the gateway's own (set before this);
-/// only its look-alikes go. Returns how many identity headers the client sent (spoofing),
-/// for the debug log.
+/// as the route's token header. The request id is the gateway's own (set before this), and
+/// stays whatever `Connection` lists; only its look-alikes go, as the session id's do.
+/// Returns how many identity headers the client sent (spoofing), for the debug log.
 fn withhold_client_headers(
     headers: &mut HeaderMap,
     identity: &IdentityHeaders,
@@ -221,6 +231,10 @@ fn withhold_client_headers(
         if NEVER_FORWARDED.contains(name) {
             return Some(false);
         }
+        // The gateway's own request id (set before this), whatever `Connection` lists.
+        if *name == REQUEST_ID {
+            return None;
+        }
         let spelled = name.as_str();
         if !candidates.may_match(spelled) && !begins_like_forwarding(spelled) {
             return None;
@@ -231,9 +245,12 @@ fn withhold_client_headers(
         if names_one_of(name, identity.names().into_iter()) {
             return Some(true);
         }
-        let request_id_lookalike =
-            reads_as(name.as_str(), REQUEST_ID.as_str()) && *name != REQUEST_ID;
-        let withheld = request_id_lookalike
+        // A look-alike of the request id, or of the session id phase 6 checked (one the
+        // upstream might read as that header).
+        let lookalike = (reads_as(name.as_str(), REQUEST_ID.as_str())
+            || reads_as(name.as_str(), MCP_SESSION_ID.as_str()))
+            && *name != MCP_SESSION_ID;
+        let withheld = lookalike
             || claims_forwarding(name.as_str())
             || names_one_of(
                 name,
@@ -380,10 +397,11 @@ pub(super) mod tests {
 
     use super::*;
 
-    /// A header name with `-` for `_` and `.`, built: what the reference compares.
+    /// A header name with `-` for every byte not a letter or a digit, built: what the
+    /// reference compares.
     fn dashed(name: &str) -> Cow<'_, str> {
-        if name.contains(['_', '.']) {
-            Cow::Owned(name.replace(['_', '.'], "-"))
+        if name.contains(|c: char| !c.is_ascii_alphanumeric() && c != '-') {
+            Cow::Owned(name.replace(|c: char| !c.is_ascii_alphanumeric(), "-"))
         } else {
             Cow::Borrowed(name)
         }
@@ -401,6 +419,10 @@ pub(super) mod tests {
                     | "x-client-ip"
                     | "true-client-ip"
                     | "x-cluster-client-ip"
+                    | "x-rewrite-url"
+                    | "x-envoy-original-path"
+                    | "x-script-name"
+                    | "script-name"
             )
     }
 
@@ -454,6 +476,10 @@ pub(super) mod tests {
             }
             removed
         }
+        // The gateway's own request id stays, whatever the client's `Connection` lists.
+        let own_request_id: Vec<HeaderValue> =
+            headers.get_all(&REQUEST_ID).iter().cloned().collect();
+        headers.remove(&REQUEST_ID);
         let mut hop_by_hop = connection_listed(headers);
         hop_by_hop.extend(HOP_BY_HOP.iter().cloned());
         hop_by_hop.push(header::UPGRADE);
@@ -474,13 +500,19 @@ pub(super) mod tests {
         let mut credential_names: Vec<&HeaderName> = credentials.iter().map(|(n, _)| n).collect();
         credential_names.extend(user_token);
         strip_names(headers, &credential_names);
-        let request_id_lookalikes: Vec<HeaderName> = headers
+        let lookalikes: Vec<HeaderName> = headers
             .keys()
-            .filter(|key| dashed(key.as_str()) == "x-request-id" && **key != REQUEST_ID)
+            .filter(|key| {
+                let dashed = dashed(key.as_str());
+                (dashed == "x-request-id" || dashed == "mcp-session-id") && **key != MCP_SESSION_ID
+            })
             .cloned()
             .collect();
-        for name in request_id_lookalikes {
+        for name in lookalikes {
             headers.remove(name);
+        }
+        for own in own_request_id {
+            headers.append(REQUEST_ID, own);
         }
         spoofed
     }
@@ -590,21 +622,24 @@ pub(super) mod tests {
             "mcp-session-id",
             "x-custom",
         ]);
-        // Known names respelled with `_` / `.`, and arbitrary tokens.
-        (known, any::<u32>(), "[a-z._-]{1,12}").prop_map(|(known, mask, free)| {
-            if mask % 4 == 3 {
-                return free;
-            }
-            known
-                .chars()
-                .enumerate()
-                .map(|(i, c)| match (c, mask >> (i % 32) & 1, mask >> 31) {
-                    ('-', 1, 0) => '_',
-                    ('-', 1, _) => '.',
-                    _ => c,
-                })
-                .collect()
-        })
+        // Known names respelled with other separators (`_`, `.`, `~`, `+`, `!`, `*`), and
+        // arbitrary tokens.
+        const SEPARATORS: [char; 6] = ['_', '.', '~', '+', '!', '*'];
+        (known, any::<u32>(), any::<u32>(), "[a-z._~+!*-]{1,12}").prop_map(
+            |(known, mask, which, free)| {
+                if mask % 4 == 3 {
+                    return free;
+                }
+                known
+                    .chars()
+                    .enumerate()
+                    .map(|(i, c)| match (c, mask >> (i % 32) & 1) {
+                        ('-', 1) => SEPARATORS[(which >> (i % 8 * 4)) as usize % SEPARATORS.len()],
+                        _ => c,
+                    })
+                    .collect()
+            },
+        )
     }
 
     #[test]

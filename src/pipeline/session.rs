@@ -26,8 +26,8 @@ fn usable(value: &HeaderValue) -> Option<&str> {
         .filter(|id| !id.is_empty() && id.len() <= MAX_SESSION_ID_BYTES)
 }
 
-/// A presented session id must belong to this principal; one the gateway has not seen is
-/// bound to it (after a restart, or on `/verify`, which never sees the upstream's answer).
+/// A presented session id (one at most) must belong to this principal; one the gateway has
+/// not seen is bound to it (after a restart, or on `/verify`, which never sees the upstream's answer).
 /// Unusable ids and other principals' sessions are unknown sessions. An id this process
 /// does not know while a shared store (Redis) cannot be asked is refused with a 503: the
 /// binding is a security check and is never skipped.
@@ -37,7 +37,9 @@ pub async fn check(
     principal: Option<&Principal>,
     headers: &HeaderMap,
 ) -> Result<(), Rejection> {
-    let (Some(principal), Some(presented)) = (principal, headers.get(MCP_SESSION_ID)) else {
+    // Two ids are refused (400), never "first wins": the upstream might read the other.
+    let presented = super::transport::single(headers, MCP_SESSION_ID)?;
+    let (Some(principal), Some(presented)) = (principal, presented) else {
         return Ok(());
     };
     let Some(id) = usable(presented) else {

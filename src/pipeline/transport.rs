@@ -68,7 +68,8 @@ pub fn guard(route: &Route, request: &RequestView<'_>, limits: &Limits) -> Resul
     Ok(())
 }
 
-/// `X-HTTP-Method-Override` and its relatives, in any spelling with `_` or `.` for `-`.
+/// `X-HTTP-Method-Override` and its relatives, in any spelling with another separator for
+/// `-`.
 pub fn is_method_override(name: &str) -> bool {
     [
         "x-http-method-override",

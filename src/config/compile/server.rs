@@ -259,7 +259,7 @@ pub(super) fn is_set_on_every_request(name: &HeaderName) -> bool {
 }
 
 /// Headers an identity or upstream-credential header must never replace, in any spelling
-/// with `_` or `.` for `-`: the strip removes every spelling of the names the gateway sets,
+/// with another separator for `-`: the strip removes every spelling of the names the gateway sets,
 /// so `mcp_session_id` would take every client's `Mcp-Session-Id` away.
 pub(super) fn is_reserved_header(name: &HeaderName) -> bool {
     use http::header;
