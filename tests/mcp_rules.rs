@@ -610,3 +610,49 @@ async fn a_body_on_another_method_is_refused_not_forwarded_unjudged() {
     assert_eq!(answer.status, 200, "{}", answer.body);
     gateway.shutdown().await;
 }
+
+/// Resource rules match URIs as text, and upstream SDKs resolve a URI before they look it
+/// up (`new URL(…)`, pydantic): a URI that resolves to another text is refused, or
+/// `file:///reports/../secret` would be judged under `file:///reports/*` and read as
+/// `file:///secret`.
+#[tokio::test]
+async fn resource_uris_not_in_canonical_form_are_refused() {
+    let upstream = Upstream::start().await;
+    let gateway = start(&upstream).await;
+    let read = |uri: &str| {
+        serde_json::json!({
+            "jsonrpc": "2.0", "id": 9, "method": "resources/read", "params": {"uri": uri}
+        })
+        .to_string()
+    };
+    let allowed = send(&gateway, PLAIN, &read("file:///reports/q3.pdf"), &[]).await;
+    assert_eq!(allowed.status, 200, "{}", allowed.body);
+    for uri in [
+        "file:///reports/../secret/b",
+        "file:///reports/%2e%2e/secret/b",
+        "file:///reports/./../secret/b",
+        "FILE:///reports/x",
+        "file://localhost/reports/x",
+        "file:///reports\\..\\secret",
+        " file:///reports/x",
+    ] {
+        let answer = send(&gateway, PLAIN, &read(uri), &[]).await;
+        assert_eq!(answer.status, 200, "{uri}: {}", answer.body);
+        let error = &answer.json()["error"];
+        assert_eq!(error["code"], -32001, "{uri}: {}", answer.body);
+        assert!(
+            error["message"]
+                .as_str()
+                .unwrap()
+                .contains("resource.canonical_uri"),
+            "{uri}: {}",
+            answer.body
+        );
+    }
+    assert_eq!(
+        upstream.requests().len(),
+        1,
+        "only the canonical read went on"
+    );
+    gateway.shutdown().await;
+}

@@ -149,3 +149,52 @@ verifiers = ["api_keys"]
     );
     gateway.shutdown().await;
 }
+
+/// A session lives on the upstream server, not on the route: with two routes to the same
+/// server, the one alice did not use is no way for mallory into her session.
+#[tokio::test]
+async fn a_second_route_to_the_same_server_does_not_open_anothers_session() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let addr = upstream(seen.clone()).await;
+    let toml = format!(
+        r#"
+[server]
+listen = ["127.0.0.1:0"]
+public_url = "http://127.0.0.1"
+{alice}
+{mallory}
+[[routes]]
+id = "mcp"
+path = "/mcp"
+upstream = "http://{addr}/mcp"
+verifiers = ["api_keys"]
+
+[[routes]]
+id = "mcp-b"
+path = "/mcp-b"
+upstream = "http://{addr}/mcp"
+verifiers = ["api_keys"]
+"#,
+        alice = key("alice"),
+        mallory = key("mallory"),
+    );
+    let gateway = TestGateway::start(&toml).await;
+    let opened = send(&gateway, "POST", "alice", None).await;
+    let session = opened
+        .header("mcp-session-id")
+        .expect("a session")
+        .to_string();
+    let other_route = request("POST", gateway.addr, "/mcp-b")
+        .header("authorization", "Bearer mallory-key-0123456789")
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", &session)
+        .body(Full::new(Bytes::from_static(
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
+        )))
+        .unwrap();
+    let refused = exchange(gateway.addr, other_route).await;
+    assert_eq!(refused.status, 404, "{}", refused.body);
+    assert!(seen.lock().unwrap().is_empty(), "never forwarded");
+    gateway.shutdown().await;
+}

@@ -9,11 +9,14 @@
 //!   `method` each, and the same tool / prompt `name` or resource `uri` — so the gateway
 //!   never judges one call while the server executes another;
 //! - a `tools/call`, `prompts/get` or `resources/*` message it accepts always has its
-//!   target (a named operation is never judged as if it had none).
+//!   target (a named operation is never judged as if it had none);
+//! - a resource URI called canonical (`model::rules::is_canonical_resource_uri`) holds no
+//!   blank, no backslash and no dot segment.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use mcp_auth_gateway::mcp::jsonrpc::{peek, Message};
+use mcp_auth_gateway::model::rules::{is_canonical_resource_uri, Target};
 use serde_json::Value;
 
 fn target_of(value: &Value, method: Option<&str>) -> Option<String> {
@@ -43,6 +46,12 @@ fuzz_target!(|data: &[u8]| {
             Some("tools/call" | "prompts/get" | "resources/read" | "resources/subscribe" | "resources/unsubscribe")
         ) {
             assert!(message.target.is_some());
+        }
+        if let Some(Target::Resource(uri)) = &message.target {
+            if is_canonical_resource_uri(uri) {
+                assert!(!uri.contains(|c: char| c.is_whitespace() || c == '\\'), "{uri:?}");
+                assert!(!uri.contains("/../") && !uri.contains("/./"), "{uri:?}");
+            }
         }
     }
 });

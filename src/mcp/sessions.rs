@@ -12,7 +12,7 @@
 //! - [`MemorySessions`] (no `[redis]`): this process only.
 //! - [`RedisSessions`] (`[redis]`): several replicas behind a load balancer share the
 //!   bindings, so a session opened at one replica is refused to anyone else at all of them.
-//!   Bindings live in Redis (`{prefix}session:{route}:{sha256(session id)}` → owner, expiring
+//!   Bindings live in Redis (`{prefix}session:{server}:{sha256(session id)}` → owner, expiring
 //!   after the idle time) and in a local cache that answers the hot path without a round
 //!   trip. An id not known here is asked of Redis; binding is `SET`-if-absent in one script,
 //!   so two replicas binding the same new id agree on one owner. Each use re-confirms the
@@ -56,17 +56,19 @@ pub enum Claim {
 pub type BindFuture<'a> =
     Pin<Box<dyn Future<Output = Result<Owner, SharedStateUnavailable>> + Send + 'a>>;
 
+/// Both stores key a binding by its scope — the upstream server the session lives on
+/// (`pipeline::session`) — and the session id.
 pub trait SessionStore: Send + Sync {
     /// The owner this process knows already, without asking anyone: the hot path. `None`
     /// means "ask [`SessionStore::bind`]", also when a known binding is due to be
     /// re-confirmed with a shared store.
-    fn known_owner(&self, route: &str, session: &str) -> Option<Owner>;
+    fn known_owner(&self, scope: &str, session: &str) -> Option<Owner>;
 
     /// Binds `session` to `owner` unless it is bound already (here or, for a shared store,
     /// at another replica); returns the owner in effect.
     fn bind<'a>(
         &'a self,
-        route: &'a str,
+        scope: &'a str,
         session: &'a str,
         owner: Owner,
         claim: Claim,
@@ -95,27 +97,27 @@ impl Default for MemorySessions {
 }
 
 impl MemorySessions {
-    fn bind_now(&self, route: &str, session: &str, owner: Owner) -> Owner {
+    fn bind_now(&self, scope: &str, session: &str, owner: Owner) -> Owner {
         self.owners
-            .entry((route.to_string(), session.to_string()))
+            .entry((scope.to_string(), session.to_string()))
             .or_insert(owner)
             .into_value()
     }
 }
 
 impl SessionStore for MemorySessions {
-    fn known_owner(&self, route: &str, session: &str) -> Option<Owner> {
-        self.owners.get(&(route.to_string(), session.to_string()))
+    fn known_owner(&self, scope: &str, session: &str) -> Option<Owner> {
+        self.owners.get(&(scope.to_string(), session.to_string()))
     }
 
     fn bind<'a>(
         &'a self,
-        route: &'a str,
+        scope: &'a str,
         session: &'a str,
         owner: Owner,
         _claim: Claim,
     ) -> BindFuture<'a> {
-        Box::pin(std::future::ready(Ok(self.bind_now(route, session, owner))))
+        Box::pin(std::future::ready(Ok(self.bind_now(scope, session, owner))))
     }
 }
 
@@ -168,12 +170,12 @@ impl RedisSessions {
 
     async fn bind_shared(
         &self,
-        route: &str,
+        scope: &str,
         session: &str,
         owner: Owner,
         claim: Claim,
     ) -> Result<Owner, SharedStateUnavailable> {
-        let local_key = (route.to_string(), session.to_string());
+        let local_key = (scope.to_string(), session.to_string());
         let known = self.local.get(&local_key);
         let now = Instant::now();
         if let Some(known) = &known {
@@ -184,7 +186,7 @@ impl RedisSessions {
         // A binding known here is re-confirmed as it is (and published, had Redis missed
         // it); otherwise the claimant is the candidate.
         let candidate = known.as_ref().map_or(owner, |k| k.owner.clone());
-        match self.ask_redis(route, session, &candidate).await {
+        match self.ask_redis(scope, session, &candidate).await {
             Ok(in_effect) => {
                 self.local.insert(
                     local_key,
@@ -215,13 +217,13 @@ impl RedisSessions {
 
     async fn ask_redis(
         &self,
-        route: &str,
+        scope: &str,
         session: &str,
         candidate: &Owner,
     ) -> Result<Owner, SharedStateUnavailable> {
         let encoded = serde_json::to_string(candidate).map_err(|_| SharedStateUnavailable)?;
         let key = self.redis.key(&format!(
-            "session:{route}:{}",
+            "session:{scope}:{}",
             sha256_hex(session.as_bytes())
         ));
         let mut invocation = BIND.prepare_invoke();
@@ -238,21 +240,21 @@ impl RedisSessions {
 }
 
 impl SessionStore for RedisSessions {
-    fn known_owner(&self, route: &str, session: &str) -> Option<Owner> {
+    fn known_owner(&self, scope: &str, session: &str) -> Option<Owner> {
         self.local
-            .get(&(route.to_string(), session.to_string()))
+            .get(&(scope.to_string(), session.to_string()))
             .filter(|known| Instant::now() < known.reconfirm_at)
             .map(|known| known.owner)
     }
 
     fn bind<'a>(
         &'a self,
-        route: &'a str,
+        scope: &'a str,
         session: &'a str,
         owner: Owner,
         claim: Claim,
     ) -> BindFuture<'a> {
-        Box::pin(self.bind_shared(route, session, owner, claim))
+        Box::pin(self.bind_shared(scope, session, owner, claim))
     }
 }
 
@@ -272,11 +274,11 @@ mod tests {
         let store = MemorySessions::default();
         let (alice, mallory) = (owner("alice"), owner("mallory"));
         assert_eq!(store.known_owner("r", "s1"), None);
-        let bind = |route, owner| store.bind(route, "s1", owner, Claim::Presented);
+        let bind = |scope, owner| store.bind(scope, "s1", owner, Claim::Presented);
         assert_eq!(bind("r", alice.clone()).await.unwrap(), alice);
         assert_eq!(bind("r", mallory.clone()).await.unwrap(), alice);
         assert_eq!(store.known_owner("r", "s1"), Some(alice.clone()));
-        // Per route.
+        // Per scope (upstream server).
         assert_eq!(bind("other", mallory.clone()).await.unwrap(), mallory);
     }
 }

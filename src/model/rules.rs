@@ -36,6 +36,19 @@ pub const TOOL_SCOPE_PREFIX: &str = "mcp:tool:";
 pub const API_KEY_TOOLS_RULE: &str = "api_key.tools";
 /// The rule name reported for the route's default.
 pub const DEFAULT_RULE: &str = "default";
+/// The rule name reported when a resource URI is refused for not being in canonical form.
+pub const CANONICAL_URI_RULE: &str = "resource.canonical_uri";
+
+/// Whether a client's resource URI is already in the form an upstream resolves it to: the
+/// WHATWG URL serialization, which the TypeScript SDK (`new URL`) and the Python SDK
+/// (pydantic's URL type) both apply before they look a resource up. Rules match URIs as
+/// text, so `file:///reports/../secret/b`, `FILE:///secret/b`, `file://localhost/secret/b`,
+/// `file:///secret\b` or a URI with blanks around it would be judged as one URI and read
+/// as another; none of them is in canonical form. (`https://host` without its `/` is not
+/// either: the upstream reads `https://host/`.)
+pub fn is_canonical_resource_uri(uri: &str) -> bool {
+    url::Url::parse(uri).is_ok_and(|parsed| parsed.as_str() == uri)
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DefaultEffect {
@@ -195,6 +208,11 @@ fn decide(rule: &Rule, caller: Option<&Caller<'_>>) -> Verdict {
 }
 
 impl McpPolicy {
+    /// Whether any rule names resources (their URIs then decide, and must be canonical).
+    pub fn names_resources(&self) -> bool {
+        self.rules.iter().any(|rule| rule.resources.is_some())
+    }
+
     /// The decision for one message (`method` absent: a response, always allowed).
     pub fn evaluate(
         &self,
@@ -472,5 +490,57 @@ mod tests {
         assert!(!r.can_match(), "tools listed, but only prompt methods");
         r.methods = globs(&["tools/*"]);
         assert!(r.can_match());
+    }
+
+    #[test]
+    fn resource_uris_are_canonical_only_as_an_upstream_resolves_them() {
+        for uri in [
+            "file:///secret/b",
+            "file:///C:/reports/x.pdf",
+            "file:///reports/a%20b",
+            "https://example.com/",
+            "https://example.com/a/b?q=1#f",
+            "mcp-notes:1",
+            "custom://Host/Path",
+            "ui://widget/1",
+        ] {
+            assert!(is_canonical_resource_uri(uri), "{uri} is canonical");
+        }
+        for uri in [
+            "file:///x/../secret/b",
+            "file:///./secret/b",
+            "file:///reports/%2e%2e/secret/b",
+            "file:///reports/.%2E/secret/b",
+            "FILE:///secret/b",
+            "file://localhost/secret/b",
+            "file:///secret\\b",
+            " file:///secret/b",
+            "file:///secret/b ",
+            "file:///sec\tret/b",
+            "file:///sec\nret/b",
+            "https://example.com",
+            "https://EXAMPLE.com/",
+            "https://example.com:443/",
+            "https://example.com/a b",
+            "notes/1",
+            "/secret/b",
+            "",
+        ] {
+            assert!(!is_canonical_resource_uri(uri), "{uri:?} is not canonical");
+        }
+    }
+
+    proptest::proptest! {
+        /// What the URL parser serializes is canonical (an upstream's own form passes), and
+        /// a canonical URI holds no dot segment an upstream would resolve away.
+        #[test]
+        fn canonical_resource_uris_are_fixed_points(text in "[a-zA-Z][a-zA-Z+.-]{0,6}:[ -~]{0,40}") {
+            if let Ok(parsed) = url::Url::parse(&text) {
+                proptest::prop_assert!(is_canonical_resource_uri(parsed.as_str()));
+            }
+            if is_canonical_resource_uri(&text) && text.starts_with("file:") {
+                proptest::prop_assert!(!text.contains("/../") && !text.contains("/./"));
+            }
+        }
     }
 }

@@ -22,8 +22,9 @@ use crate::auth::Principal;
 use crate::mcp::filter::ListKind;
 use crate::mcp::jsonrpc::{self, Body, Kind, Message};
 use crate::model::route::Route;
-use crate::model::rules::Target;
-use crate::model::rules::{Caller, McpPolicy, Verdict};
+use crate::model::rules::{
+    is_canonical_resource_uri, Caller, McpPolicy, Target, Verdict, CANONICAL_URI_RULE,
+};
 
 /// JSON-RPC code of a refusal by the gateway (implementation-defined server error range).
 pub const REFUSED_CODE: i64 = -32001;
@@ -216,8 +217,17 @@ fn judge_parsed(
         client_id: p.client_id.as_deref(),
         tools: p.tools.as_deref().map(Vec::as_slice),
     });
-    let verdict =
-        |m: &Message| policy.evaluate(caller.as_ref(), m.method.as_deref(), m.target.as_ref());
+    // Resource rules match URIs as text: a URI the upstream would resolve to another text
+    // is refused where rules name resources, so that what is judged is what is read.
+    let names_resources = policy.names_resources();
+    let verdict = |m: &Message| match &m.target {
+        Some(Target::Resource(uri)) if names_resources && !is_canonical_resource_uri(uri) => {
+            Verdict::Deny {
+                rule: CANONICAL_URI_RULE.to_string(),
+            }
+        }
+        target => policy.evaluate(caller.as_ref(), m.method.as_deref(), target.as_ref()),
+    };
     // Most bodies are allowed whole, and need no list of verdicts (a refused one is judged
     // twice, the second time to say why).
     if messages.iter().all(|m| verdict(m) == Verdict::Allow) {

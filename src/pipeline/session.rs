@@ -11,6 +11,12 @@ use crate::model::route::Route;
 
 pub const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
 
+/// The scope a session id is bound in: the upstream server (its host and port), not the
+/// route — a second route to the same server must not take another's session there.
+fn scope(route: &Route) -> &str {
+    route.upstream.authority.as_str()
+}
+
 fn owner(principal: &Principal) -> Owner {
     Owner {
         issuer: principal.issuer.clone(),
@@ -46,10 +52,10 @@ pub async fn check(
         return Err(Rejection::SessionNotFound);
     };
     // The hot path: a binding this process knows, no allocation for the principal.
-    let in_effect = match sessions.known_owner(&route.id, id) {
+    let in_effect = match sessions.known_owner(scope(route), id) {
         Some(known) => known,
         None => sessions
-            .bind(&route.id, id, owner(principal), Claim::Presented)
+            .bind(scope(route), id, owner(principal), Claim::Presented)
             .await
             .map_err(|_| Rejection::SessionStoreUnavailable)?,
     };
@@ -78,7 +84,7 @@ pub async fn remember(
     {
         // An opened session is always kept here; the error only says Redis was not told.
         let _ = sessions
-            .bind(&route.id, id, owner(principal), Claim::Opened)
+            .bind(scope(route), id, owner(principal), Claim::Opened)
             .await;
     }
 }
