@@ -656,3 +656,42 @@ async fn resource_uris_not_in_canonical_form_are_refused() {
     );
     gateway.shutdown().await;
 }
+
+/// Completing an argument of a prompt or resource template is judged as using it: the
+/// completions of a refused prompt do not reach the caller.
+#[tokio::test]
+async fn completions_are_judged_as_the_prompt_or_template_they_complete() {
+    let upstream = Upstream::start().await;
+    let gateway = start(&upstream).await;
+    let complete = |reference: &str| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":4,"method":"completion/complete","params":{{"ref":{reference},"argument":{{"name":"a","value":""}}}}}}"#
+        )
+    };
+    // No rule allows any prompt; `default = "deny"` refuses the one completed.
+    let prompt = send(
+        &gateway,
+        PLAIN,
+        &complete(r#"{"type":"ref/prompt","name":"secret_plan"}"#),
+        &[],
+    )
+    .await;
+    assert_eq!(prompt.json()["error"]["code"], -32001, "{}", prompt.body);
+    assert!(prompt.body.contains("rule default"), "{}", prompt.body);
+    // The `reports` rule allows `file:///reports/*`: its templates may be completed.
+    let template = send(
+        &gateway,
+        PLAIN,
+        &complete(r#"{"type":"ref/resource","uri":"file:///reports/{quarter}"}"#),
+        &[],
+    )
+    .await;
+    assert_eq!(template.status, 200, "{}", template.body);
+    assert!(template.json()["error"].is_null(), "{}", template.body);
+    assert_eq!(
+        upstream.requests().len(),
+        1,
+        "only the allowed completion went on"
+    );
+    gateway.shutdown().await;
+}

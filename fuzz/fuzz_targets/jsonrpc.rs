@@ -6,7 +6,8 @@
 //! - never panics;
 //! - whenever it accepts a body, a generic JSON parser (serde_json's `Value`, standing in
 //!   for the upstream's) reads the same thing: the same number of messages, the same
-//!   `method` each, and the same tool / prompt `name` or resource `uri` — so the gateway
+//!   `method` each, and the same tool / prompt `name` or resource `uri` (a completion's
+//!   `ref` included) — so the gateway
 //!   never judges one call while the server executes another;
 //! - a `tools/call`, `prompts/get` or `resources/*` message it accepts always has its
 //!   target (a named operation is never judged as if it had none);
@@ -23,6 +24,15 @@ fn target_of(value: &Value, method: Option<&str>) -> Option<String> {
     let member = match method? {
         "tools/call" | "prompts/get" => "name",
         "resources/read" | "resources/subscribe" | "resources/unsubscribe" => "uri",
+        "completion/complete" => {
+            let reference = &value["params"]["ref"];
+            let member = match reference["type"].as_str()? {
+                "ref/prompt" => "name",
+                "ref/resource" => "uri",
+                _ => return None,
+            };
+            return reference[member].as_str().map(str::to_string);
+        }
         _ => return None,
     };
     value["params"][member].as_str().map(str::to_string)
@@ -40,16 +50,28 @@ fuzz_target!(|data: &[u8]| {
     for (value, message) in values.iter().zip(messages) {
         assert_eq!(value["method"].as_str(), message.method.as_deref());
         let expected = target_of(value, message.method.as_deref());
-        assert_eq!(expected.as_deref(), message.target.as_ref().map(|t| t.name()));
+        assert_eq!(
+            expected.as_deref(),
+            message.target.as_ref().map(|t| t.name())
+        );
         if matches!(
             message.method.as_deref(),
-            Some("tools/call" | "prompts/get" | "resources/read" | "resources/subscribe" | "resources/unsubscribe")
+            Some(
+                "tools/call"
+                    | "prompts/get"
+                    | "resources/read"
+                    | "resources/subscribe"
+                    | "resources/unsubscribe"
+            )
         ) {
             assert!(message.target.is_some());
         }
         if let Some(Target::Resource(uri)) = &message.target {
             if is_canonical_resource_uri(uri) {
-                assert!(!uri.contains(|c: char| c.is_whitespace() || c == '\\'), "{uri:?}");
+                assert!(
+                    !uri.contains(|c: char| c.is_whitespace() || c == '\\'),
+                    "{uri:?}"
+                );
                 assert!(!uri.contains("/../") && !uri.contains("/./"), "{uri:?}");
             }
         }

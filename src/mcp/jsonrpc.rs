@@ -178,7 +178,7 @@ impl<'de> Deserialize<'de> for Envelope {
 const ENVELOPE_MEMBERS: [&str; 6] = ["jsonrpc", "method", "id", "params", "result", "error"];
 
 /// The `params` members policy reads, by index.
-const PARAMS_MEMBERS: [&str; 2] = ["name", "uri"];
+const PARAMS_MEMBERS: [&str; 3] = ["name", "uri", "ref"];
 
 /// Reads a member name as its index among the names given (`None`: a member nobody reads),
 /// without building a `String` for it: escaped spellings (`"n\u0061me"`) are decoded by
@@ -262,12 +262,14 @@ impl<'de> Deserialize<'de> for Skipped {
     }
 }
 
-/// The two members of `params` policy reads; the rest (tool arguments) is skipped without
+/// The members of `params` policy reads; the rest (tool arguments) is skipped without
 /// being built. Positional (array) params carry no name.
 #[derive(Default)]
 struct Params {
     name: Option<Value>,
     uri: Option<Value>,
+    /// `completion/complete`'s reference to the prompt or resource template completed.
+    reference: Option<Value>,
 }
 
 impl<'de> Deserialize<'de> for Params {
@@ -281,9 +283,10 @@ impl<'de> Deserialize<'de> for Params {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Params, A::Error> {
                 let mut params = Params::default();
                 while let Some(member) = map.next_key_seed(MemberOf(&PARAMS_MEMBERS))? {
-                    let slot = match member {
-                        Some(0) => &mut params.name,
-                        Some(_) => &mut params.uri,
+                    let (slot, index) = match member {
+                        Some(0) => (&mut params.name, 0),
+                        Some(1) => (&mut params.uri, 1),
+                        Some(_) => (&mut params.reference, 2),
                         None => {
                             map.next_value::<Skipped>()?;
                             continue;
@@ -292,7 +295,7 @@ impl<'de> Deserialize<'de> for Params {
                     if slot.is_some() {
                         return Err(de::Error::custom(format!(
                             "duplicate member `{}`",
-                            PARAMS_MEMBERS[usize::from(member == Some(1))]
+                            PARAMS_MEMBERS[index]
                         )));
                     }
                     *slot = Some(map.next_value::<Value>()?);
@@ -342,6 +345,9 @@ impl Envelope {
                 };
                 Some(Target::Resource(string(params.uri, method, "uri")?))
             }
+            // Completing a prompt's or a resource template's argument is judged as using it:
+            // a refused prompt's completions are not for this caller either.
+            Some("completion/complete") => completed(params.reference)?,
             _ => None,
         };
         Ok(Message {
@@ -351,6 +357,28 @@ impl Envelope {
             id: self.id,
         })
     }
+}
+
+/// What a `completion/complete` refers to (`params.ref`): the prompt by name, the resource
+/// template by URI template; another kind of reference names nothing the rules know.
+fn completed(reference: Option<Value>) -> Result<Option<Target>, PeekError> {
+    const METHOD: &str = "completion/complete";
+    let Some(Value::Object(mut reference)) = reference else {
+        return Err(PeekError::MissingTarget(METHOD, "ref"));
+    };
+    Ok(match reference.get("type").and_then(Value::as_str) {
+        Some("ref/prompt") => Some(Target::Prompt(string(
+            reference.remove("name"),
+            METHOD,
+            "ref.name",
+        )?)),
+        Some("ref/resource") => Some(Target::Resource(string(
+            reference.remove("uri"),
+            METHOD,
+            "ref.uri",
+        )?)),
+        _ => None,
+    })
 }
 
 fn string(
@@ -398,6 +426,55 @@ mod tests {
         // Escaped spellings are the same names to every JSON parser.
         let escaped = one(r#"{"jsonrpc":"2.0","id":1,"method":"tools\/call","par\u0061ms":{"n\u0061me":"dep\u006coy"}}"#).unwrap();
         assert_eq!(escaped.target, Some(Target::Tool("deploy".into())));
+    }
+
+    #[test]
+    fn a_completion_targets_the_prompt_or_template_it_completes() {
+        let complete = |reference: &str| {
+            one(&format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{{"ref":{reference},"argument":{{"name":"a","value":""}}}}}}"#
+            ))
+        };
+        assert_eq!(
+            complete(r#"{"type":"ref/prompt","name":"secret_plan"}"#)
+                .unwrap()
+                .target,
+            Some(Target::Prompt("secret_plan".into()))
+        );
+        assert_eq!(
+            complete(r#"{"type":"ref/resource","uri":"file:///logs/{day}"}"#)
+                .unwrap()
+                .target,
+            Some(Target::Resource("file:///logs/{day}".into()))
+        );
+        // As JSON.parse reads a repeated member: the last one.
+        assert_eq!(
+            complete(r#"{"type":"ref/prompt","name":"hello","name":"secret_plan"}"#)
+                .unwrap()
+                .target,
+            Some(Target::Prompt("secret_plan".into()))
+        );
+        assert_eq!(
+            complete(r#"{"type":"ref/other","name":"x"}"#)
+                .unwrap()
+                .target,
+            None
+        );
+        for broken in [
+            r#"{"type":"ref/prompt"}"#,
+            r#"{"type":"ref/prompt","name":7}"#,
+            r#"{"type":"ref/resource","name":"x"}"#,
+            r#""ref/prompt""#,
+        ] {
+            assert!(
+                matches!(complete(broken), Err(PeekError::MissingTarget(..))),
+                "{broken}"
+            );
+        }
+        let twice = one(
+            r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"a"},"ref":{"type":"ref/prompt","name":"b"}}}"#,
+        );
+        assert!(twice.is_err());
     }
 
     #[test]
@@ -542,6 +619,14 @@ mod tests {
                         v["params"]["uri"].as_str()
                     }
                     Some("tools/call" | "prompts/get") => v["params"]["name"].as_str(),
+                    Some("completion/complete") => {
+                        let reference = &v["params"]["ref"];
+                        match reference["type"].as_str() {
+                            Some("ref/prompt") => reference["name"].as_str(),
+                            Some("ref/resource") => reference["uri"].as_str(),
+                            _ => None,
+                        }
+                    }
                     _ => None,
                 };
                 v["method"].as_str() == m.method.as_deref()
@@ -610,6 +695,17 @@ mod tests {
             body.extend_from_slice(&spliced);
             body.extend_from_slice(&base[at..]);
             prop_assert!(agrees_with_a_generic_parser(&body));
+        }
+
+        #[test]
+        fn mangled_completions_never_disagree(
+            cut in 0usize..140,
+            insert in "[{}\\[\\],:\"a-z0-9/ ]{0,6}",
+        ) {
+            let base = r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"secret"},"argument":{"name":"a","value":""}}}"#;
+            let cut = cut.min(base.len());
+            let mangled = format!("{}{}{}", &base[..cut], insert, &base[cut..]);
+            prop_assert!(agrees_with_a_generic_parser(mangled.as_bytes()));
         }
 
         #[test]

@@ -220,8 +220,13 @@ fn judge_parsed(
     // Resource rules match URIs as text: a URI the upstream would resolve to another text
     // is refused where rules name resources, so that what is judged is what is read.
     let names_resources = policy.names_resources();
+    // (A completion refers to a URI template, not to a URI.)
     let verdict = |m: &Message| match &m.target {
-        Some(Target::Resource(uri)) if names_resources && !is_canonical_resource_uri(uri) => {
+        Some(Target::Resource(uri))
+            if names_resources
+                && m.method.as_deref() != Some("completion/complete")
+                && !is_canonical_resource_uri(uri) =>
+        {
             Verdict::Deny {
                 rule: CANONICAL_URI_RULE.to_string(),
             }
