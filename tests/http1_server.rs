@@ -9,6 +9,7 @@
 //! - HTTP/1.0 closes after the answer unless it asked for keep-alive;
 //! - an answer that ends its connection (`Connection: close`) arrives whole, then the end of
 //!   the stream — a small one, and a large one behind a client that starts reading late;
+//! - a fragment in the request target is refused;
 //! - answers carry `Date` and exactly one framing; a large chunked answer comes through
 //!   intact, re-chunked;
 //! - a client closing an open SSE stream closes the upstream's stream too, and so does one
@@ -498,4 +499,22 @@ async fn an_answer_ending_its_connection_arrives_whole_then_the_end() {
         "the body came through altered"
     );
     assert!(buf.is_empty() && closed(&mut stream).await, "then the end");
+}
+
+/// A request target has no fragment: one is refused (400), not cut off before the path
+/// checks could see it.
+#[tokio::test]
+async fn a_fragment_in_the_request_target_is_refused() {
+    let (upstream, gateway) = standard().await;
+    let mut stream = TcpStream::connect(gateway.addr).await.unwrap();
+    let request = format!(
+        "GET /mcp/health#/../admin HTTP/1.1\r\nHost: {}\r\nAuthorization: {}\r\n\r\n",
+        gateway.addr,
+        bearer()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let answer = read_answer(&mut stream, &mut buf).await;
+    assert_eq!(answer.status, 400, "{answer:?}");
+    assert!(upstream.requests().is_empty(), "nothing forwarded");
 }

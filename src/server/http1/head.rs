@@ -117,8 +117,13 @@ pub fn parse_request_head(
         let from = slice.as_ptr() as usize - start;
         head.slice(from..from + slice.len())
     };
-    let uri = Uri::from_maybe_shared(shared(request.path.unwrap_or_default().as_bytes()))
-        .map_err(|_| HeadError::Target)?;
+    let target = request.path.unwrap_or_default().as_bytes();
+    // A request target has no fragment (RFC 9112 §3.2); `http`'s parser would cut it off
+    // silently, and the path checks would never see the `#` they refuse.
+    if target.contains(&b'#') {
+        return Err(HeadError::Target);
+    }
+    let uri = Uri::from_maybe_shared(shared(target)).map_err(|_| HeadError::Target)?;
     // Room for what the rewrite adds before the request goes upstream (identity headers,
     // `X-Forwarded-*`, the request id): growing the map then would move every entry.
     let mut headers = crate::header_maps::take(request.headers.len() + ROOM_FOR_REWRITE);
@@ -438,6 +443,18 @@ mod tests {
         }
         let old = parsed("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n");
         assert!(matches!(old, Err(HeadError::Framing(_))));
+    }
+
+    #[test]
+    fn a_target_with_a_fragment_is_refused_not_cut() {
+        for target in ["/mcp#x", "/mcp/health#/../admin", "/mcp?q=1#f", "/#"] {
+            let refused = parsed(&format!("GET {target} HTTP/1.1\r\nHost: a\r\n\r\n"));
+            assert!(
+                matches!(refused, Err(HeadError::Target)),
+                "{target}: {refused:?}"
+            );
+        }
+        assert!(parsed("GET /mcp?q=%23 HTTP/1.1\r\nHost: a\r\n\r\n").is_ok());
     }
 
     #[test]
