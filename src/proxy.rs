@@ -369,7 +369,12 @@ async fn filter_lists(
     let Some(bytes) = read_list(body).await else {
         return unfilterable();
     };
-    let bytes = filter.filter_json(&bytes).unwrap_or(bytes);
+    let bytes = match filter.filter_json(&bytes) {
+        Ok(filtered) => filtered.unwrap_or(bytes),
+        // Nothing to read (a 202): nothing to filter.
+        Err(_) if bytes.iter().all(u8::is_ascii_whitespace) => bytes,
+        Err(_) => return unfilterable(),
+    };
     Response::from_parts(parts, body::full(bytes))
 }
 

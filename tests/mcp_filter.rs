@@ -1,7 +1,8 @@
 //! Phase 11 over real sockets: list answers show only what the caller may use — from a JSON
 //! answer and from an event stream (only the response event is rewritten; the others pass
 //! as they came) — with pagination cursors kept; whatever id the upstream echoes, whatever
-//! JSON media type it names, and in a stream replayed on `GET` (`Last-Event-ID`).
+//! JSON media type it names, and in a stream replayed on `GET` (`Last-Event-ID`); a list
+//! answer it cannot read (compressed, or `NaN` that Python reads) is not passed on.
 
 mod common;
 
@@ -41,6 +42,7 @@ async fn upstream(seen: Arc<Mutex<Vec<http::HeaderMap>>>) -> std::net::SocketAdd
                         let sse = request.uri().path().ends_with("/sse");
                         let gzip = request.uri().path().ends_with("/gzip");
                         let odd = request.uri().path().ends_with("/odd");
+                        let nan = request.uri().path().ends_with("/nan");
                         if request.method() == http::Method::GET {
                             let replay = format!(
                                 "id: 7\ndata: {{\"jsonrpc\":\"2.0\",\"id\":5,\"result\":{{\"tools\":{TOOLS}}}}}\n\n"
@@ -83,6 +85,15 @@ async fn upstream(seen: Arc<Mutex<Vec<http::HeaderMap>>>) -> std::net::SocketAdd
                             Response::builder()
                                 .header("content-type", "text/event-stream")
                                 .body(Full::new(Bytes::from(stream)))
+                                .unwrap()
+                        } else if nan {
+                            // What Python's json.dumps writes for float("nan"), and its
+                            // json.loads reads back.
+                            let answer = answer
+                                .replace(r#""name":"search""#, r#""name":"search","default":NaN"#);
+                            Response::builder()
+                                .header("content-type", "application/json")
+                                .body(Full::new(Bytes::from(answer)))
                                 .unwrap()
                         } else if odd {
                             Response::builder()
@@ -151,6 +162,17 @@ scopes = ["deploy"]
 id = "odd"
 path = "/odd"
 upstream = "http://{addr}/odd"
+verifiers = ["api_keys"]
+[routes.mcp]
+[[routes.mcp.rules]]
+name = "admins-only"
+tools = ["admin_*"]
+groups = ["admins"]
+
+[[routes]]
+id = "nan"
+path = "/nan"
+upstream = "http://{addr}/nan"
 verifiers = ["api_keys"]
 [routes.mcp]
 [[routes.mcp.rules]]
@@ -305,6 +327,10 @@ async fn a_list_answer_the_filter_cannot_read_is_not_passed_on() {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let gateway = start(upstream(seen).await).await;
     let answer = list(&gateway, "/gzip", "contractor-key-0123456789", "tools/list").await;
+    assert_eq!(answer.status, 502, "{}", answer.body);
+    assert!(!answer.body.contains("admin_reset"));
+    // `NaN` is no JSON to the gateway's parser, but Python's reads it: not passed on either.
+    let answer = list(&gateway, "/nan", "contractor-key-0123456789", "tools/list").await;
     assert_eq!(answer.status, 502, "{}", answer.body);
     assert!(!answer.body.contains("admin_reset"));
     gateway.shutdown().await;

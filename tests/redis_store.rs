@@ -1491,10 +1491,11 @@ mod redis_only {
         until_it_answers(&store).await;
         // The data survived (append-only file) and the scripts load again by themselves.
         assert!(store.session(digest(1), t).await.unwrap().is_some());
-        assert!(matches!(
-            store.redeem_code(digest(2), "c", t).await.unwrap(),
-            Redemption::Fresh(_)
-        ));
+        let redeemed = store.redeem_code(digest(2), "c", t).await.unwrap();
+        assert!(
+            matches!(redeemed, Redemption::Fresh(_)),
+            "after the restart: {redeemed:?}"
+        );
     }
 
     #[tokio::test]

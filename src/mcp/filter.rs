@@ -144,10 +144,13 @@ impl ListFilter {
         found
     }
 
-    /// A whole JSON body: the response, or (batch) an array holding it. `None`: not ours to
-    /// change (it stays as it is).
-    pub fn filter_json(&self, body: &[u8]) -> Option<Bytes> {
-        let mut value: Value = serde_json::from_slice(body).ok()?;
+    /// A whole JSON body: a response, or (batch) an array of them. `Ok(None)`: it holds no
+    /// list (it stays as it is). Invalid UTF-8 is read as clients decode it (replaced, not
+    /// refused). `Err`: not JSON to this parser — a client's may still read it (Python's
+    /// reads `NaN`), so it must not pass unfiltered.
+    pub fn filter_json(&self, body: &[u8]) -> Result<Option<Bytes>, ListUnreadable> {
+        let text = String::from_utf8_lossy(body);
+        let mut value: Value = serde_json::from_str(&text).map_err(|_| ListUnreadable)?;
         let changed = match &mut value {
             Value::Array(messages) => {
                 // Every message is looked at (no short circuit): a batch may hold several.
@@ -159,19 +162,20 @@ impl ListFilter {
             }
             message => self.filter_message(message),
         };
-        changed.then(|| Bytes::from(value.to_string()))
+        Ok(changed.then(|| Bytes::from(value.to_string())))
     }
 
     /// One complete SSE event (without its terminating blank line): rewritten if its data
-    /// is the list's response, else `None` (pass it as it was).
-    fn filter_event(&self, event: &[u8]) -> Option<Vec<u8>> {
+    /// is a response holding a list, `Ok(None)` if it passes as it was (it cannot hold one,
+    /// or does not), `Err` if it could and cannot be read.
+    fn filter_event(&self, event: &[u8]) -> Result<Option<Vec<u8>>, ListUnreadable> {
         if !may_hold_a_list(event) {
-            return None;
+            return Ok(None);
         }
-        let text = std::str::from_utf8(event).ok()?;
+        let text = String::from_utf8_lossy(event);
         let mut data = String::new();
         let mut others = Vec::new();
-        for line in sse_lines(text) {
+        for line in sse_lines(&text) {
             if let Some(rest) = line.strip_prefix("data") {
                 if rest.is_empty() || rest.starts_with(':') {
                     let value = rest.strip_prefix(':').unwrap_or(rest);
@@ -188,7 +192,13 @@ impl ListFilter {
                 others.push(line);
             }
         }
-        let filtered = self.filter_json(data.as_bytes())?;
+        // The needle was in a comment or another field: no message to read.
+        if data.is_empty() {
+            return Ok(None);
+        }
+        let Some(filtered) = self.filter_json(data.as_bytes())? else {
+            return Ok(None);
+        };
         let mut out = Vec::with_capacity(filtered.len() + 64);
         for line in others {
             out.extend_from_slice(line.as_bytes());
@@ -197,9 +207,14 @@ impl ListFilter {
         out.extend_from_slice(b"data: ");
         out.extend_from_slice(&filtered);
         out.push(b'\n');
-        Some(out)
+        Ok(Some(out))
     }
 }
+
+/// A message that could hold a list and cannot be read: not passed on.
+#[derive(Debug, thiserror::Error)]
+#[error("an answer that may hold a list cannot be read, so it cannot be filtered")]
+pub struct ListUnreadable;
 
 /// The lines of an event: SSE ends a line with CRLF, LF or a lone CR.
 fn sse_lines(text: &str) -> impl Iterator<Item = &str> {
@@ -251,12 +266,13 @@ impl<B> SseFilter<B> {
         }
     }
 
-    /// Complete events out of `pending`, filtered.
-    fn drain_events(&mut self) -> Bytes {
+    /// Complete events out of `pending`, filtered; `Err` at an event that could hold a list
+    /// and cannot be read (the events before it are dropped with the stream).
+    fn drain_events(&mut self) -> Result<Bytes, ListUnreadable> {
         let mut out = BytesMut::new();
         while let Some((event_end, separator_end)) = event_boundary(&self.pending) {
             let chunk = self.pending.split_to(separator_end);
-            match self.filter.filter_event(&chunk[..event_end]) {
+            match self.filter.filter_event(&chunk[..event_end])? {
                 Some(rewritten) => {
                     out.extend_from_slice(&rewritten);
                     out.extend_from_slice(b"\n");
@@ -264,7 +280,7 @@ impl<B> SseFilter<B> {
                 None => out.extend_from_slice(&chunk),
             }
         }
-        out.freeze()
+        Ok(out.freeze())
     }
 }
 
@@ -297,7 +313,13 @@ where
                         Err(frame) => return Poll::Ready(Some(Ok(frame))),
                     };
                     this.pending.extend_from_slice(&frame);
-                    let out = this.drain_events();
+                    let out = match this.drain_events() {
+                        Ok(out) => out,
+                        Err(unreadable) => {
+                            this.ended = true;
+                            return Poll::Ready(Some(Err(Box::new(unreadable))));
+                        }
+                    };
                     if this.pending.len() > MAX_LIST_BYTES {
                         this.ended = true;
                         return Poll::Ready(Some(Err(Box::new(ListTooLarge))));
@@ -314,8 +336,9 @@ where
                         return Poll::Ready(None);
                     }
                     let out = match this.filter.filter_event(&rest) {
-                        Some(rewritten) => Bytes::from(rewritten),
-                        None => rest,
+                        Ok(Some(rewritten)) => Bytes::from(rewritten),
+                        Ok(None) => rest,
+                        Err(unreadable) => return Poll::Ready(Some(Err(Box::new(unreadable)))),
                     };
                     return Poll::Ready(Some(Ok(Frame::data(out))));
                 }
@@ -354,7 +377,8 @@ mod tests {
     #[test]
     fn json_lists_keep_only_usable_items_and_everything_else() {
         let body = br#"{"jsonrpc":"2.0","id":3,"result":{"tools":[{"name":"search","description":"d"},{"name":"admin_reset"},{"title":"no name"}],"nextCursor":"abc"}}"#;
-        let out: Value = serde_json::from_slice(&filter().filter_json(body).unwrap()).unwrap();
+        let out: Value =
+            serde_json::from_slice(&filter().filter_json(body).unwrap().unwrap()).unwrap();
         assert_eq!(
             out["result"]["tools"],
             serde_json::json!([{"name":"search","description":"d"}])
@@ -365,12 +389,26 @@ mod tests {
             &br#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#[..],
             br#"{"jsonrpc":"2.0","id":3,"result":{"content":[{"type":"text","text":"tools"}]}}"#,
             br#"{"jsonrpc":"2.0","id":3,"error":{"code":1,"message":"tools"}}"#,
-            b"not json",
         ] {
-            assert!(filter().filter_json(other).is_none(), "{other:?}");
+            assert!(filter().filter_json(other).unwrap().is_none(), "{other:?}");
         }
+        // What this parser cannot read, a client's might (Python's `json` reads `NaN`).
+        for unreadable in [
+            &b"not json"[..],
+            br#"{"result":{"tools":[{"name":"admin_x","x":NaN}]}}"#,
+        ] {
+            assert!(filter().filter_json(unreadable).is_err(), "{unreadable:?}");
+        }
+        // Invalid UTF-8 is read as a client decodes it: replaced, and the list filtered.
+        let mut invalid =
+            br#"{"id":1,"result":{"tools":[{"name":"admin_x","description":""#.to_vec();
+        invalid.extend_from_slice(b"\xff\"}]}}");
+        let out: Value =
+            serde_json::from_slice(&filter().filter_json(&invalid).unwrap().unwrap()).unwrap();
+        assert_eq!(out["result"]["tools"], serde_json::json!([]));
         let resources = br#"{"jsonrpc":"2.0","id":3,"result":{"resources":[{"uri":"file:///private/x"},{"uri":"file:///public/y"}]}}"#;
-        let out: Value = serde_json::from_slice(&filter().filter_json(resources).unwrap()).unwrap();
+        let out: Value =
+            serde_json::from_slice(&filter().filter_json(resources).unwrap().unwrap()).unwrap();
         assert_eq!(
             out["result"]["resources"],
             serde_json::json!([{"uri":"file:///public/y"}])
@@ -386,7 +424,8 @@ mod tests {
                 r#"{{"jsonrpc":"2.0","id":{id},"result":{{"tools":[{{"name":"admin_x"}},{{"name":"ok"}}],"prompts":[{{"name":"secret"}}]}}}}"#
             );
             let out: Value =
-                serde_json::from_slice(&filter().filter_json(body.as_bytes()).unwrap()).unwrap();
+                serde_json::from_slice(&filter().filter_json(body.as_bytes()).unwrap().unwrap())
+                    .unwrap();
             assert_eq!(
                 out["result"]["tools"],
                 serde_json::json!([{"name":"ok"}]),
@@ -395,7 +434,8 @@ mod tests {
             assert_eq!(out["result"]["prompts"], serde_json::json!([]), "{id}");
         }
         let batch = br#"[{"jsonrpc":"2.0","id":7,"result":{"resourceTemplates":[{"uriTemplate":"file:///private/{x}"},{"uriTemplate":"file:///public/{x}"}]}},{"id":8,"result":{"tools":[{"name":"admin_y"}]}}]"#;
-        let out: Value = serde_json::from_slice(&filter().filter_json(batch).unwrap()).unwrap();
+        let out: Value =
+            serde_json::from_slice(&filter().filter_json(batch).unwrap().unwrap()).unwrap();
         assert_eq!(
             out[0]["result"]["resourceTemplates"],
             serde_json::json!([{"uriTemplate":"file:///public/{x}"}])
@@ -421,7 +461,8 @@ mod tests {
         }
         // An escaped member name is still a list (serde_json reads the escape).
         let escaped = br#"{"jsonrpc":"2.0","id":1,"result":{"\u0074ools":[{"name":"admin_x"}]}}"#;
-        let out: Value = serde_json::from_slice(&filter().filter_json(escaped).unwrap()).unwrap();
+        let out: Value =
+            serde_json::from_slice(&filter().filter_json(escaped).unwrap().unwrap()).unwrap();
         assert_eq!(out["result"]["tools"], serde_json::json!([]));
     }
 
@@ -459,5 +500,13 @@ mod tests {
         assert!(text.contains("id: 3\ndata: after\n\nid: 4\n"), "{text}");
         assert!(!text.contains("admin_again"), "{text}");
         assert!(text.ends_with("id: 5\ndata: end\n\n"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_stream_event_that_could_hold_a_list_and_cannot_be_read_ends_the_stream() {
+        let stream = "data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\"}\n\ndata: {\"id\":1,\"result\":{\"tools\":[{\"name\":\"admin_x\",\"x\":NaN}]}}\n\n";
+        let chunks = std::iter::once(Bytes::from(stream)).collect();
+        let result = SseFilter::new(Chunks(chunks), filter()).collect().await;
+        assert!(result.is_err(), "the list event is not passed on");
     }
 }
