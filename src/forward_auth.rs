@@ -166,11 +166,14 @@ async fn calls_and_limits(
         return (Judged::default(), Some(rejection));
     }
     let mut judged = Judged::default();
+    // As inline: a body forwarded with another method than POST is refused, not approved
+    // unjudged.
+    if route.mcp.is_some() && *method != Method::POST && mcp_policy::carries_a_body(headers) {
+        let refusal = Rejection::MalformedMessage(mcp_policy::BODY_NOT_ON_POST);
+        return (judged, Some(refusal));
+    }
     if let (Some(policy), true) = (&route.mcp, *method == Method::POST) {
-        let forwarded_body = headers
-            .get(header::CONTENT_LENGTH)
-            .is_some_and(|v| v.as_bytes() != b"0")
-            || headers.contains_key(header::TRANSFER_ENCODING);
+        let forwarded_body = mcp_policy::carries_a_body(headers);
         let (found, refusal) = if forwarded_body {
             match mcp_policy::read_body(body, policy.max_body_bytes, body_read_timeout).await {
                 Ok(bytes) => mcp_policy::judge(route, policy, principal, &bytes, headers),

@@ -141,11 +141,11 @@ pub async fn handle(
             // Only a POST carries MCP messages, and only a POST's are judged: a body on any
             // other method (an upstream routing every method to its JSON-RPC handler would
             // act on it) is refused, not forwarded unjudged.
-            if carries_a_body(&parts.headers) || !http_body::Body::is_end_stream(&incoming) {
+            if mcp_policy::carries_a_body(&parts.headers)
+                || !http_body::Body::is_end_stream(&incoming)
+            {
                 let denial = Denial {
-                    rejection: Rejection::MalformedMessage(
-                        "only a POST carries MCP messages: this request's body is refused",
-                    ),
+                    rejection: Rejection::MalformedMessage(mcp_policy::BODY_NOT_ON_POST),
                     route: Some(admission.route().clone()),
                     principal: admission.shared_principal().cloned(),
                 };
@@ -295,16 +295,6 @@ pub async fn handle(
             (rejection.into_response(), outcome)
         }
     }
-}
-
-/// Whether a request says it has a body: a `Content-Length` other than 0, or any
-/// `Transfer-Encoding` (an HTTP/2 body without a length shows in the body itself).
-fn carries_a_body(headers: &HeaderMap) -> bool {
-    headers.contains_key(http::header::TRANSFER_ENCODING)
-        || headers
-            .get_all(http::header::CONTENT_LENGTH)
-            .iter()
-            .any(|length| length.as_bytes() != b"0")
 }
 
 /// The request body on its way upstream.

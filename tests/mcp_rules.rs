@@ -694,4 +694,57 @@ async fn completions_are_judged_as_the_prompt_or_template_they_complete() {
         "only the allowed completion went on"
     );
     gateway.shutdown().await;
+
+    // Rules limited to `prompts/get` decide its completions too, both ways.
+    let upstream = Upstream::start().await;
+    let toml = format!(
+        r#"
+[server]
+listen = ["127.0.0.1:0"]
+public_url = "http://127.0.0.1"
+{plain}
+[[routes]]
+id = "mcp"
+path = "/mcp"
+upstream = "{upstream}"
+verifiers = ["api_keys"]
+[routes.mcp]
+default = "deny"
+[[routes.mcp.rules]]
+name = "no-secret-prompts"
+methods = ["prompts/get"]
+prompts = ["secret_*"]
+deny = true
+[[routes.mcp.rules]]
+name = "prompts"
+methods = ["prompts/get"]
+prompts = ["*"]
+allow = true
+"#,
+        plain = key("plain", "plain-key-0123456789", &["mcp:tools"], ""),
+        upstream = upstream.url("/mcp"),
+    );
+    let gateway = TestGateway::start(&toml).await;
+    let secret = send(
+        &gateway,
+        PLAIN,
+        &complete(r#"{"type":"ref/prompt","name":"secret_plan"}"#),
+        &[],
+    )
+    .await;
+    assert!(
+        secret.body.contains("rule no-secret-prompts"),
+        "{}",
+        secret.body
+    );
+    let hello = send(
+        &gateway,
+        PLAIN,
+        &complete(r#"{"type":"ref/prompt","name":"hello"}"#),
+        &[],
+    )
+    .await;
+    assert!(hello.json()["error"].is_null(), "{}", hello.body);
+    assert_eq!(upstream.requests().len(), 1);
+    gateway.shutdown().await;
 }

@@ -171,3 +171,33 @@ async fn undetermined_calls_can_be_let_through_and_limits_and_sessions_apply() {
     );
     gateway.shutdown().await;
 }
+
+/// What inline mode refuses, `/verify` refuses too: a body forwarded with a GET or DELETE
+/// (only a POST's messages are judged), and a completion described by headers alone (what
+/// it completes is only in its body).
+#[tokio::test]
+async fn bodies_on_other_methods_and_header_only_completions_are_refused() {
+    let gateway = start("deny").await;
+    for method in ["GET", "DELETE"] {
+        let request = request("GET", gateway.addr, "/verify")
+            .header("x-forwarded-method", method)
+            .header("x-forwarded-proto", "http")
+            .header("x-forwarded-host", "127.0.0.1")
+            .header("x-forwarded-uri", "/mcp")
+            .header("authorization", "Bearer alice-key-0123456789")
+            .body(Full::new(Bytes::from(call("delete_repo"))))
+            .unwrap();
+        let answer = exchange(gateway.addr, request).await;
+        assert_eq!(answer.status, 403, "{method}: {}", answer.body);
+        assert!(answer.body.contains("only a POST"), "{method}: {}", answer.body);
+    }
+    let completion = verify(
+        &gateway,
+        "alice",
+        &[("mcp-method", "completion/complete"), ("mcp-name", "x")],
+        None,
+    )
+    .await;
+    assert_eq!(completion.status, 403, "{}", completion.body);
+    gateway.shutdown().await;
+}

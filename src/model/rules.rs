@@ -8,8 +8,8 @@
 //! 3. with `tool_scopes`, the OAuth convention: `tools/call NAME` needs `mcp:tool:NAME` or
 //!    `mcp:tool:*`;
 //! 4. the route's default — for operations on a named thing (`tools/call`, `prompts/get`,
-//!    `resources/read|subscribe|unsubscribe`, and `completion/complete` of a prompt or a
-//!    resource template). Protocol plumbing (`initialize`, `ping`,
+//!    `resources/read|subscribe|unsubscribe`; `completion/complete` of a prompt or a
+//!    resource template is judged as `prompts/get` / `resources/read` of it). Protocol plumbing (`initialize`, `ping`,
 //!    lists, notifications, responses) is allowed unless a rule says otherwise: lists are
 //!    filtered instead, and refusing `initialize` would only break clients.
 
@@ -151,14 +151,12 @@ impl Rule {
         let restricted = self.tools.is_some() || self.prompts.is_some() || self.resources.is_some();
         !restricted
             || (self.tools.is_some() && method_ok("tools/call"))
-            || (self.prompts.is_some()
-                && (method_ok("prompts/get") || method_ok("completion/complete")))
+            || (self.prompts.is_some() && method_ok("prompts/get"))
             || (self.resources.is_some()
                 && [
                     "resources/read",
                     "resources/subscribe",
                     "resources/unsubscribe",
-                    "completion/complete",
                 ]
                 .iter()
                 .any(|m| method_ok(m)))

@@ -108,6 +108,21 @@ fn asks_for_list(messages: &[Message]) -> bool {
     })
 }
 
+/// Whether a request says it has a body: a `Content-Length` other than 0, or any
+/// `Transfer-Encoding` (an HTTP/2 body without a length shows in the body itself).
+pub fn carries_a_body(headers: &HeaderMap) -> bool {
+    headers.contains_key(http::header::TRANSFER_ENCODING)
+        || headers
+            .get_all(http::header::CONTENT_LENGTH)
+            .iter()
+            .any(|length| length.as_bytes() != b"0")
+}
+
+/// The refusal of a body on another method than POST: only a POST's messages are judged,
+/// and an upstream routing every method to its JSON-RPC handler would act on it.
+pub const BODY_NOT_ON_POST: &str =
+    "only a POST carries MCP messages: this request's body is refused";
+
 /// Judges a body for `route`: what it asks (for the audit event) and, if refused, why.
 /// No refusal = forward the body as received.
 pub fn judge(
@@ -160,6 +175,8 @@ pub fn judge_headers(
         ("resources/read" | "resources/subscribe" | "resources/unsubscribe", Some(uri)) => {
             Some(Target::Resource(uri))
         }
+        // A completion names what it completes only in its body.
+        ("completion/complete", _) => return None,
         // A named operation without its name cannot be judged.
         (
             "tools/call"
@@ -220,18 +237,26 @@ fn judge_parsed(
     // Resource rules match URIs as text: a URI the upstream would resolve to another text
     // is refused where rules name resources, so that what is judged is what is read.
     let names_resources = policy.names_resources();
-    // (A completion refers to a URI template, not to a URI.)
-    let verdict = |m: &Message| match &m.target {
-        Some(Target::Resource(uri))
-            if names_resources
-                && m.method.as_deref() != Some("completion/complete")
-                && !is_canonical_resource_uri(uri) =>
-        {
-            Verdict::Deny {
-                rule: CANONICAL_URI_RULE.to_string(),
+    // A completion is judged as the use of what it completes (the same rules, also those
+    // limited to `prompts/get` or `resources/read`); it refers to a URI template, not a URI.
+    let verdict = |m: &Message| {
+        let (method, completes) = match (m.method.as_deref(), &m.target) {
+            (Some("completion/complete"), Some(Target::Prompt(_))) => (Some("prompts/get"), true),
+            (Some("completion/complete"), Some(Target::Resource(_))) => {
+                (Some("resources/read"), true)
             }
+            (method, _) => (method, false),
+        };
+        match &m.target {
+            Some(Target::Resource(uri))
+                if names_resources && !completes && !is_canonical_resource_uri(uri) =>
+            {
+                Verdict::Deny {
+                    rule: CANONICAL_URI_RULE.to_string(),
+                }
+            }
+            target => policy.evaluate(caller.as_ref(), method, target.as_ref()),
         }
-        target => policy.evaluate(caller.as_ref(), m.method.as_deref(), target.as_ref()),
     };
     // Most bodies are allowed whole, and need no list of verdicts (a refused one is judged
     // twice, the second time to say why).
