@@ -96,9 +96,8 @@ pub async fn handle(
 
     // 7. MCP policy — routes with rules read the body (bounded), judge each message and
     //    forward the very bytes they judged; other routes stream it untouched.
-    // Phase 11 on routes with rules; `true` when the request asks for a list, whose answer
-    // is then read whole (any answer's stream is filtered as it passes).
-    let mut filtered_answer: Option<bool> = None;
+    // Phase 11 on routes with rules: which answers are filtered.
+    let mut filtered_answer: Option<Filtered> = None;
     let mut called_tools: Vec<String> = Vec::new();
     let mut single_id: Option<serde_json::Value> = None;
     let judged_body = match (&admission.route().mcp, parts.method == http::Method::POST) {
@@ -130,7 +129,9 @@ pub async fn handle(
                     // Taken, not copied: the audit event keeps only method, target and rule.
                     called_tools = std::mem::take(&mut judged.tools);
                     single_id = judged.id.take();
-                    filtered_answer = Some(judged.asks_for_list);
+                    if judged.asks_for_list {
+                        filtered_answer = Some(Filtered::ListAnswer);
+                    }
                     outcome = with_mcp(outcome, judged);
                     UpstreamBody::Judged(bytes)
                 }
@@ -153,7 +154,7 @@ pub async fn handle(
             }
             // A `GET` stream may replay answers (`Last-Event-ID`): lists in it are filtered
             // all the same.
-            filtered_answer = Some(false);
+            filtered_answer = Some(Filtered::Stream);
             UpstreamBody::Streaming(incoming)
         }
         (None, _) => UpstreamBody::Streaming(incoming),
@@ -274,14 +275,12 @@ pub async fn handle(
             )
             .await;
             // 11. Response filter — lists show only what the caller may use.
-            if let (Some(reads_whole_answers), Some(policy)) =
-                (filtered_answer, &admission.route().mcp)
-            {
+            if let (Some(filtered), Some(policy)) = (filtered_answer, &admission.route().mcp) {
                 let filter = || ListFilter {
                     policy: policy.clone(),
                     caller: admission.principal().map(owned_caller),
                 };
-                response = filter_lists(response, reads_whole_answers, filter).await;
+                response = filter_lists(response, filtered, filter).await;
             }
             if let Some(origin) = origin {
                 let mut request_headers = HeaderMap::new();
@@ -315,14 +314,23 @@ fn owned_caller(principal: &crate::auth::Principal) -> OwnedCaller {
     }
 }
 
-/// Phase 11 on an upstream answer: a stream is rewritten event by event as it passes; any
-/// other successful answer is read (bounded) and rewritten if it is JSON when
-/// `reads_whole_answers` (the request asked for a list: other answers may be large, and
-/// are not buffered to be looked at); errors are left alone. An answer the filter cannot
+/// Which answers phase 11 filters (routes with rules).
+#[derive(Clone, Copy)]
+enum Filtered {
+    /// The answer to a POST asking for a list: a stream event by event, anything else read
+    /// whole (bounded) as JSON. (Other POSTs' answers are not filtered: they may be large,
+    /// and lists are not what they carry.)
+    ListAnswer,
+    /// A GET stream, which may replay earlier answers (`Last-Event-ID`): read as a stream
+    /// whatever its media type says, as the TypeScript SDK reads it.
+    Stream,
+}
+
+/// Phase 11 on an upstream answer (errors are left alone). An answer the filter cannot
 /// read is not passed on unfiltered.
 async fn filter_lists(
     response: Response<Body>,
-    reads_whole_answers: bool,
+    filtered: Filtered,
     filter: impl FnOnce() -> ListFilter,
 ) -> Response<Body> {
     if !response.status().is_success() {
@@ -333,25 +341,26 @@ async fn filter_lists(
         .headers
         .get(http::header::CONTENT_ENCODING)
         .is_some_and(|e| !e.as_bytes().eq_ignore_ascii_case(b"identity"));
-    let stream = parts
+    // Clients take any type naming an event stream for one (httpx-sse: "contains").
+    let names_a_stream = parts
         .headers
         .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|media| media.trim().eq_ignore_ascii_case("text/event-stream"));
+        .is_some_and(|v| {
+            v.as_bytes()
+                .to_ascii_lowercase()
+                .windows(b"event-stream".len())
+                .any(|w| w == b"event-stream")
+        });
     let unfilterable = || {
         tracing::warn!("a list answer could not be filtered; it is not passed on");
         Rejection::UpstreamUnavailable.into_response()
     };
-    if !stream && !reads_whole_answers {
-        return Response::from_parts(parts, body);
-    }
     if encoded {
         return unfilterable();
     }
     let filter = filter();
     parts.headers.remove(http::header::CONTENT_LENGTH);
-    if stream {
+    if names_a_stream || matches!(filtered, Filtered::Stream) {
         return Response::from_parts(parts, SseFilter::new(body, filter).boxed_unsync());
     }
     // Whatever its media type says (`application/json-rpc`, none, …): clients read JSON

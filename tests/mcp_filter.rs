@@ -47,9 +47,16 @@ async fn upstream(seen: Arc<Mutex<Vec<http::HeaderMap>>>) -> std::net::SocketAdd
                             let replay = format!(
                                 "id: 7\ndata: {{\"jsonrpc\":\"2.0\",\"id\":5,\"result\":{{\"tools\":{TOOLS}}}}}\n\n"
                             );
+                            // `/odd` mislabels its stream; the TypeScript SDK reads a GET
+                            // answer as one all the same.
+                            let kind = if odd {
+                                "text/plain"
+                            } else {
+                                "text/event-stream"
+                            };
                             return Ok::<_, Infallible>(
                                 Response::builder()
-                                    .header("content-type", "text/event-stream")
+                                    .header("content-type", kind)
                                     .body(Full::new(Bytes::from(replay)))
                                     .unwrap(),
                             );
@@ -373,19 +380,34 @@ async fn a_list_is_filtered_whatever_id_the_upstream_echoes_and_whatever_json_ty
 async fn a_list_replayed_on_a_resumed_get_stream_is_filtered() {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let gateway = start(upstream(seen).await).await;
-    let answer = common::http::get(
-        gateway.addr,
-        "/sse",
-        &[
-            ("authorization", "Bearer contractor-key-0123456789"),
-            ("accept", "text/event-stream"),
-            ("last-event-id", "3"),
-        ],
-    )
-    .await;
-    assert_eq!(answer.status, 200, "{}", answer.body);
-    assert!(answer.body.starts_with("id: 7\ndata: "), "{}", answer.body);
-    assert!(!answer.body.contains("admin_reset"), "{}", answer.body);
-    assert!(answer.body.contains("\"search\""), "{}", answer.body);
+    // Also when the stream is not labelled as one (`/odd` says text/plain).
+    for path in ["/sse", "/odd"] {
+        let answer = common::http::get(
+            gateway.addr,
+            path,
+            &[
+                ("authorization", "Bearer contractor-key-0123456789"),
+                ("accept", "text/event-stream"),
+                ("last-event-id", "3"),
+            ],
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{path}: {}", answer.body);
+        assert!(
+            answer.body.starts_with("id: 7\ndata: "),
+            "{path}: {}",
+            answer.body
+        );
+        assert!(
+            !answer.body.contains("admin_reset"),
+            "{path}: {}",
+            answer.body
+        );
+        assert!(
+            answer.body.contains("\"search\""),
+            "{path}: {}",
+            answer.body
+        );
+    }
     gateway.shutdown().await;
 }

@@ -189,7 +189,11 @@ async fn bodies_on_other_methods_and_header_only_completions_are_refused() {
             .unwrap();
         let answer = exchange(gateway.addr, request).await;
         assert_eq!(answer.status, 403, "{method}: {}", answer.body);
-        assert!(answer.body.contains("only a POST"), "{method}: {}", answer.body);
+        assert!(
+            answer.body.contains("only a POST"),
+            "{method}: {}",
+            answer.body
+        );
     }
     let completion = verify(
         &gateway,

@@ -196,8 +196,19 @@ impl ListFilter {
         if data.is_empty() {
             return Ok(None);
         }
-        let Some(filtered) = self.filter_json(data.as_bytes())? else {
-            return Ok(None);
+        let filtered = match self.filter_json(data.as_bytes()) {
+            Ok(Some(filtered)) => filtered,
+            Ok(None) => return Ok(None),
+            // What this parser cannot read whole (a lone surrogate escape, which
+            // `JSON.stringify` writes; a number past f64) is refused only if it is a list's
+            // response: any other message passes as it came.
+            Err(unreadable) => {
+                return match list_response_shape(&data) {
+                    Some(false) => Ok(None),
+                    None if !data.contains("\"result\"") => Ok(None),
+                    _ => Err(unreadable),
+                }
+            }
         };
         let mut out = Vec::with_capacity(filtered.len() + 64);
         for line in others {
@@ -208,6 +219,42 @@ impl ListFilter {
         out.extend_from_slice(&filtered);
         out.push(b'\n');
         Ok(Some(out))
+    }
+}
+
+/// Whether a message is a response (or a batch with one) whose `result` holds a list,
+/// read with every other value skipped unchecked, as lenient readers take it. `None`: not
+/// even that can be read.
+fn list_response_shape(data: &str) -> Option<bool> {
+    use serde::de::IgnoredAny;
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    struct Message {
+        result: Option<ListMembers>,
+    }
+    #[derive(Deserialize)]
+    struct ListMembers {
+        tools: Option<IgnoredAny>,
+        prompts: Option<IgnoredAny>,
+        resources: Option<IgnoredAny>,
+        #[serde(rename = "resourceTemplates")]
+        resource_templates: Option<IgnoredAny>,
+    }
+    let holds_a_list = |message: &Message| {
+        message.result.as_ref().is_some_and(|result| {
+            result.tools.is_some()
+                || result.prompts.is_some()
+                || result.resources.is_some()
+                || result.resource_templates.is_some()
+        })
+    };
+    if data.trim_start().starts_with('[') {
+        let messages: Vec<Message> = serde_json::from_str(data).ok()?;
+        Some(messages.iter().any(holds_a_list))
+    } else {
+        let message: Message = serde_json::from_str(data).ok()?;
+        Some(holds_a_list(&message))
     }
 }
 
@@ -223,9 +270,11 @@ fn sse_lines(text: &str) -> impl Iterator<Item = &str> {
         .flat_map(|l| l.split('\r'))
 }
 
-/// The end of the first complete event in `buffer`: (event end, separator end).
-fn event_boundary(buffer: &[u8]) -> Option<(usize, usize)> {
-    let mut i = 0;
+/// The end of the first complete event in `buffer`: (event end, separator end). `from`:
+/// where to start looking — the bytes before it hold no event end (resuming a search
+/// three bytes before where the last one stopped finds a blank line split across reads).
+fn event_boundary(buffer: &[u8], from: usize) -> Option<(usize, usize)> {
+    let mut i = from;
     while i < buffer.len() {
         // A blank line: a line terminator right after another (or at the very start).
         let terminator = |at: usize| -> Option<usize> {
@@ -253,6 +302,9 @@ pub struct SseFilter<B> {
     inner: B,
     filter: ListFilter,
     pending: BytesMut,
+    /// How much of `pending` was searched for an event end without finding one: a large
+    /// event arriving in many reads is searched once, not from its start at every read.
+    searched: usize,
     ended: bool,
 }
 
@@ -262,6 +314,7 @@ impl<B> SseFilter<B> {
             inner,
             filter,
             pending: BytesMut::new(),
+            searched: 0,
             ended: false,
         }
     }
@@ -270,7 +323,13 @@ impl<B> SseFilter<B> {
     /// and cannot be read (the events before it are dropped with the stream).
     fn drain_events(&mut self) -> Result<Bytes, ListUnreadable> {
         let mut out = BytesMut::new();
-        while let Some((event_end, separator_end)) = event_boundary(&self.pending) {
+        loop {
+            let from = self.searched.saturating_sub(3);
+            let Some((event_end, separator_end)) = event_boundary(&self.pending, from) else {
+                self.searched = self.pending.len();
+                break;
+            };
+            self.searched = 0;
             let chunk = self.pending.split_to(separator_end);
             match self.filter.filter_event(&chunk[..event_end])? {
                 Some(rewritten) => {
@@ -484,15 +543,26 @@ mod tests {
     async fn only_the_list_response_events_of_a_stream_are_rewritten() {
         // The second list response stands for an answer replayed after `Last-Event-ID`.
         let stream = "event: message\nid: 1\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{\"admin_x\":1}}\n\n: keepalive\n\nid: 2\r\ndata: {\"jsonrpc\":\"2.0\",\"id\":3,\r\ndata: \"result\":{\"tools\":[{\"name\":\"admin_reset\"},{\"name\":\"ok\"}]}}\r\n\r\nid: 3\ndata: after\n\nid: 4\ndata: {\"jsonrpc\":\"2.0\",\"id\":1.0,\"result\":{\"tools\":[{\"name\":\"admin_again\"}]}}\n\nid: 5\ndata: end\n\n";
-        // Split into awkward chunks.
-        let chunks = stream
-            .as_bytes()
-            .chunks(7)
-            .map(Bytes::copy_from_slice)
-            .collect();
-        let body = SseFilter::new(Chunks(chunks), filter());
-        let out = body.collect().await.unwrap().to_bytes();
-        let text = String::from_utf8(out.to_vec()).unwrap();
+        // Split into awkward chunks: every size gives the same answer.
+        let whole = {
+            let chunks = std::iter::once(Bytes::from(stream)).collect();
+            SseFilter::new(Chunks(chunks), filter())
+                .collect()
+                .await
+                .unwrap()
+                .to_bytes()
+        };
+        for size in 1..=9 {
+            let chunks = stream
+                .as_bytes()
+                .chunks(size)
+                .map(Bytes::copy_from_slice)
+                .collect();
+            let body = SseFilter::new(Chunks(chunks), filter());
+            let out = body.collect().await.unwrap().to_bytes();
+            assert_eq!(out, whole, "chunks of {size}");
+        }
+        let text = String::from_utf8(whole.to_vec()).unwrap();
         assert!(text.starts_with("event: message\nid: 1\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{\"admin_x\":1}}\n\n: keepalive\n\n"), "{text}");
         assert!(text.contains("id: 2\ndata: {"), "{text}");
         assert!(!text.contains("admin_reset"), "{text}");
@@ -500,6 +570,27 @@ mod tests {
         assert!(text.contains("id: 3\ndata: after\n\nid: 4\n"), "{text}");
         assert!(!text.contains("admin_again"), "{text}");
         assert!(text.ends_with("id: 5\ndata: end\n\n"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_event_is_refused_only_if_it_is_a_list_response() {
+        // A tool's answer with a lone surrogate (JSON.stringify writes them) that mentions
+        // a resource: not a list, passed as it came.
+        let call = "data: {\"jsonrpc\":\"2.0\",\"id\":2,\"result\":{\"content\":[{\"type\":\"resource_link\",\"uri\":\"file:///a\",\"name\":\"\\ud83d\"}]}}\n\n";
+        let chunks = std::iter::once(Bytes::from(call)).collect();
+        let out = SseFilter::new(Chunks(chunks), filter())
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes();
+        assert_eq!(out, call.as_bytes());
+        // The same escape inside a list: refused.
+        let list = "data: {\"jsonrpc\":\"2.0\",\"id\":2,\"result\":{\"tools\":[{\"name\":\"admin_x\",\"description\":\"\\ud83d\"}]}}\n\n";
+        let chunks = std::iter::once(Bytes::from(list)).collect();
+        assert!(SseFilter::new(Chunks(chunks), filter())
+            .collect()
+            .await
+            .is_err());
     }
 
     #[tokio::test]
