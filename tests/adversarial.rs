@@ -911,6 +911,8 @@ async fn look_alikes_with_any_separator_path_claims_and_listed_request_ids_are_h
         .h("X-Rewrite-Url", "/admin")
         .h("X_Envoy_Original_Path", "/admin")
         .h("Script-Name", "/admin")
+        .h("CF-Connecting-IP", "10.0.0.1")
+        .h("X-Envoy-External-Address", "10.0.0.1")
         .h("Connection", "x-request-id")
         .send(fixture.gateway.addr)
         .await;
@@ -926,6 +928,8 @@ async fn look_alikes_with_any_separator_path_claims_and_listed_request_ids_are_h
         "x-rewrite-url",
         "x_envoy_original_path",
         "script-name",
+        "cf-connecting-ip",
+        "x-envoy-external-address",
     ] {
         assert_eq!(seen.header(name), None, "{name}: {:?}", seen.headers);
     }

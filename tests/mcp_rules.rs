@@ -635,6 +635,9 @@ async fn resource_uris_not_in_canonical_form_are_refused() {
         "file://localhost/reports/x",
         "file:///reports\\..\\secret",
         " file:///reports/x",
+        "file:///reports/..%2Fsecret/b",
+        "file:///reports/%2e%2E%5csecret",
+        "file:///reports/%2552eport",
     ] {
         let answer = send(&gateway, PLAIN, &read(uri), &[]).await;
         assert_eq!(answer.status, 200, "{uri}: {}", answer.body);

@@ -19,6 +19,9 @@ pub struct Upstream {
     pub authority: http::uri::Authority,
     /// Path prefix on the upstream that replaces the route's path ("" for none).
     pub base_path: String,
+    /// The server as sessions are bound to it: lowercase host and port, the default port
+    /// spelled out (`http://MCP` and `http://mcp:80` are one server).
+    pub session_scope: String,
 }
 
 /// One protected MCP server, compiled from a `[[routes]]` entry.

@@ -46,9 +46,29 @@ pub const CANONICAL_URI_RULE: &str = "resource.canonical_uri";
 /// text, so `file:///reports/../secret/b`, `FILE:///secret/b`, `file://localhost/secret/b`,
 /// `file:///secret\b` or a URI with blanks around it would be judged as one URI and read
 /// as another; none of them is in canonical form. (`https://host` without its `/` is not
-/// either: the upstream reads `https://host/`.)
+/// either: the upstream reads `https://host/`.) Nor is a URI with an escape that a server
+/// decoding it (Node's `fileURLToPath`, Python's `unquote`) reads as something a rule could
+/// have matched as text: a letter, a digit, `-._~`, `/`, `\`, `%`, `;`, `?`, `#`, a control
+/// character, or the overlong lead bytes `%C0` / `%C1` (`file:///%70rivate`,
+/// `file:///reports/..%2Fsecret`).
 pub fn is_canonical_resource_uri(uri: &str) -> bool {
-    url::Url::parse(uri).is_ok_and(|parsed| parsed.as_str() == uri)
+    url::Url::parse(uri).is_ok_and(|parsed| parsed.as_str() == uri) && !has_ambiguous_escape(uri)
+}
+
+fn has_ambiguous_escape(uri: &str) -> bool {
+    let hex = |byte: u8| char::from(byte).to_digit(16);
+    uri.as_bytes().windows(3).any(|window| {
+        let (Some(high), Some(low)) = (hex(window[1]), hex(window[2])) else {
+            return false;
+        };
+        let decoded = (high * 16 + low) as u8;
+        window[0] == b'%'
+            && (decoded.is_ascii_alphanumeric()
+                || b"-._~/\\%;?#".contains(&decoded)
+                || decoded.is_ascii_control()
+                || decoded == 0xC0
+                || decoded == 0xC1)
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -499,6 +519,8 @@ mod tests {
             "file:///secret/b",
             "file:///C:/reports/x.pdf",
             "file:///reports/a%20b",
+            "file:///reports/r%C3%A9sum%C3%A9.pdf",
+            "file:///reports/%zz",
             "https://example.com/",
             "https://example.com/a/b?q=1#f",
             "mcp-notes:1",
@@ -512,6 +534,12 @@ mod tests {
             "file:///./secret/b",
             "file:///reports/%2e%2e/secret/b",
             "file:///reports/.%2E/secret/b",
+            "file:///%70rivate/x",
+            "file:///reports/..%2Fsecret/b",
+            "file:///reports/%2e%2e%5csecret",
+            "file:///reports/%252e%252e/secret",
+            "file:///reports/%00x",
+            "file:///reports/%c0%ae%c0%ae/secret",
             "FILE:///secret/b",
             "file://localhost/secret/b",
             "file:///secret\\b",
@@ -532,12 +560,16 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// What the URL parser serializes is canonical (an upstream's own form passes), and
-        /// a canonical URI holds no dot segment an upstream would resolve away.
+        /// What the URL parser serializes is canonical unless it holds an ambiguous escape
+        /// (an upstream's own form passes), and a canonical URI holds no dot segment an
+        /// upstream would resolve away.
         #[test]
         fn canonical_resource_uris_are_fixed_points(text in "[a-zA-Z][a-zA-Z+.-]{0,6}:[ -~]{0,40}") {
             if let Ok(parsed) = url::Url::parse(&text) {
-                proptest::prop_assert!(is_canonical_resource_uri(parsed.as_str()));
+                proptest::prop_assert_eq!(
+                    is_canonical_resource_uri(parsed.as_str()),
+                    !has_ambiguous_escape(parsed.as_str())
+                );
             }
             if is_canonical_resource_uri(&text) && text.starts_with("file:") {
                 proptest::prop_assert!(!text.contains("/../") && !text.contains("/./"));

@@ -54,18 +54,20 @@ static NEVER_FORWARDED: [HeaderName; 5] = [
 
 /// Headers that claim something about the connection or the original request that only a
 /// proxy may say: every name beginning with one of these, and each of the names below.
-const FORWARDING_PREFIXES: [&str; 2] = ["x-forwarded-", "x-original-"];
-const FORWARDING_CLAIMS: [&str; 9] = [
+/// (`X-Envoy-*`: Envoy's own, e.g. `X-Envoy-External-Address`, `X-Envoy-Original-Path`.)
+const FORWARDING_PREFIXES: [&str; 3] = ["x-forwarded-", "x-original-", "x-envoy-"];
+const FORWARDING_CLAIMS: [&str; 10] = [
     "forwarded",
     "x-real-ip",
     "x-client-ip",
     "true-client-ip",
     "x-cluster-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
     // The original path as some frameworks take it from a front proxy (Symfony's and
-    // Zend's `X-Rewrite-Url`, Envoy's, the CGI script name): an upstream routing on them
-    // would act on a path the gateway never authorized.
+    // Zend's `X-Rewrite-Url`, the CGI script name): an upstream routing on them would act
+    // on a path the gateway never authorized.
     "x-rewrite-url",
-    "x-envoy-original-path",
     "x-script-name",
     "script-name",
 ];
@@ -412,6 +414,7 @@ pub(super) mod tests {
         let dashed = dashed(name);
         dashed.starts_with("x-forwarded-")
             || dashed.starts_with("x-original-")
+            || dashed.starts_with("x-envoy-")
             || matches!(
                 dashed.as_ref(),
                 "forwarded"
@@ -419,8 +422,9 @@ pub(super) mod tests {
                     | "x-client-ip"
                     | "true-client-ip"
                     | "x-cluster-client-ip"
+                    | "cf-connecting-ip"
+                    | "fastly-client-ip"
                     | "x-rewrite-url"
-                    | "x-envoy-original-path"
                     | "x-script-name"
                     | "script-name"
             )

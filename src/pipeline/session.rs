@@ -12,9 +12,10 @@ use crate::model::route::Route;
 pub const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
 
 /// The scope a session id is bound in: the upstream server (its host and port), not the
-/// route — a second route to the same server must not take another's session there.
+/// route — a second route to the same server must not take another's session there. (Two
+/// names of one server — `localhost` and `127.0.0.1` — are two scopes.)
 fn scope(route: &Route) -> &str {
-    route.upstream.authority.as_str()
+    &route.upstream.session_scope
 }
 
 fn owner(principal: &Principal) -> Owner {

@@ -485,10 +485,17 @@ pub(super) fn parse_upstream(text: &str) -> Result<Upstream, String> {
         return Err(format!("{text:?} must not have a query string"));
     }
     let base_path = uri.path().trim_end_matches('/').to_string();
+    let default_port = if scheme == Scheme::HTTPS { 443 } else { 80 };
+    let session_scope = format!(
+        "{}:{}",
+        authority.host().to_ascii_lowercase(),
+        authority.port_u16().unwrap_or(default_port)
+    );
     Ok(Upstream {
         scheme,
         authority,
         base_path,
+        session_scope,
     })
 }
 
@@ -569,4 +576,22 @@ fn allow_header(methods: &[Method]) -> HeaderValue {
         names.push("OPTIONS");
     }
     HeaderValue::from_str(&names.join(", ")).unwrap_or(HeaderValue::from_static("OPTIONS"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_server_is_one_session_scope_however_its_url_is_spelled() {
+        let scope = |url: &str| parse_upstream(url).unwrap().session_scope;
+        assert_eq!(scope("http://MCP.internal/mcp"), "mcp.internal:80");
+        assert_eq!(scope("http://mcp.internal:80/other"), "mcp.internal:80");
+        assert_eq!(scope("https://Mcp.Internal"), "mcp.internal:443");
+        assert_eq!(scope("http://127.0.0.1:3001/mcp"), "127.0.0.1:3001");
+        assert_ne!(
+            scope("http://mcp.internal:8080"),
+            scope("http://mcp.internal")
+        );
+    }
 }
