@@ -305,6 +305,9 @@ pub struct SseFilter<B> {
     /// How much of `pending` was searched for an event end without finding one: a large
     /// event arriving in many reads is searched once, not from its start at every read.
     searched: usize,
+    /// Whether the stream's start was looked at for a byte order mark (clients skip one
+    /// there, and the first event's `data` line would otherwise not read as one here).
+    start_seen: bool,
     ended: bool,
 }
 
@@ -315,6 +318,7 @@ impl<B> SseFilter<B> {
             filter,
             pending: BytesMut::new(),
             searched: 0,
+            start_seen: false,
             ended: false,
         }
     }
@@ -323,6 +327,19 @@ impl<B> SseFilter<B> {
     /// and cannot be read (the events before it are dropped with the stream).
     fn drain_events(&mut self) -> Result<Bytes, ListUnreadable> {
         let mut out = BytesMut::new();
+        if !self.start_seen {
+            const BOM: &[u8] = b"\xEF\xBB\xBF";
+            let seen = self.pending.len().min(BOM.len());
+            if self.pending[..seen] != BOM[..seen] {
+                self.start_seen = true;
+            } else if seen == BOM.len() {
+                // Passed on as it came; only the reading here skips it.
+                out.extend_from_slice(&self.pending.split_to(BOM.len()));
+                self.start_seen = true;
+            } else {
+                return Ok(out.freeze());
+            }
+        }
         loop {
             let from = self.searched.saturating_sub(3);
             let Some((event_end, separator_end)) = event_boundary(&self.pending, from) else {
@@ -591,6 +608,26 @@ mod tests {
             .collect()
             .await
             .is_err());
+    }
+
+    #[tokio::test]
+    async fn a_byte_order_mark_at_the_start_does_not_hide_the_first_event() {
+        let stream = "\u{feff}data: {\"id\":1,\"result\":{\"tools\":[{\"name\":\"admin_x\"}]}}\n\n";
+        for size in [1, 2, 3, 4, 100] {
+            let chunks = stream
+                .as_bytes()
+                .chunks(size)
+                .map(Bytes::copy_from_slice)
+                .collect();
+            let out = SseFilter::new(Chunks(chunks), filter())
+                .collect()
+                .await
+                .unwrap()
+                .to_bytes();
+            let text = String::from_utf8(out.to_vec()).unwrap();
+            assert!(text.starts_with('\u{feff}'), "{size}: {text}");
+            assert!(!text.contains("admin_x"), "{size}: {text}");
+        }
     }
 
     #[tokio::test]
