@@ -169,7 +169,7 @@ async fn calls_and_limits(
     // As inline: a body forwarded with another method than POST is refused, not approved
     // unjudged.
     if route.mcp.is_some() && *method != Method::POST && mcp_policy::carries_a_body(headers) {
-        let refusal = Rejection::MalformedMessage(mcp_policy::BODY_NOT_ON_POST);
+        let refusal = Rejection::McpBodyNotOnPost;
         return (judged, Some(refusal));
     }
     if let (Some(policy), true) = (&route.mcp, *method == Method::POST) {

@@ -94,8 +94,9 @@ pub async fn handle(
 
     let request_had_session = parts.headers.contains_key(session::MCP_SESSION_ID);
 
-    // 7. MCP policy — routes with rules read the body (bounded), judge each message and
-    //    forward the very bytes they judged; other routes stream it untouched.
+    // 7. MCP policy — routes with rules read a POST's body (bounded), judge each message
+    //    and forward the very bytes they judged, and refuse a body on any other method;
+    //    other routes stream it untouched.
     // Phase 11 on routes with rules: which answers are filtered.
     let mut filtered_answer: Option<Filtered> = None;
     let mut called_tools: Vec<String> = Vec::new();
@@ -146,7 +147,7 @@ pub async fn handle(
                 || !http_body::Body::is_end_stream(&incoming)
             {
                 let denial = Denial {
-                    rejection: Rejection::MalformedMessage(mcp_policy::BODY_NOT_ON_POST),
+                    rejection: Rejection::McpBodyNotOnPost,
                     route: Some(admission.route().clone()),
                     principal: admission.shared_principal().cloned(),
                 };
@@ -154,7 +155,9 @@ pub async fn handle(
             }
             // A `GET` stream may replay answers (`Last-Event-ID`): lists in it are filtered
             // all the same.
-            filtered_answer = Some(Filtered::Stream);
+            if parts.method == http::Method::GET {
+                filtered_answer = Some(Filtered::Stream);
+            }
             UpstreamBody::Streaming(incoming)
         }
         (None, _) => UpstreamBody::Streaming(incoming),

@@ -595,6 +595,13 @@ async fn a_body_on_another_method_is_refused_not_forwarded_unjudged() {
             .unwrap();
         let answer = common::http::exchange(gateway.addr, request).await;
         assert_eq!(answer.status, 400, "{method}: {}", answer.body);
+        let error = &answer.json()["error"];
+        assert_eq!(error["code"], -32600, "{method}: {}", answer.body);
+        assert!(
+            error["message"].as_str().unwrap().contains("only a POST"),
+            "{method}: {}",
+            answer.body
+        );
     }
     assert!(
         upstream.requests().is_empty(),

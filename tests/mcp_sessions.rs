@@ -67,6 +67,22 @@ fn key(id: &str) -> String {
     )
 }
 
+/// A gateway with alice's and mallory's API keys and one route per id (`/<id>`), each to
+/// the upstream at `addr`.
+async fn start(addr: std::net::SocketAddr, routes: &[&str]) -> TestGateway {
+    let mut toml = format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\npublic_url = \"http://127.0.0.1\"\n{}{}",
+        key("alice"),
+        key("mallory")
+    );
+    for id in routes {
+        toml.push_str(&format!(
+            "[[routes]]\nid = \"{id}\"\npath = \"/{id}\"\nupstream = \"http://{addr}/mcp\"\nverifiers = [\"api_keys\"]\n"
+        ));
+    }
+    TestGateway::start(&toml).await
+}
+
 async fn send(gateway: &TestGateway, method: &str, who: &str, session: Option<&str>) -> Answer {
     let mut builder = request(method, gateway.addr, "/mcp")
         .header("authorization", format!("Bearer {who}-key-0123456789"))
@@ -87,23 +103,7 @@ async fn send(gateway: &TestGateway, method: &str, who: &str, session: Option<&s
 async fn a_session_belongs_to_the_principal_that_opened_it() {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let addr = upstream(seen.clone()).await;
-    let toml = format!(
-        r#"
-[server]
-listen = ["127.0.0.1:0"]
-public_url = "http://127.0.0.1"
-{alice}
-{mallory}
-[[routes]]
-id = "mcp"
-path = "/mcp"
-upstream = "http://{addr}/mcp"
-verifiers = ["api_keys"]
-"#,
-        alice = key("alice"),
-        mallory = key("mallory"),
-    );
-    let gateway = TestGateway::start(&toml).await;
+    let gateway = start(addr, &["mcp"]).await;
 
     // alice opens a session (initialize has no session id; the answer carries one).
     let opened = send(&gateway, "POST", "alice", None).await;
@@ -156,29 +156,7 @@ verifiers = ["api_keys"]
 async fn a_second_route_to_the_same_server_does_not_open_anothers_session() {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let addr = upstream(seen.clone()).await;
-    let toml = format!(
-        r#"
-[server]
-listen = ["127.0.0.1:0"]
-public_url = "http://127.0.0.1"
-{alice}
-{mallory}
-[[routes]]
-id = "mcp"
-path = "/mcp"
-upstream = "http://{addr}/mcp"
-verifiers = ["api_keys"]
-
-[[routes]]
-id = "mcp-b"
-path = "/mcp-b"
-upstream = "http://{addr}/mcp"
-verifiers = ["api_keys"]
-"#,
-        alice = key("alice"),
-        mallory = key("mallory"),
-    );
-    let gateway = TestGateway::start(&toml).await;
+    let gateway = start(addr, &["mcp", "mcp-b"]).await;
     let opened = send(&gateway, "POST", "alice", None).await;
     let session = opened
         .header("mcp-session-id")

@@ -13,10 +13,12 @@
 //! the answer, the gateway would not), and a stream resumed with `GET` + `Last-Event-ID`
 //! replays answers to requests this connection never saw.
 //!
-//! In a stream every complete event is looked at; one whose data cannot hold a list
-//! (none of the member names, no escape) passes as it is, byte for byte, and so does every
-//! event that is not a list's response. Everything else of the answer — `nextCursor`
-//! included — is kept.
+//! Which answers go through here is phase 11's call in `proxy` (a list request's answer,
+//! and `GET` streams). In a stream every complete event is looked at; one whose data
+//! cannot hold a list (none of the member names, no escape) passes as it is, byte for byte,
+//! and so does every event that is not a list's response. What could be a list and cannot
+//! be read fails the answer ([`ListUnreadable`], [`ListTooLarge`]): it is never passed on
+//! unfiltered. Everything else of the answer — `nextCursor` included — is kept.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -34,7 +36,7 @@ use crate::model::rules::{Caller, McpPolicy, Target, Verdict};
 /// not passed through unfiltered: the answer fails instead.
 pub const MAX_LIST_BYTES: usize = 16 * 1024 * 1024;
 
-/// Which list a request asked for.
+/// The lists an answer can hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListKind {
     Tools,

@@ -8,10 +8,11 @@
 //! 3. with `tool_scopes`, the OAuth convention: `tools/call NAME` needs `mcp:tool:NAME` or
 //!    `mcp:tool:*`;
 //! 4. the route's default — for operations on a named thing (`tools/call`, `prompts/get`,
-//!    `resources/read|subscribe|unsubscribe`; `completion/complete` of a prompt or a
-//!    resource template is judged as `prompts/get` / `resources/read` of it). Protocol plumbing (`initialize`, `ping`,
-//!    lists, notifications, responses) is allowed unless a rule says otherwise: lists are
-//!    filtered instead, and refusing `initialize` would only break clients.
+//!    `resources/read|subscribe|unsubscribe`; phase 7 judges `completion/complete` of a
+//!    prompt or a resource template as `prompts/get` / `resources/read` of it). Protocol
+//!    plumbing (`initialize`, `ping`, lists, notifications, responses) is allowed unless a
+//!    rule says otherwise: lists are filtered instead, and refusing `initialize` would only
+//!    break clients.
 
 use crate::glob::Glob;
 

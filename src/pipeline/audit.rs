@@ -63,7 +63,8 @@ fn decision(rejection: &Rejection) -> &'static str {
         Rejection::McpUnreadable(_)
         | Rejection::McpBodyTooLarge
         | Rejection::McpHeaderMismatch(_)
-        | Rejection::McpUndetermined => "refused_request",
+        | Rejection::McpUndetermined
+        | Rejection::McpBodyNotOnPost => "refused_request",
         Rejection::VerifierUnavailable(..) => "verifier_unavailable",
         Rejection::SessionStoreUnavailable => "session_store_unavailable",
         Rejection::UserTokenMissing { .. } => "user_token_missing",

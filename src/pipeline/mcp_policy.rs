@@ -118,11 +118,6 @@ pub fn carries_a_body(headers: &HeaderMap) -> bool {
             .any(|length| length.as_bytes() != b"0")
 }
 
-/// The refusal of a body on another method than POST: only a POST's messages are judged,
-/// and an upstream routing every method to its JSON-RPC handler would act on it.
-pub const BODY_NOT_ON_POST: &str =
-    "only a POST carries MCP messages: this request's body is refused";
-
 /// Judges a body for `route`: what it asks (for the audit event) and, if refused, why.
 /// No refusal = forward the body as received.
 pub fn judge(

@@ -72,6 +72,11 @@ pub enum Rejection {
     /// what is called, and the route does not let undetermined calls pass.
     #[error("the call cannot be determined: forward the body or send Mcp-Method / Mcp-Name")]
     McpUndetermined,
+    /// Phase 7: a body on another method than POST to a route with rules: only a POST's
+    /// messages are judged, and an upstream handling every method as JSON-RPC would act on
+    /// it.
+    #[error("only a POST carries MCP messages: a body on another method is refused")]
+    McpBodyNotOnPost,
     /// Phase 7: `Mcp-Method` / `Mcp-Name` disagree with the body.
     #[error("{0}")]
     McpHeaderMismatch(&'static str),
@@ -128,6 +133,7 @@ impl Rejection {
             | Rejection::McpUnreadable(_)
             | Rejection::McpHeaderMismatch(_)
             | Rejection::McpUndetermined
+            | Rejection::McpBodyNotOnPost
             | Rejection::MalformedCredential(..) => StatusCode::BAD_REQUEST,
             Rejection::NoRoute | Rejection::SessionNotFound => StatusCode::NOT_FOUND,
             Rejection::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -211,6 +217,7 @@ impl Rejection {
             | Rejection::SessionNotFound
             | Rejection::SessionStoreUnavailable
             | Rejection::McpUndetermined
+            | Rejection::McpBodyNotOnPost
             | Rejection::RateLimited { .. }
             | Rejection::McpRefused { .. } => None,
         }
@@ -288,7 +295,8 @@ impl Rejection {
             }),
             Rejection::McpBodyTooLarge
             | Rejection::McpHeaderMismatch(_)
-            | Rejection::McpUndetermined => json!({
+            | Rejection::McpUndetermined
+            | Rejection::McpBodyNotOnPost => json!({
                 "jsonrpc": "2.0",
                 "id": null,
                 "error": {"code": -32600, "message": description},

@@ -6,11 +6,11 @@
 //! claims forwarding facts (`Forwarded`, `X-Forwarded-*`, `X-Real-IP`, `X-Original-*`, …)
 //! and every header that collides, in any spelling with another separator for `-`, with an
 //! identity or upstream-credential header we set, or looks like the session id or request
-//! id — in one pass over the names present. Then set
-//! identity from the [`Admission`], the route's upstream credential, the user's token and
-//! `X-Forwarded-For/Proto/Host` ([`set_fields`]): not into the map but beside it, written
-//! after the client's remaining fields (their names are distinct — the configuration is
-//! checked so — and none is left in the map). `Host` becomes the upstream's authority.
+//! id — in one pass over the names present. Then set identity from the [`Admission`], the
+//! route's upstream credential, the user's token and `X-Forwarded-For/Proto/Host`
+//! ([`set_fields`]): not into the map but beside it, written after the client's remaining
+//! fields (their names are distinct — the configuration is checked so — and none is left
+//! in the map). `Host` becomes the upstream's authority.
 
 use std::net::IpAddr;
 
@@ -74,9 +74,9 @@ const FORWARDING_CLAIMS: [&str; 10] = [
 
 /// Whether a client header claims something about the connection or the original request
 /// that only a proxy may say (`Forwarded`, `X-Forwarded-*`, `X-Real-IP`, `X-Original-*`,
-/// …), in any spelling with another separator for `-` ([`reads_as`]). (Method overrides never get
-/// this far: the transport guard refuses them.) Upstreams use these for client-IP
-/// allowlists, rate limits and URL generation (`X-Forwarded-Prefix`).
+/// …), in any spelling with another separator for `-` ([`reads_as`]). (Method overrides
+/// never get this far: the transport guard refuses them.) Upstreams use these for
+/// client-IP allowlists, rate limits and URL generation (`X-Forwarded-Prefix`).
 fn claims_forwarding(name: &str) -> bool {
     begins_like_forwarding(name) || FORWARDING_CLAIMS.iter().any(|claim| reads_as(name, claim))
 }
@@ -201,8 +201,8 @@ pub fn remove_where(
 }
 
 /// Whether `name` is one of `names` in any spelling with another separator for `-`
-/// ([`reads_as`]):
-/// a look-alike of a header we set would reach a CGI-style upstream as that header.
+/// ([`reads_as`]): a look-alike of a header we set would reach a CGI-style upstream as that
+/// header.
 fn names_one_of<'a>(name: &HeaderName, mut names: impl Iterator<Item = &'a HeaderName>) -> bool {
     names.any(|ours| reads_as(name.as_str(), ours.as_str()))
 }
